@@ -1,0 +1,281 @@
+"""The workloads: their names, units and targets, the events they write, their sizes, and
+what they do through eventfold's public API.
+
+The functions here do one piece of work on an open store; setting up fresh stores, timing
+runs in turns with the raw driver and reporting is `run.py`'s job. The same sizes and
+events feed the raw baselines in `raw.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import resource
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, fields, replace
+
+import eventfold
+
+__all__ = [
+    "RATE_UNITS",
+    "STREAM_CATEGORY",
+    "TARGETS",
+    "UNITS",
+    "WORKLOADS",
+    "OrderPlaced",
+    "Sizes",
+    "Target",
+    "append_batches",
+    "append_concurrently",
+    "append_sequentially",
+    "make_orders",
+    "peak_rss_mb",
+    "populate",
+    "read_all",
+    "read_stream",
+    "ru_maxrss_mb",
+    "stream_ids",
+    "timed",
+]
+
+STREAM_CATEGORY = "order"
+"""Stream ids are ``order-<n>`` (category ``order``)."""
+
+WORKLOADS = (
+    "bulk_append",
+    "batched_append",
+    "sequential_append",
+    "concurrent_append",
+    "read_stream",
+    "read_all",
+    "read_all_memory",
+)
+UNITS = {
+    "bulk_append": "events/s",
+    "batched_append": "events/s",
+    "sequential_append": "appends/s",
+    "concurrent_append": "appends/s",
+    "read_stream": "ms",
+    "read_all": "events/s",
+    "read_all_memory": "MB",
+}
+RATE_UNITS = ("events/s", "appends/s")
+
+
+@dataclass(frozen=True)
+class Target:
+    """A figure to reach: at least ``value`` (rates) or at most ``value`` (ms, MB)."""
+
+    value: float
+    min_ratio: float | None = None
+    """Also at least this eventfold/raw ratio."""
+
+
+TARGETS: dict[tuple[str, str], Target] = {
+    ("sqlite", "bulk_append"): Target(120_000),
+    ("postgres", "bulk_append"): Target(80_000),
+    ("sqlite", "concurrent_append"): Target(25_000),
+    ("postgres", "concurrent_append"): Target(5_000),
+    ("sqlite", "read_stream"): Target(20),
+    ("postgres", "read_stream"): Target(30),
+    ("sqlite", "read_all"): Target(500_000, min_ratio=1 / 1.5),
+    ("postgres", "read_all"): Target(250_000, min_ratio=1 / 1.5),
+    ("sqlite", "read_all_memory"): Target(150),
+    ("postgres", "read_all_memory"): Target(150),
+}
+
+
+class OrderPlaced(eventfold.Event):
+    """A small order: about 100 bytes of JSON."""
+
+    __event_type__ = "bench.OrderPlaced"
+
+    order_id: str
+    sku: str
+    quantity: int
+    unit_price_cents: int
+    currency: str
+
+
+def make_orders(n: int, start: int = 0) -> list[OrderPlaced]:
+    """``n`` distinct orders, numbered from ``start``."""
+    return [
+        OrderPlaced(
+            order_id=f"ord-{i:08d}",
+            sku=f"SKU-{i % 997:05d}",
+            quantity=1 + i % 5,
+            unit_price_cents=499 + (i * 37) % 10_000,
+            currency="EUR",
+        )
+        for i in range(start, start + n)
+    ]
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much each workload does; `scaled` shrinks or grows the event counts."""
+
+    bulk_events: int = 10_000
+    """Events in the one `append` call of ``bulk_append``."""
+    bulk_runs: int = 5
+    append_runs: int = 3
+    """Timed runs of the batched, sequential and concurrent appends (median reported)."""
+    batched_events: int = 100_000
+    batch_size: int = 1_000
+    sequential_streams: int = 1_000
+    concurrent_streams: int = 1_000
+    concurrent_tasks: int = 32
+    read_stream_events: int = 10_000
+    read_stream_runs: int = 7
+    read_all_events: int = 100_000
+    read_all_runs: int = 5
+    populate_batch: int = 1_000
+    """Events per `append` when filling a store for the read workloads."""
+    memory_events: int = 1_000_000
+    memory_batch: int = 10_000
+    """Events per `append` when filling the store for ``read_all_memory``."""
+
+    _COUNTS = (
+        "bulk_events",
+        "batched_events",
+        "sequential_streams",
+        "concurrent_streams",
+        "read_stream_events",
+        "read_all_events",
+        "memory_events",
+    )
+
+    def scaled(self, scale: float) -> Sizes:
+        """These sizes with every event count times ``scale`` (at least 2 each).
+
+        Batch sizes and the task count are capped by the counts they divide, and the
+        number of repeated runs stays the same.
+        """
+        counts = {name: max(2, round(getattr(self, name) * scale)) for name in self._COUNTS}
+        s = replace(self, **counts)
+        return replace(
+            s,
+            batch_size=min(s.batch_size, s.batched_events),
+            concurrent_tasks=min(s.concurrent_tasks, s.concurrent_streams),
+            populate_batch=min(s.populate_batch, s.read_all_events),
+            memory_batch=min(s.memory_batch, s.memory_events),
+        )
+
+    def as_dict(self) -> dict[str, int]:
+        """Every size by name."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size so far, in MiB.
+
+    Linux's ``VmHWM``, not ``ru_maxrss``: a child started by fork and exec inherits in
+    ``ru_maxrss`` the high-water mark of the forked copy of its parent, so it would
+    report the parent's memory. Elsewhere ``ru_maxrss`` is the best there is.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return ru_maxrss_mb()
+
+
+def ru_maxrss_mb() -> float:
+    # ru_maxrss is in KiB on Linux (bytes on macOS, where this is only indicative).
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+async def timed(work: Callable[[], Awaitable[object]]) -> float:
+    """Seconds ``work`` takes, after a full collection so earlier garbage is not billed to it.
+
+    The collector stays enabled during the run, for eventfold and raw alike: what a real
+    program would see.
+    """
+    gc.collect()
+    start = time.perf_counter()
+    await work()
+    return time.perf_counter() - start
+
+
+def stream_ids(n: int, prefix: str = STREAM_CATEGORY) -> list[str]:
+    """``n`` distinct stream ids."""
+    return [f"{prefix}-{i}" for i in range(n)]
+
+
+async def append_batches(
+    store: eventfold.EventStore,
+    stream_id: str,
+    events: Sequence[OrderPlaced],
+    batch_size: int,
+    start_version: int = 0,
+) -> None:
+    """Append ``events`` to one stream in calls of ``batch_size``, each with its exact
+    expected version (the version the previous call returned)."""
+    version = start_version
+    for i in range(0, len(events), batch_size):
+        result = await store.append(stream_id, events[i : i + batch_size], expected_version=version)
+        version = result.version
+
+
+async def append_sequentially(
+    store: eventfold.EventStore, streams: Sequence[str], events: Sequence[OrderPlaced]
+) -> None:
+    """One single-event append per new stream, each awaited before the next."""
+    for stream_id, event in zip(streams, events, strict=True):
+        await store.append(stream_id, [event], expected_version=eventfold.NO_STREAM)
+
+
+async def append_concurrently(
+    store: eventfold.EventStore,
+    streams: Sequence[str],
+    events: Sequence[OrderPlaced],
+    tasks: int,
+) -> None:
+    """Single-event appends to new streams from ``tasks`` asyncio tasks sharing one queue."""
+    work = iter(zip(streams, events, strict=True))
+
+    async def worker() -> None:
+        for stream_id, event in work:
+            await store.append(stream_id, [event], expected_version=eventfold.NO_STREAM)
+
+    await asyncio.gather(*(worker() for _ in range(tasks)))
+
+
+async def populate(
+    store: eventfold.EventStore, total: int, batch: int, streams: int | None = None
+) -> None:
+    """Fill a store with ``total`` orders in appends of ``batch`` events.
+
+    With ``streams`` the batches go round-robin over that many streams (so the log
+    interleaves them); without, one batch per stream.
+    """
+    version: dict[str, int] = {}
+    for n, start in enumerate(range(0, total, batch)):
+        stream_id = f"{STREAM_CATEGORY}-{n % streams if streams else n}"
+        events = make_orders(min(batch, total - start), start)
+        result = await store.append(stream_id, events, expected_version=version.get(stream_id, 0))
+        version[stream_id] = result.version
+
+
+async def read_stream(store: eventfold.EventStore, stream_id: str) -> int:
+    """Read a whole stream, reading a field of each payload as a consumer would; return
+    how many events came back (every order has a quantity of at least 1)."""
+    n = 0
+    async for event in store.read_stream(stream_id):
+        if event.data.quantity > 0:
+            n += 1
+    return n
+
+
+async def read_all(store: eventfold.EventStore) -> int:
+    """Read the whole log, reading a field of each payload as a consumer would; return
+    how many events came back."""
+    n = 0
+    async for event in store.read_all():
+        if event.data.quantity > 0:
+            n += 1
+    return n

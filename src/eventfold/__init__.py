@@ -1,0 +1,107 @@
+"""eventfold: event sourcing for Python.
+
+An append-only event store with streams, optimistic concurrency and a global log that
+subscribers never skip events in; SQLite embedded by default, PostgreSQL for production.
+"""
+
+from __future__ import annotations
+
+from ._version import __version__
+from .aggregate import Aggregate, applies
+from .codec import DEFAULT_MAX_EVENT_SIZE
+from .decider import Decider, fold
+from .errors import (
+    ConcurrencyError,
+    ConfigurationError,
+    DecodeError,
+    DuplicateEventId,
+    EncodingError,
+    EventfoldError,
+    EventTooLarge,
+    EventTypeError,
+    InvalidEvent,
+    InvalidExpectedVersion,
+    InvalidInput,
+    InvalidPosition,
+    InvalidStreamId,
+    NondeterministicEvolve,
+    RetriesExhausted,
+    SchemaTooNew,
+    StoreClosed,
+    StoreError,
+    StoreUnavailable,
+    WrongExpectedVersion,
+)
+from .events import (
+    Event,
+    NewEvent,
+    RecordedEvent,
+    TypeRegistry,
+    default_registry,
+    event_type_name,
+    new_event_id,
+)
+from .handler import CommandHandler, CommandResult, HandlerOptions, Loaded, command_event_ids
+from .position import ANY, NO_STREAM, START, STREAM_EXISTS, ExpectedVersion, Position, StreamState
+from .snapshots import Snapshot, SnapshotStore, SnapshotStrategy
+from .store import DEFAULT_URL, AppendResult, EventStore, StoreStats, StreamInfo, connect
+from .store._common import MAX_STREAM_ID_LENGTH, category_of
+
+__all__ = [
+    "ANY",
+    "DEFAULT_MAX_EVENT_SIZE",
+    "DEFAULT_URL",
+    "MAX_STREAM_ID_LENGTH",
+    "NO_STREAM",
+    "START",
+    "STREAM_EXISTS",
+    "Aggregate",
+    "AppendResult",
+    "CommandHandler",
+    "CommandResult",
+    "ConcurrencyError",
+    "ConfigurationError",
+    "Decider",
+    "DecodeError",
+    "DuplicateEventId",
+    "EncodingError",
+    "Event",
+    "EventStore",
+    "EventTooLarge",
+    "EventTypeError",
+    "EventfoldError",
+    "ExpectedVersion",
+    "HandlerOptions",
+    "InvalidEvent",
+    "InvalidExpectedVersion",
+    "InvalidInput",
+    "InvalidPosition",
+    "InvalidStreamId",
+    "Loaded",
+    "NewEvent",
+    "NondeterministicEvolve",
+    "Position",
+    "RecordedEvent",
+    "RetriesExhausted",
+    "SchemaTooNew",
+    "Snapshot",
+    "SnapshotStore",
+    "SnapshotStrategy",
+    "StoreClosed",
+    "StoreError",
+    "StoreStats",
+    "StoreUnavailable",
+    "StreamInfo",
+    "StreamState",
+    "TypeRegistry",
+    "WrongExpectedVersion",
+    "__version__",
+    "applies",
+    "category_of",
+    "command_event_ids",
+    "connect",
+    "default_registry",
+    "event_type_name",
+    "fold",
+    "new_event_id",
+]

@@ -1,0 +1,248 @@
+"""Every error eventfold raises, under one root.
+
+::
+
+    EventfoldError
+    ├── InvalidInput (also a ValueError): the caller passed something the store refuses
+    │   ├── InvalidStreamId          empty, too long, or with control characters
+    │   ├── InvalidExpectedVersion   negative, or not an int / ANY / NO_STREAM / STREAM_EXISTS
+    │   ├── InvalidPosition          a position string that does not parse
+    │   ├── InvalidEvent             not an Event, a mapping without a type, an empty append
+    │   ├── EncodingError            a payload or metadata msgspec cannot encode
+    │   └── EventTooLarge            an encoded event over the store's size limit
+    ├── ConcurrencyError: the stream moved under the caller
+    │   ├── WrongExpectedVersion     the stream is not at the version the caller expected
+    │   ├── DuplicateEventId         an event id already in the stream with other content
+    │   └── RetriesExhausted         a command still conflicted after its last retry
+    ├── NondeterministicEvolve       two folds of one stream disagree: evolve is not pure
+    ├── EventTypeError               two classes claim one stable event type name
+    ├── DecodeError                  a stored payload does not decode into its registered type
+    └── StoreError: the store itself cannot do what was asked
+        ├── ConfigurationError       a URL or option the store cannot use
+        ├── StoreUnavailable         the database cannot be reached (names host and port)
+        ├── SchemaTooNew             the database was migrated by a newer eventfold
+        └── StoreClosed              the store was used before open() or after close()
+
+Errors carry their data as attributes; their message says what to do. Mapping errors to
+exit codes or HTTP statuses belongs to the CLI and the console only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "ConcurrencyError",
+    "ConfigurationError",
+    "DecodeError",
+    "DuplicateEventId",
+    "EncodingError",
+    "EventTooLarge",
+    "EventTypeError",
+    "EventfoldError",
+    "InvalidEvent",
+    "InvalidExpectedVersion",
+    "InvalidInput",
+    "InvalidPosition",
+    "InvalidStreamId",
+    "NondeterministicEvolve",
+    "RetriesExhausted",
+    "SchemaTooNew",
+    "StoreClosed",
+    "StoreError",
+    "StoreUnavailable",
+    "WrongExpectedVersion",
+]
+
+
+class EventfoldError(Exception):
+    """The root of every error eventfold raises."""
+
+
+class InvalidInput(EventfoldError, ValueError):
+    """The caller passed something the store refuses; nothing was stored."""
+
+
+class InvalidStreamId(InvalidInput):
+    """A stream id that is empty, too long or holds control characters."""
+
+    def __init__(self, stream_id: object, reason: str) -> None:
+        self.stream_id = stream_id
+        self.reason = reason
+        super().__init__(f"invalid stream id {stream_id!r}: {reason}")
+
+
+class InvalidExpectedVersion(InvalidInput):
+    """An expected version that is neither a non-negative int nor a stream-state constant."""
+
+    def __init__(self, expected: object) -> None:
+        self.expected = expected
+        super().__init__(
+            f"invalid expected_version {expected!r}: pass the version you read (an int >= 0, "
+            "0 meaning no events yet) or one of eventfold.ANY, eventfold.NO_STREAM, "
+            "eventfold.STREAM_EXISTS"
+        )
+
+
+class InvalidPosition(InvalidInput):
+    """A position string that does not parse."""
+
+    def __init__(self, text: object) -> None:
+        self.text = text
+        super().__init__(
+            f"invalid position {text!r}: expected the string form of an eventfold.Position, "
+            "such as '42' (SQLite, memory) or '7301:42' (PostgreSQL)"
+        )
+
+
+class InvalidEvent(InvalidInput):
+    """An event the store cannot take as given (wrong kind of object, missing type, none)."""
+
+
+class EncodingError(InvalidInput):
+    """A payload or metadata that msgspec cannot encode."""
+
+    def __init__(self, stream_id: str, index: int, event_type: str, cause: str) -> None:
+        self.stream_id = stream_id
+        self.index = index
+        self.event_type = event_type
+        super().__init__(
+            f"event {index} ({event_type}) for stream {stream_id!r} cannot be encoded: {cause}; "
+            "use fields msgspec supports (str, int, float, bool, None, lists, dicts, "
+            "datetime, UUID, Decimal, Structs)"
+        )
+
+
+class EventTooLarge(InvalidInput):
+    """An encoded event (data plus metadata) over the store's size limit."""
+
+    def __init__(self, stream_id: str, index: int, size: int, limit: int) -> None:
+        self.stream_id = stream_id
+        self.index = index
+        self.size = size
+        self.limit = limit
+        super().__init__(
+            f"event {index} for stream {stream_id!r} is {size} bytes encoded, over the limit of "
+            f"{limit} bytes; store large payloads elsewhere and keep a reference in the event, "
+            "or raise max_event_size when connecting"
+        )
+
+
+class ConcurrencyError(EventfoldError):
+    """The stream moved under the caller: read it again and decide again."""
+
+
+class WrongExpectedVersion(ConcurrencyError):
+    """The stream is not at the version the caller expected."""
+
+    def __init__(self, stream_id: str, expected: object, actual: int) -> None:
+        self.stream_id = stream_id
+        self.expected = expected
+        self.actual = actual
+        super().__init__(
+            f"stream {stream_id!r} is at version {actual}, expected {expected}; "
+            "reload the stream and decide again"
+        )
+
+
+class DuplicateEventId(ConcurrencyError):
+    """An event id already stored in the stream, but not as an exact retry of this append."""
+
+    def __init__(self, stream_id: str, event_id: object) -> None:
+        self.stream_id = stream_id
+        self.event_id = event_id
+        super().__init__(
+            f"event id {event_id} is already in stream {stream_id!r} with other content or at "
+            "another place; a retry must resend the same events in the same order, new events "
+            "need new ids"
+        )
+
+
+class RetriesExhausted(ConcurrencyError):
+    """A command kept conflicting with concurrent writers until its retries ran out."""
+
+    def __init__(self, stream_id: str, attempts: int, last: WrongExpectedVersion) -> None:
+        self.stream_id = stream_id
+        self.attempts = attempts
+        self.last = last
+        super().__init__(
+            f"command on stream {stream_id!r} conflicted {attempts} times with concurrent "
+            f"writers (last: {last}); retry later, or raise max_retries if the stream is hot"
+        )
+
+
+class NondeterministicEvolve(EventfoldError):
+    """Folding one stream twice gave two different states: evolve is not pure."""
+
+    def __init__(self, stream_id: str, version: int, event_type: str) -> None:
+        self.stream_id = stream_id
+        self.version = version
+        self.event_type = event_type
+        super().__init__(
+            f"two folds of stream {stream_id!r} first differ after the event at version "
+            f"{version} ({event_type}): evolve must not read the clock, random numbers or "
+            "anything outside its arguments; take time and ids from the command or the event"
+        )
+
+
+class EventTypeError(EventfoldError):
+    """Two different classes claim one stable event type name."""
+
+
+class DecodeError(EventfoldError):
+    """A stored payload does not decode into the type registered for it."""
+
+    def __init__(self, event_type: str, schema_version: int, cause: str, where: str = "") -> None:
+        self.event_type = event_type
+        self.schema_version = schema_version
+        self.where = where
+        at = f" at {where}" if where else ""
+        super().__init__(
+            f"stored event{at} of type {event_type!r} (schema version {schema_version}) does "
+            f"not decode into its registered class: {cause}; give new fields defaults, or "
+            "register an upcaster for the old shape"
+        )
+
+
+class StoreError(EventfoldError):
+    """The store cannot do what was asked."""
+
+
+class ConfigurationError(StoreError):
+    """A URL or an option the store cannot use."""
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be reached."""
+
+    def __init__(self, backend: str, host: str, port: int | None, cause: str) -> None:
+        self.backend = backend
+        self.host = host
+        self.port = port
+        where = f"{host}:{port}" if port is not None else host
+        super().__init__(
+            f"cannot reach the {backend} database at {where}: {cause}; check that the server "
+            "is running and the URL is right"
+        )
+
+
+class SchemaTooNew(StoreError):
+    """The database was migrated by a newer eventfold than this one."""
+
+    def __init__(self, found: int, known: int) -> None:
+        self.found = found
+        self.known = known
+        super().__init__(
+            f"the store's schema is at migration {found} but this eventfold knows only up to "
+            f"{known}; upgrade eventfold before using this database"
+        )
+
+
+class StoreClosed(StoreError):
+    """The store was used before ``open()`` or after ``close()``."""
+
+    def __init__(self, detail: Any = None) -> None:
+        super().__init__(
+            "the store is not open; use `async with store:` or `await store.open()` first"
+            + (f" ({detail})" if detail else "")
+        )

@@ -1,0 +1,240 @@
+"""Event types and the envelopes the store takes and gives back."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import uuid
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import msgspec
+
+from .errors import EventTypeError
+from .position import Position
+
+__all__ = [
+    "Event",
+    "NewEvent",
+    "RecordedEvent",
+    "TypeRegistry",
+    "default_registry",
+    "event_type_name",
+    "new_event_id",
+]
+
+
+if TYPE_CHECKING:
+    from typing_extensions import dataclass_transform
+else:
+
+    def dataclass_transform(**_: Any) -> Any:
+        return lambda cls: cls
+
+
+@dataclass_transform(kw_only_default=True, frozen_default=True, field_specifiers=(msgspec.field,))
+class _EventMeta(msgspec.StructMeta):
+    # msgspec's kw_only applies to the fields of the class that sets it, not to its
+    # subclasses' fields; this makes every event type keyword-only without each one
+    # having to say so. It changes nothing else.
+    def __new__(
+        mcls, name: str, bases: tuple[type, ...], namespace: dict[str, Any], **kwargs: Any
+    ) -> _EventMeta:
+        kwargs.setdefault("kw_only", True)
+        return super().__new__(mcls, name, bases, namespace, **kwargs)
+
+
+class Event(msgspec.Struct, metaclass=_EventMeta, frozen=True):
+    """Base class for domain events: frozen, keyword-only, encoded with msgspec.
+
+    The stable type name stored with each event defaults to the class name (never an
+    import path); set ``__event_type__`` to choose another, and ``__schema_version__``
+    (default 1) when the payload's shape changes. Subclasses register themselves in the
+    default registry so stores can decode them back into the class.
+
+    ::
+
+        class OrderPlaced(eventfold.Event):
+            order_id: str
+            total_cents: int
+    """
+
+    __event_type__: ClassVar[str]
+    __schema_version__: ClassVar[int] = 1
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "__event_type__" not in cls.__dict__:
+            cls.__event_type__ = cls.__name__
+        version = cls.__dict__.get("__schema_version__", cls.__schema_version__)
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            raise EventTypeError(
+                f"{cls.__qualname__}.__schema_version__ must be an int >= 1, got {version!r}"
+            )
+        default_registry.register(cls)
+
+
+def event_type_name(cls: type[Event]) -> str:
+    """The stable name a class's events are stored under."""
+    return cls.__event_type__
+
+
+class TypeRegistry:
+    """Maps stable event type names to classes, both ways.
+
+    One registry per process is the default (`default_registry`); pass your own to
+    `eventfold.connect` to keep separate applications apart.
+    """
+
+    def __init__(self) -> None:
+        self._by_name: dict[str, type[Event]] = {}
+
+    def register(self, cls: type[Event], name: str | None = None) -> type[Event]:
+        """Register ``cls`` under ``name`` (default: its ``__event_type__``); return it.
+
+        Registering the same class twice, or a class of the same module and qualified name
+        (a reloaded module), is allowed; another class under a taken name is an error.
+        """
+        name = name or cls.__event_type__
+        known = self._by_name.get(name)
+        if known is not None and known is not cls:
+            same_place = (known.__module__, known.__qualname__) == (
+                cls.__module__,
+                cls.__qualname__,
+            )
+            if not same_place:
+                raise EventTypeError(
+                    f"event type name {name!r} is taken by {known.__module__}.{known.__qualname__}"
+                    f"; give {cls.__module__}.{cls.__qualname__} its own name with "
+                    "__event_type__ = '...'"
+                )
+        self._by_name[name] = cls
+        return cls
+
+    def resolve(self, name: str) -> type[Event] | None:
+        """The class registered under ``name``, or None (such events read back as dicts)."""
+        return self._by_name.get(name)
+
+    def names(self) -> list[str]:
+        """Every registered name, sorted."""
+        return sorted(self._by_name)
+
+
+default_registry = TypeRegistry()
+
+
+def new_event_id() -> uuid.UUID:
+    """A fresh random event id (UUID version 4)."""
+    return uuid.UUID(bytes=_random_id_bytes(os.urandom(16)), version=4)
+
+
+def _random_id_bytes(raw: bytes) -> bytes:
+    # Version 4 and the RFC 4122 variant, set by hand so ids can be made in bulk from
+    # one os.urandom call without building a UUID object per event.
+    b = bytearray(raw)
+    b[6] = (b[6] & 0x0F) | 0x40
+    b[8] = (b[8] & 0x3F) | 0x80
+    return bytes(b)
+
+
+def fresh_id_bytes(n: int) -> list[bytes]:
+    """``n`` random version-4 event ids as 16-byte strings."""
+    raw = os.urandom(16 * n)
+    return [_random_id_bytes(raw[i : i + 16]) for i in range(0, 16 * n, 16)]
+
+
+class NewEvent:
+    """An event to append, with the envelope fields the caller chooses.
+
+    ``data`` is an `Event`, or a mapping together with ``type`` (for tools and producers
+    without Python classes). An explicit ``event_id`` makes a client retry safe: appending
+    the same ids again, in the same order, returns the first append's result.
+    """
+
+    __slots__ = ("causation_id", "correlation_id", "data", "event_id", "metadata", "type")
+
+    def __init__(
+        self,
+        data: Event | Mapping[str, Any],
+        *,
+        event_id: uuid.UUID | None = None,
+        type: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        correlation_id: str | uuid.UUID | None = None,
+        causation_id: str | uuid.UUID | None = None,
+    ) -> None:
+        self.data = data
+        self.event_id = event_id
+        self.type = type
+        self.metadata = metadata
+        self.correlation_id = correlation_id
+        self.causation_id = causation_id
+
+    def __repr__(self) -> str:
+        return f"NewEvent({self.data!r}, event_id={self.event_id!r}, type={self.type!r})"
+
+
+_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
+
+
+class RecordedEvent(msgspec.Struct, frozen=True, gc=False):
+    """An event as stored: the typed payload plus its place in its stream and in the log.
+
+    Fields that cost time to build (the UUID, the position, the metadata mapping, the
+    timestamp) are kept in their stored form and built when first asked for, so reading
+    the log stays close to the raw driver's speed.
+    """
+
+    stream_id: str
+    version: int
+    type: str
+    schema_version: int
+    data: Any
+    """The typed event (an `Event`), or a dict when no class is registered for ``type``."""
+    raw_event_id: bytes
+    raw_tx: int
+    raw_seq: int
+    raw_metadata: bytes
+    recorded_us: int
+    """Microseconds since the Unix epoch, UTC, as set by the store."""
+
+    @property
+    def event_id(self) -> uuid.UUID:
+        """The event's id, unique within its stream."""
+        return uuid.UUID(bytes=self.raw_event_id)
+
+    @property
+    def position(self) -> Position:
+        """The event's place in the global log."""
+        return Position(self.raw_tx, self.raw_seq)
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The caller's keys plus ``correlation_id``, ``causation_id``, ``producer_version``."""
+        if self.raw_metadata == b"{}":
+            return {}
+        result: dict[str, Any] = msgspec.json.decode(self.raw_metadata)
+        return result
+
+    @property
+    def correlation_id(self) -> str | None:
+        """The id that ties this event to the conversation it belongs to, if set."""
+        value = self.metadata.get("correlation_id")
+        return None if value is None else str(value)
+
+    @property
+    def causation_id(self) -> str | None:
+        """The id of the command or event that caused this one, if set."""
+        value = self.metadata.get("causation_id")
+        return None if value is None else str(value)
+
+    @property
+    def recorded_at(self) -> _dt.datetime:
+        """When the store recorded the event (UTC)."""
+        return _EPOCH + _dt.timedelta(microseconds=self.recorded_us)
+
+    def __repr__(self) -> str:
+        return (
+            f"RecordedEvent(stream_id={self.stream_id!r}, version={self.version}, "
+            f"position={self.position}, type={self.type!r}, data={self.data!r})"
+        )

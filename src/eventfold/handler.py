@@ -1,0 +1,476 @@
+"""The command handler: load → decide → append at the version read → retry on conflict.
+
+::
+
+    handler = eventfold.CommandHandler(store, account)
+    result = await handler.handle("account-1", Deposit(amount=10), command_id=cid)
+    result.events, result.version, result.state
+    state = await handler.load("account-1", at_version=5)   # or as_of=datetime
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import random
+import uuid
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import msgspec
+
+from .decider import Decider
+from .errors import (
+    DuplicateEventId,
+    InvalidInput,
+    NondeterministicEvolve,
+    RetriesExhausted,
+    WrongExpectedVersion,
+)
+from .events import Event, NewEvent, RecordedEvent
+from .position import NO_STREAM, ExpectedVersion, Position
+from .snapshots import (
+    Snapshot,
+    SnapshotContext,
+    SnapshotStore,
+    SnapshotStrategy,
+    decode_state,
+    encode_state,
+)
+from .store.protocol import EventStore
+
+__all__ = ["CommandHandler", "CommandResult", "HandlerOptions", "Loaded", "command_event_ids"]
+
+log = logging.getLogger("eventfold.handler")
+
+C = TypeVar("C")
+S = TypeVar("S")
+E = TypeVar("E", bound=Event)
+
+_COMMAND_NAMESPACE = uuid.UUID("6f1c2b0e-6a43-4a53-9b39-0b8c1e7d2f10")
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def command_event_ids(stream_id: str, command_id: str, count: int) -> list[uuid.UUID]:
+    """The event ids a command's events get: the same command id, the same ids.
+
+    Deriving ids from the command id is what makes a repeated or raced command land once:
+    the store refuses to store the same id twice in a stream.
+    """
+    return [uuid.uuid5(_COMMAND_NAMESPACE, f"{stream_id}\n{command_id}\n{i}") for i in range(count)]
+
+
+class HandlerOptions(msgspec.Struct, frozen=True, kw_only=True):
+    """How a `CommandHandler` retries, caches and checks."""
+
+    max_retries: int = 3
+    """Retries after a conflict before `RetriesExhausted` (0: fail on the first)."""
+    backoff: float = 0.002
+    """Seconds before the first retry; doubles each retry up to ``max_backoff``."""
+    max_backoff: float = 0.1
+    jitter: bool = True
+    """Sleep a random time up to the backoff ("full jitter"), so racers spread out."""
+    cache_size: int = 0
+    """Streams whose state is kept in memory between commands (0: no cache)."""
+    snapshots: SnapshotStrategy | None = None
+    """When to take a snapshot after a command (None: never, but existing ones are used)."""
+    check_determinism: bool = False
+    """Fold each loaded stream twice from scratch and compare (for tests and debugging)."""
+
+    def __post_init__(self) -> None:
+        for name in ("max_retries", "cache_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise InvalidInput(f"HandlerOptions.{name} must be an int >= 0, got {value!r}")
+        if self.backoff < 0 or self.max_backoff < 0:
+            raise InvalidInput("HandlerOptions.backoff and max_backoff must be >= 0")
+
+
+@dataclass(frozen=True)
+class Loaded(Generic[S]):
+    """A stream's state at a version, and how the load got it."""
+
+    state: S
+    version: int
+    snapshot_version: int = 0
+    """The snapshot the load started from (0: none, folded from the start)."""
+    snapshot_taken: dt.datetime | None = None
+    replayed: int = 0
+    """Events folded on top of the snapshot (or from scratch)."""
+
+
+@dataclass(frozen=True)
+class CommandResult(Generic[S, E]):
+    """What a handled command did."""
+
+    events: list[E]
+    """The events the command appended (empty when it decided nothing)."""
+    version: int
+    """The stream's version after the command."""
+    state: S
+    """The state after the command's events."""
+    position: Position | None = None
+    """The global position of the last appended event (None when nothing was appended)."""
+    retries: int = 0
+    """How many conflicts the command went through before it landed."""
+    duplicate: bool = False
+    """True when the command id had been handled before: nothing new was appended."""
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)
+
+
+class CommandHandler(Generic[C, S, E]):
+    """Runs commands against streams of one decider, with optimistic concurrency."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        decider: Decider[C, S, E],
+        *,
+        options: HandlerOptions | None = None,
+        snapshot_store: SnapshotStore | None = None,
+    ) -> None:
+        self.store = store
+        self.decider = decider
+        self.options = options or HandlerOptions()
+        found = snapshot_store or getattr(store, "snapshots", None)
+        self.snapshot_store: SnapshotStore | None = found
+        self._cache: OrderedDict[str, Loaded[S]] = OrderedDict()
+
+    # -- commands --------------------------------------------------------------------
+
+    async def handle(
+        self,
+        stream_id: str,
+        command: C,
+        *,
+        command_id: str | uuid.UUID | None = None,
+        correlation_id: str | uuid.UUID | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> CommandResult[S, E]:
+        """Decide ``command`` on the stream's current state and append the events.
+
+        1. load (cache, else snapshot + the events after it); 2. if ``command_id`` was
+        handled before, return that result; 3. decide (a raised error is the caller's:
+        nothing is appended, no retry); 4. append at the version read; 5. on a conflict,
+        reload and decide again (``max_retries``, backoff with jitter); 6. cache, maybe
+        snapshot, return.
+        """
+        cause = str(command_id) if command_id is not None else str(uuid.uuid4())
+        correlation = str(correlation_id) if correlation_id is not None else cause
+        attempt = 0
+        while True:
+            loaded = await self._current(stream_id)
+            if command_id is not None and loaded.version > 0:
+                earlier = await self._handled_before(stream_id, cause)
+                if earlier is not None:
+                    return earlier
+            state = self._copy(loaded.state)
+            events = list(self.decider.decide(command, state))
+            if not events:
+                return CommandResult([], loaded.version, loaded.state, retries=attempt)
+            ids: list[uuid.UUID | None] = (
+                list(command_event_ids(stream_id, cause, len(events)))
+                if command_id is not None
+                else [None] * len(events)
+            )
+            batch = [
+                NewEvent(
+                    e,
+                    event_id=i,
+                    metadata=metadata,
+                    correlation_id=correlation,
+                    causation_id=cause,
+                )
+                for e, i in zip(events, ids, strict=True)
+            ]
+            expected: ExpectedVersion = loaded.version if loaded.version else NO_STREAM
+            try:
+                appended = await self.store.append(stream_id, batch, expected_version=expected)
+            except WrongExpectedVersion as conflict:
+                self._cache.pop(stream_id, None)
+                attempt += 1
+                if attempt > self.options.max_retries:
+                    raise RetriesExhausted(stream_id, attempt, conflict) from conflict
+                await asyncio.sleep(self._backoff(attempt))
+                continue
+            except DuplicateEventId:
+                # Another handler raced us with the same command id and won.
+                self._cache.pop(stream_id, None)
+                earlier = await self._handled_before(stream_id, cause)
+                if earlier is None:
+                    raise
+                return earlier
+            if appended.retry:
+                # A racing handler stored this command's events first.
+                self._cache.pop(stream_id, None)
+                earlier = await self._handled_before(stream_id, cause)
+                if earlier is not None:
+                    return earlier
+            new_state = self.decider.fold(events, self._copy(loaded.state))
+            after = Loaded(
+                new_state,
+                appended.version,
+                loaded.snapshot_version,
+                loaded.snapshot_taken,
+                loaded.replayed,
+            )
+            self._remember(stream_id, after)
+            await self._maybe_snapshot(stream_id, after, events)
+            return CommandResult(events, appended.version, new_state, appended.position, attempt)
+
+    def _backoff(self, attempt: int) -> float:
+        delay = min(self.options.max_backoff, self.options.backoff * 2 ** (attempt - 1))
+        return random.uniform(0, delay) if self.options.jitter else delay
+
+    def _copy(self, state: S) -> S:
+        copy_state = self.decider.copy_state
+        return copy_state(state) if copy_state is not None else state
+
+    async def _handled_before(self, stream_id: str, cause: str) -> CommandResult[S, E] | None:
+        """The original result of command ``cause`` on the stream, if it was handled."""
+        (first_id,) = command_event_ids(stream_id, cause, 1)
+        found = await self.store.find_events(stream_id, [first_id])
+        if not found:
+            return None
+        first = found[0]
+        events: list[E] = []
+        last: RecordedEvent | None = None
+        async for recorded in self.store.read_stream(stream_id, from_version=first.version):
+            if recorded.causation_id != cause:
+                break
+            events.append(recorded.data)
+            last = recorded
+        assert last is not None
+        state = (await self.load_details(stream_id, at_version=last.version)).state
+        return CommandResult(events, last.version, state, last.position, duplicate=True)
+
+    # -- loading ---------------------------------------------------------------------
+
+    async def load(
+        self, stream_id: str, *, at_version: int | None = None, as_of: dt.datetime | None = None
+    ) -> S:
+        """The stream's state now, after the event at ``at_version``, or as of a time."""
+        return (await self.load_details(stream_id, at_version=at_version, as_of=as_of)).state
+
+    async def load_details(
+        self, stream_id: str, *, at_version: int | None = None, as_of: dt.datetime | None = None
+    ) -> Loaded[S]:
+        """Like `load`, with the version and how the state was found.
+
+        ``as_of`` folds the events recorded at or before that time; a snapshot is used
+        when it lies at or before the point asked for.
+        """
+        if at_version is not None and as_of is not None:
+            raise InvalidInput("pass at_version or as_of, not both")
+        if at_version is not None and (
+            isinstance(at_version, bool) or not isinstance(at_version, int) or at_version < 0
+        ):
+            raise InvalidInput(f"at_version must be an int >= 0, got {at_version!r}")
+        max_us: int | None = None
+        if as_of is not None:
+            if not isinstance(as_of, dt.datetime) or as_of.tzinfo is None:
+                raise InvalidInput(
+                    f"as_of must be a timezone-aware datetime, got {as_of!r}; "
+                    "e.g. datetime(2026, 1, 2, 15, 0, tzinfo=timezone.utc)"
+                )
+            max_us = (as_of - _EPOCH) // dt.timedelta(microseconds=1)
+        loaded = await self._load(stream_id, at_version, max_us)
+        if at_version is not None and loaded.version < at_version:
+            raise InvalidInput(
+                f"stream {stream_id!r} has {loaded.version} events; at_version={at_version} "
+                "is past its end"
+            )
+        return loaded
+
+    async def _current(self, stream_id: str) -> Loaded[S]:
+        cached = self._cache.get(stream_id)
+        if cached is not None:
+            self._cache.move_to_end(stream_id)
+            return cached
+        return await self._load(stream_id, None, None)
+
+    async def _load(self, stream_id: str, at_version: int | None, max_us: int | None) -> Loaded[S]:
+        snapshot, discarded = await self._snapshot_for(stream_id, at_version, max_us)
+        start, state, taken = 1, self.decider.start(), None
+        if snapshot is not None:
+            try:
+                state = self._decode_snapshot(snapshot)
+            except _CorruptSnapshot:
+                snapshot, discarded = None, True
+            else:
+                start = snapshot.version
+                taken = _EPOCH + dt.timedelta(microseconds=snapshot.taken_us)
+        if discarded:
+            return await self._load_from_scratch(stream_id, at_version, max_us, replace=True)
+        limit = None if at_version is None else at_version - start + 1
+        version, replayed = start - 1, 0
+        evolve = self.decider.evolve
+        async for recorded in self.store.read_stream(stream_id, from_version=start, limit=limit):
+            if max_us is not None and recorded.recorded_us > max_us:
+                break
+            if snapshot is not None and recorded.version == snapshot.version:
+                if recorded.raw_event_id != snapshot.event_id:
+                    log.warning(
+                        "snapshot of %r at version %d does not match the stream's event there; "
+                        "ignoring it and folding from the start",
+                        stream_id,
+                        snapshot.version,
+                    )
+                    return await self._load_from_scratch(
+                        stream_id, at_version, max_us, replace=True
+                    )
+                version = recorded.version
+                continue
+            state = evolve(state, recorded.data)
+            version = recorded.version
+            replayed += 1
+        if snapshot is not None and version < snapshot.version:
+            log.warning(
+                "snapshot of %r is at version %d but the stream holds fewer events; ignoring it",
+                stream_id,
+                snapshot.version,
+            )
+            return await self._load_from_scratch(stream_id, at_version, max_us, replace=True)
+        if self.options.check_determinism:
+            await self._check_determinism(stream_id, version)
+        return Loaded(state, version, snapshot.version if snapshot else 0, taken, replayed)
+
+    async def _load_from_scratch(
+        self, stream_id: str, at_version: int | None, max_us: int | None, *, replace: bool
+    ) -> Loaded[S]:
+        """Fold the whole stream; with ``replace``, snapshot the result in place of a bad one."""
+        state, version, replayed = self.decider.start(), 0, 0
+        async for recorded in self.store.read_stream(stream_id, limit=at_version):
+            if max_us is not None and recorded.recorded_us > max_us:
+                break
+            state = self.decider.evolve(state, recorded.data)
+            version = recorded.version
+            replayed += 1
+        loaded = Loaded(state, version, 0, None, replayed)
+        if replace and self.options.check_determinism:
+            await self._check_determinism(stream_id, version)
+        if replace and version > 0:
+            try:
+                await self._save_snapshot(stream_id, loaded)
+            except Exception:  # never fail a load over a snapshot
+                log.exception("replacing the snapshot of %r failed", stream_id)
+        return loaded
+
+    async def _check_determinism(self, stream_id: str, version: int) -> None:
+        first, second = self.decider.start(), self.decider.start()
+        evolve = self.decider.evolve
+        async for recorded in self.store.read_stream(stream_id, limit=version):
+            first = evolve(first, recorded.data)
+            second = evolve(second, recorded.data)
+            if first != second:
+                raise NondeterministicEvolve(stream_id, recorded.version, recorded.type)
+
+    # -- snapshots -------------------------------------------------------------------
+
+    async def _snapshot_for(
+        self, stream_id: str, at_version: int | None, max_us: int | None
+    ) -> tuple[Snapshot | None, bool]:
+        """The snapshot to start from, and whether an unusable one was found instead."""
+        if self.snapshot_store is None:
+            return None, False
+        snapshot = await self.snapshot_store.load_snapshot(
+            stream_id,
+            self.decider.state_type,
+            max_version=at_version,
+            max_recorded_us=max_us,
+        )
+        if snapshot is None or snapshot.version < 1:
+            return None, False
+        if snapshot.schema_version != self.decider.state_version:
+            log.warning(
+                "snapshot of %r at version %d has state schema version %d, the code's is %d; "
+                "ignoring it and replacing it after a replay",
+                stream_id,
+                snapshot.version,
+                snapshot.schema_version,
+                self.decider.state_version,
+            )
+            return None, True
+        return snapshot, False
+
+    def _decode_snapshot(self, snapshot: Snapshot) -> S:
+        try:
+            state: S = decode_state(snapshot.data, self.decider.initial_state)
+        except (msgspec.DecodeError, msgspec.ValidationError, TypeError, ValueError) as exc:
+            log.warning(
+                "snapshot of %r at version %d does not decode (%s); folding from the events",
+                snapshot.stream_id,
+                snapshot.version,
+                exc,
+            )
+            raise _CorruptSnapshot from exc
+        return state
+
+    async def snapshot(self, stream_id: str) -> Snapshot | None:
+        """Take a snapshot of the stream now; None when it has no events or no store."""
+        loaded = await self._load(stream_id, None, None)
+        return await self._save_snapshot(stream_id, loaded)
+
+    async def _maybe_snapshot(self, stream_id: str, after: Loaded[S], events: list[E]) -> None:
+        strategy = self.options.snapshots
+        if strategy is None or self.snapshot_store is None:
+            return
+        try:
+            context = SnapshotContext(
+                stream_id,
+                after.state,
+                events,
+                after.version,
+                after.snapshot_version,
+                after.snapshot_taken,
+                after.replayed,
+                dt.datetime.now(dt.UTC),
+            )
+            if not strategy(context):
+                return
+            saved = await self._save_snapshot(stream_id, after)
+            if saved is not None:
+                taken = _EPOCH + dt.timedelta(microseconds=saved.taken_us)
+                self._remember(stream_id, Loaded(after.state, after.version, saved.version, taken))
+        except Exception:  # a snapshot is an optimisation: it never fails the command
+            log.exception("taking a snapshot of %r failed; the command succeeded", stream_id)
+
+    async def _save_snapshot(self, stream_id: str, loaded: Loaded[S]) -> Snapshot | None:
+        if self.snapshot_store is None or loaded.version < 1:
+            return None
+        last = [
+            e async for e in self.store.read_stream(stream_id, from_version=loaded.version, limit=1)
+        ]
+        if not last:
+            return None
+        now_us = (dt.datetime.now(dt.UTC) - _EPOCH) // dt.timedelta(microseconds=1)
+        snapshot = Snapshot(
+            stream_id,
+            self.decider.state_type,
+            loaded.version,
+            self.decider.state_version,
+            encode_state(loaded.state),
+            last[0].raw_event_id,
+            last[0].recorded_us,
+            now_us,
+        )
+        await self.snapshot_store.save_snapshot(snapshot)
+        return snapshot
+
+    # -- cache -----------------------------------------------------------------------
+
+    def _remember(self, stream_id: str, loaded: Loaded[S]) -> None:
+        size = self.options.cache_size
+        if size == 0:
+            return
+        self._cache[stream_id] = loaded
+        self._cache.move_to_end(stream_id)
+        while len(self._cache) > size:
+            self._cache.popitem(last=False)
+
+
+class _CorruptSnapshot(Exception):
+    """Internal: a snapshot did not decode; the load folds from scratch instead."""

@@ -1,0 +1,170 @@
+"""Input checks and append rules that every backend shares."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+
+from ..codec import Codec, EncodedEvent
+from ..errors import DuplicateEventId, InvalidInput, InvalidStreamId
+from ..events import Event, NewEvent
+from ..position import ExpectedVersion, Position, check_expected_version
+from .protocol import AppendResult
+
+__all__ = [
+    "MAX_STREAM_ID_LENGTH",
+    "PAGE_SIZE",
+    "category_names",
+    "category_of",
+    "check_event_ids",
+    "check_limit",
+    "check_retry",
+    "check_stream_id",
+    "duplicate_in_batch",
+    "explicit_ids",
+    "prepare_append",
+    "type_names",
+]
+
+MAX_STREAM_ID_LENGTH = 256
+"""Longest stream id, in characters."""
+
+PAGE_SIZE = 1000
+"""Rows fetched per round trip by the paging readers."""
+
+
+def check_stream_id(stream_id: object) -> str:
+    """Return ``stream_id`` if valid; raise `InvalidStreamId` saying why not."""
+    if not isinstance(stream_id, str):
+        raise InvalidStreamId(stream_id, f"must be a str, got {type(stream_id).__name__}")
+    if not stream_id:
+        raise InvalidStreamId(stream_id, "must not be empty")
+    if len(stream_id) > MAX_STREAM_ID_LENGTH:
+        raise InvalidStreamId(
+            stream_id[:40] + "…",
+            f"is {len(stream_id)} characters, over the limit of {MAX_STREAM_ID_LENGTH}",
+        )
+    if not stream_id.isprintable():
+        bad = next(c for c in stream_id if not c.isprintable())
+        raise InvalidStreamId(
+            stream_id, f"contains the control or unprintable character {bad!r}; use printable text"
+        )
+    return stream_id
+
+
+def category_of(stream_id: str) -> str:
+    """The stream's category: the part of its id before the first ``-``."""
+    return stream_id.partition("-")[0]
+
+
+def check_limit(limit: object, name: str = "limit") -> int | None:
+    """Validate an optional non-negative row limit."""
+    if limit is None:
+        return None
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise InvalidInput(f"{name} must be None or an int >= 0, got {limit!r}")
+    return limit
+
+
+def prepare_append(
+    codec: Codec,
+    stream_id: str,
+    events: Sequence[Event | NewEvent],
+    expected_version: object,
+) -> tuple[list[EncodedEvent], ExpectedVersion]:
+    """Validate an append's arguments and encode its events; nothing is stored on error."""
+    check_stream_id(stream_id)
+    expected = check_expected_version(expected_version)
+    encoded = codec.encode(stream_id, events)
+    duplicate_in_batch(stream_id, encoded)
+    return encoded, expected
+
+
+def type_names(types: Sequence[str | type[Event]] | None) -> list[str] | None:
+    """Normalise a ``types`` filter to stable type names."""
+    if types is None:
+        return None
+    if isinstance(types, str):
+        types = [types]
+    names: list[str] = []
+    for t in types:
+        if isinstance(t, str):
+            names.append(t)
+        elif isinstance(t, type) and issubclass(t, Event):
+            names.append(t.__event_type__)
+        else:
+            raise InvalidInput(f"types holds {t!r}; pass type names or Event subclasses")
+    return names
+
+
+def category_names(categories: Sequence[str] | None) -> list[str] | None:
+    """Normalise a ``categories`` filter (a bare string is one category)."""
+    if categories is None:
+        return None
+    if isinstance(categories, str):
+        return [categories]
+    names = list(categories)
+    for name in names:
+        if not isinstance(name, str):
+            raise InvalidInput(f"categories holds {name!r}; pass category names (str)")
+    return names
+
+
+StoredCopy = tuple[int, str, bytes, Position]
+"""An already stored event found by id: (version, type, data, position)."""
+
+
+def check_retry(
+    stream_id: str, encoded: Sequence[EncodedEvent], found: Mapping[bytes, StoredCopy]
+) -> AppendResult | None:
+    """Decide whether an append is a retry of one already stored.
+
+    ``found`` maps the append's explicit event ids that are already in the stream to
+    their stored copies. None found: not a retry. All found, consecutive, in order and
+    with the same type and data: a retry, so return the first append's result. Anything
+    else: `DuplicateEventId`.
+    """
+    if not found:
+        return None
+    first = found.get(encoded[0].event_id)
+    if first is not None and len(found) == len(encoded):
+        for offset, enc in enumerate(encoded):
+            copy = found.get(enc.event_id)
+            if (
+                copy is None
+                or copy[0] != first[0] + offset
+                or copy[1] != enc.type
+                or copy[2] != enc.data
+            ):
+                break
+        else:
+            last = found[encoded[-1].event_id]
+            return AppendResult(last[0], last[3], retry=True)
+    dup = next(enc.event_id for enc in encoded if enc.event_id in found)
+    raise DuplicateEventId(stream_id, uuid.UUID(bytes=dup))
+
+
+def check_event_ids(event_ids: Sequence[uuid.UUID]) -> list[uuid.UUID]:
+    """Validate a list of event ids to look up."""
+    if isinstance(event_ids, (str, bytes, uuid.UUID)) or not isinstance(event_ids, Sequence):
+        raise InvalidInput(f"event_ids must be a list of uuid.UUID, got {event_ids!r}")
+    for event_id in event_ids:
+        if not isinstance(event_id, uuid.UUID):
+            raise InvalidInput(f"event_ids holds {event_id!r}; pass uuid.UUID values")
+    return list(event_ids)
+
+
+def explicit_ids(encoded: Sequence[EncodedEvent]) -> list[bytes]:
+    """The ids the caller chose (only these can collide with stored events)."""
+    return [e.event_id for e in encoded if e.explicit_id]
+
+
+def duplicate_in_batch(stream_id: str, encoded: Sequence[EncodedEvent]) -> None:
+    """Reject one append that carries the same event id twice."""
+    ids = explicit_ids(encoded)
+    if len(set(ids)) != len(ids):
+        seen: set[bytes] = set()
+        for i in ids:
+            if i in seen:
+                raise DuplicateEventId(stream_id, uuid.UUID(bytes=i))
+            seen.add(i)

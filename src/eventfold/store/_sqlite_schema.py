@@ -1,0 +1,258 @@
+"""The SQLite backend's connections, tables, numbered migrations and constant SQL."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from functools import lru_cache
+
+from ..errors import ConfigurationError, SchemaTooNew
+
+__all__ = ["MIGRATIONS", "SYNCHRONOUS", "connect", "migrate", "schema_number"]
+
+AUTOCHECKPOINT_PAGES = 4000
+"""WAL pages after which the committing writer checkpoints (SQLite's default is 1000).
+
+A small group commit dirties an index page per stream it touches; a longer WAL lets one
+checkpoint copy each hot page once, with one fsync of the database file, instead of
+several times."""
+
+SYNCHRONOUS = {"FULL": "PRAGMA synchronous = FULL", "NORMAL": "PRAGMA synchronous = NORMAL"}
+"""The durability settings eventfold offers, and the pragma for each."""
+
+_AUTOCHECKPOINT = f"PRAGMA wal_autocheckpoint = {AUTOCHECKPOINT_PAGES}"
+
+
+def connect(path: str, *, reader: bool, synchronous: str, timeout: float) -> sqlite3.Connection:
+    """Open a connection to the store's file: the writer's, or a read-only reader's.
+
+    Raises `sqlite3.Error` (the backend translates it) or `ConfigurationError`.
+    """
+    # isolation_level=None: no implicit BEGIN; the writer issues BEGIN IMMEDIATE itself
+    # and every read runs in autocommit. A reader is used by one pool thread only, but
+    # closed by the store once that pool has stopped, hence check_same_thread=False.
+    conn = sqlite3.connect(
+        path,
+        timeout=timeout,  # SQLite's busy_timeout
+        isolation_level=None,
+        check_same_thread=not reader,
+        cached_statements=64,
+    )
+    try:
+        if reader:
+            conn.execute("PRAGMA query_only = ON")
+        else:
+            conn.execute(_AUTOCHECKPOINT)
+            _use_wal(conn, path, timeout)
+        conn.execute(SYNCHRONOUS[synchronous])
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _use_wal(conn: sqlite3.Connection, path: str, timeout: float) -> None:
+    """Switch the file to WAL (a lasting property of the file) unless it is already."""
+    deadline = time.monotonic() + timeout
+    while (mode := conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+        try:
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        except sqlite3.OperationalError as exc:
+            # Switching needs the file to itself and SQLite does not apply busy_timeout
+            # to it, so processes opening a new file together retry.
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)
+            continue
+        if mode.lower() != "wal":
+            raise ConfigurationError(
+                f"SQLite database {path!r} cannot use WAL mode (it reports {mode!r}); "
+                "put it on a local file system"
+            )
+
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    # 1: the global log, the stream index and the append-only guard.
+    (
+        """
+        CREATE TABLE events (
+            position INTEGER PRIMARY KEY AUTOINCREMENT,
+            event_id BLOB NOT NULL,
+            stream_id TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            type TEXT NOT NULL,
+            schema_version INTEGER NOT NULL,
+            data BLOB NOT NULL,
+            metadata BLOB NOT NULL,
+            recorded_at INTEGER NOT NULL,  -- microseconds since the Unix epoch, UTC
+            UNIQUE (stream_id, version),
+            UNIQUE (stream_id, event_id)
+        )
+        """,
+        """
+        CREATE TABLE streams (
+            stream_id TEXT PRIMARY KEY,
+            version INTEGER NOT NULL,
+            category TEXT NOT NULL
+        ) WITHOUT ROWID
+        """,
+        "CREATE INDEX streams_by_category ON streams (category, stream_id)",
+        """
+        CREATE TRIGGER events_no_update BEFORE UPDATE ON events
+        BEGIN SELECT RAISE(ABORT, 'eventfold events are append-only'); END
+        """,
+        """
+        CREATE TRIGGER events_no_delete BEFORE DELETE ON events
+        BEGIN SELECT RAISE(ABORT, 'eventfold events are append-only'); END
+        """,
+    ),
+    # 2: snapshots (derived and disposable: rows here are replaced and may be deleted).
+    (
+        """
+        CREATE TABLE snapshots (
+            stream_id TEXT NOT NULL,
+            state_type TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            schema_version INTEGER NOT NULL,
+            data BLOB NOT NULL,
+            event_id BLOB NOT NULL,
+            recorded_at INTEGER NOT NULL,
+            taken_at INTEGER NOT NULL,
+            PRIMARY KEY (stream_id, state_type, version)
+        ) WITHOUT ROWID
+        """,
+    ),
+)
+"""Migration N is ``MIGRATIONS[N - 1]``: statements applied in one transaction."""
+
+_CREATE_MIGRATIONS = """
+CREATE TABLE IF NOT EXISTS eventfold_migrations (
+    number INTEGER PRIMARY KEY,
+    applied_at INTEGER NOT NULL
+)
+"""
+_HAS_MIGRATIONS = (
+    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'eventfold_migrations'"
+)
+_APPLIED = "SELECT coalesce(max(number), 0) FROM eventfold_migrations"
+_RECORD = "INSERT INTO eventfold_migrations (number, applied_at) VALUES (?, ?)"
+
+
+def schema_number(conn: sqlite3.Connection) -> int:
+    """The highest migration applied to the database (0 for a new file)."""
+    if conn.execute(_HAS_MIGRATIONS).fetchone() is None:
+        return 0
+    number: int = conn.execute(_APPLIED).fetchone()[0]
+    return number
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring the store's tables up to date; return the migration number reached.
+
+    Several processes may open one file at once, so the work runs under ``BEGIN
+    IMMEDIATE`` (the write lock) and re-reads the applied number once it holds it.
+    A database migrated further than this code knows raises `SchemaTooNew`.
+    """
+    known = len(MIGRATIONS)
+    found = schema_number(conn)
+    if found > known:
+        raise SchemaTooNew(found, known)
+    if found == known:
+        return found
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute(_CREATE_MIGRATIONS)
+        found = schema_number(conn)
+        if found > known:
+            raise SchemaTooNew(found, known)
+        for number in range(found + 1, known + 1):
+            for statement in MIGRATIONS[number - 1]:
+                conn.execute(statement)
+            conn.execute(_RECORD, (number, time.time_ns() // 1000))
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return known
+
+
+# -- writing -------------------------------------------------------------------------
+
+LAST_POSITION = "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0)"
+STREAM_VERSION = "SELECT version FROM streams WHERE stream_id = ?"
+STREAM_VERSIONS = (
+    "SELECT stream_id, version FROM streams WHERE stream_id IN (SELECT value FROM json_each(?))"
+)
+LAST_VERSION = "SELECT coalesce(max(version), 0) FROM events WHERE stream_id = ?"
+INSERT_EVENTS = (
+    "INSERT INTO events (event_id, stream_id, version, type, schema_version, data, metadata, "
+    "recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+UPSERT_STREAM = (
+    "INSERT INTO streams (stream_id, version, category) VALUES (?, ?, ?) "
+    "ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version"
+)
+ID_CHUNK = 250
+"""Event ids looked up per query when checking for a retry."""
+
+
+@lru_cache(maxsize=8)
+def find_ids_sql(count: int) -> str:
+    """Look up ``count`` event ids in one stream (only the number of ``?`` varies)."""
+    marks = ", ".join("?" * count)
+    return (
+        "SELECT event_id, version, type, data, position FROM events "
+        f"WHERE stream_id = ? AND event_id IN ({marks})"
+    )
+
+
+# -- reading -------------------------------------------------------------------------
+
+# Every read selects the columns in `eventfold.codec.Row` order (tx is always 0 here, the
+# position is the sequence), so cursor rows go straight into `Codec.decode_rows`.
+_ROW = (
+    "SELECT event_id, stream_id, version, type, schema_version, data, metadata, "
+    "recorded_at, 0, position FROM events "
+)
+READ_ALL = _ROW + "WHERE position > ? ORDER BY position LIMIT ?"
+# ?2 and ?3 are JSON arrays of type names and categories, or NULL for no filter. A
+# category is the stream id's prefix before its first '-' (instr/substr, not LIKE, whose
+# '_' and '%' are wildcards).
+READ_ALL_FILTERED = (
+    _ROW
+    + """WHERE position > ?1
+    AND (?2 IS NULL OR type IN (SELECT value FROM json_each(?2)))
+    AND (?3 IS NULL OR iif(instr(stream_id, '-') > 0,
+                           substr(stream_id, 1, instr(stream_id, '-') - 1),
+                           stream_id) IN (SELECT value FROM json_each(?3)))
+    ORDER BY position LIMIT ?4"""
+)
+READ_STREAM_FORWARDS = _ROW + "WHERE stream_id = ? AND version >= ? ORDER BY version LIMIT ?"
+READ_STREAM_BACKWARDS = _ROW + "WHERE stream_id = ? AND version <= ? ORDER BY version DESC LIMIT ?"
+HEAD = "SELECT coalesce(max(position), 0) FROM events"
+STREAMS = "SELECT stream_id, version FROM streams WHERE stream_id > ? ORDER BY stream_id LIMIT ?"
+STREAMS_IN_CATEGORY = (
+    "SELECT stream_id, version FROM streams WHERE category = ? AND stream_id > ? "
+    "ORDER BY stream_id LIMIT ?"
+)
+
+
+@lru_cache(maxsize=8)
+def find_events_sql(count: int) -> str:
+    """Read the events of one stream with ``count`` given ids, in stream order."""
+    marks = ", ".join("?" * count)
+    return _ROW + f"WHERE stream_id = ? AND event_id IN ({marks}) ORDER BY version"
+
+
+SAVE_SNAPSHOT = (
+    "INSERT OR REPLACE INTO snapshots (stream_id, state_type, version, schema_version, data, "
+    "event_id, recorded_at, taken_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+LOAD_SNAPSHOT = """SELECT stream_id, state_type, version, schema_version, data, event_id,
+    recorded_at, taken_at FROM snapshots
+    WHERE stream_id = ?1 AND state_type = ?2 AND (?3 IS NULL OR version <= ?3)
+      AND (?4 IS NULL OR recorded_at <= ?4)
+    ORDER BY version DESC LIMIT 1"""
+
+COUNTS = "SELECT (SELECT count(*) FROM streams), (SELECT count(*) FROM events)"

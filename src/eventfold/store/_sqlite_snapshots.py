@@ -1,0 +1,53 @@
+"""Snapshots in the SQLite store's file, written by the store's writer thread."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import TYPE_CHECKING
+
+from ..snapshots import Snapshot
+from . import _sqlite_schema as sql
+
+if TYPE_CHECKING:
+    from .sqlite import SQLiteStore
+
+__all__ = ["SQLiteSnapshotStore"]
+
+
+class SQLiteSnapshotStore:
+    """The `SnapshotStore` of a `SQLiteStore`."""
+
+    def __init__(self, store: SQLiteStore) -> None:
+        self._store = store
+
+    async def save_snapshot(self, snapshot: Snapshot) -> None:
+        row = (
+            snapshot.stream_id,
+            snapshot.state_type,
+            snapshot.version,
+            snapshot.schema_version,
+            snapshot.data,
+            snapshot.event_id,
+            snapshot.recorded_us,
+            snapshot.taken_us,
+        )
+
+        def save(conn: sqlite3.Connection) -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(sql.SAVE_SNAPSHOT, row)
+            conn.execute("COMMIT")
+
+        await self._store.on_writer(save)
+
+    async def load_snapshot(
+        self,
+        stream_id: str,
+        state_type: str,
+        *,
+        max_version: int | None = None,
+        max_recorded_us: int | None = None,
+    ) -> Snapshot | None:
+        rows = await self._store.fetch(
+            sql.LOAD_SNAPSHOT, (stream_id, state_type, max_version, max_recorded_us)
+        )
+        return Snapshot(*rows[0]) if rows else None

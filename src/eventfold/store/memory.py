@@ -1,0 +1,219 @@
+"""The in-memory backend: the whole contract, nothing kept after the process ends.
+
+For tests and experiments. It stores the same encoded bytes as the database backends, so
+size limits, encoding errors and decoding behave exactly as they do there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from types import TracebackType
+from typing import Self
+
+from ..codec import Codec, Row
+from ..errors import StoreClosed, WrongExpectedVersion
+from ..events import Event, NewEvent, RecordedEvent
+from ..position import ExpectedVersion, Position, version_matches
+from ..snapshots import MemorySnapshotStore
+from ._common import (
+    PAGE_SIZE,
+    StoredCopy,
+    category_names,
+    category_of,
+    check_event_ids,
+    check_limit,
+    check_retry,
+    check_stream_id,
+    explicit_ids,
+    prepare_append,
+    type_names,
+)
+from .protocol import AppendResult, StoreStats, StreamInfo
+
+__all__ = ["MemoryStore"]
+
+
+class MemoryStore:
+    """An event store held in one process's memory (``memory://``)."""
+
+    backend = "memory"
+
+    def __init__(self, codec: Codec | None = None) -> None:
+        self.codec = codec or Codec()
+        self._log: list[Row] = []
+        self._streams: dict[str, list[int]] = {}
+        self._ids: dict[str, dict[bytes, int]] = {}
+        self._open = False
+        self.snapshots = MemorySnapshotStore()
+        """Snapshots kept beside the events (in memory too)."""
+
+    async def open(self) -> None:
+        self._open = True
+
+    async def close(self) -> None:
+        self._open = False
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def _check_open(self) -> None:
+        if not self._open:
+            raise StoreClosed("memory store")
+
+    async def append(
+        self,
+        stream_id: str,
+        events: Sequence[Event | NewEvent],
+        *,
+        expected_version: ExpectedVersion,
+    ) -> AppendResult:
+        self._check_open()
+        encoded, expected = prepare_append(self.codec, stream_id, events, expected_version)
+        indexes = self._streams.get(stream_id, [])
+        ids = explicit_ids(encoded)
+        if ids:
+            known = self._ids.get(stream_id, {})
+            found: dict[bytes, StoredCopy] = {}
+            for eid in ids:
+                at = known.get(eid)
+                if at is not None:
+                    row = self._log[at]
+                    found[eid] = (row[2], row[3], row[5], Position(0, at + 1))
+            retry = check_retry(stream_id, encoded, found)
+            if retry is not None:
+                return retry
+        actual = len(indexes)
+        if not version_matches(expected, actual):
+            raise WrongExpectedVersion(stream_id, expected, actual)
+        now = time.time_ns() // 1000
+        known_ids = self._ids.setdefault(stream_id, {})
+        stream = self._streams.setdefault(stream_id, indexes)
+        for offset, enc in enumerate(encoded, start=1):
+            at = len(self._log)
+            self._log.append(
+                (
+                    enc.event_id,
+                    stream_id,
+                    actual + offset,
+                    enc.type,
+                    enc.schema_version,
+                    enc.data,
+                    enc.metadata,
+                    now,
+                    0,
+                    at + 1,
+                )
+            )
+            stream.append(at)
+            known_ids[enc.event_id] = at
+        return AppendResult(actual + len(encoded), Position(0, len(self._log)))
+
+    async def read_stream(
+        self,
+        stream_id: str,
+        *,
+        from_version: int | None = None,
+        backwards: bool = False,
+        limit: int | None = None,
+    ) -> AsyncIterator[RecordedEvent]:
+        self._check_open()
+        check_stream_id(stream_id)
+        limit = check_limit(limit)
+        start = check_limit(from_version, "from_version")
+        indexes = self._streams.get(stream_id, [])
+        if backwards:
+            top = len(indexes) if start is None else min(start, len(indexes))
+            chosen = indexes[:top][::-1]
+        else:
+            chosen = indexes[max((start or 1) - 1, 0) :]
+        if limit is not None:
+            chosen = chosen[:limit]
+        for page in range(0, len(chosen), PAGE_SIZE):
+            for event in self.codec.decode_rows(
+                self._log[i] for i in chosen[page : page + PAGE_SIZE]
+            ):
+                yield event
+            await asyncio.sleep(0)
+
+    async def find_events(
+        self, stream_id: str, event_ids: Sequence[uuid.UUID]
+    ) -> list[RecordedEvent]:
+        self._check_open()
+        check_stream_id(stream_id)
+        known = self._ids.get(stream_id, {})
+        found = sorted({known[i.bytes] for i in check_event_ids(event_ids) if i.bytes in known})
+        return self.codec.decode_rows(self._log[at] for at in found)
+
+    async def stream_version(self, stream_id: str) -> int:
+        self._check_open()
+        check_stream_id(stream_id)
+        return len(self._streams.get(stream_id, ()))
+
+    async def read_all(
+        self,
+        *,
+        after: Position | str | None = None,
+        types: Sequence[str | type[Event]] | None = None,
+        categories: Sequence[str] | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[RecordedEvent]:
+        self._check_open()
+        start = Position.parse(after).seq if after is not None else 0
+        wanted_types = set(type_names(types) or ()) or None
+        wanted_cats = set(category_names(categories) or ()) or None
+        remaining = check_limit(limit)
+        at = start
+        while remaining is None or remaining > 0:
+            page = self._log[at : at + PAGE_SIZE]
+            if not page:
+                return
+            at += len(page)
+            rows = [
+                r
+                for r in page
+                if (wanted_types is None or r[3] in wanted_types)
+                and (wanted_cats is None or category_of(r[1]) in wanted_cats)
+            ]
+            if remaining is not None:
+                rows = rows[:remaining]
+                remaining -= len(rows)
+            for event in self.codec.decode_rows(rows):
+                yield event
+            await asyncio.sleep(0)
+
+    async def head(self) -> Position:
+        self._check_open()
+        return Position(0, len(self._log))
+
+    async def streams(
+        self,
+        *,
+        after: str | None = None,
+        category: str | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[StreamInfo]:
+        self._check_open()
+        limit = check_limit(limit)
+        names = sorted(
+            s
+            for s in self._streams
+            if (after is None or s > after) and (category is None or category_of(s) == category)
+        )
+        for name in names[:limit] if limit is not None else names:
+            yield StreamInfo(name, len(self._streams[name]))
+
+    async def stats(self) -> StoreStats:
+        self._check_open()
+        return StoreStats(self.backend, await self.head(), len(self._streams), len(self._log))

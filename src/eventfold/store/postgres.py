@@ -1,0 +1,565 @@
+"""The PostgreSQL backend: psycopg 3, async, pooled (``postgresql://…``).
+
+Global order. Every event row carries the id of the transaction that wrote it
+(``transaction_id xid8``) and a sequence number, and `read_all` returns only rows whose
+transaction is older than every transaction still running
+(``pg_snapshot_xmin(pg_current_snapshot())``), in ``(transaction_id, seq)`` order. A
+plain sequence would let a reader move past a number whose transaction commits later and
+lose that event for good; the xid horizon never does, and never serialises writers (see
+the storage design memo, §1). The price: a long write transaction anywhere in the
+cluster delays every reader, so keep write transactions short.
+
+Concurrency. A ``streams`` row per stream holds its version; an append moves it with a
+conditional ``UPDATE``/``INSERT`` and inserts its events in the same statement, so an
+append is one round trip and one short transaction. ``UNIQUE (stream_id, version)``
+backs the check; ``UNIQUE (stream_id, event_id)`` makes client retries detectable.
+
+URL options, removed before the URL reaches libpq: ``schema`` (default ``eventfold``,
+created if missing), ``pool_min_size`` and ``pool_max_size``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncGenerator, Callable, Sequence
+from operator import itemgetter
+from types import TracebackType
+from typing import Any, Final, Self
+from urllib.parse import unquote, urlsplit
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg.conninfo import conninfo_to_dict
+from psycopg_pool import AsyncConnectionPool
+
+from ..codec import Codec, EncodedEvent
+from ..errors import (
+    ConfigurationError,
+    EventfoldError,
+    SchemaTooNew,
+    StoreClosed,
+    StoreError,
+    StoreUnavailable,
+    WrongExpectedVersion,
+)
+from ..events import Event, NewEvent, RecordedEvent
+from ..position import ANY, NO_STREAM, START, STREAM_EXISTS, ExpectedVersion, Position
+from ._common import (
+    StoredCopy,
+    category_names,
+    check_event_ids,
+    check_limit,
+    check_retry,
+    check_stream_id,
+    explicit_ids,
+    prepare_append,
+    type_names,
+)
+from ._postgres_schema import EVENT_ID_KEY, MIGRATIONS, VERSION_KEY, Statements, lock_key
+from ._postgres_snapshots import PostgresSnapshotStore
+from .protocol import AppendResult, StoreStats, StreamInfo
+
+__all__ = ["DEFAULT_SCHEMA", "PostgresStore"]
+
+DEFAULT_SCHEMA: Final = "eventfold"
+"""The schema the store's tables live in unless the URL says ``?schema=...``."""
+
+_PAGE: Final = 2000
+"""Rows per round trip for the paging readers. Pages overlap (see `_pages`), so a small
+page loses nothing to round trips and starts the overlap early; memory stays flat."""
+
+_MAX_VERSION: Final = 2**63 - 1
+_APPEND_ATTEMPTS: Final = 3
+_OPTIONS: Final = ("schema", "pool_min_size", "pool_max_size")
+# SQLSTATE classes and codes that mean "the server is not there for us".
+_UNAVAILABLE: Final = ("08", "28", "3D", "57P01", "57P02", "57P03", "53300")
+
+Rows = list[tuple[Any, ...]]
+_Pool = AsyncConnectionPool[psycopg.AsyncConnection[tuple[Any, ...]]]
+
+
+class PostgresStore:
+    """An event store in a PostgreSQL database (13 or later).
+
+    ``url`` is a libpq URL (``postgresql://user:password@host:5432/dbname``) plus the
+    options ``schema``, ``pool_min_size`` and ``pool_max_size``. Opening fails within
+    ``connect_timeout`` seconds when the server cannot be reached.
+    """
+
+    backend = "postgresql"
+
+    def __init__(
+        self,
+        url: str,
+        codec: Codec | None = None,
+        *,
+        connect_timeout: float = 5.0,
+    ) -> None:
+        self.codec = codec or Codec()
+        conninfo, options = _split_url(url)
+        try:
+            params = conninfo_to_dict(conninfo)
+        except psycopg.Error as exc:
+            raise ConfigurationError(
+                f"cannot read the PostgreSQL URL: {_scrub(str(exc), url)}; use "
+                "postgresql://user@host:5432/dbname"
+            ) from None
+        self._password = str(params.get("password") or "")
+        self.schema = options.get("schema", DEFAULT_SCHEMA)
+        if not self.schema or len(self.schema.encode()) > 63:
+            raise ConfigurationError(
+                f"schema={self.schema!r} must be 1 to 63 bytes long (a PostgreSQL identifier)"
+            )
+        self._min_size = _int_option(options, "pool_min_size", 1)
+        self._max_size = _int_option(options, "pool_max_size", 16)
+        if self._max_size < max(self._min_size, 1):
+            raise ConfigurationError("pool_max_size must be >= pool_min_size and >= 1")
+        self.host = str(params.get("host") or params.get("hostaddr") or "localhost")
+        port = str(params.get("port") or "5432")
+        self.port: int | None = int(port) if port.isdigit() else None
+        self._timeout = connect_timeout
+        self._conninfo = conninfo
+        self._kwargs: dict[str, Any] = {"autocommit": True}
+        if "connect_timeout" not in params:
+            self._kwargs["connect_timeout"] = max(1, round(connect_timeout))
+        if "application_name" not in params:
+            self._kwargs["application_name"] = "eventfold"
+        self._sql = Statements(self.schema)
+        self._pool: _Pool | None = None
+        self._fetching: set[asyncio.Task[Rows]] = set()
+        self.snapshots = PostgresSnapshotStore(self)
+        """Snapshots, in a table beside the events."""
+
+    def __repr__(self) -> str:
+        return f"PostgresStore(host={self.host!r}, port={self.port}, schema={self.schema!r})"
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Connect, create the schema or apply pending migrations, and start the pool."""
+        if self._pool is not None:
+            return
+        try:
+            conn = await psycopg.AsyncConnection.connect(self._conninfo, **self._kwargs)
+        except psycopg.Error as exc:
+            raise self._translate(exc, connecting=True) from exc
+        try:
+            async with conn:
+                await self._migrate(conn)
+        except psycopg.Error as exc:
+            raise self._translate(exc) from exc
+        pool: _Pool = AsyncConnectionPool(
+            self._conninfo,
+            kwargs=self._kwargs,
+            min_size=self._min_size,
+            max_size=self._max_size,
+            open=False,
+            configure=_configure,
+            name=f"eventfold-{self.schema}",
+            timeout=30.0,
+        )
+        try:
+            await pool.open(wait=True, timeout=self._timeout)
+        except psycopg.Error as exc:
+            await pool.close()
+            raise self._translate(exc, connecting=True) from exc
+        self._pool = pool
+
+    async def close(self) -> None:
+        """Close the pool; safe to call twice."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await asyncio.gather(*self._fetching, return_exceptions=True)
+            await pool.close()
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def _migrate(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        st = self._sql
+        known = len(MIGRATIONS)
+        cur = await conn.execute(st.has_migrations, (st.migrations_table,))
+        row = await cur.fetchone()
+        if row is not None and row[0]:
+            cur = await conn.execute(st.schema_version)
+            found = await _scalar(cur)
+            if found > known:
+                raise SchemaTooNew(found, known)
+            if found == known:
+                return  # the usual case: no lock, no DDL, no CREATE privilege needed
+        async with conn.transaction():
+            # Concurrent opens queue here; the second one finds the work done.
+            await conn.execute(st.lock, (lock_key(self.schema),))
+            await conn.execute(st.create_schema)
+            await conn.execute(st.create_migrations)
+            found = await _scalar(await conn.execute(st.schema_version))
+            if found > known:
+                raise SchemaTooNew(found, known)
+            for number in range(found + 1, known + 1):
+                await conn.execute(st.migrations[number - 1])
+                await conn.execute(st.record_migration, (number,))
+
+    # -- the one boundary where driver errors become eventfold errors ----------------
+
+    def _translate(
+        self,
+        exc: psycopg.Error,
+        *,
+        connecting: bool = False,
+        conflict: tuple[str, ExpectedVersion, int] | None = None,
+    ) -> EventfoldError:
+        """Map a psycopg error to an eventfold error (raise it ``from exc``)."""
+        state = exc.sqlstate or ""
+        if (
+            isinstance(exc, pg_errors.UniqueViolation)
+            and conflict is not None
+            and exc.diag.constraint_name == VERSION_KEY
+        ):
+            return WrongExpectedVersion(*conflict)
+        message = _scrub(" ".join(str(exc).split()) or type(exc).__name__, self._password)
+        if isinstance(exc, psycopg.ProgrammingError) and not state and connecting:
+            return ConfigurationError(f"cannot use the PostgreSQL URL: {message}")
+        if connecting or (
+            isinstance(exc, psycopg.OperationalError)
+            and (not state or state.startswith(_UNAVAILABLE))
+        ):
+            return StoreUnavailable(self.backend, self.host, self.port, message)
+        code = f" {state}" if state else ""
+        return StoreError(
+            f"PostgreSQL error{code} in schema {self.schema!r}: {message}; if it persists, "
+            "check the server log and that this schema belongs to eventfold"
+        )
+
+    def _require_pool(self) -> _Pool:
+        if self._pool is None:
+            raise StoreClosed("postgresql store")
+        return self._pool
+
+    async def _fetch(self, query: bytes, params: Any, *, raw: bool = False) -> Rows:
+        """Run one statement on a pooled connection and return its rows (binary).
+
+        ``raw``: leave driver errors untranslated and never retry (appends).
+        """
+        pool = self._require_pool()
+        for attempt in range(2):
+            conn: psycopg.AsyncConnection[Any] | None = None
+            try:
+                async with pool.connection() as conn:
+                    cur = await conn.execute(query, params, binary=True)
+                    return await cur.fetchall()
+            except psycopg.Error as exc:
+                if conn is not None and conn.broken:
+                    # The server dropped a pooled connection (a restart, a failover): let
+                    # the pool replace every such one, then retry a read once. An append
+                    # is not retried: it may have committed before the connection broke.
+                    with contextlib.suppress(psycopg.Error):
+                        await pool.check()
+                    if attempt == 0 and not raw:
+                        continue
+                if raw:
+                    raise
+                raise self._translate(exc) from exc
+        raise AssertionError("unreachable")
+
+    # -- writing ---------------------------------------------------------------------
+
+    async def append(
+        self,
+        stream_id: str,
+        events: Sequence[Event | NewEvent],
+        *,
+        expected_version: ExpectedVersion,
+    ) -> AppendResult:
+        """Append all of ``events`` to the stream in one transaction, or none of them."""
+        self._require_pool()
+        encoded, expected = prepare_append(self.codec, stream_id, events, expected_version)
+        query, params = self._append_statement(stream_id, encoded, expected)
+        for _ in range(_APPEND_ATTEMPTS):
+            try:
+                rows = await self._fetch(query, params, raw=True)
+            except pg_errors.UniqueViolation as exc:
+                if exc.diag.constraint_name != EVENT_ID_KEY:
+                    actual = await self.stream_version(stream_id)
+                    raise self._translate(exc, conflict=(stream_id, expected, actual)) from exc
+                # An earlier or concurrent append stored one of these ids: a retry?
+                retry = await self._find_retry(stream_id, encoded)
+                if retry is not None:
+                    return retry
+                continue  # the racer that held the id rolled back: try again
+            except psycopg.Error as exc:
+                raise self._translate(exc) from exc
+            base, tx, seq = rows[0]
+            if base is not None:
+                return AppendResult(base + len(encoded), Position(tx, seq))
+            # The stream is not where the caller expected; a retry of a committed
+            # append lands here too, because the stream has moved on by its events.
+            if explicit_ids(encoded):
+                retry = await self._find_retry(stream_id, encoded)
+                if retry is not None:
+                    return retry
+            actual = await self.stream_version(stream_id)
+            raise WrongExpectedVersion(stream_id, expected, actual)
+        raise StoreError(
+            f"append to {stream_id!r} kept colliding with concurrent appends of the same event "
+            f"ids {_APPEND_ATTEMPTS} times; retry the append"
+        )
+
+    def _append_statement(
+        self, stream_id: str, encoded: list[EncodedEvent], expected: ExpectedVersion
+    ) -> tuple[bytes, dict[str, Any]]:
+        if expected is ANY:
+            mode = "any"
+        elif expected is STREAM_EXISTS:
+            mode = "exists"
+        elif expected is NO_STREAM or expected == 0:
+            mode = "new"
+        else:
+            mode = "exact"
+        n = expected if mode == "exact" else None
+        if len(encoded) == 1:
+            (e,) = encoded
+            return self._sql.append_one[mode], {
+                "sid": stream_id,
+                "k": 1,
+                "n": n,
+                "ids": e.event_id,
+                "types": e.type,
+                "svs": e.schema_version,
+                "datas": e.data,
+                "metas": e.metadata,
+            }
+        return self._sql.append[mode], {
+            "sid": stream_id,
+            "k": len(encoded),
+            "n": n,
+            "ids": [e.event_id for e in encoded],
+            "types": [e.type for e in encoded],
+            "svs": [e.schema_version for e in encoded],
+            "datas": [e.data for e in encoded],
+            "metas": [e.metadata for e in encoded],
+        }
+
+    async def _find_retry(self, stream_id: str, encoded: list[EncodedEvent]) -> AppendResult | None:
+        ids = [uuid.UUID(bytes=i) for i in explicit_ids(encoded)]
+        if not ids:
+            return None
+        rows = await self._fetch(self._sql.find_ids, (stream_id, ids))
+        found: dict[bytes, StoredCopy] = {
+            eid: (version, typ, data, Position(tx, seq))
+            for eid, version, typ, data, tx, seq in rows
+        }
+        return check_retry(stream_id, encoded, found)
+
+    # -- reading ---------------------------------------------------------------------
+
+    async def read_stream(
+        self,
+        stream_id: str,
+        *,
+        from_version: int | None = None,
+        backwards: bool = False,
+        limit: int | None = None,
+    ) -> AsyncGenerator[RecordedEvent, None]:
+        """The stream's events from ``from_version`` (inclusive), paged by version."""
+        self._require_pool()
+        check_stream_id(stream_id)
+        limit = check_limit(limit)
+        start = check_limit(from_version, "from_version")
+        if backwards:
+            query, step = self._sql.read_backwards, -1
+            at = _MAX_VERSION if start is None else start
+        else:
+            query, step = self._sql.read_forwards, 1
+            at = max(start or 1, 1)
+        params: dict[str, Any] = {"sid": stream_id, "at": at}
+
+        def advance(last: tuple[Any, ...]) -> None:
+            params["at"] = last[2] + step
+
+        async for rows in self._pages(query, params, limit, advance):
+            for event in self.codec.decode_rows(rows):
+                yield event
+
+    async def find_events(
+        self, stream_id: str, event_ids: Sequence[uuid.UUID]
+    ) -> list[RecordedEvent]:
+        """The stream's events with these ids, in stream order (missing ids are skipped)."""
+        self._require_pool()
+        check_stream_id(stream_id)
+        ids = check_event_ids(event_ids)
+        if not ids:
+            return []
+        rows = await self._fetch(self._sql.find_events, {"sid": stream_id, "ids": ids})
+        rows.sort(key=itemgetter(2))
+        return self.codec.decode_rows(rows)
+
+    async def stream_version(self, stream_id: str) -> int:
+        """The stream's version: its number of events, 0 when it has none."""
+        self._require_pool()
+        check_stream_id(stream_id)
+        rows = await self._fetch(self._sql.stream_version, (stream_id,))
+        return int(rows[0][0]) if rows else 0
+
+    async def read_all(
+        self,
+        *,
+        after: Position | str | None = None,
+        types: Sequence[str | type[Event]] | None = None,
+        categories: Sequence[str] | None = None,
+        limit: int | None = None,
+    ) -> AsyncGenerator[RecordedEvent, None]:
+        """The global log after ``after``, below the horizon of running transactions."""
+        self._require_pool()
+        start = Position.parse(after) if after is not None else START
+        names = type_names(types) or None
+        cats = category_names(categories) or None
+        limit = check_limit(limit)
+        query = self._sql.read_all[(names is not None, cats is not None)]
+        params: dict[str, Any] = {"x": str(start.tx), "s": start.seq, "types": names, "cats": cats}
+
+        def advance(last: tuple[Any, ...]) -> None:
+            params["x"], params["s"] = str(last[8]), last[9]
+
+        async for rows in self._pages(query, params, limit, advance):
+            for event in self.codec.decode_rows(rows):
+                yield event
+
+    async def head(self) -> Position:
+        """The position of the newest event below the horizon (`START` when none)."""
+        rows = await self._fetch(self._sql.head, ())
+        return Position(rows[0][0], rows[0][1]) if rows else START
+
+    async def streams(
+        self,
+        *,
+        after: str | None = None,
+        category: str | None = None,
+        limit: int | None = None,
+    ) -> AsyncGenerator[StreamInfo, None]:
+        """Streams with their versions, ordered by id, paged by id."""
+        self._require_pool()
+        limit = check_limit(limit)
+        query = self._sql.streams if category is None else self._sql.streams_in_category
+        params: dict[str, Any] = {"after": after or "", "cat": category}
+
+        def advance(last: tuple[Any, ...]) -> None:
+            params["after"] = last[0]
+
+        async for rows in self._pages(query, params, limit, advance):
+            for stream_id, version in rows:
+                yield StreamInfo(stream_id, version)
+
+    async def _pages(
+        self,
+        query: bytes,
+        params: dict[str, Any],
+        limit: int | None,
+        advance: Callable[[tuple[Any, ...]], None],
+    ) -> AsyncGenerator[Rows, None]:
+        """Pages of a keyset query, up to ``limit`` rows in all.
+
+        The next page is requested before this one is handed over, so the server reads
+        and sends it while the caller decodes: one connection at a time per reader, and
+        no page waits for a round trip.
+        """
+        remaining = limit
+
+        def start() -> tuple[int, asyncio.Task[Rows]]:
+            size = _PAGE if remaining is None else min(_PAGE, remaining)
+            return size, self._prefetch(query, {**params, "n": size})
+
+        if remaining == 0:
+            return
+        # A reader that stops early leaves its last page to finish in the background
+        # (milliseconds): cancelling a query midway would cost the pool its connection.
+        size, task = start()
+        while True:
+            rows = await task
+            if remaining is not None:
+                remaining -= len(rows)
+            more = len(rows) == size and (remaining is None or remaining > 0)
+            if more:
+                advance(rows[-1])
+                size, task = start()
+                await asyncio.sleep(0)  # let it put the query on the wire
+            yield rows
+            if not more:
+                return
+
+    def _prefetch(self, query: bytes, params: dict[str, Any]) -> asyncio.Task[Rows]:
+        task = asyncio.ensure_future(self._fetch(query, params))
+        self._fetching.add(task)  # held until done, even when its reader is gone
+        task.add_done_callback(self._fetched)
+        return task
+
+    def _fetched(self, task: asyncio.Task[Rows]) -> None:
+        self._fetching.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved, so an unread page's error is not logged
+
+    async def stats(self) -> StoreStats:
+        """The backend's name, the head, and how many streams and events it holds."""
+        rows = await self._fetch(self._sql.counts, ())
+        return StoreStats(self.backend, await self.head(), int(rows[0][0]), int(rows[0][1]))
+
+
+def _split_url(url: str) -> tuple[str, dict[str, str]]:
+    """Take eventfold's own options out of the URL's query; libpq gets the rest as is."""
+    if not isinstance(url, str):
+        raise ConfigurationError(f"the PostgreSQL URL must be a str, got {type(url).__name__}")
+    parts = urlsplit(url)
+    keep: list[str] = []
+    options: dict[str, str] = {}
+    for piece in parts.query.split("&") if parts.query else ():
+        key, _, value = piece.partition("=")
+        if unquote(key) in _OPTIONS:
+            options[unquote(key)] = unquote(value)
+        else:
+            keep.append(piece)
+    return parts._replace(query="&".join(keep)).geturl(), options
+
+
+def _int_option(options: dict[str, str], name: str, default: int) -> int:
+    text = options.get(name)
+    if text is None:
+        return default
+    if not text.isdigit():
+        raise ConfigurationError(f"{name}={text!r} in the PostgreSQL URL must be an int >= 0")
+    return int(text)
+
+
+def _scrub(text: str, secret: str) -> str:
+    """``text`` with any occurrence of ``secret`` (a password or a whole URL) hidden."""
+    if not secret:
+        return text
+    password = urlsplit(secret).password if "://" in secret else secret
+    return text.replace(password, "***") if password else text
+
+
+async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
+    # Every statement here walks one index in the order it returns rows, a page at a
+    # time. Row estimates for one stream or for the log's tail are often far off (and
+    # generic plans of prepared statements average them away), which made the planner
+    # pick a bitmap scan plus a sort that spills to disk: 1 s for a page instead of 5 ms.
+    # So these sessions discourage sorts (a statement with no other plan still sorts),
+    # parallel plans (worker start-up costs more than a page) and JIT (which the huge
+    # cost of a discouraged plan would otherwise switch on).
+    await conn.execute(
+        "SET enable_sort = off; SET max_parallel_workers_per_gather = 0; SET jit = off"
+    )
+
+
+async def _scalar(cur: psycopg.AsyncCursor[Any]) -> int:
+    row = await cur.fetchone()
+    return int(row[0]) if row is not None and row[0] is not None else 0

@@ -1,0 +1,28 @@
+"""Test helpers that ship with eventfold.
+
+`eventfold.testing.conformance` is the suite every event store backend must pass. A
+third-party backend reuses it by subclassing its classes in a test module and providing
+a ``store`` fixture (and, for backends shared by several processes, ``store_url``)::
+
+    from eventfold.testing.conformance import EventStoreConformance
+
+    class TestMyStore(EventStoreConformance):
+        @pytest.fixture
+        async def store(self):
+            async with eventfold.connect("mystore://…") as s:
+                yield s
+"""
+
+from __future__ import annotations
+
+from .conformance import EventStoreConformance, SharedStoreConformance
+from .spec import HandlerSpec, Spec, handler_spec, spec
+
+__all__ = [
+    "EventStoreConformance",
+    "HandlerSpec",
+    "SharedStoreConformance",
+    "Spec",
+    "handler_spec",
+    "spec",
+]

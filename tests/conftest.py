@@ -1,0 +1,76 @@
+"""Fixtures shared by the test suite: store URLs for every backend.
+
+PostgreSQL tests read their server from ``EVENTFOLD_TEST_POSTGRES_URL``. Without it they
+are skipped on a developer's machine; under CI (``CI`` set) a missing or unreachable
+server is a failure, never a skip.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+POSTGRES_ENV = "EVENTFOLD_TEST_POSTGRES_URL"
+
+examples_path = Path(__file__).resolve().parent.parent / "examples"
+if str(examples_path) not in sys.path:
+    sys.path.insert(0, str(examples_path))
+
+
+def postgres_base_url() -> str:
+    """The test server's URL, or skip (locally) / fail (CI) when there is none."""
+    url = os.environ.get(POSTGRES_ENV)
+    if not url:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI is set but {POSTGRES_ENV} is not: the PostgreSQL tests must run")
+        pytest.skip(f"set {POSTGRES_ENV} to run the PostgreSQL tests")
+    return url
+
+
+def with_schema(url: str, schema: str) -> str:
+    """``url`` with eventfold's ``schema`` option added."""
+    parts = urlsplit(url)
+    query = f"{parts.query}&schema={schema}" if parts.query else f"schema={schema}"
+    return urlunsplit(parts._replace(query=query))
+
+
+def drop_schema(url: str, schema: str) -> None:
+    """Drop a test schema (and everything in it)."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A URL to a fresh, empty PostgreSQL schema, dropped after the test."""
+    base = postgres_base_url()
+    schema = f"test_{uuid.uuid4().hex[:12]}"
+    yield with_schema(base, schema)
+    drop_schema(base, schema)
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: pytest.TempPathFactory) -> str:
+    """A URL to a fresh SQLite file."""
+    return f"sqlite:///{tmp_path}/events.db"
+
+
+BACKENDS = ["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(params=BACKENDS)
+def store_url(request: pytest.FixtureRequest) -> str:
+    """A URL to a fresh store of each backend in turn."""
+    if request.param == "memory":
+        return "memory://"
+    fixture = "sqlite_url" if request.param == "sqlite" else "postgres_url"
+    url: str = request.getfixturevalue(fixture)
+    return url

@@ -1,0 +1,121 @@
+"""The benchmark runner runs and prints well-formed JSON lines (timings are not checked)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+RUNNER = Path(__file__).resolve().parent.parent / "benchmarks" / "run.py"
+WORKLOADS = [
+    "bulk_append",
+    "batched_append",
+    "sequential_append",
+    "concurrent_append",
+    "read_stream",
+    "read_all",
+    "read_all_memory",
+]
+COMMON_KEYS = {
+    "backend",
+    "workload",
+    "events",
+    "seconds",
+    "unit",
+    "ratio",
+    "target",
+    "meets_target",
+    "better",
+    "scale",
+}
+UNITS = {"events/s", "appends/s", "ms", "MB"}
+
+
+def run_benchmarks(*args: str) -> tuple[list[dict[str, object]], str]:
+    out = subprocess.run(
+        [sys.executable, str(RUNNER), *args],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert out.returncode == 0, out.stderr
+    lines = [json.loads(line) for line in out.stdout.splitlines()]
+    assert all(isinstance(line, dict) for line in lines)
+    return lines, out.stderr
+
+
+def check_line(line: dict[str, object], backend: str, has_raw: bool) -> None:
+    assert line.keys() >= COMMON_KEYS, line
+    assert "error" not in line
+    assert line["backend"] == backend
+    assert line["unit"] in UNITS
+    assert isinstance(line["events"], int)
+    assert line["events"] > 0
+    assert isinstance(line["seconds"], float)
+    is_rate = str(line["unit"]).endswith("/s")
+    name, raw_name = ("rate", "raw_rate") if is_rate else ("value", "raw_value")
+    value = line[name]
+    assert isinstance(value, float)
+    assert value > 0
+    assert raw_name in line
+    if has_raw:
+        assert isinstance(line[raw_name], float)
+        assert isinstance(line["ratio"], float)
+    else:
+        assert line[raw_name] is None
+        assert line["ratio"] is None
+    assert line["meets_target"] in (True, False, None)
+    assert line["better"] in ("higher", "lower")
+
+
+def test_every_workload_on_memory_prints_one_json_line_each() -> None:
+    lines, stderr = run_benchmarks("--backend", "memory", "--scale", "0.001")
+    assert [line["workload"] for line in lines] == WORKLOADS
+    for line in lines:
+        check_line(line, "memory", has_raw=False)
+    assert "eventfold benchmarks: memory" in stderr
+    by_name = {line["workload"]: line for line in lines}
+    assert by_name["read_stream"]["unit"] == "ms"
+    assert by_name["read_all_memory"]["unit"] == "MB"
+    assert by_name["concurrent_append"]["unit"] == "appends/s"
+
+
+def test_workloads_can_be_chosen() -> None:
+    lines, _ = run_benchmarks(
+        "--backend", "memory", "--scale", "0.001", "--workload", "read_all", "bulk_append"
+    )
+    assert [line["workload"] for line in lines] == ["read_all", "bulk_append"]
+
+
+def test_sqlite_runs_beside_the_raw_driver(tmp_path: Path) -> None:
+    lines, _ = run_benchmarks("--backend", "sqlite", "--scale", "0.001", "--tmpdir", str(tmp_path))
+    assert [line["workload"] for line in lines] == WORKLOADS
+    for line in lines:
+        check_line(line, "sqlite", has_raw=True)
+        assert isinstance(line["meets_target"], bool) or line["target"] is None
+    assert list(tmp_path.iterdir()) == [], "the runner leaves no database files behind"
+
+
+@pytest.mark.postgres
+def test_postgres_runs_beside_the_raw_driver(postgres_url: str) -> None:
+    # The runner replaces the URL's schema option with a scratch schema per workload.
+    lines, _ = run_benchmarks("--backend", "postgres", "--url", postgres_url, "--scale", "0.001")
+    assert [line["workload"] for line in lines] == WORKLOADS
+    for line in lines:
+        check_line(line, "postgres", has_raw=True)
+
+
+def test_bad_arguments_are_refused() -> None:
+    out = subprocess.run(
+        [sys.executable, str(RUNNER), "--backend", "postgres"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+    assert out.returncode == 2
+    assert "--url" in out.stderr
+    assert out.stdout == ""

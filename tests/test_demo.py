@@ -1,0 +1,223 @@
+"""``eventfold demo`` runs end to end, shows what it promises, and leaves the user's store alone."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+from rich.console import Console
+
+import eventfold
+from eventfold.cli import cli
+from eventfold.cli import demo as demo_module
+from eventfold.cli.demo import (
+    Account,
+    Demo,
+    Deposit,
+    Deposited,
+    Order,
+    OrderCancelled,
+    OrderPaid,
+    OrderPlaced,
+    OrderShipped,
+    account,
+    evolve,
+    run_demo,
+)
+
+
+def run(*args: str, env: dict[str, str | None] | None = None) -> Result:
+    environ: dict[str, str | None] = {"COLUMNS": "200", "EVENTFOLD_URL": None, **(env or {})}
+    return CliRunner().invoke(cli, list(args), env=environ, catch_exceptions=False)
+
+
+def counts(output: str) -> dict[str, int]:
+    """The 'events per type' table, read back from the output."""
+    found = re.findall(r"^\s+(demo\.Order\w+)\s+([\d,]+)\s*$", output, flags=re.M)
+    return {name: int(n.replace(",", "")) for name, n in found}
+
+
+# 50 orders, every tenth cancelled, plus the conflict's order (placed, paid, shipped) and
+# the retry's order (placed once). The store holds 149 events in 52 streams after step 4;
+# steps 5-7 add three accounts with 22, 120 and 2 deposits.
+EXPECTED = {
+    "demo.OrderPlaced": 52,
+    "demo.OrderPaid": 46,
+    "demo.OrderShipped": 46,
+    "demo.OrderCancelled": 5,
+}
+
+
+def test_demo_on_sqlite_shows_the_conflict_the_retry_and_the_counts(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/demo.db"
+    result = run("demo", "--url", url, "--tasks", "8")
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert f"store: {url}" in out
+    assert "50 orders from 8 concurrent writers" in out
+    assert re.search(
+        r"145 appends, each at the exact version read, in [\d.]+ s: [\d,]+ appends/s", out
+    )
+
+    assert "conflict detected:" in out
+    assert "got WrongExpectedVersion" in out
+    assert re.search(r"is at version 2, expected 1; reload the stream", out)
+    assert "expected version 1, actual 2" in out
+    assert "retry succeeded" in out
+
+    assert re.search(
+        r"retry with the same event id: version 1, position \d+ \(the same result\)", out
+    )
+    assert "nothing was duplicated" in out
+    assert "other content under the same id is refused" in out
+
+    assert counts(out) == EXPECTED
+    assert "the store holds 149 events in 52 streams" in out
+    assert f"look around: eventfold --url {url} read order-" in out
+
+
+def test_demo_shows_the_command_handler(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/demo.db"
+    result = run("demo", "--url", url)
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+
+    assert "5. Command retry" in out
+    assert re.search(r"20 deposits from 2 handlers at once into account-\w+-shared", out)
+    retried = re.search(r"commands retried after a conflict: (\d+) \((\d+) retr", out)
+    assert retried is not None, out
+    assert int(retried[1]) >= 1
+    assert int(retried[2]) >= int(retried[1])
+    assert re.search(r"WrongExpectedVersion \d+x, then the handler reloaded", out)
+    assert "commands failed: none" in out
+    balance = re.search(r"balance (\d+) after 22 deposits: their sum is (\d+)", out)
+    assert balance is not None, out
+    assert balance[1] == balance[2] == str(10 + 550 + 55)
+
+    assert "6. Snapshots" in out
+    assert "snapshots=every(50)" in out
+    assert re.search(
+        r"load_details: version 120, snapshot_version 100, replayed 20 \(not 120\)", out
+    )
+    assert "load_details(at_version=70): snapshot_version 50, replayed 20" in out
+    assert "the same state as folding all 120 events" in out
+
+    assert "7. Time travel" in out
+    assert re.search(r"load\(as_of=[\d:.]+\): balance 100\n", out)
+    assert re.search(r"load\(\): +balance 150\n", out)
+
+
+def test_demo_state_hint_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "path", list(sys.path))  # --decider may add the working directory
+    url = f"sqlite:///{tmp_path}/demo.db"
+    out = run("demo", "--url", url).stdout
+    hint = re.search(r"eventfold --url \S+ state (account-\w+-busy) --decider (\S+)", out)
+    assert hint is not None, out
+    shown = run("--url", url, "state", hint[1], "--decider", hint[2], "--json")
+    assert shown.exit_code == 0, shown.output
+    record = json.loads(shown.stdout)
+    assert (record["version"], record["snapshot_version"], record["replayed"]) == (120, 100, 20)
+    assert record["state"] == {"balance": 120 * 121 // 2, "deposits": 120}
+
+
+def test_demo_stores_what_it_reports(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/demo.db"
+    assert run("demo", "--url", url).exit_code == 0
+    info = run("--url", url, "info", "--json")
+    assert '"events":293' in info.stdout
+    assert '"streams":55' in info.stdout
+
+
+def test_demo_runs_again_on_the_same_store(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/demo.db"
+    assert run("demo", "--url", url).exit_code == 0
+    again = run("demo", "--url", url, "--orders", "10", "--tasks", "32")
+    assert again.exit_code == 0, again.output
+    assert "the store holds 326 events in 67 streams" in again.stdout
+
+
+def test_demo_default_is_a_fresh_file_in_a_temporary_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    temp, cwd = tmp_path / "temp", tmp_path / "cwd"
+    temp.mkdir()
+    cwd.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    monkeypatch.chdir(cwd)
+    # Neither the environment's store nor the working directory is touched.
+    result = run("demo", env={"EVENTFOLD_URL": f"sqlite:///{cwd}/mine.db"})
+    assert result.exit_code == 0, result.output
+    assert list(cwd.iterdir()) == []
+    (made,) = temp.glob("eventfold-demo-*/demo.db")
+    assert f"store: sqlite:///{made}" in result.stdout
+    assert "your eventfold.db is untouched" in result.stdout
+
+
+def test_demo_honours_the_group_url_given_on_the_command_line() -> None:
+    result = run("--url", "memory://", "demo", "--orders", "5")
+    assert result.exit_code == 0, result.output
+    assert "store: memory://" in result.stdout
+    assert "look around" not in result.stdout
+
+
+def test_a_failed_check_exits_1_with_a_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def broken(demo: Demo) -> None:
+        demo_module.check(False, "two winners")
+
+    monkeypatch.setattr(demo_module, "STEPS", (broken,))
+    result = run("demo", "--url", "memory://")
+    assert result.exit_code == 1
+    assert "the demo caught the store misbehaving: two winners" in result.stderr
+
+
+async def test_steps_compose() -> None:
+    seen: list[int] = []
+
+    async def count_streams(demo: Demo) -> None:
+        seen.append((await demo.store.stats()).streams)
+
+    out = io.StringIO()
+    done = await run_demo(
+        Console(file=out, width=100),
+        url="memory://",
+        orders=4,
+        tasks=2,
+        steps=(demo_module.concurrent_writers, count_streams, demo_module.store_contents),
+    )
+    assert seen == [4]
+    assert "the store holds 12 events in 4 streams" in out.getvalue()
+    assert done.counts == {"demo.OrderPlaced": 4, "demo.OrderPaid": 4, "demo.OrderShipped": 4}
+
+
+def test_evolve_folds_an_order() -> None:
+    events: list[eventfold.Event] = [
+        OrderPlaced(order_id="o", sku="x", quantity=3, unit_price_cents=250, currency="EUR"),
+        OrderPaid(order_id="o", amount_cents=750, currency="EUR"),
+        OrderShipped(order_id="o", carrier="UPS"),
+    ]
+    order = Order()
+    for e in events:
+        order = evolve(order, e)
+    assert (order.total_cents, order.status) == (750, "shipped")
+    cancelled = evolve(evolve(Order(), events[0]), OrderCancelled(order_id="o", reason="r"))
+    assert cancelled.status == "cancelled"
+
+
+def test_demo_event_types_have_their_own_names() -> None:
+    names = [eventfold.event_type_name(c) for c in (OrderPlaced, OrderPaid, OrderShipped)]
+    assert names == ["demo.OrderPlaced", "demo.OrderPaid", "demo.OrderShipped"]
+
+
+def test_the_account_decider() -> None:
+    events = account.decide(Deposit(amount=7), account.initial_state)
+    assert events == [Deposited(amount=7)]
+    assert account.fold([*events, Deposited(amount=3)]) == Account(balance=10, deposits=2)
+    with pytest.raises(demo_module.DemoCheckFailed, match="cannot deposit 0"):
+        account.decide(Deposit(amount=0), Account())
+    assert eventfold.event_type_name(Deposited) == "demo.Deposited"
