@@ -14,8 +14,8 @@ def blocks(lang: str) -> list[str]:
     return re.findall(rf"```{lang}\n(.*?)```", README.read_text(), flags=re.S)
 
 
-def test_python_example_runs(tmp_path: Path) -> None:
-    (example,) = blocks("python")
+def test_python_examples_run(tmp_path: Path) -> None:
+    example, write_path = blocks("python")
     script = tmp_path / "example.py"
     script.write_text(example)
     out = subprocess.run(
@@ -27,6 +27,11 @@ def test_python_example_runs(tmp_path: Path) -> None:
     assert "'actor': 'ann'" in lines[2]
     assert "'correlation_id': 'checkout-77'" in lines[2]
     assert lines[3].startswith("2 2 ")
+    script.write_text(write_path)
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert out.stdout.splitlines() == ["1 10 True", "10"]
 
 
 def test_quick_start_is_two_commands() -> None:
