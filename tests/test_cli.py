@@ -66,7 +66,7 @@ def store_events(url: str) -> list[eventfold.RecordedEvent]:
 
 # -- help and version ----------------------------------------------------------------------
 
-COMMANDS = ["info", "streams", "read", "tail", "append", "state", "snapshot", "demo"]
+COMMANDS = ["info", "streams", "read", "tail", "append", "state", "snapshot", "schema", "demo"]
 
 
 @pytest.mark.parametrize("command", [[], *([c] for c in COMMANDS)])

@@ -6,6 +6,7 @@ subscribers never skip events in; SQLite embedded by default, PostgreSQL for pro
 
 from __future__ import annotations
 
+from . import schema
 from ._version import __version__
 from .aggregate import Aggregate, applies
 from .codec import DEFAULT_MAX_EVENT_SIZE
@@ -19,17 +20,21 @@ from .errors import (
     EventfoldError,
     EventTooLarge,
     EventTypeError,
+    IncompatibleSchema,
     InvalidEvent,
     InvalidExpectedVersion,
     InvalidInput,
     InvalidPosition,
     InvalidStreamId,
+    MissingUpcaster,
     NondeterministicEvolve,
     RetriesExhausted,
     SchemaTooNew,
+    SchemaViolation,
     StoreClosed,
     StoreError,
     StoreUnavailable,
+    UpcastFailed,
     WrongExpectedVersion,
 )
 from .events import (
@@ -43,6 +48,7 @@ from .events import (
 )
 from .handler import CommandHandler, CommandResult, HandlerOptions, Loaded, command_event_ids
 from .position import ANY, NO_STREAM, START, STREAM_EXISTS, ExpectedVersion, Position, StreamState
+from .projections import DocumentProjection, Projection, ProjectionDaemon, StaleRead
 from .snapshots import Snapshot, SnapshotStore, SnapshotStrategy
 from .store import DEFAULT_URL, AppendResult, EventStore, StoreStats, StreamInfo, connect
 from .store._common import MAX_STREAM_ID_LENGTH, category_of
@@ -63,6 +69,7 @@ __all__ = [
     "ConfigurationError",
     "Decider",
     "DecodeError",
+    "DocumentProjection",
     "DuplicateEventId",
     "EncodingError",
     "Event",
@@ -72,21 +79,27 @@ __all__ = [
     "EventfoldError",
     "ExpectedVersion",
     "HandlerOptions",
+    "IncompatibleSchema",
     "InvalidEvent",
     "InvalidExpectedVersion",
     "InvalidInput",
     "InvalidPosition",
     "InvalidStreamId",
     "Loaded",
+    "MissingUpcaster",
     "NewEvent",
     "NondeterministicEvolve",
     "Position",
+    "Projection",
+    "ProjectionDaemon",
     "RecordedEvent",
     "RetriesExhausted",
     "SchemaTooNew",
+    "SchemaViolation",
     "Snapshot",
     "SnapshotStore",
     "SnapshotStrategy",
+    "StaleRead",
     "StoreClosed",
     "StoreError",
     "StoreStats",
@@ -94,6 +107,7 @@ __all__ = [
     "StreamInfo",
     "StreamState",
     "TypeRegistry",
+    "UpcastFailed",
     "WrongExpectedVersion",
     "__version__",
     "applies",
@@ -104,4 +118,5 @@ __all__ = [
     "event_type_name",
     "fold",
     "new_event_id",
+    "schema",
 ]

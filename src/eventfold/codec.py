@@ -9,19 +9,23 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import msgspec
 
-from .errors import DecodeError, EncodingError, EventTooLarge, InvalidEvent
+from .errors import DecodeError, EncodingError, EventTooLarge, EventTypeError, InvalidEvent
 from .events import Event, NewEvent, RecordedEvent, TypeRegistry, default_registry, fresh_id_bytes
+from .upcasting import MissingUpcaster, Step, run_steps
+from .violations import ForeignType, SchemaViolation, field_violations
 
-__all__ = ["DEFAULT_MAX_EVENT_SIZE", "Codec", "EncodedEvent", "Row"]
+__all__ = ["DEFAULT_MAX_EVENT_SIZE", "Codec", "EncodedEvent", "Row", "SchemaViolation"]
 
 DEFAULT_MAX_EVENT_SIZE = 1024 * 1024
 """Default limit on one event's encoded data plus metadata, in bytes (1 MiB)."""
 
 _EMPTY_META = b"{}"
+_MAX_CACHED_VERSION = 64
+"""Decoders are cached per schema version up to this one (a guard against odd rows)."""
 
 
 class EncodedEvent(NamedTuple):
@@ -41,8 +45,40 @@ Row = tuple[bytes, str, int, str, int, bytes, bytes, int, int, int]
 schema_version, data, metadata, recorded_us, tx, seq)."""
 
 
+_T = TypeVar("_T")
+_Lift = tuple[
+    tuple[Callable[[dict[str, Any]], dict[str, Any]], ...],
+    str,
+    int,
+    type[Any],
+    tuple[str, int],
+]
+"""A cached upcast: the chain's functions, the final type and version, the type to convert
+the result into (the class, or dict when there is none), and the stored (type, version)."""
+
+
 class Codec:
-    """Encodes appends and decodes stored rows for one store."""
+    """Encodes appends and decodes stored rows for one store.
+
+    On write every payload is checked against its type's schema: an `Event` by decoding
+    its encoded bytes with the class's typed decoder (msgspec does not check types when a
+    Struct is built), a mapping by converting it into its class, and a mapping of a type
+    with no class here against the store's schema registry (`foreign`), when loaded. Set
+    ``validate=False`` to skip the check for `Event` instances (bulk imports of trusted
+    data). On read, events stored at an older schema version are upcast (see
+    `eventfold.upcasting`) before they are built into their class.
+    """
+
+    # Caches built from the registry (see `_reset`).
+    _decoders: dict[str, Callable[[bytes], Any]]
+    _tables: list[dict[str, Callable[[bytes], Any]]]
+    """``_tables[v][name]``: the decoder for events of ``name`` stored at version ``v``
+    that need no upcasting: one list index and one dict lookup per row on reads."""
+    _plans: dict[tuple[str, int], tuple[list[Step], str, int]]
+    _lifts: list[dict[str, _Lift]]
+    """``_lifts[v][name]``: how to upcast events of ``name`` stored at version ``v``."""
+    _checkers: dict[type[Event], Callable[[bytes], Any] | None]
+    """Per class, the typed decoder that checks its encoded instances (None: no check)."""
 
     def __init__(
         self,
@@ -50,13 +86,37 @@ class Codec:
         *,
         max_event_size: int = DEFAULT_MAX_EVENT_SIZE,
         producer_version: str | None = None,
+        validate: bool = True,
     ) -> None:
         self.registry = registry if registry is not None else default_registry
         self.max_event_size = max_event_size
         self.producer_version = producer_version
+        self._validate = validate
+        self.foreign: dict[str, ForeignType] = {}
+        """Schemas of types with no class here, from the store's registry (by type name)."""
         self._encoder = msgspec.json.Encoder()
         self._generic = msgspec.json.Decoder()
-        self._decoders: dict[str, Callable[[bytes], Any]] = {}
+        self._generation = -1
+        self._reset()
+
+    @property
+    def validate(self) -> bool:
+        """Whether `Event` instances are checked against their class on write."""
+        return self._validate
+
+    @validate.setter
+    def validate(self, value: bool) -> None:
+        self._validate = bool(value)
+        self._checkers = {}
+
+    def _reset(self) -> None:
+        # Everything cached from the registry: rebuilt when the registry changes.
+        self._generation = self.registry.generation
+        self._decoders = {}
+        self._tables = [{}]
+        self._plans = {}
+        self._lifts = [{}]
+        self._checkers = {}
 
     # -- writing ---------------------------------------------------------------------
 
@@ -68,21 +128,34 @@ class Codec:
             )
         if not events:
             raise InvalidEvent(f"append to {stream_id!r} got no events; pass at least one")
+        if self._generation != self.registry.generation:
+            self._reset()
         ids = fresh_id_bytes(len(events))
         out: list[EncodedEvent] = []
         encode = self._encoder.encode
+        checkers = self._checkers
         meta_base = {"producer_version": self.producer_version} if self.producer_version else None
+        meta_plain = encode(meta_base) if meta_base else _EMPTY_META
         for index, item in enumerate(events):
             if type(item) is not NewEvent and isinstance(item, Event):
                 cls = type(item)
                 name = cls.__event_type__
-                self._ensure_registered(name, cls)
+                check = checkers.get(cls, _UNSEEN)
+                if check is _UNSEEN:
+                    check = self._checker(name, cls)
+                    checkers = self._checkers
                 try:
                     data = encode(item)
                 except (TypeError, ValueError, msgspec.EncodeError) as exc:
                     raise EncodingError(stream_id, index, name, str(exc)) from exc
-                meta = encode(meta_base) if meta_base else _EMPTY_META
-                enc = EncodedEvent(ids[index], name, cls.__schema_version__, data, meta, False)
+                if check is not None:
+                    try:
+                        check(data)
+                    except msgspec.ValidationError as exc:
+                        raise self._violation(stream_id, index, cls, data, exc) from None
+                enc = EncodedEvent(
+                    ids[index], name, cls.__schema_version__, data, meta_plain, False
+                )
             elif isinstance(item, NewEvent):
                 enc = self._encode_new(stream_id, index, item, ids[index], meta_base)
             else:
@@ -96,10 +169,31 @@ class Codec:
             out.append(enc)
         return out
 
-    def _ensure_registered(self, name: str, cls: type[Event]) -> None:
+    def _checker(self, name: str, cls: type[Event]) -> Callable[[bytes], Any] | None:
+        """Register ``cls`` if need be; return its typed decoder (None: not validating)."""
         if self.registry.resolve(name) is not cls:
             self.registry.register(cls, name)
-            self._decoders.pop(name, None)
+            self._reset()
+        try:
+            check = self.decoder(name) if self._validate else None
+        except TypeError as exc:
+            raise EventTypeError(
+                f"{cls.__qualname__} ({name!r}) has a field type msgspec cannot decode: {exc}; "
+                "its events could not be read back, so none are written"
+            ) from exc
+        self._checkers[cls] = check
+        return check
+
+    def _violation(
+        self,
+        stream_id: str,
+        index: int,
+        cls: type[Event],
+        data: bytes,
+        exc: msgspec.ValidationError,
+    ) -> SchemaViolation:
+        found = field_violations(cls, self._generic.decode(data)) or [str(exc)]
+        return SchemaViolation(stream_id, index, cls.__event_type__, cls.__schema_version__, found)
 
     def _encode_new(
         self,
@@ -110,6 +204,14 @@ class Codec:
         meta_base: Mapping[str, Any] | None,
     ) -> EncodedEvent:
         payload = item.data
+        wanted = item.schema_version
+        if wanted is not None and (
+            isinstance(wanted, bool) or not isinstance(wanted, int) or wanted < 1
+        ):
+            raise InvalidEvent(
+                f"event {index} for stream {stream_id!r}: schema_version must be None or an "
+                f"int >= 1, got {wanted!r}"
+            )
         if isinstance(payload, Event):
             cls: type[Event] | None = type(payload)
             assert cls is not None
@@ -119,7 +221,22 @@ class Codec:
                     f"event {index} for stream {stream_id!r}: type {item.type!r} does not match "
                     f"the payload's class {cls.__qualname__} ({cls.__event_type__!r})"
                 )
-            self._ensure_registered(name, cls)
+            if wanted is not None and wanted != cls.__schema_version__:
+                raise InvalidEvent(
+                    f"event {index} for stream {stream_id!r}: a {cls.__qualname__} instance is "
+                    f"in schema version {cls.__schema_version__}, not {wanted}; pass an old "
+                    "version's payload as a mapping"
+                )
+            schema_version = cls.__schema_version__
+            check = self._checkers.get(cls, _UNSEEN)
+            if check is _UNSEEN:
+                check = self._checker(name, cls)
+            data = self._encode_payload(stream_id, index, name, payload)
+            if check is not None:
+                try:
+                    check(data)
+                except msgspec.ValidationError as exc:
+                    raise self._violation(stream_id, index, cls, data, exc) from None
         elif isinstance(payload, Mapping):
             if not item.type or not isinstance(item.type, str):
                 raise InvalidEvent(
@@ -127,22 +244,13 @@ class Codec:
                     "pass NewEvent(data, type='OrderPlaced')"
                 )
             name = item.type
-            cls = self.registry.resolve(name)
-            if cls is not None:
-                try:
-                    payload = msgspec.convert(payload, cls)
-                except msgspec.ValidationError as exc:
-                    raise EncodingError(stream_id, index, name, str(exc)) from exc
+            schema_version, converted = self._check_mapping(stream_id, index, name, wanted, payload)
+            data = self._encode_payload(stream_id, index, name, converted)
         else:
             raise InvalidEvent(
                 f"event {index} for stream {stream_id!r}: NewEvent data is a "
                 f"{type(payload).__name__}; pass an eventfold.Event or a mapping with type=..."
             )
-        schema_version = cls.__schema_version__ if cls is not None else 1
-        try:
-            data = self._encoder.encode(payload)
-        except (TypeError, ValueError, msgspec.EncodeError) as exc:
-            raise EncodingError(stream_id, index, name, str(exc)) from exc
         meta_dict: dict[str, Any] = dict(meta_base) if meta_base else {}
         if item.metadata:
             if not isinstance(item.metadata, Mapping):
@@ -168,10 +276,92 @@ class Codec:
             )
         return EncodedEvent(item.event_id.bytes, name, schema_version, data, meta, True)
 
+    def _encode_payload(self, stream_id: str, index: int, name: str, payload: Any) -> bytes:
+        try:
+            data: bytes = self._encoder.encode(payload)
+        except (TypeError, ValueError, msgspec.EncodeError) as exc:
+            raise EncodingError(stream_id, index, name, str(exc)) from exc
+        return data
+
+    def _check_mapping(
+        self,
+        stream_id: str,
+        index: int,
+        name: str,
+        wanted: int | None,
+        payload: Mapping[str, Any],
+    ) -> tuple[int, Any]:
+        """Validate a mapping payload; return its schema version and what to encode."""
+        cls = self.registry.resolve(name)
+        if cls is not None and wanted in (None, cls.__schema_version__):
+            try:
+                return cls.__schema_version__, msgspec.convert(dict(payload), cls)
+            except msgspec.ValidationError as exc:
+                found = field_violations(cls, payload) or [str(exc)]
+                raise SchemaViolation(
+                    stream_id, index, name, cls.__schema_version__, found
+                ) from None
+        if cls is not None or self.registry.upcasters.renamed_to(name) is not None:
+            # An old version (or an old name) of a type the code knows: store it as given,
+            # once a copy lifted through the upcasters fits the current class.
+            if wanted is None:
+                target = self.registry.upcasters.renamed_to(name)
+                raise InvalidEvent(
+                    f"event {index} for stream {stream_id!r}: type {name!r} was renamed to "
+                    f"{target!r}; append {target!r}, or pass schema_version= for an old shape"
+                )
+            self._check_old_mapping(stream_id, index, name, wanted, payload)
+            return wanted, payload
+        foreign = self.foreign.get(name)
+        if foreign is None:
+            return wanted or 1, payload
+        version = wanted or foreign.latest
+        validator = foreign.validators.get(version)
+        if validator is None:
+            raise SchemaViolation(
+                stream_id,
+                index,
+                name,
+                version,
+                [
+                    f"the schema registry has no version {version} of {name!r} (it has "
+                    f"{', '.join(map(str, sorted(foreign.validators)))})"
+                ],
+            )
+        found = validator(payload)
+        if found:
+            raise SchemaViolation(stream_id, index, name, version, found)
+        return version, payload
+
+    def _check_old_mapping(
+        self, stream_id: str, index: int, name: str, version: int, payload: Mapping[str, Any]
+    ) -> None:
+        try:
+            steps, final, final_version = self._plan(name, version, "")
+            lifted = run_steps(steps, name, version, dict(payload))
+        except DecodeError as exc:
+            raise SchemaViolation(stream_id, index, name, version, [str(exc)]) from None
+        cls = self.registry.resolve(final)
+        if cls is None:
+            return
+        try:
+            msgspec.convert(lifted, cls)
+        except msgspec.ValidationError as exc:
+            found = field_violations(cls, lifted) or [str(exc)]
+            raise SchemaViolation(
+                stream_id,
+                index,
+                name,
+                version,
+                [f"once upcast to {final} v{final_version}, {v}" for v in found],
+            ) from None
+
     # -- reading ---------------------------------------------------------------------
 
     def decoder(self, type_name: str) -> Callable[[bytes], Any]:
         """The decode function for a type name: typed when registered, else to a dict."""
+        if self._generation != self.registry.generation:
+            self._reset()
         found = self._decoders.get(type_name)
         if found is None:
             cls = self.registry.resolve(type_name)
@@ -179,16 +369,143 @@ class Codec:
             self._decoders[type_name] = found
         return found
 
+    def stored_type_names(self, names: Sequence[str]) -> list[str]:
+        """``names`` plus every old name whose events read back as one of them.
+
+        A backend filtering ``read_all(types=...)`` in its query should match these, so
+        a filter on a renamed type also finds the events stored under its old name.
+        """
+        out = list(names)
+        for name in names:
+            out.extend(n for n in self.registry.upcasters.old_names(name) if n not in out)
+        return out
+
     def decode_rows(self, rows: Iterable[Row]) -> list[RecordedEvent]:
-        """Build `RecordedEvent`s from stored rows (one page of a read)."""
-        decoders = self._decoders
+        """Build `RecordedEvent`s from stored rows (one page of a read).
+
+        A row at its type's current schema version costs one list index and one dict
+        lookup before its typed decode, as it did before upcasting existed. A row to
+        upcast takes a second lookup, then decode to a dict, the chain's functions and a
+        conversion into the class. Anything unusual (a type seen for the first time, a
+        failing upcaster) goes through `_decode_other`, which also names the problem.
+        """
+        if self._generation != self.registry.generation:
+            self._reset()
+        tables = self._tables
+        lifts = self._lifts
+        generic = self._generic.decode
+        convert = msgspec.convert
         out: list[RecordedEvent] = []
         append = out.append
         for eid, sid, version, typ, sv, data, meta, rec_us, tx, seq in rows:
-            dec = decoders.get(typ) or self.decoder(typ)
+            try:
+                dec = tables[sv].get(typ)
+            except IndexError:
+                dec = None
+            if dec is not None:
+                try:
+                    payload = dec(data)
+                except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+                    raise DecodeError(typ, sv, str(exc), f"{sid}@{version}") from exc
+                append(RecordedEvent(sid, version, typ, sv, payload, eid, tx, seq, meta, rec_us))
+                continue
+            try:
+                lift = lifts[sv].get(typ)
+            except IndexError:
+                lift = None
+            if lift is not None:
+                fns, final, final_version, target, stored = lift
+                try:
+                    raw = generic(data)
+                    for fn in fns:
+                        raw = fn(raw)
+                    payload = convert(raw, target)
+                except Exception:
+                    pass  # redone below, where the error is named
+                else:
+                    append(
+                        RecordedEvent(
+                            sid,
+                            version,
+                            final,
+                            final_version,
+                            payload,
+                            eid,
+                            tx,
+                            seq,
+                            meta,
+                            rec_us,
+                            stored,
+                        )
+                    )
+                    continue
+            # Upcasters are pure, so redoing the work here to find the failing step is safe.
+            append(self._decode_other(eid, sid, version, typ, sv, data, meta, rec_us, tx, seq))
+        return out
+
+    def _plan(self, typ: str, sv: int, where: str) -> tuple[list[Step], str, int]:
+        key = (typ, sv)
+        plan = self._plans.get(key)
+        if plan is None:
+            try:
+                plan = self.registry.upcasters.plan(typ, sv, self.registry.current_version)
+            except MissingUpcaster as exc:
+                raise MissingUpcaster(typ, sv, exc.step, exc.current, where) from None
+            self._plans[key] = plan
+        return plan
+
+    def _cache(self, tables: list[dict[str, _T]], sv: int, typ: str, value: _T) -> None:
+        if 1 <= sv <= _MAX_CACHED_VERSION:
+            while len(tables) <= sv:
+                tables.append({})
+            tables[sv][typ] = value
+
+    def _decode_other(
+        self,
+        eid: bytes,
+        sid: str,
+        version: int,
+        typ: str,
+        sv: int,
+        data: bytes,
+        meta: bytes,
+        rec_us: int,
+        tx: int,
+        seq: int,
+    ) -> RecordedEvent:
+        """A row off the fast path: cache how to read its kind, then read it carefully."""
+        where = f"{sid}@{version}"
+        steps, final, final_version = self._plan(typ, sv, where)
+        if not steps:
+            dec = self.decoder(typ)
+            self._cache(self._tables, sv, typ, dec)
             try:
                 payload = dec(data)
             except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-                raise DecodeError(typ, sv, str(exc), f"{sid}@{version}") from exc
-            append(RecordedEvent(sid, version, typ, sv, payload, eid, tx, seq, meta, rec_us))
-        return out
+                raise DecodeError(typ, sv, str(exc), where) from exc
+            return RecordedEvent(sid, version, typ, sv, payload, eid, tx, seq, meta, rec_us)
+        cls = self.registry.resolve(final)
+        fns = tuple(step.fn for step in steps if step.fn is not None)
+        # Without a class the payload stays a dict: converting to dict checks it is one.
+        target = cls if cls is not None else dict
+        self._cache(self._lifts, sv, typ, (fns, final, final_version, target, (typ, sv)))
+        try:
+            raw = self._generic.decode(data)
+        except msgspec.DecodeError as exc:
+            raise DecodeError(typ, sv, str(exc), where) from exc
+        if not isinstance(raw, dict):
+            raise DecodeError(typ, sv, "the stored payload is not a JSON object", where)
+        raw = run_steps(steps, typ, sv, raw, where)
+        payload = raw
+        if cls is not None:
+            try:
+                payload = msgspec.convert(raw, cls)
+            except msgspec.ValidationError as exc:
+                cause = f"once upcast to {final!r} version {final_version}: {exc}"
+                raise DecodeError(typ, sv, cause, where) from exc
+        return RecordedEvent(
+            sid, version, final, final_version, payload, eid, tx, seq, meta, rec_us, (typ, sv)
+        )
+
+
+_UNSEEN: Any = object()

@@ -9,6 +9,7 @@
     │   ├── InvalidPosition          a position string that does not parse
     │   ├── InvalidEvent             not an Event, a mapping without a type, an empty append
     │   ├── EncodingError            a payload or metadata msgspec cannot encode
+    │   │   └── SchemaViolation      a payload that does not match its type's schema
     │   └── EventTooLarge            an encoded event over the store's size limit
     ├── ConcurrencyError: the stream moved under the caller
     │   ├── WrongExpectedVersion     the stream is not at the version the caller expected
@@ -17,6 +18,9 @@
     ├── NondeterministicEvolve       two folds of one stream disagree: evolve is not pure
     ├── EventTypeError               two classes claim one stable event type name
     ├── DecodeError                  a stored payload does not decode into its registered type
+    │   ├── MissingUpcaster          no upcaster chain from the stored version to the code's
+    │   └── UpcastFailed             an upcaster raised or returned something else
+    ├── IncompatibleSchema           the code cannot read what the store's registry holds
     └── StoreError: the store itself cannot do what was asked
         ├── ConfigurationError       a URL or option the store cannot use
         ├── StoreUnavailable         the database cannot be reached (names host and port)
@@ -29,6 +33,7 @@ exit codes or HTTP statuses belongs to the CLI and the console only.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 __all__ = [
@@ -40,17 +45,21 @@ __all__ = [
     "EventTooLarge",
     "EventTypeError",
     "EventfoldError",
+    "IncompatibleSchema",
     "InvalidEvent",
     "InvalidExpectedVersion",
     "InvalidInput",
     "InvalidPosition",
     "InvalidStreamId",
+    "MissingUpcaster",
     "NondeterministicEvolve",
     "RetriesExhausted",
     "SchemaTooNew",
+    "SchemaViolation",
     "StoreClosed",
     "StoreError",
     "StoreUnavailable",
+    "UpcastFailed",
     "WrongExpectedVersion",
 ]
 
@@ -128,6 +137,33 @@ class EventTooLarge(InvalidInput):
         )
 
 
+class SchemaViolation(EncodingError):
+    """A payload that does not match its type's current schema; nothing was stored.
+
+    ``violations`` lists each problem, each naming its field.
+    """
+
+    def __init__(
+        self,
+        stream_id: str,
+        index: int,
+        event_type: str,
+        schema_version: int,
+        violations: Sequence[str],
+    ) -> None:
+        self.schema_version = schema_version
+        self.violations = list(violations)
+        message = (
+            f"event {index} ({event_type} v{schema_version}) for stream {stream_id!r} does "
+            f"not match its schema: {'; '.join(self.violations)}; fix the payload (nothing "
+            "was stored)"
+        )
+        InvalidInput.__init__(self, message)
+        self.stream_id = stream_id
+        self.index = index
+        self.event_type = event_type
+
+
 class ConcurrencyError(EventfoldError):
     """The stream moved under the caller: read it again and decide again."""
 
@@ -192,15 +228,94 @@ class EventTypeError(EventfoldError):
 class DecodeError(EventfoldError):
     """A stored payload does not decode into the type registered for it."""
 
-    def __init__(self, event_type: str, schema_version: int, cause: str, where: str = "") -> None:
+    def __init__(
+        self,
+        event_type: str,
+        schema_version: int,
+        cause: str,
+        where: str = "",
+        *,
+        message: str | None = None,
+    ) -> None:
         self.event_type = event_type
         self.schema_version = schema_version
         self.where = where
         at = f" at {where}" if where else ""
         super().__init__(
-            f"stored event{at} of type {event_type!r} (schema version {schema_version}) does "
+            message
+            or f"stored event{at} of type {event_type!r} (schema version {schema_version}) does "
             f"not decode into its registered class: {cause}; give new fields defaults, or "
             "register an upcaster for the old shape"
+        )
+
+
+class MissingUpcaster(DecodeError):
+    """A stored payload has no chain of upcasters to the code's current version.
+
+    ``step`` is the missing link, ``(type name, from_version)``; ``current`` is the version
+    the code expects. A step above ``current`` means the event was written by newer code.
+    """
+
+    def __init__(
+        self,
+        event_type: str,
+        schema_version: int,
+        step: tuple[str, int],
+        current: int,
+        where: str = "",
+    ) -> None:
+        self.step = step
+        self.current = current
+        at = f" at {where}" if where else ""
+        name, version = step
+        if version > current:
+            message = (
+                f"stored event{at} of type {event_type!r} has schema version {schema_version}, "
+                f"newer than this code's version {current} of {name!r}; it was written by newer "
+                "code: deploy that code here too before reading these events"
+            )
+        else:
+            message = (
+                f"stored event{at} of type {event_type!r} (schema version {schema_version}) "
+                f"cannot be lifted to version {current}: no upcaster from {name!r} version "
+                f"{version}; register one with @registry.upcaster({name!r}, "
+                f"from_version={version})"
+            )
+        super().__init__(event_type, schema_version, message, where, message=message)
+
+
+class UpcastFailed(DecodeError):
+    """An upcaster raised, or returned something other than a dict."""
+
+    def __init__(
+        self,
+        event_type: str,
+        schema_version: int,
+        step: tuple[str, int],
+        step_name: str,
+        cause: str,
+        where: str = "",
+    ) -> None:
+        self.step = step
+        at = f" at {where}" if where else ""
+        message = (
+            f"upcasting stored event{at} of type {event_type!r} (schema version "
+            f"{schema_version}) failed in the step from {step[0]!r} version "
+            f"{step[1]} ({step_name}): {cause}; upcasters must take and return "
+            "a dict and accept every payload stored at their version"
+        )
+        super().__init__(event_type, schema_version, message, where, message=message)
+
+
+class IncompatibleSchema(EventfoldError):
+    """The code cannot read what the store holds (see `CompatReport.problems`)."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = list(problems)
+        super().__init__(
+            "the code's event types are incompatible with the store's schema registry: "
+            + "; ".join(self.problems)
+            + "; run `eventfold schema check` for the full report"
         )
 
 

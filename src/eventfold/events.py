@@ -5,13 +5,14 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import uuid
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import msgspec
 
-from .errors import EventTypeError
+from .errors import EventTypeError, InvalidInput
 from .position import Position
+from .upcasting import Upcaster, Upcasters
 
 __all__ = [
     "Event",
@@ -79,15 +80,28 @@ def event_type_name(cls: type[Event]) -> str:
     return cls.__event_type__
 
 
+_F = TypeVar("_F", bound=Upcaster)
+
+
 class TypeRegistry:
-    """Maps stable event type names to classes, both ways.
+    """Maps stable event type names to classes, both ways, and holds their upcasters.
 
     One registry per process is the default (`default_registry`); pass your own to
-    `eventfold.connect` to keep separate applications apart.
+    `eventfold.connect` to keep separate applications apart. A store reading an event
+    stored at an older schema version than its class's lifts it with the upcasters
+    registered here (see `eventfold.upcasting`).
     """
 
     def __init__(self) -> None:
         self._by_name: dict[str, type[Event]] = {}
+        self._changes = 0
+        self.upcasters = Upcasters()
+        """The upcaster chains: prefer `upcaster`, `rename` and `state_upcaster`."""
+
+    @property
+    def generation(self) -> int:
+        """Changes with every registration, so caches built from the registry can tell."""
+        return self._changes + self.upcasters.generation
 
     def register(self, cls: type[Event], name: str | None = None) -> type[Event]:
         """Register ``cls`` under ``name`` (default: its ``__event_type__``); return it.
@@ -108,7 +122,9 @@ class TypeRegistry:
                     f"; give {cls.__module__}.{cls.__qualname__} its own name with "
                     "__event_type__ = '...'"
                 )
-        self._by_name[name] = cls
+        if known is not cls:
+            self._by_name[name] = cls
+            self._changes += 1
         return cls
 
     def resolve(self, name: str) -> type[Event] | None:
@@ -118,6 +134,74 @@ class TypeRegistry:
     def names(self) -> list[str]:
         """Every registered name, sorted."""
         return sorted(self._by_name)
+
+    def current_version(self, name: str) -> int | None:
+        """The schema version of the class registered under ``name`` (None: no class)."""
+        cls = self._by_name.get(name)
+        return None if cls is None else cls.__schema_version__
+
+    def upcaster(
+        self,
+        type_name: str | type[Event],
+        *,
+        from_version: int,
+        to_type: str | type[Event] | None = None,
+        to_version: int | None = None,
+    ) -> Callable[[_F], _F]:
+        """Register the decorated pure function as one step of an upcaster chain.
+
+        It takes the payload stored as ``type_name`` at ``from_version`` (a dict, as
+        decoded from JSON) and returns the payload of the next version (default
+        ``from_version + 1``), or of ``to_type`` at ``to_version`` when the step also
+        changes the type name::
+
+            @registry.upcaster("OrderPlaced", from_version=1)
+            def total_to_cents(data: dict[str, Any]) -> dict[str, Any]:
+                rest = {k: v for k, v in data.items() if k != "total"}
+                return {**rest, "total_cents": round(data["total"] * 100)}
+        """
+
+        def register(fn: _F) -> _F:
+            self.upcasters.add(
+                _name_of(type_name),
+                from_version,
+                fn,
+                to_type=None if to_type is None else _name_of(to_type),
+                to_version=to_version,
+            )
+            return fn
+
+        return register
+
+    def rename(self, old: str, *, to: str | type[Event]) -> None:
+        """Read events stored under the type name ``old`` as ``to`` (a class or its name).
+
+        The schema version is kept: an ``old`` event at version 1 continues as ``to``'s
+        version 1 and through ``to``'s upcasters. Old events keep their stored name
+        (`RecordedEvent.stored_type`); new ones are written under the new name.
+        """
+        self.upcasters.rename(old, _name_of(to))
+
+    def state_upcaster(self, state_type: str, *, from_version: int) -> Callable[[_F], _F]:
+        """Register the decorated pure function as one step of a snapshot state's chain.
+
+        ``state_type`` is the decider's `Decider.state_type`; the function lifts the
+        state's encoded fields (a dict) from ``from_version`` to ``from_version + 1``.
+        """
+
+        def register(fn: _F) -> _F:
+            self.upcasters.add_state(state_type, from_version, fn)
+            return fn
+
+        return register
+
+
+def _name_of(type_or_name: str | type[Event]) -> str:
+    if isinstance(type_or_name, str):
+        return type_or_name
+    if isinstance(type_or_name, type) and issubclass(type_or_name, Event):
+        return type_or_name.__event_type__
+    raise InvalidInput(f"expected an event type name or Event subclass, got {type_or_name!r}")
 
 
 default_registry = TypeRegistry()
@@ -149,9 +233,21 @@ class NewEvent:
     ``data`` is an `Event`, or a mapping together with ``type`` (for tools and producers
     without Python classes). An explicit ``event_id`` makes a client retry safe: appending
     the same ids again, in the same order, returns the first append's result.
+
+    ``schema_version`` says which version of the type's schema a mapping is in (default:
+    the current one). A producer still on an older version can keep writing it: the
+    payload is checked by lifting a copy through the upcasters, and stored as given.
     """
 
-    __slots__ = ("causation_id", "correlation_id", "data", "event_id", "metadata", "type")
+    __slots__ = (
+        "causation_id",
+        "correlation_id",
+        "data",
+        "event_id",
+        "metadata",
+        "schema_version",
+        "type",
+    )
 
     def __init__(
         self,
@@ -162,6 +258,7 @@ class NewEvent:
         metadata: Mapping[str, Any] | None = None,
         correlation_id: str | uuid.UUID | None = None,
         causation_id: str | uuid.UUID | None = None,
+        schema_version: int | None = None,
     ) -> None:
         self.data = data
         self.event_id = event_id
@@ -169,6 +266,7 @@ class NewEvent:
         self.metadata = metadata
         self.correlation_id = correlation_id
         self.causation_id = causation_id
+        self.schema_version = schema_version
 
     def __repr__(self) -> str:
         return f"NewEvent({self.data!r}, event_id={self.event_id!r}, type={self.type!r})"
@@ -183,12 +281,18 @@ class RecordedEvent(msgspec.Struct, frozen=True, gc=False):
     Fields that cost time to build (the UUID, the position, the metadata mapping, the
     timestamp) are kept in their stored form and built when first asked for, so reading
     the log stays close to the raw driver's speed.
+
+    ``type``, ``schema_version`` and ``data`` are the event as the code knows it today:
+    an event stored at an older version (or under an old name) has been upcast, and
+    `stored_type` and `stored_schema_version` say how it was written.
     """
 
     stream_id: str
     version: int
     type: str
+    """The type name the event reads as (after any rename)."""
     schema_version: int
+    """The schema version of ``data``: the class's current one once upcast."""
     data: Any
     """The typed event (an `Event`), or a dict when no class is registered for ``type``."""
     raw_event_id: bytes
@@ -197,6 +301,18 @@ class RecordedEvent(msgspec.Struct, frozen=True, gc=False):
     raw_metadata: bytes
     recorded_us: int
     """Microseconds since the Unix epoch, UTC, as set by the store."""
+    upcast_from: tuple[str, int] | None = None
+    """The stored (type name, schema version) when the event was upcast, else None."""
+
+    @property
+    def stored_type(self) -> str:
+        """The type name the event was stored under."""
+        return self.type if self.upcast_from is None else self.upcast_from[0]
+
+    @property
+    def stored_schema_version(self) -> int:
+        """The schema version the event was written with."""
+        return self.schema_version if self.upcast_from is None else self.upcast_from[1]
 
     @property
     def event_id(self) -> uuid.UUID:
@@ -226,6 +342,12 @@ class RecordedEvent(msgspec.Struct, frozen=True, gc=False):
     def causation_id(self) -> str | None:
         """The id of the command or event that caused this one, if set."""
         value = self.metadata.get("causation_id")
+        return None if value is None else str(value)
+
+    @property
+    def producer_version(self) -> str | None:
+        """The version of the code that wrote the event (``name version``), if known."""
+        value = self.metadata.get("producer_version")
         return None if value is None else str(value)
 
     @property

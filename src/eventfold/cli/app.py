@@ -12,7 +12,7 @@ from rich.text import Text
 from .._version import __version__
 from ..errors import ConcurrencyError, EventfoldError, InvalidInput, StoreError
 from ..store import DEFAULT_URL
-from . import commands, state
+from . import commands, schema, state
 from .commands import CliState
 
 __all__ = ["COMMANDS", "EXIT_CODES", "cli", "exit_code_for", "main"]
@@ -79,8 +79,14 @@ def cli(ctx: click.Context, url: str) -> None:
     )
 
 
-COMMANDS: tuple[click.Command, ...] = (*commands.COMMANDS, *state.COMMANDS, commands.demo)
-"""Every command, in the order ``--help`` lists them: the store, the decider, the tour."""
+COMMANDS: tuple[click.Command, ...] = (
+    *commands.COMMANDS,
+    *state.COMMANDS,
+    *schema.COMMANDS,
+    commands.demo,
+)
+"""Every command, in the order ``--help`` lists them: the store, the decider, the schemas,
+the tour."""
 
 for _command in COMMANDS:
     cli.add_command(_command)

@@ -17,6 +17,7 @@ import click
 import msgspec
 from rich.console import Console
 
+from .. import schema
 from ..errors import InvalidInput
 from ..events import NewEvent, RecordedEvent
 from ..position import START, ExpectedVersion, Position, StreamState
@@ -322,6 +323,9 @@ def append(
     event = NewEvent(data, type=type, event_id=event_id, metadata=meta)
 
     async def work(store: EventStore) -> AppendResult:
+        # Raw JSON of a type with no Python class here is checked against the store's
+        # schema registry, the reject-on-write barrier for producers that are not Python.
+        await schema.load(store)
         return await store.append(stream, [event], expected_version=expected_version)
 
     result = run_with_store(state.url, work)

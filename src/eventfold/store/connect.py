@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import sys
+from importlib import metadata
 from urllib.parse import parse_qsl, urlsplit
 
 from ..codec import DEFAULT_MAX_EVENT_SIZE, Codec
@@ -10,7 +13,16 @@ from ..errors import ConfigurationError
 from ..events import TypeRegistry
 from .protocol import EventStore
 
-__all__ = ["DEFAULT_URL", "connect", "redact_url"]
+__all__ = [
+    "DEFAULT_URL",
+    "PRODUCER_VERSION_ENV",
+    "connect",
+    "detect_producer_version",
+    "redact_url",
+]
+
+PRODUCER_VERSION_ENV = "EVENTFOLD_PRODUCER_VERSION"
+"""Overrides the producer version `connect` finds (set it empty for none)."""
 
 DEFAULT_URL = "sqlite:///eventfold.db"
 """The embedded default: ``eventfold.db`` in the working directory."""
@@ -31,8 +43,11 @@ def connect(
     takes ``?synchronous=NORMAL`` to trade durability on power loss for speed (the
     default, FULL, loses nothing that was acknowledged). ``max_event_size`` bounds one
     event's encoded data plus metadata; ``producer_version`` goes into every event's
-    metadata.
+    metadata (``""``: none; default: `detect_producer_version` for the calling module).
     """
+    if producer_version is None:
+        caller = sys._getframe(1).f_globals.get("__name__")
+        producer_version = detect_producer_version(caller if isinstance(caller, str) else None)
     url = url or os.environ.get("EVENTFOLD_URL") or DEFAULT_URL
     if not isinstance(url, str):
         raise ConfigurationError(f"the store URL must be a str, got {type(url).__name__}")
@@ -42,7 +57,9 @@ def connect(
         or max_event_size < 1
     ):
         raise ConfigurationError(f"max_event_size must be an int >= 1, got {max_event_size!r}")
-    codec = Codec(registry, max_event_size=max_event_size, producer_version=producer_version)
+    codec = Codec(
+        registry, max_event_size=max_event_size, producer_version=producer_version or None
+    )
     scheme, sep, _ = url.partition("://")
     if not sep:
         raise ConfigurationError(f"cannot read the store URL {redact_url(url)!r}; use {_SCHEMES}")
@@ -93,3 +110,41 @@ def redact_url(url: str) -> str:
         netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
         return parts._replace(netloc=netloc).geturl()
     return url
+
+
+def detect_producer_version(module: str | None) -> str | None:
+    """The version of the code that produces events, as ``"<distribution> <version>"``.
+
+    In order: ``$EVENTFOLD_PRODUCER_VERSION`` when set (empty: none); else the installed
+    distribution that provides ``module``'s top-level package, or is named like it.
+    `connect` passes the module that called it: the application, not the server or test
+    runner that started the process (``__main__`` is uvicorn, gunicorn or pytest as often
+    as not). Else None; eventfold's own modules (the CLI) produce no version.
+    """
+    env = os.environ.get(PRODUCER_VERSION_ENV)
+    if env is not None:
+        return env.strip() or None
+    if module == "__main__":
+        spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+        module = getattr(spec, "name", None)
+    if not module:
+        return None
+    top = module.partition(".")[0]
+    return None if top == "eventfold" else _distribution_version(top)
+
+
+@functools.lru_cache(maxsize=64)
+def _distribution_version(package: str) -> str | None:
+    # An editable install may list no package files: then try a distribution named
+    # like the package, the usual case.
+    names = _packages_distributions().get(package) or [package]
+    try:
+        return f"{names[0]} {metadata.version(names[0])}"
+    except metadata.PackageNotFoundError:
+        return None
+
+
+@functools.lru_cache(maxsize=1)
+def _packages_distributions() -> dict[str, list[str]]:
+    # Scans every installed distribution's file list once (tens of ms); cached.
+    return dict(metadata.packages_distributions())

@@ -15,7 +15,7 @@ a ``store`` fixture (and, for backends shared by several processes, ``store_url`
 
 from __future__ import annotations
 
-from .conformance import EventStoreConformance, SharedStoreConformance
+from .conformance import EventStoreConformance, SharedStoreConformance, settle
 from .spec import HandlerSpec, Spec, handler_spec, spec
 
 __all__ = [
@@ -24,5 +24,6 @@ __all__ = [
     "SharedStoreConformance",
     "Spec",
     "handler_spec",
+    "settle",
     "spec",
 ]

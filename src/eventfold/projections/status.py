@@ -1,0 +1,293 @@
+"""Lag, status and freshness: how far behind the head a projection is, and waiting for it.
+
+Lag is measured against the event store, so any process can report it:
+
+- **events**: matching events after the checkpoint up to the head, counted exactly by
+  reading them (each partition against its own checkpoint), up to ``count_limit``
+  events read; beyond that it is the upper bound ``head.seq - checkpoint.seq`` and
+  ``lag_exact`` is False. Exact where it matters (near the head, for SLOs and
+  ``max_lag``), cheap where it does not (a rebuild millions of events behind).
+- **seconds**: the recorded time of the event at the head minus that of the event at
+  the checkpoint (both stamped by the store, so no clock skew enters), 0 when nothing
+  matching is pending.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ..errors import InvalidInput
+from ..events import RecordedEvent
+from ..position import START, Position
+from ..store.protocol import EventStore
+from .definition import ProjectionBase
+from .errors import StaleRead
+from .store import Checkpoint, PartitionState, ReadModelStore, VersionState
+from .subscription import WakeUp, aclose, partition_of
+
+__all__ = [
+    "Lag",
+    "ProjectionState",
+    "ProjectionStatus",
+    "checkpoint_positions",
+    "measure_lag",
+    "projection_status",
+    "wait_for",
+    "wait_for_version",
+]
+
+DEFAULT_COUNT_LIMIT = 10_000
+
+
+class ProjectionState(enum.StrEnum):
+    """A projection version's state as operators see it."""
+
+    NEW = "new"
+    """Nothing written yet."""
+    BUILDING = "building"
+    """Catching up beside the active version (or before the first swap)."""
+    ACTIVE = "active"
+    """The version readers read."""
+    FAILED = "failed"
+    """Stopped on a poison event; ``last_error`` says which."""
+    RETIRED = "retired"
+    """Replaced by a newer version; dropped after the grace period."""
+    SUPERSEDED = "superseded"
+    """A newer version is active; this one is not run."""
+
+
+@dataclass(frozen=True, slots=True)
+class Lag:
+    """How far behind the head a projection version is."""
+
+    events: int
+    exact: bool
+    seconds: float
+    head: Position
+
+
+@dataclass(frozen=True, slots=True)
+class ProjectionStatus:
+    """One projection version: where it is, how far behind, and what went wrong."""
+
+    name: str
+    version: int
+    active_version: int | None
+    """The version readers read (may be another one)."""
+    state: ProjectionState
+    position: Position
+    """The lowest checkpoint over its partitions."""
+    head: Position
+    lag_events: int
+    lag_exact: bool
+    lag_seconds: float
+    last_error: str | None
+    parked: int
+    """Events in the dead-letter list."""
+    partitions: tuple[Checkpoint, ...]
+
+
+async def checkpoint_positions(
+    models: ReadModelStore, name: str, version: int, partitions: int
+) -> list[Position]:
+    """Each partition's checkpoint (`START` for one that has written none)."""
+    found = {c.partition: c.position for c in await models.checkpoints(name, version)}
+    return [found.get(k, START) for k in range(partitions)]
+
+
+async def _event_at(store: EventStore, position: Position) -> RecordedEvent | None:
+    """The event at exactly ``position``, if there is one."""
+    if position.seq == 0:
+        return None
+    found: RecordedEvent | None = None
+    reader = store.read_all(after=Position(position.tx, position.seq - 1), limit=1)
+    try:
+        async for event in reader:
+            found = event
+    finally:
+        await aclose(reader)
+    return found if found is not None and found.position == position else None
+
+
+async def measure_lag(
+    store: EventStore,
+    projection: ProjectionBase,
+    positions: Sequence[Position],
+    *,
+    count_limit: int = DEFAULT_COUNT_LIMIT,
+) -> Lag:
+    """The lag of a version whose partitions stand at ``positions``."""
+    head = await store.head()
+    low = min(positions)
+    if low >= head:
+        return Lag(0, True, 0.0, head)
+    n = len(positions)
+    count = scanned = 0
+    exact = True
+    first: RecordedEvent | None = None
+    reader = store.read_all(
+        after=low, types=projection.event_types, categories=projection.categories
+    )
+    try:
+        async for event in reader:
+            if event.position > head:
+                break
+            scanned += 1
+            if scanned > count_limit:
+                exact = False
+                break
+            k = partition_of(event.stream_id, n) if n > 1 else 0
+            if event.position > positions[k]:
+                count += 1
+                first = first or event
+    finally:
+        await aclose(reader)
+    if exact and count == 0:
+        return Lag(0, True, 0.0, head)
+    events = count if exact else max(count, head.seq - low.seq)
+    at_head = await _event_at(store, head)
+    base = await _event_at(store, low) or first
+    if base is None:
+        reader = store.read_all(limit=1)
+        base = next(iter([e async for e in reader]), None)
+    seconds = 0.0
+    if at_head is not None and base is not None:
+        seconds = max(0, at_head.recorded_us - base.recorded_us) / 1e6
+    return Lag(events, exact, seconds, head)
+
+
+async def projection_status(
+    store: EventStore,
+    models: ReadModelStore,
+    projection: ProjectionBase,
+    *,
+    version: int | None = None,
+    count_limit: int = DEFAULT_COUNT_LIMIT,
+) -> ProjectionStatus:
+    """The status of one version of ``projection`` (default: the definition's version)."""
+    name = projection.name
+    version = projection.version if version is None else version
+    active = await models.active_version(name)
+    record = next((r for r in await models.versions(name) if r.version == version), None)
+    rows = tuple(await models.checkpoints(name, version))
+    positions = await checkpoint_positions(models, name, version, projection.partitions)
+    failed = [r for r in rows if r.state is PartitionState.FAILED]
+    newer_active = active is not None and active > version
+    if failed:
+        state = ProjectionState.FAILED
+    elif record is not None and record.state is VersionState.ACTIVE:
+        state = ProjectionState.ACTIVE
+    elif record is not None and record.state is VersionState.RETIRED:
+        state = ProjectionState.RETIRED
+    elif newer_active:
+        state = ProjectionState.SUPERSEDED
+    elif record is None:
+        state = ProjectionState.NEW
+    else:
+        state = ProjectionState.BUILDING
+    lag = await measure_lag(store, projection, positions, count_limit=count_limit)
+    return ProjectionStatus(
+        name=name,
+        version=version,
+        active_version=active,
+        state=state,
+        position=min(positions),
+        head=lag.head,
+        lag_events=lag.events,
+        lag_exact=lag.exact,
+        lag_seconds=lag.seconds,
+        last_error=next((r.error for r in (*failed, *rows) if r.error), None),
+        parked=len(await models.parked(name, version)),
+        partitions=rows,
+    )
+
+
+async def wait_for(
+    models: ReadModelStore,
+    projection: ProjectionBase,
+    position: Position | str | None = None,
+    *,
+    store: EventStore | None = None,
+    max_lag: int | None = None,
+    timeout: float = 5.0,  # noqa: ASYNC109 - StaleRead reports it
+    version: int | None = None,
+    wake: WakeUp | None = None,
+    poll_interval: float = 0.05,
+) -> Position:
+    """Wait until the version readers read has applied everything up to ``position``
+    (read-your-writes: pass an append's ``result.position``) and, with ``max_lag``, is
+    at most that many matching events behind the head (which needs ``store``).
+
+    ``version`` waits for that version instead of the active one. Returns the position
+    reached; raises `StaleRead` after ``timeout`` seconds.
+    """
+    _, reached = await wait_for_version(
+        models,
+        projection,
+        position,
+        store=store,
+        max_lag=max_lag,
+        timeout=timeout,
+        version=version,
+        wake=wake,
+        poll_interval=poll_interval,
+    )
+    return reached
+
+
+async def wait_for_version(
+    models: ReadModelStore,
+    projection: ProjectionBase,
+    position: Position | str | None = None,
+    *,
+    store: EventStore | None = None,
+    max_lag: int | None = None,
+    timeout: float = 5.0,  # noqa: ASYNC109 - StaleRead reports it
+    version: int | None = None,
+    wake: WakeUp | None = None,
+    poll_interval: float = 0.05,
+) -> tuple[int, Position]:
+    """`wait_for`, returning the version that is fresh enough too (readers then read
+    that version, even if the pointer has swapped since)."""
+    if position is None and max_lag is None:
+        raise InvalidInput("wait_for needs a position, a max_lag, or both")
+    if max_lag is not None and (store is None or max_lag < 0):
+        raise InvalidInput("max_lag needs the event store (store=...) and must be >= 0")
+    target = None if position is None else Position.parse(position)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        current = version if version is not None else await models.active_version(projection.name)
+        reached, lag = START, None
+        if current is not None:
+            positions = await checkpoint_positions(
+                models, projection.name, current, projection.partitions
+            )
+            reached = min(positions)
+            done = target is None or reached >= target
+            if done and max_lag is not None and store is not None:
+                lag = await measure_lag(
+                    store, projection, positions, count_limit=max(max_lag + 1, 1000)
+                )
+                done = lag.events <= max_lag
+            if done:
+                return current, reached
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            raise StaleRead(
+                projection.name,
+                current,
+                wanted=target,
+                reached=reached,
+                lag_events=None if lag is None else lag.events,
+                max_lag=max_lag,
+                timeout=timeout,
+            )
+        delay = min(poll_interval, remaining)
+        if wake is not None:
+            await wake.wait(delay)
+        else:
+            await asyncio.sleep(delay)
