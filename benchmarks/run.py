@@ -19,30 +19,29 @@ import asyncio
 import gc
 import json
 import os
-import secrets
-import shutil
 import statistics
 import sys
 import time
 import traceback
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from functools import partial
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal
 
 import eventfold
-from raw import (
-    RawPostgres,
-    RawSQLite,
-    RawStore,
-    drop_schema,
-    fresh_raw,
-    open_raw,
-    scratch_file,
-    split_schema,
-    with_schema,
+import write_path
+from harness import (
+    Context,
+    Figures,
+    Work,
+    check,
+    fresh_baseline,
+    fresh_location,
+    fresh_store,
+    interleave,
+    ms,
+    rate,
+    rate_figures,
 )
+from raw import RawPostgres, RawSQLite, open_raw
 from workloads import (
     RATE_UNITS,
     TARGETS,
@@ -60,107 +59,12 @@ from workloads import (
     read_stream,
     ru_maxrss_mb,
     stream_ids,
-    timed,
 )
 
 BACKENDS = ("memory", "sqlite", "postgres")
 SCRIPT = os.path.abspath(__file__)
-SETTLE = 0.05
-"""Seconds of pause before each timed run (see `interleave`)."""
 MEMORY_STREAMS = 100
 """Streams the read_all workloads' events are spread over, round-robin."""
-
-
-@dataclass(frozen=True)
-class Context:
-    """What every workload needs to know."""
-
-    backend: str
-    url: str | None
-    """The PostgreSQL URL (any ``schema`` option is replaced per workload)."""
-    sizes: Sizes
-    scale: float
-    tmpdir: str | None
-    synchronous: str
-    """SQLite's ``synchronous`` setting, for eventfold and the raw baseline alike."""
-
-
-@dataclass
-class Figures:
-    """One workload's outcome, before it is turned into a JSON line."""
-
-    events: int
-    seconds: float
-    value: float
-    raw: float | None
-    extra: dict[str, object] = field(default_factory=dict)
-
-
-# -- fresh stores --------------------------------------------------------------------
-
-
-@asynccontextmanager
-async def fresh_location(ctx: Context) -> AsyncIterator[str]:
-    """The URL of an empty store, removed afterwards."""
-    if ctx.backend == "memory":
-        yield "memory://"
-    elif ctx.backend == "sqlite":
-        folder, path = scratch_file("eventfold-bench-", ctx.tmpdir)
-        try:
-            yield f"sqlite:///{path}?synchronous={ctx.synchronous}"
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
-    else:
-        assert ctx.url is not None
-        conninfo, _ = split_schema(ctx.url)
-        schema = f"bench_{secrets.token_hex(6)}"
-        try:
-            yield with_schema(ctx.url, schema)
-        finally:
-            await drop_schema(conninfo, schema)
-
-
-@asynccontextmanager
-async def fresh_store(ctx: Context) -> AsyncIterator[eventfold.EventStore]:
-    """An open, empty eventfold store, removed afterwards."""
-    async with fresh_location(ctx) as url, eventfold.connect(url) as store:
-        yield store
-
-
-@asynccontextmanager
-async def fresh_baseline(ctx: Context) -> AsyncIterator[RawStore | None]:
-    """An empty raw baseline, or None for the memory backend (it has no raw driver)."""
-    if ctx.backend == "memory":
-        yield None
-        return
-    async with fresh_raw(ctx.backend, ctx.url, ctx.tmpdir, ctx.synchronous) as raw:
-        yield raw
-
-
-Work = Callable[[int], Awaitable[object]]
-"""One timed run of something, given the run's number (to pick fresh stream ids)."""
-
-
-async def interleave(runs: int, works: dict[str, Work | None]) -> dict[str, list[float]]:
-    """Seconds of ``runs`` runs of each work (skipping None), taken in turns.
-
-    eventfold and its raw baseline alternate run by run, so a burst of load from other
-    processes on the machine hits both alike instead of one of them. A short pause before
-    each run lets background work left by the one before (the SQLite backend's WAL
-    checkpoints) finish instead of landing in the next, possibly the other side's, run.
-    """
-    times: dict[str, list[float]] = {name: [] for name, work in works.items() if work}
-    for i in range(runs):
-        for name, work in works.items():
-            if work is not None:
-                await asyncio.sleep(SETTLE)
-                times[name].append(await timed(partial(work, i)))
-    return times
-
-
-def _check(what: str, got: int, expected: int) -> None:
-    if got != expected:
-        raise AssertionError(f"{what} returned {got} events, expected {expected}")
 
 
 # -- the workloads -------------------------------------------------------------------
@@ -187,10 +91,10 @@ async def bulk_append(ctx: Context) -> Figures:
             await raw.append_batch_copy("warmup-1", events, 0)
             works["copy"] = lambda i: raw.append_batch_copy(f"copy-{i}", events, 0)
         t = await interleave(runs, works)
-    extra: dict[str, object] = {"runs": runs, "best_rate": _rate(n, min(t["eventfold"]))}
+    extra: dict[str, object] = {"runs": runs, "best_rate": rate(n, min(t["eventfold"]))}
     if "copy" in t:
-        extra["raw_copy_rate"] = _rate(n, statistics.median(t["copy"]))
-    return _rate_figures(n, t, extra)
+        extra["raw_copy_rate"] = rate(n, statistics.median(t["copy"]))
+    return rate_figures(n, t, extra)
 
 
 async def batched_append(ctx: Context) -> Figures:
@@ -218,8 +122,8 @@ async def batched_append(ctx: Context) -> Figures:
         t = await interleave(runs, works)
     extra: dict[str, object] = {"batch_size": batch, "calls": -(-n // batch), "runs": runs}
     if "copy" in t:
-        extra["raw_copy_rate"] = _rate(n, statistics.median(t["copy"]))
-    return _rate_figures(n, t, extra)
+        extra["raw_copy_rate"] = rate(n, statistics.median(t["copy"]))
+    return rate_figures(n, t, extra)
 
 
 async def sequential_append(ctx: Context) -> Figures:
@@ -242,7 +146,7 @@ async def sequential_append(ctx: Context) -> Figures:
             await raw_sequential("warmup", warm)
             works["raw"] = lambda i: raw_sequential(f"o{i}", n)
         t = await interleave(runs, works)
-    return _rate_figures(n, t, {"runs": runs})
+    return rate_figures(n, t, {"runs": runs})
 
 
 async def concurrent_append(ctx: Context) -> Figures:
@@ -272,8 +176,8 @@ async def concurrent_append(ctx: Context) -> Figures:
             extra["raw_group_size"] = tasks
         t = await interleave(runs, works)
     if "group" in t:
-        extra["raw_group_commit_rate"] = _rate(n, statistics.median(t["group"]))
-    return _rate_figures(n, t, extra)
+        extra["raw_group_commit_rate"] = rate(n, statistics.median(t["group"]))
+    return rate_figures(n, t, extra)
 
 
 async def read_stream_workload(ctx: Context) -> Figures:
@@ -286,7 +190,7 @@ async def read_stream_workload(ctx: Context) -> Figures:
     events = make_orders(n)
     async with fresh_store(ctx) as store, fresh_baseline(ctx) as raw:
         await append_batches(store, "order-0", events, batch)
-        _check("read_stream", await read_stream(store, "order-0"), n)
+        check("read_stream", await read_stream(store, "order-0"), n)
         works: dict[str, Work | None] = {
             "eventfold": lambda i: read_stream(store, "order-0"),
             "raw": None,
@@ -295,18 +199,18 @@ async def read_stream_workload(ctx: Context) -> Figures:
         if raw is not None:
             for i in range(0, n, batch):
                 await raw.append_batch("order-0", events[i : i + batch], i)
-            _check("raw read_stream", await raw.read_stream("order-0", raw.page_size), n)
+            check("raw read_stream", await raw.read_stream("order-0", raw.page_size), n)
             works["raw"] = lambda i: raw.read_stream("order-0", raw.page_size)
             works["one_query"] = lambda i: raw.read_stream("order-0", None)
         t = await interleave(runs, works)
     median = statistics.median(t["eventfold"])
-    extra: dict[str, object] = {"runs": runs, "best_ms": _ms(min(t["eventfold"]))}
+    extra: dict[str, object] = {"runs": runs, "best_ms": ms(min(t["eventfold"]))}
     raw_ms = None
     if "raw" in t:
-        raw_ms = _ms(statistics.median(t["raw"]))
-        extra["raw_best_ms"] = _ms(min(t["raw"]))
-        extra["raw_one_query_ms"] = _ms(statistics.median(t["one_query"]))
-    return Figures(n, median, _ms(median), raw_ms, extra)
+        raw_ms = ms(statistics.median(t["raw"]))
+        extra["raw_best_ms"] = ms(min(t["raw"]))
+        extra["raw_one_query_ms"] = ms(statistics.median(t["one_query"]))
+    return Figures(n, median, ms(median), raw_ms, extra)
 
 
 async def read_all_workload(ctx: Context) -> Figures:
@@ -314,7 +218,7 @@ async def read_all_workload(ctx: Context) -> Figures:
     n, runs, batch = ctx.sizes.read_all_events, ctx.sizes.read_all_runs, ctx.sizes.populate_batch
     async with fresh_store(ctx) as store, fresh_baseline(ctx) as raw:
         await populate(store, n, batch, MEMORY_STREAMS)
-        _check("read_all", await read_all(store), n)
+        check("read_all", await read_all(store), n)
         works: dict[str, Work | None] = {
             "eventfold": lambda i: read_all(store),
             "raw": None,
@@ -322,15 +226,15 @@ async def read_all_workload(ctx: Context) -> Figures:
         }
         if raw is not None:
             await raw.populate(n, batch, MEMORY_STREAMS)
-            _check("raw read_all", await raw.read_all(raw.page_size), n)
+            check("raw read_all", await raw.read_all(raw.page_size), n)
             works["raw"] = lambda i: raw.read_all(raw.page_size)
             works["one_query"] = lambda i: raw.read_all(None)
         t = await interleave(runs, works)
-    extra: dict[str, object] = {"runs": runs, "best_rate": _rate(n, min(t["eventfold"]))}
+    extra: dict[str, object] = {"runs": runs, "best_rate": rate(n, min(t["eventfold"]))}
     if "raw" in t:
-        extra["raw_best_rate"] = _rate(n, min(t["raw"]))
-        extra["raw_one_query_rate"] = _rate(n, statistics.median(t["one_query"]))
-    return _rate_figures(n, t, extra)
+        extra["raw_best_rate"] = rate(n, min(t["raw"]))
+        extra["raw_one_query_rate"] = rate(n, statistics.median(t["one_query"]))
+    return rate_figures(n, t, extra)
 
 
 async def read_all_memory(ctx: Context) -> Figures:
@@ -345,21 +249,21 @@ async def read_all_memory(ctx: Context) -> Figures:
             async with eventfold.connect(url) as store:
                 await populate(store, n, batch, MEMORY_STREAMS)
             child = await run_child("eventfold", url)
-    _check("read_all (child)", int(child["events"]), n)
+    check("read_all (child)", int(child["events"]), n)
     extra: dict[str, object] = {
         "baseline_rss_mb": child["baseline_rss_mb"],
         "ru_maxrss_mb": child["ru_maxrss_mb"],
-        "read_rate": _rate(n, float(child["seconds"])),
+        "read_rate": rate(n, float(child["seconds"])),
     }
     raw_peak: float | None = None
     async with fresh_baseline(ctx) as raw:
         if raw is not None:
             await raw.populate(n, batch, MEMORY_STREAMS)
             raw_child = await run_child("raw", raw.location)
-            _check("raw read_all (child)", int(raw_child["events"]), n)
+            check("raw read_all (child)", int(raw_child["events"]), n)
             raw_peak = float(raw_child["peak_rss_mb"])
             extra["raw_baseline_rss_mb"] = raw_child["baseline_rss_mb"]
-            extra["raw_read_rate"] = _rate(n, float(raw_child["seconds"]))
+            extra["raw_read_rate"] = rate(n, float(raw_child["seconds"]))
     return Figures(n, float(child["seconds"]), float(child["peak_rss_mb"]), raw_peak, extra)
 
 
@@ -371,21 +275,8 @@ RUNNERS: dict[str, Callable[[Context], Awaitable[Figures]]] = {
     "read_stream": read_stream_workload,
     "read_all": read_all_workload,
     "read_all_memory": read_all_memory,
+    **write_path.RUNNERS,
 }
-
-
-def _rate(events: int, seconds: float) -> float:
-    return round(events / seconds, 1) if seconds > 0 else float(events)
-
-
-def _ms(seconds: float) -> float:
-    return round(seconds * 1000, 3)
-
-
-def _rate_figures(n: int, times: dict[str, list[float]], extra: dict[str, object]) -> Figures:
-    median = statistics.median(times["eventfold"])
-    raw = _rate(n, statistics.median(times["raw"])) if "raw" in times else None
-    return Figures(n, median, _rate(n, median), raw, extra)
 
 
 # -- the child that measures memory --------------------------------------------------

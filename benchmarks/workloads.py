@@ -50,6 +50,11 @@ WORKLOADS = (
     "read_stream",
     "read_all",
     "read_all_memory",
+    "w1_sequential",
+    "w1_concurrent",
+    "w1_latency",
+    "load_stream",
+    "load_snapshot",
 )
 UNITS = {
     "bulk_append": "events/s",
@@ -59,8 +64,13 @@ UNITS = {
     "read_stream": "ms",
     "read_all": "events/s",
     "read_all_memory": "MB",
+    "w1_sequential": "commands/s",
+    "w1_concurrent": "commands/s",
+    "w1_latency": "ms",
+    "load_stream": "ms",
+    "load_snapshot": "ms",
 }
-RATE_UNITS = ("events/s", "appends/s")
+RATE_UNITS = ("events/s", "appends/s", "commands/s")
 
 
 @dataclass(frozen=True)
@@ -83,6 +93,16 @@ TARGETS: dict[tuple[str, str], Target] = {
     ("postgres", "read_all"): Target(250_000, min_ratio=1 / 1.5),
     ("sqlite", "read_all_memory"): Target(150),
     ("postgres", "read_all_memory"): Target(150),
+    ("sqlite", "w1_sequential"): Target(3_000),
+    ("postgres", "w1_sequential"): Target(1_500),
+    ("sqlite", "w1_concurrent"): Target(15_000),
+    ("postgres", "w1_concurrent"): Target(4_000),
+    ("sqlite", "w1_latency"): Target(2),
+    ("postgres", "w1_latency"): Target(4),
+    ("sqlite", "load_stream"): Target(25),
+    ("postgres", "load_stream"): Target(40),
+    ("sqlite", "load_snapshot"): Target(1),
+    ("postgres", "load_snapshot"): Target(2),
 }
 
 
@@ -135,6 +155,19 @@ class Sizes:
     memory_events: int = 1_000_000
     memory_batch: int = 10_000
     """Events per `append` when filling the store for ``read_all_memory``."""
+    w1_accounts: int = 1_000
+    """W1's accounts: each is opened, then given ``w1_rounds`` deposits, round-robin."""
+    w1_rounds: int = 20
+    w1_tasks: int = 32
+    """Concurrent asyncio tasks of ``w1_concurrent``."""
+    w1_runs: int = 3
+    load_events: int = 10_000
+    """Events of the stream ``load_stream`` and ``load_snapshot`` load."""
+    load_runs: int = 7
+    snapshot_tail: int = 100
+    """Events after the snapshot in ``load_snapshot`` (it sits at ``load_events - tail``)."""
+    snapshot_loads: int = 200
+    """Loads per timed run of ``load_snapshot`` (each takes about a millisecond)."""
 
     _COUNTS = (
         "bulk_events",
@@ -144,6 +177,9 @@ class Sizes:
         "read_stream_events",
         "read_all_events",
         "memory_events",
+        "w1_accounts",
+        "load_events",
+        "snapshot_tail",
     )
 
     def scaled(self, scale: float) -> Sizes:
@@ -160,6 +196,8 @@ class Sizes:
             concurrent_tasks=min(s.concurrent_tasks, s.concurrent_streams),
             populate_batch=min(s.populate_batch, s.read_all_events),
             memory_batch=min(s.memory_batch, s.memory_events),
+            w1_tasks=min(s.w1_tasks, s.w1_accounts),
+            snapshot_tail=min(s.snapshot_tail, s.load_events - 1),
         )
 
     def as_dict(self) -> dict[str, int]:
@@ -209,7 +247,7 @@ def stream_ids(n: int, prefix: str = STREAM_CATEGORY) -> list[str]:
 async def append_batches(
     store: eventfold.EventStore,
     stream_id: str,
-    events: Sequence[OrderPlaced],
+    events: Sequence[eventfold.Event],
     batch_size: int,
     start_version: int = 0,
 ) -> None:

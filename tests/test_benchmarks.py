@@ -18,7 +18,13 @@ WORKLOADS = [
     "read_stream",
     "read_all",
     "read_all_memory",
+    "w1_sequential",
+    "w1_concurrent",
+    "w1_latency",
+    "load_stream",
+    "load_snapshot",
 ]
+WRITE_PATH = WORKLOADS[-5:]
 COMMON_KEYS = {
     "backend",
     "workload",
@@ -31,7 +37,7 @@ COMMON_KEYS = {
     "better",
     "scale",
 }
-UNITS = {"events/s", "appends/s", "ms", "MB"}
+UNITS = {"events/s", "appends/s", "commands/s", "ms", "MB"}
 
 
 def run_benchmarks(*args: str) -> tuple[list[dict[str, object]], str]:
@@ -77,10 +83,30 @@ def test_every_workload_on_memory_prints_one_json_line_each() -> None:
     for line in lines:
         check_line(line, "memory", has_raw=False)
     assert "eventfold benchmarks: memory" in stderr
-    by_name = {line["workload"]: line for line in lines}
+    by_name = {str(line["workload"]): line for line in lines}
     assert by_name["read_stream"]["unit"] == "ms"
     assert by_name["read_all_memory"]["unit"] == "MB"
     assert by_name["concurrent_append"]["unit"] == "appends/s"
+    check_write_path(by_name)
+
+
+def check_write_path(by_name: dict[str, dict[str, object]]) -> None:
+    """The write path's lines carry their own keys."""
+    for name in ("w1_sequential", "w1_concurrent"):
+        line = by_name[name]
+        assert line["unit"] == "commands/s"
+        assert line["events"] == line["accounts"] * (line["rounds"] + 1)  # type: ignore[operator]
+    assert by_name["w1_concurrent"]["tasks"] == 2  # capped by the 2 accounts of scale 0.001
+    for key in ("p50_ms", "p99_ms", "p999_ms", "max_ms"):
+        assert isinstance(by_name["w1_sequential"][key], float)
+    latency = by_name["w1_latency"]
+    assert latency["unit"] == "ms"
+    assert isinstance(latency["commands_per_s"], float)
+    assert isinstance(latency["p50_ms"], float)
+    assert by_name["load_stream"]["unit"] == "ms"
+    snapshot = by_name["load_snapshot"]
+    assert snapshot["unit"] == "ms"
+    assert snapshot["snapshot_version"] == snapshot["stream_events"] - snapshot["events"]  # type: ignore[operator]
 
 
 def test_workloads_can_be_chosen() -> None:
@@ -90,12 +116,24 @@ def test_workloads_can_be_chosen() -> None:
     assert [line["workload"] for line in lines] == ["read_all", "bulk_append"]
 
 
+def test_the_write_path_workloads_can_run_alone(tmp_path: Path) -> None:
+    lines, _ = run_benchmarks(
+        "--backend", "sqlite", "--scale", "0.001", "--tmpdir", str(tmp_path), "--workload",
+        *WRITE_PATH,
+    )  # fmt: skip
+    assert [line["workload"] for line in lines] == WRITE_PATH
+    for line in lines:
+        check_line(line, "sqlite", has_raw=True)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_sqlite_runs_beside_the_raw_driver(tmp_path: Path) -> None:
     lines, _ = run_benchmarks("--backend", "sqlite", "--scale", "0.001", "--tmpdir", str(tmp_path))
     assert [line["workload"] for line in lines] == WORKLOADS
     for line in lines:
         check_line(line, "sqlite", has_raw=True)
         assert isinstance(line["meets_target"], bool) or line["target"] is None
+    check_write_path({str(line["workload"]): line for line in lines})
     assert list(tmp_path.iterdir()) == [], "the runner leaves no database files behind"
 
 
@@ -106,6 +144,8 @@ def test_postgres_runs_beside_the_raw_driver(postgres_url: str) -> None:
     assert [line["workload"] for line in lines] == WORKLOADS
     for line in lines:
         check_line(line, "postgres", has_raw=True)
+        assert isinstance(line["meets_target"], bool) or line["target"] is None
+    check_write_path({str(line["workload"]): line for line in lines})
 
 
 def test_bad_arguments_are_refused() -> None:

@@ -56,11 +56,10 @@ def raw(db: Path) -> sqlite3.Connection:
 async def writer_pragma(store: SQLiteStore, name: str) -> object:
     """A pragma's value on the store's own writer connection (read on its thread)."""
 
-    def read() -> object:
-        assert store._writer_conn is not None
-        return store._writer_conn.execute(f"PRAGMA {name}").fetchone()[0]
+    def read(conn: sqlite3.Connection) -> object:
+        return conn.execute(f"PRAGMA {name}").fetchone()[0]
 
-    return await asyncio.get_running_loop().run_in_executor(store._writer_pool, read)
+    return await store.on_writer(read)
 
 
 # -- group commit ------------------------------------------------------------------------
@@ -80,16 +79,17 @@ async def test_concurrent_appends_share_transactions(store: SQLiteStore) -> None
 async def test_a_conflict_fails_alone_inside_a_shared_transaction(store: SQLiteStore) -> None:
     await store.append("tick-0", ticks(1), expected_version=NO_STREAM)
     before = store.commits
+    count = 50
     results = await asyncio.gather(
-        *(store.append(f"tick-{i}", ticks(2), expected_version=NO_STREAM) for i in range(50)),
+        *(store.append(f"tick-{i}", ticks(2), expected_version=NO_STREAM) for i in range(count)),
         return_exceptions=True,
     )
-    assert store.commits - before == 1, "all 50 appends were queued before the writer ran"
+    assert store.commits - before == 1, "appends made in one turn of the loop go together"
     assert isinstance(results[0], eventfold.WrongExpectedVersion)
     assert results[0].actual == 1
     assert all(isinstance(r, eventfold.AppendResult) for r in results[1:])
     assert await store.stream_version("tick-0") == 1
-    assert len(await collect(store.read_all())) == 1 + 49 * 2
+    assert len(await collect(store.read_all())) == 1 + (count - 1) * 2
 
 
 async def test_a_failed_insert_is_rolled_back_to_its_savepoint(

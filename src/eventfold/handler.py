@@ -13,12 +13,13 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import os
 import random
 import uuid
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import msgspec
 
@@ -52,6 +53,53 @@ E = TypeVar("E", bound=Event)
 
 _COMMAND_NAMESPACE = uuid.UUID("6f1c2b0e-6a43-4a53-9b39-0b8c1e7d2f10")
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+class _ReadForLoad(Protocol):
+    """A backend's one-trip read of what a load needs (``read_for_load``, optional).
+
+    Returns the newest snapshot of ``state_type`` within the bounds, the stream's first
+    page of events from that snapshot's version (inclusive; from 1 without one) up to
+    ``max_version``, and the further pages (None when that page was the last). Backends
+    without it are read with ``load_snapshot`` then ``read_stream``.
+    """
+
+    def __call__(
+        self,
+        stream_id: str,
+        state_type: str,
+        *,
+        max_version: int | None = None,
+        max_recorded_us: int | None = None,
+    ) -> Awaitable[
+        tuple[Snapshot | None, list[RecordedEvent], AsyncIterator[list[RecordedEvent]] | None]
+    ]: ...
+
+
+class _Ids:
+    """Random version-4 UUID strings for commands without an id, from one ``os.urandom``
+    call per 256 of them (a system call and a `uuid.UUID` each cost more than the rest
+    of an id's making)."""
+
+    def __init__(self) -> None:
+        self._hex = ""
+        self._at = 0
+
+    def next(self) -> str:
+        at = self._at
+        if at >= len(self._hex):
+            self._hex, at = os.urandom(16 * 256).hex(), 0
+        self._at = at + 32
+        h = self._hex
+        # The version nibble is 4; the variant's top bits are 10 (RFC 4122).
+        return (
+            f"{h[at : at + 8]}-{h[at + 8 : at + 12]}-4{h[at + 13 : at + 16]}-"
+            f"{_VARIANT[h[at + 16]]}{h[at + 17 : at + 20]}-{h[at + 20 : at + 32]}"
+        )
+
+
+_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
+_fresh_ids = _Ids()
 
 
 def command_event_ids(stream_id: str, command_id: str, count: int) -> list[uuid.UUID]:
@@ -135,9 +183,15 @@ class CommandHandler(Generic[C, S, E]):
         self.store = store
         self.decider = decider
         self.options = options or HandlerOptions()
-        found = snapshot_store or getattr(store, "snapshots", None)
+        own = getattr(store, "snapshots", None)
+        found = snapshot_store or own
         self.snapshot_store: SnapshotStore | None = found
         self._cache: OrderedDict[str, Loaded[S]] = OrderedDict()
+        # The backend's one-trip read of a snapshot and the events after it, when the
+        # snapshots are its own.
+        self._read_for_load: _ReadForLoad | None = (
+            getattr(store, "read_for_load", None) if found is not None and found is own else None
+        )
 
     # -- commands --------------------------------------------------------------------
 
@@ -158,7 +212,7 @@ class CommandHandler(Generic[C, S, E]):
         reload and decide again (``max_retries``, backoff with jitter); 6. cache, maybe
         snapshot, return.
         """
-        cause = str(command_id) if command_id is not None else str(uuid.uuid4())
+        cause = str(command_id) if command_id is not None else _fresh_ids.next()
         correlation = str(correlation_id) if correlation_id is not None else cause
         attempt = 0
         while True:
@@ -210,15 +264,16 @@ class CommandHandler(Generic[C, S, E]):
                 if earlier is not None:
                     return earlier
             new_state = self.decider.fold(events, self._copy(loaded.state))
-            after = Loaded(
-                new_state,
-                appended.version,
-                loaded.snapshot_version,
-                loaded.snapshot_taken,
-                loaded.replayed,
-            )
-            self._remember(stream_id, after)
-            await self._maybe_snapshot(stream_id, after, events)
+            if self.options.cache_size or self.options.snapshots is not None:
+                after = Loaded(
+                    new_state,
+                    appended.version,
+                    loaded.snapshot_version,
+                    loaded.snapshot_taken,
+                    loaded.replayed,
+                )
+                self._remember(stream_id, after)
+                await self._maybe_snapshot(stream_id, after, events)
             return CommandResult(events, appended.version, new_state, appended.position, attempt)
 
     def _backoff(self, attempt: int) -> float:
@@ -293,7 +348,18 @@ class CommandHandler(Generic[C, S, E]):
         return await self._load(stream_id, None, None)
 
     async def _load(self, stream_id: str, at_version: int | None, max_us: int | None) -> Loaded[S]:
-        snapshot, discarded = await self._snapshot_for(stream_id, at_version, max_us)
+        first: Sequence[RecordedEvent] = ()
+        rest: AsyncIterator[list[RecordedEvent]] | None = None
+        if self._read_for_load is not None:
+            found, first, rest = await self._read_for_load(
+                stream_id,
+                self.decider.state_type,
+                max_version=at_version,
+                max_recorded_us=max_us,
+            )
+            snapshot, discarded = self._usable(found)
+        else:
+            snapshot, discarded = await self._snapshot_for(stream_id, at_version, max_us)
         start, state, taken = 1, self.decider.start(), None
         if snapshot is not None:
             try:
@@ -305,28 +371,30 @@ class CommandHandler(Generic[C, S, E]):
                 taken = _EPOCH + dt.timedelta(microseconds=snapshot.taken_us)
         if discarded:
             return await self._load_from_scratch(stream_id, at_version, max_us, replace=True)
-        limit = None if at_version is None else at_version - start + 1
-        version, replayed = start - 1, 0
-        evolve = self.decider.evolve
-        async for recorded in self.store.read_stream(stream_id, from_version=start, limit=limit):
-            if max_us is not None and recorded.recorded_us > max_us:
-                break
-            if snapshot is not None and recorded.version == snapshot.version:
-                if recorded.raw_event_id != snapshot.event_id:
-                    log.warning(
-                        "snapshot of %r at version %d does not match the stream's event there; "
-                        "ignoring it and folding from the start",
-                        stream_id,
-                        snapshot.version,
-                    )
-                    return await self._load_from_scratch(
-                        stream_id, at_version, max_us, replace=True
-                    )
-                version = recorded.version
-                continue
-            state = evolve(state, recorded.data)
-            version = recorded.version
-            replayed += 1
+        if self._read_for_load is None:
+            limit = None if at_version is None else at_version - start + 1
+            events = self.store.read_stream(stream_id, from_version=start, limit=limit)
+            rest = _pages(events)
+        fold = _Fold(self.decider.evolve, state, start - 1, snapshot, max_us)
+        going = fold.feed(first)
+        if rest is not None:
+            if going:
+                async for page in rest:
+                    if not fold.feed(page):
+                        break
+            aclose = getattr(rest, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        if fold.mismatch:
+            assert snapshot is not None
+            log.warning(
+                "snapshot of %r at version %d does not match the stream's event there; "
+                "ignoring it and folding from the start",
+                stream_id,
+                snapshot.version,
+            )
+            return await self._load_from_scratch(stream_id, at_version, max_us, replace=True)
+        version = fold.version
         if snapshot is not None and version < snapshot.version:
             log.warning(
                 "snapshot of %r is at version %d but the stream holds fewer events; ignoring it",
@@ -336,7 +404,9 @@ class CommandHandler(Generic[C, S, E]):
             return await self._load_from_scratch(stream_id, at_version, max_us, replace=True)
         if self.options.check_determinism:
             await self._check_determinism(stream_id, version)
-        return Loaded(state, version, snapshot.version if snapshot else 0, taken, replayed)
+        return Loaded(
+            fold.state, version, snapshot.version if snapshot else 0, taken, fold.replayed
+        )
 
     async def _load_from_scratch(
         self, stream_id: str, at_version: int | None, max_us: int | None, *, replace: bool
@@ -382,13 +452,17 @@ class CommandHandler(Generic[C, S, E]):
             max_version=at_version,
             max_recorded_us=max_us,
         )
+        return self._usable(snapshot)
+
+    def _usable(self, snapshot: Snapshot | None) -> tuple[Snapshot | None, bool]:
+        """The snapshot if it can be used, and whether an unusable one was found instead."""
         if snapshot is None or snapshot.version < 1:
             return None, False
         if snapshot.schema_version != self.decider.state_version:
             log.warning(
                 "snapshot of %r at version %d has state schema version %d, the code's is %d; "
                 "ignoring it and replacing it after a replay",
-                stream_id,
+                snapshot.stream_id,
                 snapshot.version,
                 snapshot.schema_version,
                 self.decider.state_version,
@@ -474,3 +548,76 @@ class CommandHandler(Generic[C, S, E]):
 
 class _CorruptSnapshot(Exception):
     """Internal: a snapshot did not decode; the load folds from scratch instead."""
+
+
+class _Fold(Generic[S]):
+    """Folds a load's events, a page at a time, onto the state it starts from.
+
+    The first event of a load that starts from a snapshot is the snapshot's own: it is
+    not folded again, only checked to be the very event the snapshot was taken at.
+    ``max_us`` stops the fold at the first event recorded after it.
+    """
+
+    __slots__ = ("evolve", "max_us", "mismatch", "replayed", "snapshot", "state", "version")
+
+    def __init__(
+        self,
+        evolve: Any,
+        state: S,
+        version: int,
+        snapshot: Snapshot | None,
+        max_us: int | None,
+    ) -> None:
+        self.evolve = evolve
+        self.state = state
+        self.version = version
+        self.snapshot = snapshot
+        self.max_us = max_us
+        self.replayed = 0
+        self.mismatch = False
+
+    def feed(self, page: Sequence[RecordedEvent]) -> bool:
+        """Fold one page; False when the fold is over (a time bound, a bad snapshot)."""
+        going = True
+        snapshot = self.snapshot
+        if snapshot is not None and page:
+            self.snapshot = None
+            head = page[0]
+            if head.version == snapshot.version:
+                if head.raw_event_id != snapshot.event_id:
+                    self.mismatch = True
+                    return False
+                self.version = head.version
+                page = page[1:]
+        max_us = self.max_us
+        if max_us is not None:
+            for at, recorded in enumerate(page):
+                if recorded.recorded_us > max_us:
+                    page, going = page[:at], False
+                    break
+        if not page:
+            return going
+        evolve, state = self.evolve, self.state
+        for recorded in page:
+            state = evolve(state, recorded.data)
+        self.state = state
+        self.version = page[-1].version
+        self.replayed += len(page)
+        return going
+
+
+async def _pages(events: AsyncIterator[RecordedEvent]) -> AsyncIterator[list[RecordedEvent]]:
+    """A store's events in pages (for backends without ``read_for_load``)."""
+    page: list[RecordedEvent] = []
+    try:
+        async for recorded in events:
+            page.append(recorded)
+            if len(page) >= 256:
+                yield page
+                page = []
+        if page:
+            yield page
+    finally:
+        aclose = getattr(events, "aclose", None)
+        if aclose is not None:
+            await aclose()

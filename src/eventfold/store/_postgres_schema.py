@@ -167,6 +167,29 @@ _TYPES = "\n      AND e.type = ANY(%(types)s::text[])"
 _CATEGORIES = "\n      AND split_part(e.stream_id, '-', 1) = ANY(%(cats)s::text[])"
 
 
+# A handler's load in one round trip: the newest snapshot within the bounds (one row whose
+# stream id is NULL: its version, schema version, data, event id in the metadata column,
+# recorded and taken times in the recorded and transaction columns), then the stream's
+# first page of events from that snapshot's version (from 1 without one).
+_READ_FOR_LOAD = """
+    WITH s AS (
+        SELECT version, schema_version, data, event_id, recorded_us, taken_us
+        FROM {snapshots}
+        WHERE stream_id = %(sid)s AND state_type = %(type)s
+          AND version <= %(version)s AND recorded_us <= %(recorded)s
+        ORDER BY stream_id DESC, state_type DESC, version DESC LIMIT 1
+    )
+    SELECT NULL::bytea, NULL::text, s.version, NULL::text, s.schema_version, s.data,
+        s.event_id, s.recorded_us, s.taken_us, NULL::int8
+    FROM s
+    UNION ALL
+    (SELECT {row} FROM {events} e
+    WHERE e.stream_id = %(sid)s AND e.version >= coalesce((SELECT version FROM s), 1)
+      AND e.version <= %(version)s
+    ORDER BY e.version LIMIT %(n)s)
+"""
+
+
 class Statements:
     """Every statement the store runs, rendered once for one schema."""
 
@@ -264,3 +287,4 @@ class Statements:
             ORDER BY stream_id DESC, state_type DESC, version DESC LIMIT 1"""
         )
         self.counts = render("SELECT count(*), coalesce(sum(version), 0)::int8 FROM {streams}")
+        self.read_for_load = render(_READ_FOR_LOAD, row=_ROW)

@@ -29,13 +29,14 @@ def connect(path: str, *, reader: bool, synchronous: str, timeout: float) -> sql
     Raises `sqlite3.Error` (the backend translates it) or `ConfigurationError`.
     """
     # isolation_level=None: no implicit BEGIN; the writer issues BEGIN IMMEDIATE itself
-    # and every read runs in autocommit. A reader is used by one pool thread only, but
-    # closed by the store once that pool has stopped, hence check_same_thread=False.
+    # and every read runs in autocommit. A reader is used by one thread only, but closed
+    # by the store from another; the writer is used by its thread and, under its lock,
+    # by the event loop's (an append to an idle store); hence check_same_thread=False.
     conn = sqlite3.connect(
         path,
         timeout=timeout,  # SQLite's busy_timeout
         isolation_level=None,
-        check_same_thread=not reader,
+        check_same_thread=False,
         cached_statements=64,
     )
     try:
@@ -179,20 +180,53 @@ def migrate(conn: sqlite3.Connection) -> int:
 
 # -- writing -------------------------------------------------------------------------
 
-LAST_POSITION = "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0)"
-STREAM_VERSION = "SELECT version FROM streams WHERE stream_id = ?"
-STREAM_VERSIONS = (
+_LAST_POSITION = "coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0)"
+# A group's first statement: the log's last position (events are never deleted, so the
+# AUTOINCREMENT sequence is the highest position) and its streams' versions. Rows with a
+# NULL stream id carry the position.
+BATCH_START_ONE = f"SELECT {_LAST_POSITION}, (SELECT version FROM streams WHERE stream_id = ?)"
+BATCH_START_IN = (
+    f"SELECT NULL, {_LAST_POSITION} UNION ALL "
+    "SELECT stream_id, version FROM streams WHERE stream_id IN ({marks})"
+)
+BATCH_START_JSON = (
+    f"SELECT NULL, {_LAST_POSITION} UNION ALL "
     "SELECT stream_id, version FROM streams WHERE stream_id IN (SELECT value FROM json_each(?))"
 )
+STREAM_VERSION = "SELECT version FROM streams WHERE stream_id = ?"
 LAST_VERSION = "SELECT coalesce(max(version), 0) FROM events WHERE stream_id = ?"
-INSERT_EVENTS = (
-    "INSERT INTO events (event_id, stream_id, version, type, schema_version, data, metadata, "
-    "recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+# Positions are given, not left to AUTOINCREMENT: the writer holds the write lock and
+# computes them from the group's starting position, so no query is needed to learn them
+# (the primary key still refuses any position already taken).
+INSERT_EVENTS_AT = (
+    "INSERT INTO events (position, event_id, stream_id, version, type, schema_version, data, "
+    "metadata, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 UPSERT_STREAM = (
     "INSERT INTO streams (stream_id, version, category) VALUES (?, ?, ?) "
     "ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version"
 )
+MULTI_ROW_MAX = 64
+"""Most rows in one multi-row INSERT (a group writes its rows in a few such statements:
+each statement is one step, so the writer thread asks for the GIL a few times per group
+instead of twice per row)."""
+
+
+@lru_cache(maxsize=8)
+def insert_events_sql(rows: int) -> str:
+    """INSERT_EVENTS_AT for ``rows`` rows in one statement."""
+    head, _, marks = INSERT_EVENTS_AT.partition(" VALUES ")
+    return f"{head} VALUES {', '.join([marks] * rows)}"
+
+
+@lru_cache(maxsize=8)
+def upsert_streams_sql(rows: int) -> str:
+    """UPSERT_STREAM for ``rows`` streams in one statement."""
+    head, _, rest = UPSERT_STREAM.partition(" VALUES ")
+    marks, _, tail = rest.partition(" ON CONFLICT")
+    return f"{head} VALUES {', '.join([marks] * rows)} ON CONFLICT{tail}"
+
+
 ID_CHUNK = 250
 """Event ids looked up per query when checking for a retry."""
 
@@ -230,6 +264,9 @@ READ_ALL_FILTERED = (
 )
 READ_STREAM_FORWARDS = _ROW + "WHERE stream_id = ? AND version >= ? ORDER BY version LIMIT ?"
 READ_STREAM_BACKWARDS = _ROW + "WHERE stream_id = ? AND version <= ? ORDER BY version DESC LIMIT ?"
+READ_STREAM_BETWEEN = (
+    _ROW + "WHERE stream_id = ? AND version >= ? AND version <= ? ORDER BY version LIMIT ?"
+)
 HEAD = "SELECT coalesce(max(position), 0) FROM events"
 STREAMS = "SELECT stream_id, version FROM streams WHERE stream_id > ? ORDER BY stream_id LIMIT ?"
 STREAMS_IN_CATEGORY = (

@@ -23,10 +23,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from operator import itemgetter
 from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Final, NamedTuple, Self
 from urllib.parse import unquote, urlsplit
 
 import psycopg
@@ -46,6 +46,7 @@ from ..errors import (
 )
 from ..events import Event, NewEvent, RecordedEvent
 from ..position import ANY, NO_STREAM, START, STREAM_EXISTS, ExpectedVersion, Position
+from ..snapshots import Snapshot
 from ._common import (
     StoredCopy,
     category_names,
@@ -57,6 +58,7 @@ from ._common import (
     prepare_append,
     type_names,
 )
+from ._postgres_batch import Batcher
 from ._postgres_schema import EVENT_ID_KEY, MIGRATIONS, VERSION_KEY, Statements, lock_key
 from ._postgres_snapshots import PostgresSnapshotStore
 from .protocol import AppendResult, StoreStats, StreamInfo
@@ -77,6 +79,18 @@ _OPTIONS: Final = ("schema", "pool_min_size", "pool_max_size")
 _UNAVAILABLE: Final = ("08", "28", "3D", "57P01", "57P02", "57P03", "53300")
 
 Rows = list[tuple[Any, ...]]
+
+
+class _Append(NamedTuple):
+    """One append, ready to send."""
+
+    stream_id: str
+    encoded: list[EncodedEvent]
+    expected: ExpectedVersion
+    query: bytes
+    params: dict[str, Any]
+
+
 _Pool = AsyncConnectionPool[psycopg.AsyncConnection[tuple[Any, ...]]]
 
 
@@ -129,6 +143,8 @@ class PostgresStore:
         self._sql = Statements(self.schema)
         self._pool: _Pool | None = None
         self._fetching: set[asyncio.Task[Rows]] = set()
+        self._appends: Batcher[_Append, AppendResult] = Batcher(self._append_one, self._append_many)
+        self._loads: Batcher[dict[str, Any], Rows] = Batcher(self._load_one, self._load_many)
         self.snapshots = PostgresSnapshotStore(self)
         """Snapshots, in a table beside the events."""
 
@@ -169,6 +185,9 @@ class PostgresStore:
 
     async def close(self) -> None:
         """Close the pool; safe to call twice."""
+        if self._pool is not None:
+            await self._appends.drain()
+            await self._loads.drain()
         pool, self._pool = self._pool, None
         if pool is not None:
             await asyncio.gather(*self._fetching, return_exceptions=True)
@@ -255,9 +274,15 @@ class PostgresStore:
         for attempt in range(2):
             conn: psycopg.AsyncConnection[Any] | None = None
             try:
-                async with pool.connection() as conn:
+                # getconn/putconn rather than `pool.connection()`: that one also runs the
+                # connection's own context exit (a commit, a no-op in autocommit) at a
+                # cost that shows on a busy client.
+                conn = await pool.getconn()
+                try:
                     cur = await conn.execute(query, params, binary=True)
                     return await cur.fetchall()
+                finally:
+                    await pool.putconn(conn)
             except psycopg.Error as exc:
                 if conn is not None and conn.broken:
                     # The server dropped a pooled connection (a restart, a failover): let
@@ -285,6 +310,11 @@ class PostgresStore:
         self._require_pool()
         encoded, expected = prepare_append(self.codec, stream_id, events, expected_version)
         query, params = self._append_statement(stream_id, encoded, expected)
+        return await self._appends.submit(_Append(stream_id, encoded, expected, query, params))
+
+    async def _append_one(self, item: _Append) -> AppendResult:
+        """One append, in its own transaction (one statement, one round trip)."""
+        stream_id, encoded, expected, query, params = item
         for _ in range(_APPEND_ATTEMPTS):
             try:
                 rows = await self._fetch(query, params, raw=True)
@@ -302,18 +332,74 @@ class PostgresStore:
             base, tx, seq = rows[0]
             if base is not None:
                 return AppendResult(base + len(encoded), Position(tx, seq))
-            # The stream is not where the caller expected; a retry of a committed
-            # append lands here too, because the stream has moved on by its events.
-            if explicit_ids(encoded):
-                retry = await self._find_retry(stream_id, encoded)
-                if retry is not None:
-                    return retry
-            actual = await self.stream_version(stream_id)
-            raise WrongExpectedVersion(stream_id, expected, actual)
+            return await self._not_appended(item)
         raise StoreError(
             f"append to {stream_id!r} kept colliding with concurrent appends of the same event "
             f"ids {_APPEND_ATTEMPTS} times; retry the append"
         )
+
+    async def _not_appended(self, item: _Append) -> AppendResult:
+        """An append whose stream was not where the caller expected: a retry of one that
+        committed (the stream moved on by its events), or a conflict."""
+        stream_id, encoded, expected, _, _ = item
+        if explicit_ids(encoded):
+            retry = await self._find_retry(stream_id, encoded)
+            if retry is not None:
+                return retry
+        actual = await self.stream_version(stream_id)
+        raise WrongExpectedVersion(stream_id, expected, actual)
+
+    async def _append_many(self, items: list[_Append]) -> list[Any]:
+        """Appends asked for together: one transaction, pipelined, one commit.
+
+        They run in stream id order, so that two batches never wait for each other's
+        stream rows in a cycle. An append whose stream was elsewhere than expected is not
+        an error (its statement changes nothing); an error (a duplicate event id, say)
+        rolls the batch back, and each append is then run on its own.
+        """
+        order = sorted(range(len(items)), key=lambda i: items[i].stream_id)
+        pool = self._require_pool()
+        conn: psycopg.AsyncConnection[Any] | None = None
+        try:
+            async with pool.connection() as conn:
+                async with conn.pipeline(), conn.transaction():
+                    cursors = [
+                        await conn.execute(items[i].query, items[i].params, binary=True)
+                        for i in order
+                    ]
+                rows = [await cur.fetchone() for cur in cursors]
+        except psycopg.Error as exc:
+            if conn is not None and conn.broken:
+                # Whether the batch committed is unknown: never run it again.
+                with contextlib.suppress(psycopg.Error):
+                    await pool.check()
+                return [Batcher.failed(self._interrupted(item, exc)) for item in items]
+            # The batch was rolled back: run each append on its own.
+            outcomes = await asyncio.gather(
+                *(self._append_one(item) for item in items), return_exceptions=True
+            )
+            return [Batcher.failed(o) if isinstance(o, BaseException) else o for o in outcomes]
+        results: list[Any] = [None] * len(items)
+        for i, row in zip(order, rows, strict=True):
+            assert row is not None
+            base, tx, seq = row
+            if base is not None:
+                results[i] = AppendResult(base + len(items[i].encoded), Position(tx, seq))
+            else:
+                try:
+                    results[i] = await self._not_appended(items[i])
+                except EventfoldError as exc:
+                    results[i] = Batcher.failed(exc)
+        return results
+
+    def _interrupted(self, item: _Append, exc: psycopg.Error) -> EventfoldError:
+        error = self._translate(exc)
+        failed = StoreError(
+            f"append to {item.stream_id!r} was interrupted before its commit was confirmed "
+            f"({error}); read the stream to see whether it landed"
+        )
+        failed.__cause__ = exc
+        return failed
 
     def _append_statement(
         self, stream_id: str, encoded: list[EncodedEvent], expected: ExpectedVersion
@@ -390,6 +476,77 @@ class PostgresStore:
         async for rows in self._pages(query, params, limit, advance):
             for event in self.codec.decode_rows(rows):
                 yield event
+
+    async def read_for_load(
+        self,
+        stream_id: str,
+        state_type: str,
+        *,
+        max_version: int | None = None,
+        max_recorded_us: int | None = None,
+    ) -> tuple[Snapshot | None, list[RecordedEvent], AsyncIterator[list[RecordedEvent]] | None]:
+        """What `CommandHandler` needs to load a stream, in one round trip.
+
+        The newest snapshot of ``state_type`` within the bounds (as `PostgresSnapshotStore.
+        load_snapshot` finds it; None when there is none), the stream's first page of
+        events from that snapshot's version (inclusive; from version 1 without one) up to
+        ``max_version``, and the further pages, or None when that page was the last.
+        """
+        self._require_pool()
+        check_stream_id(stream_id)
+        upto = _MAX_VERSION if max_version is None else max_version
+        params = {
+            "sid": stream_id,
+            "type": state_type,
+            "version": upto,
+            "recorded": _MAX_VERSION if max_recorded_us is None else max_recorded_us,
+            "n": _PAGE,
+        }
+        rows = await self._loads.submit(params)
+        snapshot: Snapshot | None = None
+        if rows and rows[0][1] is None:
+            _, _, version, _, schema_version, data, event_id, recorded, taken, _ = rows.pop(0)
+            if version >= 1:
+                snapshot = Snapshot(
+                    stream_id, state_type, version, schema_version, data, event_id, recorded, taken
+                )
+        first = self.codec.decode_rows(rows)
+        if len(rows) < _PAGE:
+            return snapshot, first, None
+        last = rows[-1][2]
+        limit = None if max_version is None else max(0, max_version - last)
+        return snapshot, first, self._decoded_pages(stream_id, last + 1, limit)
+
+    async def _load_one(self, params: dict[str, Any]) -> Rows:
+        return await self._fetch(self._sql.read_for_load, params)
+
+    async def _load_many(self, batch: list[dict[str, Any]]) -> list[Any]:
+        """Loads asked for together, pipelined on one connection (one round trip)."""
+        pool = self._require_pool()
+        query = self._sql.read_for_load
+        try:
+            async with pool.connection() as conn:
+                async with conn.pipeline():
+                    cursors = [await conn.execute(query, params, binary=True) for params in batch]
+                return [await cur.fetchall() for cur in cursors]
+        except psycopg.Error:
+            # One failed (or the connection did): each on its own, with `_fetch`'s
+            # retry on a dropped connection and its errors.
+            outcomes = await asyncio.gather(
+                *(self._load_one(params) for params in batch), return_exceptions=True
+            )
+            return [Batcher.failed(o) if isinstance(o, BaseException) else o for o in outcomes]
+
+    async def _decoded_pages(
+        self, stream_id: str, start: int, limit: int | None
+    ) -> AsyncGenerator[list[RecordedEvent], None]:
+        params: dict[str, Any] = {"sid": stream_id, "at": start}
+
+        def advance(last: tuple[Any, ...]) -> None:
+            params["at"] = last[2] + 1
+
+        async for rows in self._pages(self._sql.read_forwards, params, limit, advance):
+            yield self.codec.decode_rows(rows)
 
     async def find_events(
         self, stream_id: str, event_ids: Sequence[uuid.UUID]

@@ -1,10 +1,18 @@
 """The SQLite backend (``sqlite:///path.db``): the embedded default.
 
-One writer connection per store, behind a queue: appends from many tasks are committed
-together in one ``BEGIN IMMEDIATE`` transaction (group commit), each inside its own
-savepoint so a conflict fails only its own append. Reads run on a small pool of reader
-connections in WAL mode, one autocommit query per page, so they never block the writer
-and always see the latest commits, including other processes'.
+Writes. One writer connection per store, on its own thread (`_sqlite_writer`): appends
+from many tasks are committed together in one ``BEGIN IMMEDIATE`` transaction (group
+commit), and a conflict fails only its own append.
+
+Reads run on the event loop's own thread, on a reader connection of its own, one
+autocommit query per page. In WAL mode a read never waits for the writer, and a query for
+a page of rows takes far less time than handing it to another thread and back (tens of
+microseconds each way on a virtual machine): a stream's version or a short stream costs
+a few microseconds this way. Pages hold at most `PAGE_SIZE` rows and shrink when rows are
+large (`PAGE_BUDGET`), and a read lets other tasks run between pages, so the loop is never
+held for long. Queries of unknown cost (`stats`, `fetch` for side tables) still run on a
+small pool of reader threads. Every page sees the latest commits, including other
+processes'.
 """
 
 from __future__ import annotations
@@ -21,52 +29,43 @@ from contextlib import aclosing
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-from ..codec import Codec, EncodedEvent, Row
-from ..errors import (
-    ConfigurationError,
-    DuplicateEventId,
-    EventfoldError,
-    StoreClosed,
-    StoreError,
-    WrongExpectedVersion,
-)
+from ..codec import Codec, Row
+from ..errors import ConfigurationError, StoreClosed, StoreError
 from ..events import Event, NewEvent, RecordedEvent
-from ..position import ExpectedVersion, Position, version_matches
+from ..position import ExpectedVersion, Position
+from ..snapshots import Snapshot
 from . import _sqlite_schema as sql
 from ._common import (
     PAGE_SIZE,
-    StoredCopy,
     category_names,
-    category_of,
     check_event_ids,
     check_limit,
-    check_retry,
     check_stream_id,
-    explicit_ids,
     prepare_append,
     type_names,
 )
 from ._sqlite_snapshots import SQLiteSnapshotStore
+from ._sqlite_writer import PendingAppend, SQLiteWriter, deliver
 from .protocol import AppendResult, StoreStats, StreamInfo
 
-__all__ = ["SQLiteStore"]
+__all__ = ["PAGE_BUDGET", "SQLiteStore"]
 
 BUSY_TIMEOUT = 10.0
 """Seconds a writer waits for another process's write lock before giving up."""
 
-MAX_BATCH_APPENDS = 1000
-"""Most appends committed in one group-commit transaction."""
+READERS = 2
+"""Reader threads (each with its own connection), for queries of unknown cost."""
 
-MAX_BATCH_BYTES = 16 * 1024 * 1024
-"""Encoded bytes after which a group-commit batch stops taking more appends."""
+PAGE_BUDGET = 0.004
+"""Seconds one page of a read may hold the event loop; larger rows make smaller pages."""
 
-READERS = 4
-"""Reader threads (each with its own connection)."""
-
+_MIN_PAGE = 16
+_FIRST_PAGE = 128
+"""Rows of a handler's load read in its first query (on the writer's connection when it
+is free: a short stream is one query; a longer one pages on in `PAGE_SIZE` pages)."""
+_MAX_VERSION = 2**62
 _T = TypeVar("_T")
 _R = TypeVar("_R")
-_Pending = tuple[str, list[EncodedEvent], ExpectedVersion, "asyncio.Future[AppendResult]", int]
-_Outcome = AppendResult | EventfoldError
 
 
 class SQLiteStore:
@@ -87,6 +86,7 @@ class SQLiteStore:
         *,
         synchronous: str = "FULL",
         busy_timeout: float = BUSY_TIMEOUT,
+        inline_writes: bool = True,
     ) -> None:
         if synchronous not in sql.SYNCHRONOUS:
             raise ConfigurationError(
@@ -101,20 +101,26 @@ class SQLiteStore:
         self.codec = codec or Codec()
         self.synchronous = synchronous
         self.busy_timeout = busy_timeout
-        self.commits = 0
-        """Write transactions committed by this store (one per group-commit batch)."""
+        self.inline_writes = inline_writes
+        """Commit an append to an idle store on the event loop's own thread (see `append`)."""
+        self._commits = 0
         self._open = False
-        self._writer_conn: sqlite3.Connection | None = None
-        self._writer_pool: ThreadPoolExecutor | None = None
+        self._writer: SQLiteWriter | None = None
         self._reader_pool: ThreadPoolExecutor | None = None
         self._local = threading.local()
+        self._pending: list[PendingAppend] = []
+        self._flush_scheduled = False
+        self._in_flight = False
         self._reader_conns: list[sqlite3.Connection] = []
         self._reader_lock = threading.Lock()
-        self._pending: list[_Pending] = []
-        self._wake = asyncio.Event()
-        self._writer_task: asyncio.Task[None] | None = None
         self.snapshots = SQLiteSnapshotStore(self)
         """Snapshots, in a table beside the events."""
+
+    @property
+    def commits(self) -> int:
+        """Write transactions committed by this store (one per group-commit batch)."""
+        writer = self._writer
+        return self._commits + (writer.commits if writer is not None else 0)
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -122,16 +128,12 @@ class SQLiteStore:
         """Open the file (creating it), switch it to WAL, and create or migrate the tables."""
         if self._open:
             return
-        writer = ThreadPoolExecutor(1, thread_name_prefix="eventfold-sqlite-writer")
-        try:
-            await asyncio.get_running_loop().run_in_executor(writer, self._open_writer)
-        except BaseException:
-            writer.shutdown(wait=False)
-            raise
-        self._writer_pool = writer
+        writer = SQLiteWriter(self._open_writer, self._translate, f"sqlite store {self.path!r}")
+        await writer.start()
+        self._writer = writer
         self._reader_pool = ThreadPoolExecutor(READERS, thread_name_prefix="eventfold-sqlite-read")
         self._pending = []
-        self._wake = asyncio.Event()
+        self._flush_scheduled = self._in_flight = False
         self._open = True
 
     async def close(self) -> None:
@@ -139,24 +141,21 @@ class SQLiteStore:
         if not self._open:
             return
         self._open = False
-        task, self._writer_task = self._writer_task, None
-        if task is not None and not task.done():
-            self._wake.set()
-            await task
-        loop = asyncio.get_running_loop()
-        writer, readers = self._writer_pool, self._reader_pool
-        self._writer_pool = self._reader_pool = None
+        self._flush()
+        writer, readers = self._writer, self._reader_pool
+        self._reader_pool = None
         if writer is not None:
-            await loop.run_in_executor(writer, self._close_writer)
-            writer.shutdown(wait=False)
+            await writer.stop()
+            self._commits += writer.commits
+            self._writer = None
         if readers is not None:
-            # Reader connections are closed here, off their own threads, but only once
-            # the pool has stopped, so no thread can be using them.
+            # Reader connections are closed here, once the pool has stopped, so no thread
+            # can be using them (the event loop's own is not in use: this is the loop).
             await asyncio.to_thread(readers.shutdown, True)
-            with self._reader_lock:
-                conns, self._reader_conns = self._reader_conns, []
-            for conn in conns:
-                conn.close()
+        with self._reader_lock:
+            conns, self._reader_conns = self._reader_conns, []
+        for conn in conns:
+            conn.close()
         self._local = threading.local()
 
     async def __aenter__(self) -> Self:
@@ -177,23 +176,23 @@ class SQLiteStore:
                 self.path, reader=reader, synchronous=self.synchronous, timeout=self.busy_timeout
             )
         except sqlite3.Error as exc:
-            raise _translate(exc, self.path) from exc
+            raise self._translate(exc) from exc
 
-    def _open_writer(self) -> None:
+    def _open_writer(self) -> sqlite3.Connection:
+        """Open the writer connection and migrate (runs on the writer's thread)."""
         conn = self._connect(reader=False)
         try:
             sql.migrate(conn)
         except BaseException as exc:
             conn.close()
             if isinstance(exc, sqlite3.Error):
-                raise _translate(exc, self.path) from exc
+                raise self._translate(exc) from exc
             raise
-        self._writer_conn = conn
+        return conn
 
-    def _close_writer(self) -> None:
-        conn, self._writer_conn = self._writer_conn, None
-        if conn is not None:
-            conn.close()
+    def _translate(self, exc: BaseException) -> StoreError:
+        assert isinstance(exc, sqlite3.Error)
+        return _translate(exc, self.path)
 
     def _check_open(self) -> None:
         if not self._open:
@@ -213,194 +212,62 @@ class SQLiteStore:
         size = 0
         for enc in encoded:
             size += len(enc.data) + len(enc.metadata)
-        future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
-        self._pending.append((stream_id, encoded, expected, future, size))
-        if self._writer_task is None or self._writer_task.done():
-            self._writer_task = asyncio.create_task(self._run_writer())
-        self._wake.set()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[AppendResult] = loop.create_future()
+        item = PendingAppend(stream_id, encoded, expected, future, size)
+        if self.inline_writes and not self._in_flight and not self._pending and _idle(loop):
+            writer = self._writer
+            assert writer is not None
+            outcomes = writer.write_inline([item])
+            if outcomes is not None:
+                (outcome,) = outcomes
+                if type(outcome) is AppendResult:
+                    return outcome
+                assert isinstance(outcome, BaseException)
+                raise outcome
+        self._pending.append(item)
+        if not self._in_flight and not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._flush_soon)
         return await future
 
-    async def _run_writer(self) -> None:
-        """Drain the queue: each turn commits everything queued as one transaction."""
-        loop = asyncio.get_running_loop()
-        while True:
-            if not self._pending:
-                if not self._open:
-                    return
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            batch = self._take_batch()
-            if not batch:
-                continue
-            try:
-                outcomes = await loop.run_in_executor(self._writer_pool, self._write_batch, batch)
-            except BaseException as exc:  # a dying loop or a bug: never leave callers hanging
-                for item in batch:
-                    if not item[3].done():
-                        item[3].set_exception(
-                            StoreError(
-                                f"append to {item[0]!r} was interrupted before its commit was "
-                                f"confirmed ({exc!r}); read the stream to see whether it landed"
-                            )
-                        )
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
-                continue
-            for item, outcome in zip(batch, outcomes, strict=True):
-                future = item[3]
-                if future.done():
-                    continue
-                if isinstance(outcome, AppendResult):
-                    future.set_result(outcome)
-                else:
-                    future.set_exception(outcome)
+    # Group commit, seen from the event loop: the appends made during one turn of the
+    # loop go to the writer together; while it commits them, the next ones gather and go
+    # over the moment it is done. A group whose loop has nothing else ready to run is
+    # committed right there, on the loop's thread (see `SQLiteWriter.write_inline`).
 
-    def _take_batch(self) -> list[_Pending]:
-        pending = self._pending
-        count = budget = 0
-        for count, item in enumerate(pending, start=1):
-            budget += item[4]
-            if count >= MAX_BATCH_APPENDS or budget >= MAX_BATCH_BYTES:
-                break
-        batch, self._pending = pending[:count], pending[count:]
-        # An append whose caller was cancelled before its turn is dropped, never written.
-        return [item for item in batch if not item[3].cancelled()]
+    def _flush_soon(self) -> None:
+        self._flush_scheduled = False
+        if not self._in_flight:
+            self._flush(inline=self.inline_writes)
 
-    def _write_batch(self, batch: list[_Pending]) -> list[_Outcome]:
-        """Run one group commit on the writer thread; one outcome per append, in order."""
-        conn = self._writer_conn
-        if conn is None:
-            return [StoreClosed(f"sqlite store {self.path!r}") for _ in batch]
-        cur = conn.cursor()
-        try:
-            # IMMEDIATE takes the write lock now, so busy_timeout applies; a deferred
-            # transaction that reads first fails at once with SQLITE_BUSY when it tries
-            # to upgrade while another process writes.
-            cur.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            return [_translate(exc, self.path) for _ in batch]
-        try:
-            start = last = cur.execute(sql.LAST_POSITION).fetchone()[0]
-            names = json.dumps(list({item[0]: None for item in batch}))
-            versions: dict[str, int] = dict(cur.execute(sql.STREAM_VERSIONS, (names,)))
-            changed: dict[str, int] = {}
-            now = time.time_ns() // 1000
-            outcomes: list[_Outcome] = []
-            for stream_id, encoded, expected, _future, _size in batch:
-                outcome = self._write_one(cur, stream_id, encoded, expected, versions, now, last)
-                if type(outcome) is AppendResult and outcome.position.seq > last:
-                    last = outcome.position.seq
-                    changed[stream_id] = outcome.version
-                outcomes.append(outcome)
-            cur.executemany(sql.UPSERT_STREAM, [(s, v, category_of(s)) for s, v in changed.items()])
-            # Positions were computed from the sequence; make sure SQLite agrees.
-            stored = cur.execute(sql.LAST_POSITION).fetchone()[0]
-            if stored != last:
-                raise StoreError(
-                    f"SQLite assigned positions up to {stored}, expected {last} (from {start}); "
-                    "nothing was committed; report this as a bug"
-                )
-            cur.execute("COMMIT")
-        except Exception as exc:
-            error: EventfoldError
-            if isinstance(exc, sqlite3.Error):
-                error = _translate(exc, self.path)
-            elif isinstance(exc, EventfoldError):
-                error = exc
-            else:
-                error = StoreError(f"unexpected {exc!r}; report this as a bug")
-            try:
-                if conn.in_transaction:
-                    cur.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
-            return [_batch_failed(error, item[0]) for item in batch]
-        self.commits += 1
-        return outcomes
+    def _flush(self, *, inline: bool = False) -> None:
+        pending, self._pending = self._pending, []
+        writer = self._writer
+        if not pending or writer is None:
+            return
+        if inline and _idle(asyncio.get_running_loop()):
+            outcomes = writer.write_inline(pending)
+            if outcomes is not None:
+                deliver(pending, outcomes, None)
+                return
+        self._in_flight = True
+        writer.submit(pending, self._group_done)
 
-    def _write_one(
-        self,
-        cur: sqlite3.Cursor,
-        stream_id: str,
-        encoded: list[EncodedEvent],
-        expected: ExpectedVersion,
-        versions: dict[str, int],
-        now: int,
-        last: int,
-    ) -> _Outcome:
-        """One append inside the batch's transaction; a conflict is returned, not raised.
+    def _group_done(self) -> None:
+        self._in_flight = False
+        if self._pending:
+            self._flush()
 
-        ``versions`` holds the batch's streams at their current versions (the streams
-        table is brought up to date once, before COMMIT).
-        """
-        ids = explicit_ids(encoded)
-        if ids:
-            try:
-                retry = check_retry(stream_id, encoded, self._find_ids(cur, stream_id, ids))
-            except DuplicateEventId as exc:
-                return exc
-            if retry is not None:
-                return retry
-        actual = versions.get(stream_id, 0)
-        if not version_matches(expected, actual):
-            return WrongExpectedVersion(stream_id, expected, actual)
-        rows = [
-            (e.event_id, stream_id, v, e.type, e.schema_version, e.data, e.metadata, now)
-            for v, e in enumerate(encoded, actual + 1)
-        ]
-        # A savepoint per append: should an insert still fail (a constraint, a value
-        # SQLite refuses), only this append is undone and the rest of the batch commits.
-        cur.execute("SAVEPOINT append")
-        try:
-            cur.executemany(sql.INSERT_EVENTS, rows)
-        except sqlite3.Error as exc:
-            if not cur.connection.in_transaction:
-                raise  # SQLite rolled the whole transaction back: the batch fails
-            cur.execute("ROLLBACK TO append")
-            cur.execute("RELEASE append")
-            return self._explain_failure(cur, stream_id, encoded, expected, exc)
-        cur.execute("RELEASE append")
-        version = versions[stream_id] = actual + len(rows)
-        return AppendResult(version, Position(0, last + len(rows)))
-
-    def _find_ids(
-        self, cur: sqlite3.Cursor, stream_id: str, ids: list[bytes]
-    ) -> dict[bytes, StoredCopy]:
-        found: dict[bytes, StoredCopy] = {}
-        for at in range(0, len(ids), sql.ID_CHUNK):
-            chunk = ids[at : at + sql.ID_CHUNK]
-            for eid, version, typ, data, position in cur.execute(
-                sql.find_ids_sql(len(chunk)), (stream_id, *chunk)
-            ):
-                found[eid] = (version, typ, data, Position(0, position))
-        return found
-
-    def _explain_failure(
-        self,
-        cur: sqlite3.Cursor,
-        stream_id: str,
-        encoded: list[EncodedEvent],
-        expected: ExpectedVersion,
-        exc: sqlite3.Error,
-    ) -> EventfoldError:
-        """Translate a failed insert: a unique violation is a conflict, the rest an error."""
-        message = str(exc)
-        if isinstance(exc, sqlite3.IntegrityError) and "events.event_id" in message:
-            found = self._find_ids(cur, stream_id, [e.event_id for e in encoded])
-            dup = next((e.event_id for e in encoded if e.event_id in found), encoded[0].event_id)
-            error: EventfoldError = DuplicateEventId(stream_id, uuid.UUID(bytes=dup))
-        elif isinstance(exc, sqlite3.IntegrityError) and "events.version" in message:
-            actual = cur.execute(sql.LAST_VERSION, (stream_id,)).fetchone()[0]
-            error = WrongExpectedVersion(stream_id, expected, actual)
-        else:
-            error = _translate(exc, self.path)
-        error.__cause__ = exc
-        return error
+    @property
+    def _writer_conn(self) -> sqlite3.Connection | None:
+        """The writer's connection (only for use on its thread, through `on_writer`)."""
+        return self._writer.connection if self._writer is not None else None
 
     # -- reading ---------------------------------------------------------------------
 
     def _reader(self) -> sqlite3.Connection:
+        """This thread's reader connection (the event loop's, or a pool thread's)."""
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             conn = self._connect(reader=True)
@@ -410,20 +277,33 @@ class SQLiteStore:
         return conn
 
     def _fetch(self, query: str, params: Sequence[Any]) -> list[Any]:
+        """Run one read query to its end on this thread (an autocommit read transaction)."""
+        if not self._open:
+            raise StoreClosed(f"sqlite store {self.path!r}")
         try:
             return self._reader().execute(query, params).fetchall()
         except sqlite3.Error as exc:
             raise _translate(exc, self.path) from exc
 
+    def _fetch_short(self, query: str, params: Sequence[Any]) -> list[Any]:
+        """`_fetch` for a query of a few rows: on the writer's connection when it is free
+        (its page cache is still warm after this store's own commits)."""
+        writer = self._writer
+        if writer is not None and self._open:
+            try:
+                rows = writer.read_inline(query, params)
+            except sqlite3.Error as exc:
+                raise _translate(exc, self.path) from exc
+            if rows is not None:
+                return rows
+        return self._fetch(query, params)
+
     def _submit(self, query: str, params: Sequence[Any]) -> asyncio.Future[list[Any]]:
+        """Run a query of unknown cost on a reader thread."""
         pool = self._reader_pool
         if not self._open or pool is None:
             raise StoreClosed(f"sqlite store {self.path!r}")
         return asyncio.get_running_loop().run_in_executor(pool, self._fetch, query, params)
-
-    async def _one(self, query: str, params: Sequence[Any] = ()) -> Any:
-        rows = await self._submit(query, params)
-        return rows[0] if rows else None
 
     async def _pages(
         self,
@@ -434,36 +314,35 @@ class SQLiteStore:
         limit: int | None,
         convert: Callable[[list[Any]], list[_R]],
     ) -> AsyncGenerator[list[_R], None]:
-        """Keyset pagination: at most PAGE_SIZE rows per autocommit query.
+        """Keyset pagination on the event loop's thread: one autocommit query per page.
 
         Each query is its own read transaction (``fetchall`` ends it), so no page holds
-        a snapshot open and every page sees the commits made since the one before.
+        a snapshot open and every page sees the commits made since the one before. A
+        page that took longer than `PAGE_BUDGET` (large rows) makes the next ones
+        smaller; other tasks run between pages.
         """
-        loop = asyncio.get_running_loop()
         remaining = limit
+        size = PAGE_SIZE
+        fetch = self._fetch
+        clock = time.perf_counter
         while remaining is None or remaining > 0:
-            pool = self._reader_pool
-            if not self._open or pool is None:
-                raise StoreClosed(f"sqlite store {self.path!r}")
-            size = PAGE_SIZE if remaining is None else min(PAGE_SIZE, remaining)
-            items, count, last = await loop.run_in_executor(
-                pool, self._fetch_page, query, params(key, size), convert
-            )
+            n = size if remaining is None else min(size, remaining)
+            began = clock()
+            rows = fetch(query, params(key, n))
+            items = convert(rows) if rows else []
+            took = clock() - began
+            if took > PAGE_BUDGET:
+                size = max(_MIN_PAGE, int(size * PAGE_BUDGET / took))
+            elif size < PAGE_SIZE and took < PAGE_BUDGET / 4:
+                size = min(PAGE_SIZE, size * 2)
             if items:
                 yield items
-            if count < size:
+            if len(rows) < n:
                 return
             if remaining is not None:
-                remaining -= size
-            key = next_key(last)
-
-    def _fetch_page(
-        self, query: str, params: Sequence[Any], convert: Callable[[list[Any]], list[_R]]
-    ) -> tuple[list[_R], int, Any]:
-        """One page, converted on this reader thread: decoding rows next to where they
-        were fetched measured a few per cent faster than on the event loop's thread."""
-        rows = self._fetch(query, params)
-        return (convert(rows), len(rows), rows[-1]) if rows else ([], 0, None)
+                remaining -= n
+            key = next_key(rows[-1])
+            await asyncio.sleep(0)
 
     async def read_stream(
         self,
@@ -478,7 +357,11 @@ class SQLiteStore:
         limit = check_limit(limit)
         start = check_limit(from_version, "from_version")
         if backwards:
-            query, key, step = sql.READ_STREAM_BACKWARDS, 1 << 62 if start is None else start, -1
+            query, key, step = (
+                sql.READ_STREAM_BACKWARDS,
+                _MAX_VERSION if start is None else start,
+                -1,
+            )
         else:
             query, key, step = sql.READ_STREAM_FORWARDS, max(start or 1, 1), 1
         pages = self._pages(
@@ -494,6 +377,44 @@ class SQLiteStore:
                 for event in page:
                     yield event
 
+    async def read_for_load(
+        self,
+        stream_id: str,
+        state_type: str,
+        *,
+        max_version: int | None = None,
+        max_recorded_us: int | None = None,
+    ) -> tuple[Snapshot | None, list[RecordedEvent], AsyncIterator[list[RecordedEvent]] | None]:
+        """What `CommandHandler` needs to load a stream, in two short queries.
+
+        The newest snapshot of ``state_type`` within the bounds (as `SQLiteSnapshotStore.
+        load_snapshot` finds it; None when there is none), the stream's first page of
+        events from that snapshot's version (inclusive; from version 1 without one) up to
+        ``max_version``, and the further pages, or None when that page was the last.
+        """
+        self._check_open()
+        check_stream_id(stream_id)
+        bounds = (stream_id, state_type, max_version, max_recorded_us)
+        found = self._fetch_short(sql.LOAD_SNAPSHOT, bounds)
+        snapshot = Snapshot(*found[0]) if found else None
+        if snapshot is not None and snapshot.version < 1:
+            snapshot = None
+        start = snapshot.version if snapshot is not None else 1
+        upto = _MAX_VERSION if max_version is None else max_version
+        rows = self._fetch_short(sql.READ_STREAM_BETWEEN, (stream_id, start, upto, _FIRST_PAGE))
+        first = self.codec.decode_rows(rows)
+        if len(rows) < _FIRST_PAGE:
+            return snapshot, first, None
+        rest = self._pages(
+            sql.READ_STREAM_BETWEEN,
+            lambda v, n: (stream_id, v, upto, n),
+            rows[-1][2] + 1,
+            _row_next_version,
+            None,
+            self.codec.decode_rows,
+        )
+        return snapshot, first, rest
+
     async def find_events(
         self, stream_id: str, event_ids: Sequence[uuid.UUID]
     ) -> list[RecordedEvent]:
@@ -504,7 +425,7 @@ class SQLiteStore:
         for at in range(0, len(ids), sql.ID_CHUNK):
             chunk = ids[at : at + sql.ID_CHUNK]
             found += self.codec.decode_rows(
-                await self._submit(sql.find_events_sql(len(chunk)), (stream_id, *chunk))
+                self._fetch_short(sql.find_events_sql(len(chunk)), (stream_id, *chunk))
             )
         return sorted(found, key=lambda e: e.version)
 
@@ -512,34 +433,22 @@ class SQLiteStore:
         """Run ``work`` with the writer connection on the writer's thread, between batches.
 
         For the store's own side tables (snapshots): ``work`` opens and commits its own
-        transaction.
+        transaction (one left open by an error is rolled back).
         """
         self._check_open()
-        return await asyncio.get_running_loop().run_in_executor(
-            self._writer_pool, self._with_writer, work
-        )
-
-    def _with_writer(self, work: Callable[[sqlite3.Connection], _T]) -> _T:
-        conn = self._writer_conn
-        if conn is None:
-            raise StoreClosed(f"sqlite store {self.path!r}")
-        try:
-            return work(conn)
-        except sqlite3.Error as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise _translate(exc, self.path) from exc
+        assert self._writer is not None
+        return await self._writer.call(work)
 
     async def fetch(self, query: str, params: Sequence[Any] = ()) -> list[Any]:
-        """Run a read-only query on a reader connection (for the store's side tables)."""
+        """Run a read-only query on a reader thread's connection (for side tables)."""
         self._check_open()
         return await self._submit(query, params)
 
     async def stream_version(self, stream_id: str) -> int:
         self._check_open()
         check_stream_id(stream_id)
-        row = await self._one(sql.STREAM_VERSION, (stream_id,))
-        return 0 if row is None else int(row[0])
+        rows = self._fetch_short(sql.STREAM_VERSION, (stream_id,))
+        return int(rows[0][0]) if rows else 0
 
     async def read_all(
         self,
@@ -569,8 +478,8 @@ class SQLiteStore:
 
     async def head(self) -> Position:
         self._check_open()
-        row = await self._one(sql.HEAD)
-        return Position(0, int(row[0]))
+        rows = self._fetch_short(sql.HEAD, ())
+        return Position(0, int(rows[0][0]))
 
     async def streams(
         self,
@@ -595,12 +504,26 @@ class SQLiteStore:
     async def stats(self) -> StoreStats:
         self._check_open()
         head = await self.head()
-        streams, events = await self._one(sql.COUNTS)
+        rows = await self._submit(sql.COUNTS, ())
+        streams, events = rows[0]
         return StoreStats(self.backend, head, int(streams), int(events))
+
+
+def _idle(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether nothing else on the loop is ready to run (asyncio's own loop only: others
+    do not say, and count as busy)."""
+    ready = getattr(loop, "_ready", None)
+    if ready is None:
+        return False
+    return not ready or all(handle.cancelled() for handle in ready)
 
 
 def _row_position(row: Row) -> int:
     return row[9]
+
+
+def _row_next_version(row: Row) -> int:
+    return row[2] + 1
 
 
 def _row_id(row: tuple[str, int]) -> str:
@@ -609,13 +532,6 @@ def _row_id(row: tuple[str, int]) -> str:
 
 def _stream_infos(rows: list[tuple[str, int]]) -> list[StreamInfo]:
     return [StreamInfo(stream_id, version) for stream_id, version in rows]
-
-
-def _batch_failed(error: EventfoldError, stream_id: str) -> StoreError:
-    """A fresh error per caller (sharing one instance would mix their tracebacks)."""
-    failed = StoreError(f"append to {stream_id!r} was not committed: {error}")
-    failed.__cause__ = error
-    return failed
 
 
 def _translate(exc: sqlite3.Error, path: str) -> StoreError:
