@@ -503,6 +503,14 @@ class RawPostgres:
             events = make_orders(min(batch, total - start), start)
             await self.append_batch_copy(stream_id, events, version.get(stream_id, 0))
             version[stream_id] = version.get(stream_id, 0) + len(events)
+        # As for the store: wait until every row is below the transaction horizon.
+        for _ in range(3000):
+            cur = await self.conn.execute(f"SELECT count(*) FROM events WHERE {_PG_VISIBLE}")
+            row = await cur.fetchone()
+            if row is not None and row[0] >= total:
+                return
+            await asyncio.sleep(0.01)
+        raise RuntimeError("the raw table's rows never all became readable")
 
     async def close(self) -> None:
         for conn in [*self.workers, self.conn]:

@@ -292,11 +292,20 @@ async def populate(
     interleaves them); without, one batch per stream.
     """
     version: dict[str, int] = {}
+    last = eventfold.START
     for n, start in enumerate(range(0, total, batch)):
         stream_id = f"{STREAM_CATEGORY}-{n % streams if streams else n}"
         events = make_orders(min(batch, total - start), start)
         result = await store.append(stream_id, events, expected_version=version.get(stream_id, 0))
         version[stream_id] = result.version
+        last = result.position
+    # On PostgreSQL the log is readable up to the oldest write transaction still running
+    # anywhere in the cluster: wait until our own last append is, before timing reads.
+    for _ in range(3000):
+        if await store.head() >= last:
+            return
+        await asyncio.sleep(0.01)
+    raise RuntimeError(f"the log never became readable up to {last}")
 
 
 async def read_stream(store: eventfold.EventStore, stream_id: str) -> int:
