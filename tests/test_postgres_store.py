@@ -19,8 +19,10 @@ import pytest
 
 import eventfold
 from eventfold import ANY, NO_STREAM, START, Event, NewEvent, Position, RecordedEvent
+from eventfold.snapshots import Snapshot
+from eventfold.store._postgres_conn import configure
 from eventfold.store._postgres_schema import MIGRATIONS
-from eventfold.store.postgres import DEFAULT_SCHEMA, PostgresStore, _configure
+from eventfold.store.postgres import DEFAULT_SCHEMA, PostgresStore
 
 ENV = "EVENTFOLD_TEST_POSTGRES_URL"
 BASE_URL = os.environ.get(ENV, "")
@@ -205,7 +207,7 @@ async def test_read_all_pages_walk_the_index_at_any_depth(store: PostgresStore) 
     assert await store._fetch(b"SHOW enable_sort", ()) == [("off",)]
     conn = await psycopg.AsyncConnection.connect(BASE_URL, autocommit=True)
     try:
-        await _configure(conn)  # the session settings of the store's own pool
+        await configure(conn)  # the session settings of the store's own pool
         await conn.execute(
             psycopg.sql.SQL("ANALYZE {}.events").format(psycopg.sql.Identifier(store.schema))
         )
@@ -256,7 +258,7 @@ async def test_read_stream_walks_the_stream_index(store: PostgresStore) -> None:
     await store.append("big-1", [Opened(n=k) for k in range(3000)], expected_version=NO_STREAM)
     conn = await psycopg.AsyncConnection.connect(BASE_URL, autocommit=True)
     try:
-        await _configure(conn)
+        await configure(conn)
         for query in (store._sql.read_forwards, store._sql.read_backwards):
             cur = await conn.execute(b"EXPLAIN " + query, {"sid": "big-1", "at": 10, "n": 5000})
             plan = [row[0] for row in await cur.fetchall()]
@@ -474,3 +476,80 @@ async def test_racing_retries_of_one_append_store_it_once(schema: str) -> None:
             assert [e.event_id for e in stored] == [n.event_id for n in batch]
     finally:
         await asyncio.gather(*(s.close() for s in stores))
+
+
+# -- batching: what many tasks ask for at once goes together -------------------------------
+
+
+async def test_appends_asked_for_together_share_one_commit(store: PostgresStore) -> None:
+    await store.append("order-0", [Opened(n=0)], expected_version=NO_STREAM)
+    results = await asyncio.gather(
+        *(store.append(f"order-{i}", [Opened(n=i)], expected_version=NO_STREAM) for i in range(12)),
+        return_exceptions=True,
+    )
+    assert isinstance(results[0], eventfold.WrongExpectedVersion), "a conflict fails alone"
+    assert results[0].actual == 1
+    appended = [r for r in results[1:] if isinstance(r, eventfold.AppendResult)]
+    assert len(appended) == 11
+    assert len({r.position.tx for r in appended}) == 1, "one transaction, one commit"
+    assert len({r.position for r in appended}) == 11
+    events = await collect(store.read_all())
+    in_stream_order = sorted(f"order-{i}" for i in range(1, 12))  # the batch's lock order
+    assert [e.stream_id for e in events] == ["order-0", *in_stream_order]
+
+
+async def test_an_error_in_a_batch_fails_only_its_own_append(store: PostgresStore) -> None:
+    event_id = uuid.uuid4()
+    await store.append("order-1", [NewEvent(Opened(n=1), event_id=event_id)], expected_version=ANY)
+    results = await asyncio.gather(
+        store.append("order-2", [Opened(n=2)], expected_version=NO_STREAM),
+        # The same id with other content: the batch's transaction fails on the unique key,
+        # and each append then runs on its own.
+        store.append("order-1", [NewEvent(Closed(n=1), event_id=event_id)], expected_version=ANY),
+        store.append("order-3", [Opened(n=3)], expected_version=NO_STREAM),
+        return_exceptions=True,
+    )
+    assert isinstance(results[0], eventfold.AppendResult)
+    assert isinstance(results[1], eventfold.DuplicateEventId)
+    assert isinstance(results[2], eventfold.AppendResult)
+    assert [await store.stream_version(f"order-{i}") for i in (1, 2, 3)] == [1, 1, 1]
+
+
+async def test_loads_asked_for_together_each_get_their_own(store: PostgresStore) -> None:
+    for i in range(6):
+        await store.append(f"order-{i}", [Opened(n=k) for k in range(i + 1)], expected_version=0)
+    events = await collect(store.read_stream("order-5", from_version=3, limit=1))
+    saved = Snapshot("order-5", "S", 3, 1, b"{}", events[0].raw_event_id, events[0].recorded_us, 9)
+    await store.snapshots.save_snapshot(saved)
+    loads = await asyncio.gather(*(store.read_for_load(f"order-{i}", "S") for i in range(6)))
+    for i, (snapshot, first, rest) in enumerate(loads):
+        assert rest is None
+        if i == 5:
+            assert snapshot == saved
+            assert [e.version for e in first] == [3, 4, 5, 6]
+        else:
+            assert snapshot is None
+            assert [e.data.n for e in first] == list(range(i + 1))
+
+
+async def test_read_for_load_pages_a_long_stream(store: PostgresStore) -> None:
+    await store.append("order-1", [Opened(n=k) for k in range(4500)], expected_version=0)
+    snapshot, first, rest = await store.read_for_load("order-1", "S", max_version=4200)
+    assert snapshot is None
+    assert rest is not None
+    versions = [e.version for e in first] + [e.version async for page in rest for e in page]
+    assert versions == list(range(1, 4201))
+
+
+async def test_close_waits_for_batches_in_flight(schema: str) -> None:
+    store = PostgresStore(url_for(schema))
+    await store.open()
+    tasks = [
+        asyncio.create_task(store.append(f"order-{i}", [Opened(n=i)], expected_version=NO_STREAM))
+        for i in range(20)
+    ]
+    await asyncio.sleep(0)
+    await store.close()
+    assert all(t.result().version == 1 for t in tasks)
+    async with PostgresStore(url_for(schema)) as again:
+        assert (await again.stats()).events == 20

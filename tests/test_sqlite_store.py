@@ -6,6 +6,7 @@ import asyncio
 import sqlite3
 import sys
 import textwrap
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,8 +14,10 @@ import pytest
 
 import eventfold
 from eventfold import ANY, NO_STREAM, Event, NewEvent, RecordedEvent
+from eventfold.snapshots import Snapshot
 from eventfold.store._common import PAGE_SIZE
 from eventfold.store._sqlite_schema import MIGRATIONS
+from eventfold.store._sqlite_writer import SQLiteWriter
 from eventfold.store.sqlite import SQLiteStore
 
 
@@ -169,6 +172,102 @@ async def test_close_commits_what_is_queued(db: Path) -> None:
         await store.append("tick-0", ticks(1), expected_version=ANY)
     async with open_sqlite(db) as again:
         assert (await again.stats()).events == 100
+
+
+async def test_a_retry_in_the_same_group_returns_the_first_result(store: SQLiteStore) -> None:
+    ids = [uuid.uuid4() for _ in range(2)]
+
+    def batch() -> list[Event | NewEvent]:
+        return [NewEvent(Tick(n=i), event_id=event_id) for i, event_id in enumerate(ids)]
+
+    first, again = await asyncio.gather(
+        store.append("tick-1", batch(), expected_version=NO_STREAM),
+        store.append("tick-1", batch(), expected_version=NO_STREAM),
+    )
+    assert first == again == eventfold.AppendResult(2, eventfold.Position(0, 2))
+    assert again.retry
+    assert [e.event_id for e in await collect(store.read_stream("tick-1"))] == ids
+
+
+async def test_groups_of_every_size_get_gap_free_positions(store: SQLiteStore) -> None:
+    # Groups are written with multi-row statements in power-of-two chunks; sizes around
+    # the chunk limits and more streams than an IN list takes must all land in order.
+    for count in (1, 2, 3, 63, 64, 65, 130):
+        results = await asyncio.gather(
+            *(
+                store.append(f"g{count}-{i}", ticks(1 + i % 3), expected_version=NO_STREAM)
+                for i in range(count)
+            )
+        )
+        assert all(r.version == 1 + i % 3 for i, r in enumerate(results))
+    positions = [e.position.seq for e in await collect(store.read_all())]
+    assert positions == list(range(1, len(positions) + 1))
+    assert (await store.stats()).streams == 1 + 2 + 3 + 63 + 64 + 65 + 130
+
+
+async def test_an_append_on_the_loop_waits_for_another_process_lock(db: Path) -> None:
+    # An append to an idle store commits on the loop's thread, but never waits there for
+    # another process's write lock: it hands the append to the writer's thread instead.
+    async with SQLiteStore(str(db), busy_timeout=5) as store:
+        assert store.inline_writes
+        blocker = raw(db)
+        blocker.execute("BEGIN IMMEDIATE")
+        loop = asyncio.get_running_loop()
+        released = loop.create_future()
+
+        def release() -> None:
+            blocker.execute("ROLLBACK")
+            released.set_result(loop.time())
+
+        loop.call_later(0.2, release)
+        started = loop.time()
+        result = await store.append("tick-1", ticks(1), expected_version=NO_STREAM)
+        assert result.version == 1
+        assert loop.time() - started >= 0.19, "the append waited for the other lock"
+        assert released.done()
+        blocker.close()
+        # The writer's own busy timeout is back in force for its thread.
+        assert await writer_pragma(store, "busy_timeout") == 5000
+
+
+async def test_inline_writes_can_be_turned_off(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def never(*args: object) -> None:
+        raise AssertionError("inline_writes=False must not write on the loop's thread")
+
+    monkeypatch.setattr(SQLiteWriter, "write_inline", never)
+    async with SQLiteStore(str(db), inline_writes=False) as store:
+        await store.append("tick-1", ticks(2), expected_version=NO_STREAM)
+        await asyncio.gather(
+            *(store.append(f"tick-{i}", ticks(1), expected_version=NO_STREAM) for i in range(2, 9))
+        )
+        assert (await store.stats()).events == 9
+
+
+async def test_read_for_load_pages_a_long_stream_from_its_snapshot(store: SQLiteStore) -> None:
+    await store.append("tick-1", ticks(300), expected_version=NO_STREAM)
+    snapshot, first, rest = await store.read_for_load("tick-1", "Counter")
+    assert snapshot is None
+    assert [e.version for e in first] == list(range(1, len(first) + 1))
+    assert rest is not None
+    later = [e.version async for page in rest for e in page]
+    assert [e.version for e in first] + later == list(range(1, 301))
+
+    events = await collect(store.read_stream("tick-1", from_version=250, limit=1))
+    saved = Snapshot(
+        "tick-1", "Counter", 250, 1, b"{}", events[0].raw_event_id, events[0].recorded_us, 0
+    )
+    await store.snapshots.save_snapshot(saved)
+    snapshot, first, rest = await store.read_for_load("tick-1", "Counter")
+    assert snapshot == saved
+    assert [e.version for e in first] == list(range(250, 301))
+    assert rest is None
+    snapshot, first, rest = await store.read_for_load("tick-1", "Counter", max_version=200)
+    assert snapshot is None, "the snapshot lies past the version asked for"
+    assert rest is not None
+    assert [e.version async for page in rest for e in page][-1] == 200
+    snapshot, first, rest = await store.read_for_load("tick-1", "Other")
+    assert snapshot is None
+    assert first[0].version == 1
 
 
 # -- pragmas, schema and migrations ------------------------------------------------------

@@ -17,12 +17,13 @@ import os
 import random
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, TypeVar
 
 import msgspec
 
+from ._loading import Fold, ReadForLoad, pages
 from .decider import Decider
 from .errors import (
     DuplicateEventId,
@@ -53,27 +54,6 @@ E = TypeVar("E", bound=Event)
 
 _COMMAND_NAMESPACE = uuid.UUID("6f1c2b0e-6a43-4a53-9b39-0b8c1e7d2f10")
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-
-
-class _ReadForLoad(Protocol):
-    """A backend's one-trip read of what a load needs (``read_for_load``, optional).
-
-    Returns the newest snapshot of ``state_type`` within the bounds, the stream's first
-    page of events from that snapshot's version (inclusive; from 1 without one) up to
-    ``max_version``, and the further pages (None when that page was the last). Backends
-    without it are read with ``load_snapshot`` then ``read_stream``.
-    """
-
-    def __call__(
-        self,
-        stream_id: str,
-        state_type: str,
-        *,
-        max_version: int | None = None,
-        max_recorded_us: int | None = None,
-    ) -> Awaitable[
-        tuple[Snapshot | None, list[RecordedEvent], AsyncIterator[list[RecordedEvent]] | None]
-    ]: ...
 
 
 class _Ids:
@@ -189,7 +169,7 @@ class CommandHandler(Generic[C, S, E]):
         self._cache: OrderedDict[str, Loaded[S]] = OrderedDict()
         # The backend's one-trip read of a snapshot and the events after it, when the
         # snapshots are its own.
-        self._read_for_load: _ReadForLoad | None = (
+        self._read_for_load: ReadForLoad | None = (
             getattr(store, "read_for_load", None) if found is not None and found is own else None
         )
 
@@ -374,8 +354,8 @@ class CommandHandler(Generic[C, S, E]):
         if self._read_for_load is None:
             limit = None if at_version is None else at_version - start + 1
             events = self.store.read_stream(stream_id, from_version=start, limit=limit)
-            rest = _pages(events)
-        fold = _Fold(self.decider.evolve, state, start - 1, snapshot, max_us)
+            rest = pages(events)
+        fold = Fold(self.decider.evolve, state, start - 1, snapshot, max_us)
         going = fold.feed(first)
         if rest is not None:
             if going:
@@ -548,76 +528,3 @@ class CommandHandler(Generic[C, S, E]):
 
 class _CorruptSnapshot(Exception):
     """Internal: a snapshot did not decode; the load folds from scratch instead."""
-
-
-class _Fold(Generic[S]):
-    """Folds a load's events, a page at a time, onto the state it starts from.
-
-    The first event of a load that starts from a snapshot is the snapshot's own: it is
-    not folded again, only checked to be the very event the snapshot was taken at.
-    ``max_us`` stops the fold at the first event recorded after it.
-    """
-
-    __slots__ = ("evolve", "max_us", "mismatch", "replayed", "snapshot", "state", "version")
-
-    def __init__(
-        self,
-        evolve: Any,
-        state: S,
-        version: int,
-        snapshot: Snapshot | None,
-        max_us: int | None,
-    ) -> None:
-        self.evolve = evolve
-        self.state = state
-        self.version = version
-        self.snapshot = snapshot
-        self.max_us = max_us
-        self.replayed = 0
-        self.mismatch = False
-
-    def feed(self, page: Sequence[RecordedEvent]) -> bool:
-        """Fold one page; False when the fold is over (a time bound, a bad snapshot)."""
-        going = True
-        snapshot = self.snapshot
-        if snapshot is not None and page:
-            self.snapshot = None
-            head = page[0]
-            if head.version == snapshot.version:
-                if head.raw_event_id != snapshot.event_id:
-                    self.mismatch = True
-                    return False
-                self.version = head.version
-                page = page[1:]
-        max_us = self.max_us
-        if max_us is not None:
-            for at, recorded in enumerate(page):
-                if recorded.recorded_us > max_us:
-                    page, going = page[:at], False
-                    break
-        if not page:
-            return going
-        evolve, state = self.evolve, self.state
-        for recorded in page:
-            state = evolve(state, recorded.data)
-        self.state = state
-        self.version = page[-1].version
-        self.replayed += len(page)
-        return going
-
-
-async def _pages(events: AsyncIterator[RecordedEvent]) -> AsyncIterator[list[RecordedEvent]]:
-    """A store's events in pages (for backends without ``read_for_load``)."""
-    page: list[RecordedEvent] = []
-    try:
-        async for recorded in events:
-            page.append(recorded)
-            if len(page) >= 256:
-                yield page
-                page = []
-        if page:
-            yield page
-    finally:
-        aclose = getattr(events, "aclose", None)
-        if aclose is not None:
-            await aclose()

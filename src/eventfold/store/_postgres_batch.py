@@ -13,12 +13,21 @@ exactly as it would without a batcher, so an idle store answers as fast as befor
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
-from ..errors import StoreError
+import psycopg
 
-__all__ = ["Batcher"]
+from ..codec import EncodedEvent
+from ..errors import EventfoldError, StoreError
+from ..position import ExpectedVersion, Position
+from .protocol import AppendResult
+
+if TYPE_CHECKING:
+    from .postgres import PostgresStore
+
+__all__ = ["Append", "Batcher", "append_many", "load_many"]
 
 _I = TypeVar("_I")
 _R = TypeVar("_R")
@@ -133,3 +142,87 @@ def _idle(loop: asyncio.AbstractEventLoop) -> bool:
     if ready is None:
         return False
     return not ready or all(handle.cancelled() for handle in ready)
+
+
+# -- the batches PostgresStore runs ----------------------------------------------------
+
+
+class Append(NamedTuple):
+    """One append, ready to send."""
+
+    stream_id: str
+    encoded: list[EncodedEvent]
+    expected: ExpectedVersion
+    query: bytes
+    params: dict[str, Any]
+
+
+async def append_many(store: PostgresStore, items: list[Append]) -> list[Any]:
+    """Appends asked for together: one transaction, pipelined, one commit.
+
+    They run in stream id order, so that two batches never wait for each other's
+    stream rows in a cycle. An append whose stream was elsewhere than expected is not
+    an error (its statement changes nothing); an error (a duplicate event id, say)
+    rolls the batch back, and each append is then run on its own.
+    """
+    order = sorted(range(len(items)), key=lambda i: items[i].stream_id)
+    pool = store._require_pool()
+    conn: psycopg.AsyncConnection[Any] | None = None
+    try:
+        async with pool.connection() as conn:
+            async with conn.pipeline(), conn.transaction():
+                cursors = [
+                    await conn.execute(items[i].query, items[i].params, binary=True) for i in order
+                ]
+            rows = [await cur.fetchone() for cur in cursors]
+    except psycopg.Error as exc:
+        if conn is not None and conn.broken:
+            # Whether the batch committed is unknown: never run it again.
+            with contextlib.suppress(psycopg.Error):
+                await pool.check()
+            return [Batcher.failed(_interrupted(store, item, exc)) for item in items]
+        # The batch was rolled back: run each append on its own.
+        outcomes = await asyncio.gather(
+            *(store._append_one(item) for item in items), return_exceptions=True
+        )
+        return [Batcher.failed(o) if isinstance(o, BaseException) else o for o in outcomes]
+    results: list[Any] = [None] * len(items)
+    for i, row in zip(order, rows, strict=True):
+        assert row is not None
+        base, tx, seq = row
+        if base is not None:
+            results[i] = AppendResult(base + len(items[i].encoded), Position(tx, seq))
+        else:
+            try:
+                results[i] = await store._not_appended(items[i])
+            except EventfoldError as exc:
+                results[i] = Batcher.failed(exc)
+    return results
+
+
+def _interrupted(store: PostgresStore, item: Append, exc: psycopg.Error) -> EventfoldError:
+    error = store._translate(exc)
+    failed = StoreError(
+        f"append to {item.stream_id!r} was interrupted before its commit was confirmed "
+        f"({error}); read the stream to see whether it landed"
+    )
+    failed.__cause__ = exc
+    return failed
+
+
+async def load_many(store: PostgresStore, batch: list[dict[str, Any]]) -> list[Any]:
+    """Loads asked for together, pipelined on one connection (one round trip)."""
+    pool = store._require_pool()
+    query = store._sql.read_for_load
+    try:
+        async with pool.connection() as conn:
+            async with conn.pipeline():
+                cursors = [await conn.execute(query, params, binary=True) for params in batch]
+            return [await cur.fetchall() for cur in cursors]
+    except psycopg.Error:
+        # One failed (or the connection did): each on its own, with `_fetch`'s
+        # retry on a dropped connection and its errors.
+        outcomes = await asyncio.gather(
+            *(store._load_one(params) for params in batch), return_exceptions=True
+        )
+        return [Batcher.failed(o) if isinstance(o, BaseException) else o for o in outcomes]

@@ -24,10 +24,10 @@ import asyncio
 import contextlib
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from functools import partial
 from operator import itemgetter
 from types import TracebackType
-from typing import Any, Final, NamedTuple, Self
-from urllib.parse import unquote, urlsplit
+from typing import Any, Final, Self
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -58,7 +58,12 @@ from ._common import (
     prepare_append,
     type_names,
 )
-from ._postgres_batch import Batcher
+from ._postgres_batch import Append, Batcher, append_many, load_many
+from ._postgres_conn import configure as _configure
+from ._postgres_conn import int_option as _int_option
+from ._postgres_conn import scalar as _scalar
+from ._postgres_conn import scrub as _scrub
+from ._postgres_conn import split_url as _split_url
 from ._postgres_schema import EVENT_ID_KEY, MIGRATIONS, VERSION_KEY, Statements, lock_key
 from ._postgres_snapshots import PostgresSnapshotStore
 from .protocol import AppendResult, StoreStats, StreamInfo
@@ -74,21 +79,10 @@ page loses nothing to round trips and starts the overlap early; memory stays fla
 
 _MAX_VERSION: Final = 2**63 - 1
 _APPEND_ATTEMPTS: Final = 3
-_OPTIONS: Final = ("schema", "pool_min_size", "pool_max_size")
 # SQLSTATE classes and codes that mean "the server is not there for us".
 _UNAVAILABLE: Final = ("08", "28", "3D", "57P01", "57P02", "57P03", "53300")
 
 Rows = list[tuple[Any, ...]]
-
-
-class _Append(NamedTuple):
-    """One append, ready to send."""
-
-    stream_id: str
-    encoded: list[EncodedEvent]
-    expected: ExpectedVersion
-    query: bytes
-    params: dict[str, Any]
 
 
 _Pool = AsyncConnectionPool[psycopg.AsyncConnection[tuple[Any, ...]]]
@@ -143,8 +137,12 @@ class PostgresStore:
         self._sql = Statements(self.schema)
         self._pool: _Pool | None = None
         self._fetching: set[asyncio.Task[Rows]] = set()
-        self._appends: Batcher[_Append, AppendResult] = Batcher(self._append_one, self._append_many)
-        self._loads: Batcher[dict[str, Any], Rows] = Batcher(self._load_one, self._load_many)
+        self._appends: Batcher[Append, AppendResult] = Batcher(
+            self._append_one, partial(append_many, self)
+        )
+        self._loads: Batcher[dict[str, Any], Rows] = Batcher(
+            self._load_one, partial(load_many, self)
+        )
         self.snapshots = PostgresSnapshotStore(self)
         """Snapshots, in a table beside the events."""
 
@@ -310,9 +308,9 @@ class PostgresStore:
         self._require_pool()
         encoded, expected = prepare_append(self.codec, stream_id, events, expected_version)
         query, params = self._append_statement(stream_id, encoded, expected)
-        return await self._appends.submit(_Append(stream_id, encoded, expected, query, params))
+        return await self._appends.submit(Append(stream_id, encoded, expected, query, params))
 
-    async def _append_one(self, item: _Append) -> AppendResult:
+    async def _append_one(self, item: Append) -> AppendResult:
         """One append, in its own transaction (one statement, one round trip)."""
         stream_id, encoded, expected, query, params = item
         for _ in range(_APPEND_ATTEMPTS):
@@ -338,7 +336,7 @@ class PostgresStore:
             f"ids {_APPEND_ATTEMPTS} times; retry the append"
         )
 
-    async def _not_appended(self, item: _Append) -> AppendResult:
+    async def _not_appended(self, item: Append) -> AppendResult:
         """An append whose stream was not where the caller expected: a retry of one that
         committed (the stream moved on by its events), or a conflict."""
         stream_id, encoded, expected, _, _ = item
@@ -348,58 +346,6 @@ class PostgresStore:
                 return retry
         actual = await self.stream_version(stream_id)
         raise WrongExpectedVersion(stream_id, expected, actual)
-
-    async def _append_many(self, items: list[_Append]) -> list[Any]:
-        """Appends asked for together: one transaction, pipelined, one commit.
-
-        They run in stream id order, so that two batches never wait for each other's
-        stream rows in a cycle. An append whose stream was elsewhere than expected is not
-        an error (its statement changes nothing); an error (a duplicate event id, say)
-        rolls the batch back, and each append is then run on its own.
-        """
-        order = sorted(range(len(items)), key=lambda i: items[i].stream_id)
-        pool = self._require_pool()
-        conn: psycopg.AsyncConnection[Any] | None = None
-        try:
-            async with pool.connection() as conn:
-                async with conn.pipeline(), conn.transaction():
-                    cursors = [
-                        await conn.execute(items[i].query, items[i].params, binary=True)
-                        for i in order
-                    ]
-                rows = [await cur.fetchone() for cur in cursors]
-        except psycopg.Error as exc:
-            if conn is not None and conn.broken:
-                # Whether the batch committed is unknown: never run it again.
-                with contextlib.suppress(psycopg.Error):
-                    await pool.check()
-                return [Batcher.failed(self._interrupted(item, exc)) for item in items]
-            # The batch was rolled back: run each append on its own.
-            outcomes = await asyncio.gather(
-                *(self._append_one(item) for item in items), return_exceptions=True
-            )
-            return [Batcher.failed(o) if isinstance(o, BaseException) else o for o in outcomes]
-        results: list[Any] = [None] * len(items)
-        for i, row in zip(order, rows, strict=True):
-            assert row is not None
-            base, tx, seq = row
-            if base is not None:
-                results[i] = AppendResult(base + len(items[i].encoded), Position(tx, seq))
-            else:
-                try:
-                    results[i] = await self._not_appended(items[i])
-                except EventfoldError as exc:
-                    results[i] = Batcher.failed(exc)
-        return results
-
-    def _interrupted(self, item: _Append, exc: psycopg.Error) -> EventfoldError:
-        error = self._translate(exc)
-        failed = StoreError(
-            f"append to {item.stream_id!r} was interrupted before its commit was confirmed "
-            f"({error}); read the stream to see whether it landed"
-        )
-        failed.__cause__ = exc
-        return failed
 
     def _append_statement(
         self, stream_id: str, encoded: list[EncodedEvent], expected: ExpectedVersion
@@ -519,23 +465,6 @@ class PostgresStore:
 
     async def _load_one(self, params: dict[str, Any]) -> Rows:
         return await self._fetch(self._sql.read_for_load, params)
-
-    async def _load_many(self, batch: list[dict[str, Any]]) -> list[Any]:
-        """Loads asked for together, pipelined on one connection (one round trip)."""
-        pool = self._require_pool()
-        query = self._sql.read_for_load
-        try:
-            async with pool.connection() as conn:
-                async with conn.pipeline():
-                    cursors = [await conn.execute(query, params, binary=True) for params in batch]
-                return [await cur.fetchall() for cur in cursors]
-        except psycopg.Error:
-            # One failed (or the connection did): each on its own, with `_fetch`'s
-            # retry on a dropped connection and its errors.
-            outcomes = await asyncio.gather(
-                *(self._load_one(params) for params in batch), return_exceptions=True
-            )
-            return [Batcher.failed(o) if isinstance(o, BaseException) else o for o in outcomes]
 
     async def _decoded_pages(
         self, stream_id: str, start: int, limit: int | None
@@ -669,54 +598,3 @@ class PostgresStore:
         """The backend's name, the head, and how many streams and events it holds."""
         rows = await self._fetch(self._sql.counts, ())
         return StoreStats(self.backend, await self.head(), int(rows[0][0]), int(rows[0][1]))
-
-
-def _split_url(url: str) -> tuple[str, dict[str, str]]:
-    """Take eventfold's own options out of the URL's query; libpq gets the rest as is."""
-    if not isinstance(url, str):
-        raise ConfigurationError(f"the PostgreSQL URL must be a str, got {type(url).__name__}")
-    parts = urlsplit(url)
-    keep: list[str] = []
-    options: dict[str, str] = {}
-    for piece in parts.query.split("&") if parts.query else ():
-        key, _, value = piece.partition("=")
-        if unquote(key) in _OPTIONS:
-            options[unquote(key)] = unquote(value)
-        else:
-            keep.append(piece)
-    return parts._replace(query="&".join(keep)).geturl(), options
-
-
-def _int_option(options: dict[str, str], name: str, default: int) -> int:
-    text = options.get(name)
-    if text is None:
-        return default
-    if not text.isdigit():
-        raise ConfigurationError(f"{name}={text!r} in the PostgreSQL URL must be an int >= 0")
-    return int(text)
-
-
-def _scrub(text: str, secret: str) -> str:
-    """``text`` with any occurrence of ``secret`` (a password or a whole URL) hidden."""
-    if not secret:
-        return text
-    password = urlsplit(secret).password if "://" in secret else secret
-    return text.replace(password, "***") if password else text
-
-
-async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
-    # Every statement here walks one index in the order it returns rows, a page at a
-    # time. Row estimates for one stream or for the log's tail are often far off (and
-    # generic plans of prepared statements average them away), which made the planner
-    # pick a bitmap scan plus a sort that spills to disk: 1 s for a page instead of 5 ms.
-    # So these sessions discourage sorts (a statement with no other plan still sorts),
-    # parallel plans (worker start-up costs more than a page) and JIT (which the huge
-    # cost of a discouraged plan would otherwise switch on).
-    await conn.execute(
-        "SET enable_sort = off; SET max_parallel_workers_per_gather = 0; SET jit = off"
-    )
-
-
-async def _scalar(cur: psycopg.AsyncCursor[Any]) -> int:
-    row = await cur.fetchone()
-    return int(row[0]) if row is not None and row[0] is not None else 0

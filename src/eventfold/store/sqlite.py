@@ -1,18 +1,24 @@
 """The SQLite backend (``sqlite:///path.db``): the embedded default.
 
-Writes. One writer connection per store, on its own thread (`_sqlite_writer`): appends
-from many tasks are committed together in one ``BEGIN IMMEDIATE`` transaction (group
-commit), and a conflict fails only its own append.
+Writes. One writer connection per store (`_sqlite_writer`). Appends made during one turn of
+the event loop are committed together in one ``BEGIN IMMEDIATE`` transaction (group
+commit), and a conflict fails only its own append. When the loop has nothing else ready to
+run, that transaction runs right on the loop's thread: a thread hand-off costs tens of
+microseconds each way on a virtual machine (and the other thread's every return to Python
+contends for the GIL), more than anything else an append does, and there is nothing for
+the loop to do meanwhile. Otherwise the group goes to the writer's thread, and the loop
+goes on with its other tasks while it commits; so does an append when another process
+holds the write lock (the loop never waits for a lock). ``inline_writes=False`` always
+uses the thread.
 
-Reads run on the event loop's own thread, on a reader connection of its own, one
-autocommit query per page. In WAL mode a read never waits for the writer, and a query for
-a page of rows takes far less time than handing it to another thread and back (tens of
-microseconds each way on a virtual machine): a stream's version or a short stream costs
-a few microseconds this way. Pages hold at most `PAGE_SIZE` rows and shrink when rows are
-large (`PAGE_BUDGET`), and a read lets other tasks run between pages, so the loop is never
-held for long. Queries of unknown cost (`stats`, `fetch` for side tables) still run on a
-small pool of reader threads. Every page sees the latest commits, including other
-processes'.
+Reads run on the event loop's thread too, one autocommit query per page: in WAL mode a
+read never waits for the writer. A short read (a stream's version, a handler's load) uses
+the writer's connection when it is free, whose page cache survives its own commits;
+longer ones page on a reader connection. Pages hold at most `PAGE_SIZE` rows and shrink
+when rows are large (`PAGE_BUDGET`), and a read lets other tasks run between pages, so the
+loop is never held for long. Queries of unknown cost (`stats`, `fetch` for side tables)
+run on a small pool of reader threads. Every page sees the latest commits, including
+other processes'.
 """
 
 from __future__ import annotations
@@ -74,7 +80,11 @@ class SQLiteStore:
     ``synchronous`` is ``FULL`` (nothing acknowledged is lost, even on power loss) or
     ``NORMAL`` (the last commits may roll back after a power loss or OS crash);
     ``busy_timeout`` is how many seconds an append waits for another process's write
-    lock before failing with `StoreError`. `commits` counts the write transactions.
+    lock before failing with `StoreError`. With ``inline_writes`` (the default), a commit
+    made while the event loop has nothing else to run runs on the loop's own thread,
+    holding the loop for that commit (usually well under a millisecond; an fsync on a
+    slow disk takes longer); ``False`` hands every commit to the writer's thread.
+    `commits` counts the write transactions.
     """
 
     backend = "sqlite"
@@ -242,7 +252,9 @@ class SQLiteStore:
             self._flush(inline=self.inline_writes)
 
     def _flush(self, *, inline: bool = False) -> None:
-        pending, self._pending = self._pending, []
+        # An append whose caller was cancelled before its turn is dropped, never written.
+        pending = [item for item in self._pending if not item.future.cancelled()]
+        self._pending = []
         writer = self._writer
         if not pending or writer is None:
             return

@@ -1,0 +1,300 @@
+"""One group commit on the SQLite writer connection: the statements of a transaction that
+stores many appends at once.
+
+A group is written optimistically: one lookup of the log's last position and the streams'
+versions, every row in a few multi-row INSERTs with its position computed, the streams
+index updated, COMMIT. Version conflicts and client retries are decided before the insert,
+so the insert can only fail on something outside eventfold's knowledge (rows written
+behind its back, a trigger, a full disk); then the group is rolled back and written again
+with a savepoint per append, so that such a failure fails only its own append.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+import uuid
+from collections.abc import Callable
+from functools import lru_cache
+from typing import Any
+
+from ..codec import EncodedEvent
+from ..errors import DuplicateEventId, EventfoldError, StoreError, WrongExpectedVersion
+from ..position import ExpectedVersion, Position, version_matches
+from . import _sqlite_schema as sql
+from ._common import StoredCopy, category_of, check_retry, explicit_ids
+from .protocol import AppendResult
+
+__all__ = ["GroupWriter", "Outcome", "PendingAppend", "Translate", "batch_failed"]
+
+_IN_LIST_MAX = 64
+"""Up to this many streams, a group looks their versions up with ``IN (?, …)`` (the list
+padded to a power of two, so that a few statements serve every size)."""
+
+Outcome = AppendResult | EventfoldError
+Translate = Callable[[sqlite3.Error], StoreError]
+
+
+class PendingAppend:
+    """One append waiting for the writer."""
+
+    __slots__ = ("encoded", "expected", "future", "size", "stream_id")
+
+    def __init__(
+        self,
+        stream_id: str,
+        encoded: list[EncodedEvent],
+        expected: ExpectedVersion,
+        future: asyncio.Future[AppendResult],
+        size: int,
+    ) -> None:
+        self.stream_id = stream_id
+        self.encoded = encoded
+        self.expected = expected
+        self.future = future
+        self.size = size
+
+
+class GroupWriter:
+    """Writes groups of appends with one connection's cursor; ``translate`` turns sqlite3
+    errors into eventfold errors. `commits` counts the transactions committed."""
+
+    def __init__(self, translate: Translate) -> None:
+        self._translate = translate
+        self.commits = 0
+
+    def write(
+        self, cur: sqlite3.Cursor, batch: list[PendingAppend], *, begun: bool = False
+    ) -> list[Outcome]:
+        """One group commit; one outcome per append, in order."""
+        try:
+            # IMMEDIATE takes the write lock now, so busy_timeout applies; a deferred
+            # transaction that reads first fails at once with SQLITE_BUSY when it tries
+            # to upgrade while another process writes.
+            if not begun:
+                cur.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            return [self._translate(exc) for _ in batch]
+        conn = cur.connection
+        try:
+            outcomes = self._write_fast(cur, batch)
+            if outcomes is None:
+                # Something refused a row: write the group again, an append at a time.
+                cur.execute("ROLLBACK")
+                cur.execute("BEGIN IMMEDIATE")
+                outcomes = self._write_careful(cur, batch)
+            cur.execute("COMMIT")
+        except Exception as exc:
+            error: EventfoldError
+            if isinstance(exc, sqlite3.Error):
+                error = self._translate(exc)
+            elif isinstance(exc, EventfoldError):
+                error = exc
+            else:
+                error = StoreError(f"unexpected {exc!r}; report this as a bug")
+            try:
+                if conn.in_transaction:
+                    cur.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            return [batch_failed(error, item.stream_id) for item in batch]
+        self.commits += 1
+        return outcomes
+
+    def _start(self, cur: sqlite3.Cursor, batch: list[PendingAppend]) -> tuple[int, dict[str, int]]:
+        """The log's last position and the versions of the group's streams (one query)."""
+        first = batch[0].stream_id
+        if all(item.stream_id == first for item in batch):
+            last, version = cur.execute(sql.BATCH_START_ONE, (first,)).fetchone()
+            return last, {} if version is None else {first: version}
+        names = list(dict.fromkeys(item.stream_id for item in batch))
+        if len(names) <= _IN_LIST_MAX:
+            size = 1 << (len(names) - 1).bit_length()
+            names += [names[-1]] * (size - len(names))
+            rows = cur.execute(_batch_start_sql(size), names).fetchall()
+        else:
+            rows = cur.execute(sql.BATCH_START_JSON, (json.dumps(names),)).fetchall()
+        last = 0
+        versions: dict[str, int] = {}
+        for stream_id, value in rows:
+            if stream_id is None:
+                last = value
+            else:
+                versions[stream_id] = value
+        return last, versions
+
+    def _write_fast(self, cur: sqlite3.Cursor, batch: list[PendingAppend]) -> list[Outcome] | None:
+        """Decide every append, then insert all rows at once; None: fall back."""
+        last, versions = self._start(cur, batch)
+        now = time.time_ns() // 1000
+        rows: list[tuple[Any, ...]] = []
+        changed: dict[str, int] = {}
+        outcomes: list[Outcome] = []
+        # Explicit ids written earlier in this group (not yet in the table): a retry
+        # raced into the same group must see them, as it would with a savepoint each.
+        written: dict[tuple[str, bytes], StoredCopy] = {}
+        for item in batch:
+            stream_id, encoded, expected = item.stream_id, item.encoded, item.expected
+            ids = explicit_ids(encoded)
+            if ids:
+                found = self._find_ids(cur, stream_id, ids)
+                if written:
+                    for i in ids:
+                        copy = written.get((stream_id, i))
+                        if copy is not None:
+                            found[i] = copy
+                try:
+                    retry = check_retry(stream_id, encoded, found)
+                except DuplicateEventId as exc:
+                    outcomes.append(exc)
+                    continue
+                if retry is not None:
+                    outcomes.append(retry)
+                    continue
+            actual = versions.get(stream_id, 0)
+            if not version_matches(expected, actual):
+                outcomes.append(WrongExpectedVersion(stream_id, expected, actual))
+                continue
+            version = actual
+            for e in encoded:
+                last += 1
+                version += 1
+                rows.append(
+                    (last, e.event_id, stream_id, version, e.type, e.schema_version, e.data,
+                     e.metadata, now)
+                )  # fmt: skip
+                if e.explicit_id:
+                    written[(stream_id, e.event_id)] = (version, e.type, e.data, Position(0, last))
+            versions[stream_id] = changed[stream_id] = version
+            outcomes.append(AppendResult(version, Position(0, last)))
+        if not rows:
+            return outcomes
+        try:
+            _insert(cur, sql.insert_events_sql, rows)
+        except sqlite3.Error:
+            if not cur.connection.in_transaction:
+                raise  # SQLite rolled the whole transaction back: the group fails
+            return None
+        self._update_streams(cur, changed)
+        return outcomes
+
+    def _write_careful(self, cur: sqlite3.Cursor, batch: list[PendingAppend]) -> list[Outcome]:
+        """The group again with a savepoint per append, so one failure fails alone."""
+        last, versions = self._start(cur, batch)
+        now = time.time_ns() // 1000
+        changed: dict[str, int] = {}
+        outcomes: list[Outcome] = []
+        for item in batch:
+            outcome = self._write_one(cur, item, versions, now, last)
+            if type(outcome) is AppendResult and outcome.position.seq > last:
+                last = outcome.position.seq
+                changed[item.stream_id] = outcome.version
+            outcomes.append(outcome)
+        self._update_streams(cur, changed)
+        return outcomes
+
+    def _update_streams(self, cur: sqlite3.Cursor, changed: dict[str, int]) -> None:
+        if changed:
+            rows = [(s, v, category_of(s)) for s, v in changed.items()]
+            _insert(cur, sql.upsert_streams_sql, rows)
+
+    def _write_one(
+        self,
+        cur: sqlite3.Cursor,
+        item: PendingAppend,
+        versions: dict[str, int],
+        now: int,
+        last: int,
+    ) -> Outcome:
+        """One append inside the group's transaction; a conflict is returned, not raised."""
+        stream_id, encoded, expected = item.stream_id, item.encoded, item.expected
+        ids = explicit_ids(encoded)
+        if ids:
+            try:
+                retry = check_retry(stream_id, encoded, self._find_ids(cur, stream_id, ids))
+            except DuplicateEventId as exc:
+                return exc
+            if retry is not None:
+                return retry
+        actual = versions.get(stream_id, 0)
+        if not version_matches(expected, actual):
+            return WrongExpectedVersion(stream_id, expected, actual)
+        rows = [
+            (last + n, e.event_id, stream_id, actual + n, e.type, e.schema_version, e.data,
+             e.metadata, now)
+            for n, e in enumerate(encoded, 1)
+        ]  # fmt: skip
+        # A savepoint per append: should an insert still fail (a constraint, a value
+        # SQLite refuses), only this append is undone and the rest of the group commits.
+        cur.execute("SAVEPOINT append")
+        try:
+            cur.executemany(sql.INSERT_EVENTS_AT, rows)
+        except sqlite3.Error as exc:
+            if not cur.connection.in_transaction:
+                raise  # SQLite rolled the whole transaction back: the group fails
+            cur.execute("ROLLBACK TO append")
+            cur.execute("RELEASE append")
+            return self._explain_failure(cur, item, exc)
+        cur.execute("RELEASE append")
+        version = versions[stream_id] = actual + len(rows)
+        return AppendResult(version, Position(0, last + len(rows)))
+
+    def _find_ids(
+        self, cur: sqlite3.Cursor, stream_id: str, ids: list[bytes]
+    ) -> dict[bytes, StoredCopy]:
+        found: dict[bytes, StoredCopy] = {}
+        for at in range(0, len(ids), sql.ID_CHUNK):
+            chunk = ids[at : at + sql.ID_CHUNK]
+            for eid, version, typ, data, position in cur.execute(
+                sql.find_ids_sql(len(chunk)), (stream_id, *chunk)
+            ):
+                found[eid] = (version, typ, data, Position(0, position))
+        return found
+
+    def _explain_failure(
+        self, cur: sqlite3.Cursor, item: PendingAppend, exc: sqlite3.Error
+    ) -> EventfoldError:
+        """Translate a failed insert: a unique violation is a conflict, the rest an error."""
+        stream_id, encoded = item.stream_id, item.encoded
+        message = str(exc)
+        if isinstance(exc, sqlite3.IntegrityError) and "events.event_id" in message:
+            found = self._find_ids(cur, stream_id, [e.event_id for e in encoded])
+            dup = next((e.event_id for e in encoded if e.event_id in found), encoded[0].event_id)
+            error: EventfoldError = DuplicateEventId(stream_id, uuid.UUID(bytes=dup))
+        elif isinstance(exc, sqlite3.IntegrityError) and "events.version" in message:
+            actual = cur.execute(sql.LAST_VERSION, (stream_id,)).fetchone()[0]
+            error = WrongExpectedVersion(stream_id, item.expected, actual)
+        else:
+            error = self._translate(exc)
+        error.__cause__ = exc
+        return error
+
+
+def _insert(
+    cur: sqlite3.Cursor, statement: Callable[[int], str], rows: list[tuple[Any, ...]]
+) -> None:
+    """Run a multi-row statement over ``rows``: chunks of `sql.MULTI_ROW_MAX` rows, then
+    the rest in power-of-two chunks (a handful of distinct statements to cache)."""
+    at, left = 0, len(rows)
+    while left:
+        n = sql.MULTI_ROW_MAX if left >= sql.MULTI_ROW_MAX else 1 << (left.bit_length() - 1)
+        if n == 1:
+            cur.execute(statement(1), rows[at])
+        else:
+            cur.execute(statement(n), [v for row in rows[at : at + n] for v in row])
+        at += n
+        left -= n
+
+
+@lru_cache(maxsize=8)
+def _batch_start_sql(count: int) -> str:
+    return sql.BATCH_START_IN.format(marks=", ".join("?" * count))
+
+
+def batch_failed(error: EventfoldError, stream_id: str) -> StoreError:
+    """A fresh error per caller (sharing one instance would mix their tracebacks)."""
+    failed = StoreError(f"append to {stream_id!r} was not committed: {error}")
+    failed.__cause__ = error
+    return failed
