@@ -11,9 +11,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
-import os
-import sys
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -23,10 +20,11 @@ from rich.table import Table
 from rich.text import Text
 
 from .. import schema
-from ..errors import EventfoldError, InvalidInput
+from ..errors import InvalidInput
 from ..events import Event, TypeRegistry, default_registry
 from ..store import EventStore, connect
 from . import render
+from ._imports import import_user_module
 from .commands import CliState
 
 __all__ = ["import_app", "schema_group"]
@@ -45,25 +43,7 @@ def import_app(reference: str) -> tuple[TypeRegistry, list[type[Event]]]:
     module_name, _, attr = reference.partition(":")
     if not module_name:
         raise InvalidInput(f"--app {reference!r} names no module; pass --app MODULE")
-    cwd = os.getcwd()
-    if cwd not in sys.path:
-        sys.path.insert(0, cwd)
-    importlib.invalidate_caches()
-    try:
-        module = importlib.import_module(module_name)
-    except EventfoldError:
-        raise
-    except ModuleNotFoundError as exc:
-        if exc.name is not None and (module_name + ".").startswith(exc.name + "."):
-            raise InvalidInput(
-                f"--app {reference!r}: no module named {module_name!r} in {cwd} or on the "
-                "Python path; run eventfold from the directory that holds it, or install it"
-            ) from None
-        raise InvalidInput(f"--app {reference!r}: importing {module_name!r} failed: {exc}") from exc
-    except Exception as exc:
-        raise InvalidInput(
-            f"--app {reference!r}: importing {module_name!r} failed: {type(exc).__name__}: {exc}"
-        ) from exc
+    module = import_user_module("--app", reference, module_name)
     if attr:
         found = getattr(module, attr, None)
         if not isinstance(found, TypeRegistry):

@@ -9,9 +9,6 @@ Python path. Everything else is the library's `CommandHandler`; no command catch
 from __future__ import annotations
 
 import datetime as dt
-import importlib
-import os
-import sys
 from typing import Any
 
 import click
@@ -19,11 +16,12 @@ from rich.pretty import Pretty
 
 from ..aggregate import Aggregate
 from ..decider import Decider
-from ..errors import ConfigurationError, EventfoldError, InvalidInput
+from ..errors import ConfigurationError, InvalidInput
 from ..handler import CommandHandler, Loaded
 from ..snapshots import Snapshot, SnapshotStore
 from ..store import EventStore
 from . import render
+from ._imports import import_user_module
 from .commands import CliState, run_with_store
 
 __all__ = ["COMMANDS", "AsOfParam", "ReadOnlySnapshots", "load_decider"]
@@ -53,29 +51,7 @@ def load_decider(reference: str) -> AnyDecider:
             f"--decider {reference!r} is not MODULE:NAME; name a module importable from the "
             "working directory and a decider in it, e.g. --decider bank:account"
         )
-    cwd = os.getcwd()
-    if cwd not in sys.path:
-        sys.path.insert(0, cwd)
-    # In-process callers (tests, notebooks) may have written the module a moment ago.
-    importlib.invalidate_caches()
-    try:
-        module = importlib.import_module(module_name)
-    except EventfoldError:
-        raise
-    except ModuleNotFoundError as exc:
-        if exc.name is not None and (module_name + ".").startswith(exc.name + "."):
-            raise InvalidInput(
-                f"--decider {reference!r}: no module named {module_name!r} in {cwd} or on the "
-                "Python path; run eventfold from the directory that holds it, or install it"
-            ) from None
-        raise InvalidInput(
-            f"--decider {reference!r}: importing {module_name!r} failed: {exc}"
-        ) from exc
-    except Exception as exc:
-        raise InvalidInput(
-            f"--decider {reference!r}: importing {module_name!r} failed: "
-            f"{type(exc).__name__}: {exc}"
-        ) from exc
+    module = import_user_module("--decider", reference, module_name)
     found: object = module
     for part in name.split("."):
         try:
