@@ -62,6 +62,11 @@ BUSY_TIMEOUT = 10.0
 READERS = 2
 """Reader threads (each with its own connection), for queries of unknown cost."""
 
+INLINE_GROUP_APPENDS = 256
+INLINE_GROUP_BYTES = 1024 * 1024
+"""A group (or one append) of more appends (events) or bytes than these always goes to
+the writer's thread, so that a commit on the loop's thread never holds it for long."""
+
 PAGE_BUDGET = 0.004
 """Seconds one page of a read may hold the event loop; larger rows make smaller pages."""
 
@@ -225,7 +230,14 @@ class SQLiteStore:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[AppendResult] = loop.create_future()
         item = PendingAppend(stream_id, encoded, expected, future, size)
-        if self.inline_writes and not self._in_flight and not self._pending and _idle(loop):
+        if (
+            self.inline_writes
+            and not self._in_flight
+            and not self._pending
+            and len(encoded) <= INLINE_GROUP_APPENDS
+            and size <= INLINE_GROUP_BYTES
+            and _idle(loop)
+        ):
             writer = self._writer
             assert writer is not None
             outcomes = writer.write_inline([item])
@@ -258,7 +270,12 @@ class SQLiteStore:
         writer = self._writer
         if not pending or writer is None:
             return
-        if inline and _idle(asyncio.get_running_loop()):
+        if (
+            inline
+            and len(pending) <= INLINE_GROUP_APPENDS
+            and sum(item.size for item in pending) <= INLINE_GROUP_BYTES
+            and _idle(asyncio.get_running_loop())
+        ):
             outcomes = writer.write_inline(pending)
             if outcomes is not None:
                 deliver(pending, outcomes, None)
