@@ -30,7 +30,7 @@ from .errors import (
     ProjectionStopped,
     StaleRead,
 )
-from .leases import Lease, Leases, MemoryLeases, lease_key
+from .leases import Lease, Leases, MemoryLeases, PostgresLeases, lease_key
 from .live import LiveView, live, replay
 from .memory import MemoryReadModelStore
 from .parked import ReplayResult, replay_parked
@@ -54,6 +54,7 @@ from .store import (
 )
 from .subscription import Batch, Notifier, Polling, Signal, Subscription, WakeUp, partition_of
 from .view import DocumentView
+from .wakeups import StoreWakeUps, notifier_for
 from .worker import DaemonOptions, WorkerInfo, WorkerState
 
 __all__ = [
@@ -78,6 +79,7 @@ __all__ = [
     "PartitionState",
     "PoisonPolicy",
     "Polling",
+    "PostgresLeases",
     "Projection",
     "ProjectionBase",
     "ProjectionDaemon",
@@ -91,6 +93,7 @@ __all__ = [
     "ReplayResult",
     "Signal",
     "StaleRead",
+    "StoreWakeUps",
     "Subscription",
     "SwapPolicy",
     "VersionRecord",
@@ -105,6 +108,7 @@ __all__ = [
     "lease_key",
     "live",
     "measure_lag",
+    "notifier_for",
     "partition_of",
     "projection_status",
     "rebuild",

@@ -36,7 +36,8 @@ from .leases import Leases, MemoryLeases
 from .parked import ReplayResult, replay_parked
 from .status import ProjectionStatus, checkpoint_positions, projection_status, wait_for
 from .store import ParkedEvent, ReadModelStore
-from .subscription import Notifier, Polling, Signal
+from .subscription import Notifier, Signal
+from .wakeups import notifier_for
 from .worker import Context, DaemonOptions, PartitionWorker, WorkerInfo, WorkerState
 
 __all__ = ["ProjectionDaemon", "check_projections"]
@@ -82,9 +83,10 @@ def check_projections(projections: Sequence[ProjectionBase]) -> dict[str, Projec
 class ProjectionDaemon:
     """Runs projections asynchronously: tails the log, applies batches exactly once.
 
-    ``leases`` decide ownership across processes (default: in-process only);
-    ``notifier`` wakes workers at the tail early (default: polling); ``owner`` names
-    this process in leases (default: host, pid and a random suffix).
+    ``leases`` decide ownership across processes (default: in-process only;
+    `PostgresLeases` across machines); ``notifier`` wakes workers at the tail early
+    (default: the store's own wake-ups, `notifier_for`; `Polling` for none); ``owner``
+    names this process in leases (default: host, pid and a random suffix).
     """
 
     def __init__(
@@ -105,13 +107,14 @@ class ProjectionDaemon:
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.committed = Signal()
         """Notified after every committed batch (``wait_for`` in this process uses it)."""
+        self._wakeups = notifier_for(store)
         self._ctx = Context(
             store=store,
             models=models,
             projections=self.projections,
             options=self.options,
             leases=leases or MemoryLeases(),
-            notifier=notifier or Polling(),
+            notifier=notifier or self._wakeups,
             committed=self.committed.notify,
             owner=self.owner,
         )
@@ -144,6 +147,7 @@ class ProjectionDaemon:
         for result in await asyncio.gather(*tasks, return_exceptions=True):
             if isinstance(result, Exception):
                 log.error("projection worker ended with %r", result)
+        await self._wakeups.close()
 
     async def __aenter__(self) -> Self:
         await self.start()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from ..codec import Codec, EncodedEvent
 from ..errors import DuplicateEventId, InvalidInput, InvalidStreamId
@@ -14,6 +14,7 @@ from .protocol import AppendResult
 __all__ = [
     "MAX_STREAM_ID_LENGTH",
     "PAGE_SIZE",
+    "CommitListeners",
     "category_names",
     "category_of",
     "check_event_ids",
@@ -31,6 +32,38 @@ MAX_STREAM_ID_LENGTH = 256
 
 PAGE_SIZE = 1000
 """Rows fetched per round trip by the paging readers."""
+
+
+class CommitListeners:
+    """Callbacks run on the event loop's thread after each append this process commits.
+
+    A store's ``committed`` attribute: subscribers in the same process use it to wake at
+    once instead of polling (`eventfold.projections.wakeups`). A callback must be quick
+    and must not raise; it learns only that the log has grown.
+    """
+
+    __slots__ = ("_callbacks",)
+
+    def __init__(self) -> None:
+        self._callbacks: list[Callable[[], None]] = []
+
+    def add(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call ``callback`` after every commit; returns the function that removes it."""
+        self._callbacks.append(callback)
+
+        def remove() -> None:
+            if callback in self._callbacks:
+                self._callbacks.remove(callback)
+
+        return remove
+
+    def __bool__(self) -> bool:
+        return bool(self._callbacks)
+
+    def fire(self) -> None:
+        """Run every callback (the store calls this after a commit)."""
+        for callback in tuple(self._callbacks):
+            callback()
 
 
 def check_stream_id(stream_id: object) -> str:

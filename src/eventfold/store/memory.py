@@ -20,6 +20,7 @@ from ..position import ExpectedVersion, Position, version_matches
 from ..snapshots import MemorySnapshotStore
 from ._common import (
     PAGE_SIZE,
+    CommitListeners,
     StoredCopy,
     category_names,
     category_of,
@@ -49,6 +50,8 @@ class MemoryStore:
         self._open = False
         self.snapshots = MemorySnapshotStore()
         """Snapshots kept beside the events (in memory too)."""
+        self.committed = CommitListeners()
+        """Called after each append (in-process wake-ups)."""
 
     async def open(self) -> None:
         self._open = True
@@ -118,6 +121,8 @@ class MemoryStore:
             )
             stream.append(at)
             known_ids[enc.event_id] = at
+        if self.committed:
+            self.committed.fire()
         return AppendResult(actual + len(encoded), Position(0, len(self._log)))
 
     async def read_stream(

@@ -48,6 +48,7 @@ from ..events import Event, NewEvent, RecordedEvent
 from ..position import ANY, NO_STREAM, START, STREAM_EXISTS, ExpectedVersion, Position
 from ..snapshots import Snapshot
 from ._common import (
+    CommitListeners,
     StoredCopy,
     category_names,
     check_event_ids,
@@ -64,6 +65,7 @@ from ._postgres_conn import int_option as _int_option
 from ._postgres_conn import scalar as _scalar
 from ._postgres_conn import scrub as _scrub
 from ._postgres_conn import split_url as _split_url
+from ._postgres_notify import NotifySender, channel_name
 from ._postgres_schema import EVENT_ID_KEY, MIGRATIONS, VERSION_KEY, Statements, lock_key
 from ._postgres_snapshots import PostgresSnapshotStore
 from .protocol import AppendResult, StoreStats, StreamInfo
@@ -145,6 +147,12 @@ class PostgresStore:
         )
         self.snapshots = PostgresSnapshotStore(self)
         """Snapshots, in a table beside the events."""
+        self.committed = CommitListeners()
+        """Called after each append this process commits (wake-ups, NOTIFY)."""
+        self.channel = channel_name(self.schema)
+        """The ``LISTEN`` channel that hears of this schema's appends (a hint, no data)."""
+        self._notify = NotifySender(self._send_notify)
+        self.committed.add(self._notify.poke)
 
     def __repr__(self) -> str:
         return f"PostgresStore(host={self.host!r}, port={self.port}, schema={self.schema!r})"
@@ -186,6 +194,7 @@ class PostgresStore:
         if self._pool is not None:
             await self._appends.drain()
             await self._loads.drain()
+            await self._notify.close()
         pool, self._pool = self._pool, None
         if pool is not None:
             await asyncio.gather(*self._fetching, return_exceptions=True)
@@ -226,6 +235,21 @@ class PostgresStore:
             for number in range(found + 1, known + 1):
                 await conn.execute(st.migrations[number - 1])
                 await conn.execute(st.record_migration, (number,))
+
+    async def connect_direct(self) -> psycopg.AsyncConnection[Any]:
+        """A new connection of its own, outside the pool, in autocommit.
+
+        For what must hold a session: ``LISTEN`` and session advisory locks (leases).
+        The caller closes it.
+        """
+        try:
+            return await psycopg.AsyncConnection.connect(self._conninfo, **self._kwargs)
+        except psycopg.Error as exc:
+            raise self._translate(exc, connecting=True) from exc
+
+    async def _send_notify(self) -> None:
+        if self._pool is not None:
+            await self._fetch(b"SELECT 1 FROM pg_notify(%s, '')", (self.channel,), raw=True)
 
     # -- the one boundary where driver errors become eventfold errors ----------------
 
@@ -308,7 +332,10 @@ class PostgresStore:
         self._require_pool()
         encoded, expected = prepare_append(self.codec, stream_id, events, expected_version)
         query, params = self._append_statement(stream_id, encoded, expected)
-        return await self._appends.submit(Append(stream_id, encoded, expected, query, params))
+        result = await self._appends.submit(Append(stream_id, encoded, expected, query, params))
+        if self.committed:
+            self.committed.fire()
+        return result
 
     async def _append_one(self, item: Append) -> AppendResult:
         """One append, in its own transaction (one statement, one round trip)."""

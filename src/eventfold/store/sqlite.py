@@ -43,6 +43,7 @@ from ..snapshots import Snapshot
 from . import _sqlite_schema as sql
 from ._common import (
     PAGE_SIZE,
+    CommitListeners,
     category_names,
     check_event_ids,
     check_limit,
@@ -130,6 +131,8 @@ class SQLiteStore:
         self._reader_lock = threading.Lock()
         self.snapshots = SQLiteSnapshotStore(self)
         """Snapshots, in a table beside the events."""
+        self.committed = CommitListeners()
+        """Called after each append this process commits (in-process wake-ups)."""
 
     @property
     def commits(self) -> int:
@@ -244,6 +247,8 @@ class SQLiteStore:
             if outcomes is not None:
                 (outcome,) = outcomes
                 if type(outcome) is AppendResult:
+                    if self.committed:
+                        self.committed.fire()
                     return outcome
                 assert isinstance(outcome, BaseException)
                 raise outcome
@@ -251,7 +256,10 @@ class SQLiteStore:
         if not self._in_flight and not self._flush_scheduled:
             self._flush_scheduled = True
             loop.call_soon(self._flush_soon)
-        return await future
+        result = await future
+        if self.committed:
+            self.committed.fire()
+        return result
 
     # Group commit, seen from the event loop: the appends made during one turn of the
     # loop go to the writer together; while it commits them, the next ones gather and go
