@@ -138,6 +138,32 @@ async def test_snapshot_of_another_schema_version_is_replaced(
     assert (again.snapshot_version, again.replayed) == (6, 0)
 
 
+async def test_snapshot_of_an_older_schema_version_is_upcast_when_a_chain_exists(
+    store_url: str,
+) -> None:
+    registry = eventfold.TypeRegistry()
+    for name in eventfold.default_registry.names():
+        cls = eventfold.default_registry.resolve(name)
+        assert cls is not None
+        registry.register(cls, name)
+
+    @registry.state_upcaster("Account", from_version=1)
+    def grant_overdraft(state: dict[str, object]) -> dict[str, object]:
+        # Visible in the result: a replay from the events would leave the limit at 0.
+        return {**state, "overdraft_limit": 100}
+
+    async with eventfold.connect(store_url, registry=registry) as store:
+        old = CommandHandler(store, account, options=HandlerOptions(snapshots=every(3)))
+        await deposits(old, 5)  # versions 1..6, snapshot at 6
+        v2 = eventfold.Decider(
+            initial_state=Account(), evolve=account.evolve, decide=account.decide, state_version=2
+        )
+        handler = CommandHandler(store, v2)
+        loaded = await handler.load_details("account-1")
+        assert (loaded.snapshot_version, loaded.replayed) == (6, 0)
+        assert (loaded.state.balance, loaded.state.overdraft_limit) == (15, 100)
+
+
 async def test_corrupt_snapshot_is_discarded_and_rebuilt(
     store: eventfold.EventStore, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -26,6 +26,7 @@ import msgspec
 from ._loading import Fold, ReadForLoad, pages
 from .decider import Decider
 from .errors import (
+    DecodeError,
     DuplicateEventId,
     InvalidInput,
     NondeterministicEvolve,
@@ -34,6 +35,7 @@ from .errors import (
 )
 from .events import Event, NewEvent, RecordedEvent
 from .position import NO_STREAM, ExpectedVersion, Position
+from .schema.state import can_upcast_state, upcast_snapshot
 from .snapshots import (
     Snapshot,
     SnapshotContext,
@@ -438,7 +440,23 @@ class CommandHandler(Generic[C, S, E]):
         """The snapshot if it can be used, and whether an unusable one was found instead."""
         if snapshot is None or snapshot.version < 1:
             return None, False
-        if snapshot.schema_version != self.decider.state_version:
+        current = self.decider.state_version
+        if snapshot.schema_version < current:
+            codec = getattr(self.store, "codec", None)
+            registry = codec.registry if codec is not None else None
+            if can_upcast_state(snapshot.state_type, snapshot.schema_version, current, registry):
+                try:
+                    return upcast_snapshot(snapshot, to_version=current, registry=registry), False
+                except DecodeError as exc:
+                    log.warning(
+                        "snapshot of %r at version %d cannot be upcast (%s); ignoring it and "
+                        "replacing it after a replay",
+                        snapshot.stream_id,
+                        snapshot.version,
+                        exc,
+                    )
+                    return None, True
+        if snapshot.schema_version != current:
             log.warning(
                 "snapshot of %r at version %d has state schema version %d, the code's is %d; "
                 "ignoring it and replacing it after a replay",
