@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal
 
 import eventfold
+import read_path
 import write_path
 from harness import (
     Context,
@@ -276,6 +277,7 @@ RUNNERS: dict[str, Callable[[Context], Awaitable[Figures]]] = {
     "read_all": read_all_workload,
     "read_all_memory": read_all_memory,
     **write_path.RUNNERS,
+    **read_path.RUNNERS,
 }
 
 

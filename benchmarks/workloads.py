@@ -55,6 +55,9 @@ WORKLOADS = (
     "w1_latency",
     "load_stream",
     "load_snapshot",
+    "catchup_document",
+    "catchup_sql",
+    "live_tail",
 )
 UNITS = {
     "bulk_append": "events/s",
@@ -69,6 +72,9 @@ UNITS = {
     "w1_latency": "ms",
     "load_stream": "ms",
     "load_snapshot": "ms",
+    "catchup_document": "events/s",
+    "catchup_sql": "events/s",
+    "live_tail": "ms",
 }
 RATE_UNITS = ("events/s", "appends/s", "commands/s")
 
@@ -103,6 +109,12 @@ TARGETS: dict[tuple[str, str], Target] = {
     ("postgres", "load_stream"): Target(40),
     ("sqlite", "load_snapshot"): Target(1),
     ("postgres", "load_snapshot"): Target(2),
+    ("sqlite", "catchup_document"): Target(100_000),
+    ("postgres", "catchup_document"): Target(60_000),
+    ("sqlite", "catchup_sql"): Target(40_000),
+    ("postgres", "catchup_sql"): Target(20_000),
+    ("sqlite", "live_tail"): Target(50),
+    ("postgres", "live_tail"): Target(50),
 }
 
 
@@ -168,6 +180,11 @@ class Sizes:
     """Events after the snapshot in ``load_snapshot`` (it sits at ``load_events - tail``)."""
     snapshot_loads: int = 200
     """Loads per timed run of ``load_snapshot`` (each takes about a millisecond)."""
+    catchup_events: int = 100_000
+    """Events the ``catchup_*`` workloads build their projections over."""
+    catchup_runs: int = 3
+    live_events: int = 300
+    """Single-event appends whose latency ``live_tail`` measures."""
 
     _COUNTS = (
         "bulk_events",
@@ -180,6 +197,8 @@ class Sizes:
         "w1_accounts",
         "load_events",
         "snapshot_tail",
+        "catchup_events",
+        "live_events",
     )
 
     def scaled(self, scale: float) -> Sizes:

@@ -66,7 +66,23 @@ def store_events(url: str) -> list[eventfold.RecordedEvent]:
 
 # -- help and version ----------------------------------------------------------------------
 
-COMMANDS = ["info", "streams", "read", "tail", "append", "state", "snapshot", "schema", "demo"]
+COMMANDS = [
+    "info",
+    "streams",
+    "read",
+    "tail",
+    "append",
+    "state",
+    "snapshot",
+    "schema",
+    "transform",
+    "projections",
+    "run",
+    "rebuild",
+    "parked",
+    "replay-parked",
+    "demo",
+]
 
 
 @pytest.mark.parametrize("command", [[], *([c] for c in COMMANDS)])

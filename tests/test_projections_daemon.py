@@ -1,4 +1,4 @@
-"""The projection daemon over every event store backend (read models in memory for now).
+"""The projection daemon over every backend, its read models beside its events.
 
 Exactly-once effects under duplicate delivery and crashes, poison events (stop and park),
 parked replay, partitions, dependencies, and ownership through leases.
@@ -20,17 +20,18 @@ from eventfold.projections import (
     DocumentProjection,
     DocumentView,
     MemoryLeases,
-    MemoryReadModelStore,
     PoisonPolicy,
     Projection,
     ProjectionDaemon,
     ProjectionState,
     ProjectionStopped,
     ProjectionTransaction,
+    ReadModelStore,
     Subscription,
     WorkerState,
     live,
     partition_of,
+    read_models_for,
     replay,
 )
 from eventfold.testing import settle
@@ -96,6 +97,8 @@ def counter_projection(name: str = "counter") -> Projection:
     return p
 
 
+# Workers poll here: the daemon's default wake-ups are tested with the wake-ups
+# themselves, and a poll keeps these tests' timing the same on every backend.
 FAST = DaemonOptions(
     batch_size=10,
     poll_interval=0.01,
@@ -110,7 +113,6 @@ async def store(store_url: str) -> AsyncIterator[eventfold.EventStore]:
         yield store
 
 
-
 async def fill(store: eventfold.EventStore, streams: int = 6, rounds: int = 3) -> None:
     for r in range(rounds):
         for s in range(streams):
@@ -119,7 +121,7 @@ async def fill(store: eventfold.EventStore, streams: int = 6, rounds: int = 3) -
     await settle(store, last.position)
 
 
-async def documents(models: MemoryReadModelStore, name: str, version: int = 1) -> dict[str, Any]:
+async def documents(models: ReadModelStore, name: str, version: int = 1) -> dict[str, Any]:
     return {i: msgspec.json.decode(d) async for i, d in models.iter_documents(name, version)}
 
 
@@ -128,7 +130,7 @@ async def test_the_daemon_builds_what_live_and_a_clean_replay_build(
 ) -> None:
     await fill(store)
     summary = summary_projection()
-    models = MemoryReadModelStore()
+    models = read_models_for(store)
     async with ProjectionDaemon(store, models, [summary], options=FAST) as daemon:
         head = await daemon.catch_up(timeout=20)
         assert head == await store.head()
@@ -144,7 +146,7 @@ async def test_the_daemon_builds_what_live_and_a_clean_replay_build(
 async def test_a_batch_delivered_twice_is_applied_once(store: eventfold.EventStore) -> None:
     await fill(store)
     counter = counter_projection()
-    models = MemoryReadModelStore()
+    models = read_models_for(store)
     (batch,) = [b async for b in Subscription(store, types=counter.event_types, follow=False)]
 
     async def deliver() -> None:
@@ -162,7 +164,7 @@ async def test_two_owners_at_once_still_apply_each_event_once(
     store: eventfold.EventStore,
 ) -> None:
     """Split brain: each daemon believes it holds the lease; the checkpoint fences."""
-    models = MemoryReadModelStore()
+    models = read_models_for(store)
     counter = counter_projection()
     one = ProjectionDaemon(store, models, [counter], options=FAST, leases=MemoryLeases())
     two = ProjectionDaemon(store, models, [counter], options=FAST, leases=MemoryLeases())
@@ -198,7 +200,7 @@ async def test_a_crash_mid_batch_then_a_restart_equals_a_clean_rebuild(
             reached.set()
             await gate.wait()  # the process dies here, before the batch commits
 
-    models = MemoryReadModelStore()
+    models = read_models_for(store)
     summary = summary_projection()
     daemon = ProjectionDaemon(store, models, [counter, summary], options=FAST)
     await daemon.start()
@@ -223,7 +225,7 @@ async def test_a_poison_event_stops_the_projection_with_a_clear_status(
     last = await store.append("shop-c", [ShopPlaced(cents=5)], expected_version=0)
     await settle(store, last.position)
     summary = summary_projection()
-    models = MemoryReadModelStore()
+    models = read_models_for(store)
     async with ProjectionDaemon(store, models, [summary], options=FAST) as daemon:
         with pytest.raises(ProjectionStopped, match="negative amount -1"):
             await daemon.catch_up(timeout=20)
@@ -255,7 +257,7 @@ async def test_a_poison_event_is_parked_listed_and_replayed(store: eventfold.Eve
     last = await store.append("shop-c", [ShopPlaced(cents=5)], expected_version=0)
     await settle(store, last.position)
     summary = summary_projection(poison=PoisonPolicy(action="park", retries=2, backoff=0.001))
-    models = MemoryReadModelStore()
+    models = read_models_for(store)
     async with ProjectionDaemon(store, models, [summary], options=FAST) as daemon:
         await daemon.catch_up(timeout=20)
         (parked,) = await daemon.parked("summary")
@@ -297,7 +299,7 @@ async def test_a_transient_handler_error_is_retried_not_parked(
             raise TimeoutError("the search index did not answer")
         await tx.put(event.stream_id, {"cents": event.data.cents})
 
-    models = MemoryReadModelStore()
+    models = read_models_for(store)
     async with ProjectionDaemon(store, models, [p], options=FAST) as daemon:
         await daemon.catch_up(timeout=20)
         assert await daemon.parked("flaky") == []
@@ -318,7 +320,7 @@ async def test_store_errors_are_retried_until_the_store_answers(
             raise eventfold.StoreError("the read-model database went away")
         await tx.put(event.stream_id, {"ok": True})
 
-    models = MemoryReadModelStore()
+    models = read_models_for(store)
     async with ProjectionDaemon(store, models, [p], options=FAST) as daemon:
         await daemon.catch_up(timeout=20)
         assert await daemon.parked("outage") == []
@@ -337,7 +339,7 @@ async def test_partitions_keep_stream_order_and_cover_every_event_once(
             "partition": partition_of(event.stream_id, 4),
         }
 
-    models = MemoryReadModelStore()
+    models = read_models_for(store)
     leases = MemoryLeases()
     one = ProjectionDaemon(store, models, [p], options=FAST, leases=leases, owner="one")
     two = ProjectionDaemon(store, models, [p], options=FAST, leases=leases, owner="two")
@@ -364,7 +366,7 @@ async def test_a_standby_takes_over_when_the_owner_goes_away(
     store: eventfold.EventStore,
 ) -> None:
     counter = counter_projection()
-    models = MemoryReadModelStore()
+    models = read_models_for(store)
     leases = MemoryLeases()
     one = ProjectionDaemon(store, models, [counter], options=FAST, leases=leases, owner="one")
     two = ProjectionDaemon(store, models, [counter], options=FAST, leases=leases, owner="two")
@@ -383,7 +385,7 @@ async def test_a_standby_takes_over_when_the_owner_goes_away(
 
 async def test_a_worker_that_lost_its_lease_is_fenced(store: eventfold.EventStore) -> None:
     counter = counter_projection()
-    models = MemoryReadModelStore()
+    models = read_models_for(store)
     leases = MemoryLeases()
     one = ProjectionDaemon(store, models, [counter], options=FAST, leases=leases, owner="one")
     two = ProjectionDaemon(store, models, [counter], options=FAST, leases=leases, owner="two")
@@ -405,7 +407,7 @@ async def test_a_projection_never_runs_ahead_of_its_dependencies(
     store: eventfold.EventStore,
 ) -> None:
     base = counter_projection("base")
-    models = MemoryReadModelStore()
+    models = read_models_for(store)
     behind: list[str] = []
     dependent = Projection("dependent", depends_on=[base])
 

@@ -34,6 +34,8 @@ from .errors import (
     StoreClosed,
     StoreError,
     StoreUnavailable,
+    StreamReplaced,
+    TransformConflict,
     UpcastFailed,
     WrongExpectedVersion,
 )
@@ -52,6 +54,7 @@ from .projections import DocumentProjection, Projection, ProjectionDaemon, Stale
 from .snapshots import Snapshot, SnapshotStore, SnapshotStrategy
 from .store import DEFAULT_URL, AppendResult, EventStore, StoreStats, StreamInfo, connect
 from .store._common import MAX_STREAM_ID_LENGTH, category_of
+from .transform import StreamReport, TransformReport, transform
 
 __all__ = [
     "ANY",
@@ -105,7 +108,11 @@ __all__ = [
     "StoreStats",
     "StoreUnavailable",
     "StreamInfo",
+    "StreamReplaced",
+    "StreamReport",
     "StreamState",
+    "TransformConflict",
+    "TransformReport",
     "TypeRegistry",
     "UpcastFailed",
     "WrongExpectedVersion",
@@ -119,4 +126,5 @@ __all__ = [
     "fold",
     "new_event_id",
     "schema",
+    "transform",
 ]

@@ -39,7 +39,8 @@ class Fold(Generic[S]):
     """Folds a load's events, a page at a time, onto the state it starts from.
 
     The first event of a load that starts from a snapshot is the snapshot's own: it is
-    not folded again, only checked to be the very event the snapshot was taken at.
+    not folded again, only checked to be the very event the snapshot was taken at, in
+    the very stream (reads of a replaced stream come from its replacement).
     ``max_us`` stops the fold at the first event recorded after it.
     """
 
@@ -68,6 +69,11 @@ class Fold(Generic[S]):
         if snapshot is not None and page:
             self.snapshot = None
             head = page[0]
+            if head.stream_id != snapshot.stream_id:
+                # The stream was replaced (a stream transformation): a snapshot of the old
+                # one says nothing about its replacement, even where the event ids match.
+                self.mismatch = True
+                return False
             if head.version == snapshot.version:
                 if head.raw_event_id != snapshot.event_id:
                     self.mismatch = True

@@ -14,6 +14,8 @@
     ├── ConcurrencyError: the stream moved under the caller
     │   ├── WrongExpectedVersion     the stream is not at the version the caller expected
     │   ├── DuplicateEventId         an event id already in the stream with other content
+    │   ├── StreamReplaced           an append to a stream a transformation replaced
+    │   ├── TransformConflict        a stream moved while it was being transformed
     │   └── RetriesExhausted         a command still conflicted after its last retry
     ├── NondeterministicEvolve       two folds of one stream disagree: evolve is not pure
     ├── EventTypeError               two classes claim one stable event type name
@@ -59,6 +61,8 @@ __all__ = [
     "StoreClosed",
     "StoreError",
     "StoreUnavailable",
+    "StreamReplaced",
+    "TransformConflict",
     "UpcastFailed",
     "WrongExpectedVersion",
 ]
@@ -191,6 +195,45 @@ class DuplicateEventId(ConcurrencyError):
             f"event id {event_id} is already in stream {stream_id!r} with other content or at "
             "another place; a retry must resend the same events in the same order, new events "
             "need new ids"
+        )
+
+
+class StreamReplaced(ConcurrencyError):
+    """An append to a stream that a stream transformation replaced by another one.
+
+    Reads of ``stream_id`` follow the alias to ``replaced_by``; writes go there directly.
+    """
+
+    def __init__(self, stream_id: str, replaced_by: str) -> None:
+        self.stream_id = stream_id
+        self.replaced_by = replaced_by
+        super().__init__(
+            f"stream {stream_id!r} was replaced by {replaced_by!r} (a stream transformation) "
+            f"and takes no more events; append to {replaced_by!r} instead"
+        )
+
+
+class TransformConflict(ConcurrencyError):
+    """A stream gained events (or was replaced) while a transformation copied it.
+
+    Nothing was switched: readers still see ``stream_id``. Running the transformation
+    again resumes where it stopped and copies the new events too.
+    """
+
+    def __init__(
+        self, stream_id: str, target: str, copied: int, actual: int, reason: str = ""
+    ) -> None:
+        self.stream_id = stream_id
+        self.target = target
+        self.copied = copied
+        self.actual = actual
+        why = reason or (
+            f"it gained events while being copied (copied up to version {copied}, it is now "
+            f"at version {actual})"
+        )
+        super().__init__(
+            f"stream {stream_id!r} was not switched to {target!r}: {why}; run the "
+            "transformation again (it resumes where it stopped)"
         )
 
 

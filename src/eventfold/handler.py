@@ -519,8 +519,9 @@ class CommandHandler(Generic[C, S, E]):
         if not last:
             return None
         now_us = (dt.datetime.now(dt.UTC) - _EPOCH) // dt.timedelta(microseconds=1)
+        # Keyed by the stream the events came from: a replaced stream's replacement.
         snapshot = Snapshot(
-            stream_id,
+            last[0].stream_id,
             self.decider.state_type,
             loaded.version,
             self.decider.state_version,

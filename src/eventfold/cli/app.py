@@ -12,7 +12,7 @@ from rich.text import Text
 from .._version import __version__
 from ..errors import ConcurrencyError, EventfoldError, InvalidInput, StoreError
 from ..store import DEFAULT_URL
-from . import commands, schema, state
+from . import commands, projections, schema, state, transform
 from .commands import CliState
 
 __all__ = ["COMMANDS", "EXIT_CODES", "cli", "exit_code_for", "main"]
@@ -83,10 +83,12 @@ COMMANDS: tuple[click.Command, ...] = (
     *commands.COMMANDS,
     *state.COMMANDS,
     *schema.COMMANDS,
+    *transform.COMMANDS,
+    *projections.COMMANDS,
     commands.demo,
 )
 """Every command, in the order ``--help`` lists them: the store, the decider, the schemas,
-the tour."""
+stream transformation, the projections, the tour."""
 
 for _command in COMMANDS:
     cli.add_command(_command)

@@ -2,7 +2,8 @@
 
 - `Projection` / `DocumentProjection`: definitions (name, version, handlers per type).
 - `ReadModelStore`: where read models, checkpoints and parked events live
-  (`MemoryReadModelStore` now; SQLite and PostgreSQL beside the events next).
+  (`MemoryReadModelStore`, `SQLiteReadModelStore` and `PostgresReadModelStore` beside
+  the events; `read_models_for` picks the one for an event store).
 - `Subscription`: catch up from a checkpoint, then follow the tail, in batches.
 - `ProjectionDaemon`: batches applied exactly once, poison events, partitions, leases,
   lag, ``wait_for`` and `StaleRead`, blue/green swaps.
@@ -12,6 +13,9 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
+from .backends import read_models_for
 from .bluegreen import BuildProgress, SwapPolicy, activate, drop_retired
 from .daemon import ProjectionDaemon, check_projections
 from .definition import (
@@ -57,6 +61,10 @@ from .view import DocumentView
 from .wakeups import StoreWakeUps, notifier_for
 from .worker import DaemonOptions, WorkerInfo, WorkerState
 
+if TYPE_CHECKING:
+    from .postgres import PostgresReadModelStore
+    from .sqlite import SQLiteReadModelStore
+
 __all__ = [
     "Batch",
     "BuildProgress",
@@ -80,6 +88,7 @@ __all__ = [
     "PoisonPolicy",
     "Polling",
     "PostgresLeases",
+    "PostgresReadModelStore",
     "Projection",
     "ProjectionBase",
     "ProjectionDaemon",
@@ -91,6 +100,7 @@ __all__ = [
     "ReadModelStore",
     "ReadModelTransaction",
     "ReplayResult",
+    "SQLiteReadModelStore",
     "Signal",
     "StaleRead",
     "StoreWakeUps",
@@ -111,8 +121,20 @@ __all__ = [
     "notifier_for",
     "partition_of",
     "projection_status",
+    "read_models_for",
     "rebuild",
     "replay",
     "replay_parked",
     "wait_for",
 ]
+
+_LAZY = {"PostgresReadModelStore": ".postgres", "SQLiteReadModelStore": ".sqlite"}
+
+
+def __getattr__(name: str) -> Any:
+    """The SQL read-model stores, imported on first use (their drivers load only then)."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

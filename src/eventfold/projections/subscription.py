@@ -119,8 +119,11 @@ class _Listener:
     async def wait(self, seconds: float) -> None:
         signal = self._signal
         if signal._generation == self._seen:
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for may swallow a
+            # cancellation that lands as the event fires, and the worker never stops.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(signal._event.wait(), seconds)
+                async with asyncio.timeout(seconds):
+                    await signal._event.wait()
         self._seen = signal._generation
 
 

@@ -6,10 +6,10 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 
 from ..codec import Codec, EncodedEvent
-from ..errors import DuplicateEventId, InvalidInput, InvalidStreamId
+from ..errors import DuplicateEventId, InvalidInput, InvalidStreamId, TransformConflict
 from ..events import Event, NewEvent
 from ..position import ExpectedVersion, Position, check_expected_version
-from .protocol import AppendResult
+from .protocol import AppendResult, StreamInfo
 
 __all__ = [
     "MAX_STREAM_ID_LENGTH",
@@ -19,11 +19,13 @@ __all__ = [
     "category_of",
     "check_event_ids",
     "check_limit",
+    "check_recorded",
     "check_retry",
     "check_stream_id",
     "duplicate_in_batch",
     "explicit_ids",
     "prepare_append",
+    "switch_refused",
     "type_names",
 ]
 
@@ -201,3 +203,37 @@ def duplicate_in_batch(stream_id: str, encoded: Sequence[EncodedEvent]) -> None:
             if i in seen:
                 raise DuplicateEventId(stream_id, uuid.UUID(bytes=i))
             seen.add(i)
+
+
+def check_recorded(recorded_us: Sequence[int], count: int) -> list[int]:
+    """Validate the recorded times a transformation's copies keep: one int per event."""
+    stamps = list(recorded_us)
+    if len(stamps) != count or not all(
+        isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in stamps
+    ):
+        raise InvalidInput(
+            f"recorded_us must hold one int >= 0 (microseconds since the epoch) per event: "
+            f"{count} events, got {stamps[:5]!r}{'…' if len(stamps) > 5 else ''}"
+        )
+    return stamps
+
+
+def switch_refused(
+    source: StreamInfo, target: StreamInfo, version: int, target_version: int
+) -> TransformConflict:
+    """Why a transformation's switch of ``source`` to ``target`` matched nothing."""
+    sid, tid = source.stream_id, target.stream_id
+    if source.replaced_by is not None:
+        reason = f"it was already replaced by {source.replaced_by!r}"
+    elif target.replaced_by is not None:
+        reason = f"the target was itself replaced by {target.replaced_by!r}"
+    elif target.version != target_version:
+        reason = (
+            f"the target gained events it was not given (it holds {target.version}, "
+            f"{target_version} were copied)"
+        )
+    elif source.version != version:
+        reason = ""
+    else:
+        reason = "the switch matched no stream row"
+    return TransformConflict(sid, tid, version, source.version, reason)

@@ -35,9 +35,7 @@ class NotifySender:
 
     __slots__ = ("_last", "_run", "_task", "_waiting", "interval")
 
-    def __init__(
-        self, run: Callable[[], Awaitable[Any]], *, interval: float = DEBOUNCE
-    ) -> None:
+    def __init__(self, run: Callable[[], Awaitable[Any]], *, interval: float = DEBOUNCE) -> None:
         self._run = run
         self.interval = interval
         self._last = 0.0

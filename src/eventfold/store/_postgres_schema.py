@@ -74,6 +74,17 @@ MIGRATIONS: tuple[sql.SQL, ...] = (
         );
         """
     ),
+    # 3: stream transformation's alias. A replaced stream keeps its events (still in the
+    # log) but takes no appends; its reads follow replaced_by, which never names a stream
+    # that is itself replaced (the switch re-points older aliases), so one hop suffices.
+    # Adding a nullable column without a default rewrites nothing.
+    sql.SQL(
+        """
+        ALTER TABLE {schema}.streams ADD COLUMN replaced_by text COLLATE "C";
+        CREATE INDEX streams_replaced_by ON {schema}.streams (replaced_by)
+            WHERE replaced_by IS NOT NULL;
+        """
+    ),
 )
 
 
@@ -87,9 +98,11 @@ def lock_key(schema: str) -> str:
 _BASE = {
     # exact N > 0: the loser of a race waits for the winner's row lock, then re-checks
     # the condition against the new row and matches nothing.
+    # A replaced stream's row matches no branch (it always exists: only streams with
+    # events are replaced), and the caller learns why from the row.
     "exact": """
         UPDATE {streams} SET version = version + %(k)s
-        WHERE stream_id = %(sid)s AND version = %(n)s
+        WHERE stream_id = %(sid)s AND version = %(n)s AND replaced_by IS NULL
         RETURNING version - %(k)s AS base""",
     # NO_STREAM or 0: a concurrent creator makes this a no-op (no row), not an error.
     "new": """
@@ -98,12 +111,13 @@ _BASE = {
         RETURNING 0::int8 AS base""",
     "exists": """
         UPDATE {streams} SET version = version + %(k)s
-        WHERE stream_id = %(sid)s
+        WHERE stream_id = %(sid)s AND replaced_by IS NULL
         RETURNING version - %(k)s AS base""",
     # ANY: serialises on the stream row, never fails spuriously.
     "any": """
         INSERT INTO {streams} AS s (stream_id, version) VALUES (%(sid)s, %(k)s)
         ON CONFLICT (stream_id) DO UPDATE SET version = s.version + excluded.version
+        WHERE s.replaced_by IS NULL
         RETURNING s.version - %(k)s AS base""",
 }
 
@@ -138,6 +152,26 @@ _APPEND_ONE = """
     SELECT (SELECT base FROM b), pg_current_xact_id()::text::int8, (SELECT seq FROM ins)
 """
 
+# A stream transformation's copies keep their recorded times (microseconds since the epoch).
+_APPEND_AT = """
+    WITH b AS ({base}),
+    ins AS (
+        INSERT INTO {events} (event_id, stream_id, version, type, schema_version, data, metadata,
+                              recorded_at)
+        SELECT encode(e.id, 'hex')::uuid, %(sid)s, b.base + e.ord, e.type, e.sv, e.data, e.meta,
+               'epoch'::timestamptz + e.rec * interval '1 microsecond'
+        FROM b, unnest(%(ids)b::bytea[], %(types)b::text[], %(svs)b::int4[],
+                       %(datas)b::bytea[], %(metas)b::bytea[], %(recs)b::int8[])
+             WITH ORDINALITY AS e(id, type, sv, data, meta, rec, ord)
+        ORDER BY e.ord
+        RETURNING seq
+    )
+    SELECT (SELECT base FROM b), pg_current_xact_id()::text::int8, (SELECT max(seq) FROM ins)
+"""
+
+# The stream a read of %(sid)s goes to: its replacement, if a transformation replaced it.
+_FOLLOW = "coalesce((SELECT r.replaced_by FROM {streams} r WHERE r.stream_id = %(sid)s), %(sid)s)"
+
 # Columns in `eventfold.codec.Row` order. ORDER BY names the table's columns (e.*): the
 # output column `transaction_id::text::int8` is also called transaction_id, and ordering
 # by it would sort instead of walking the index.
@@ -168,23 +202,25 @@ _CATEGORIES = "\n      AND split_part(e.stream_id, '-', 1) = ANY(%(cats)s::text[
 
 
 # A handler's load in one round trip: the newest snapshot within the bounds (one row whose
-# stream id is NULL: its version, schema version, data, event id in the metadata column,
-# recorded and taken times in the recorded and transaction columns), then the stream's
-# first page of events from that snapshot's version (from 1 without one).
+# stream id is NULL: its stream id in the type column, version, schema version, data, event
+# id in the metadata column, recorded and taken times in the recorded and transaction
+# columns), then the stream's first page of events from that snapshot's version (from 1
+# without one). Both follow a replaced stream's alias: only the replacement's snapshots count.
 _READ_FOR_LOAD = """
-    WITH s AS (
+    WITH t AS (SELECT {follow} AS sid),
+    s AS (
         SELECT version, schema_version, data, event_id, recorded_us, taken_us
         FROM {snapshots}
-        WHERE stream_id = %(sid)s AND state_type = %(type)s
+        WHERE stream_id = (SELECT sid FROM t) AND state_type = %(type)s
           AND version <= %(version)s AND recorded_us <= %(recorded)s
         ORDER BY stream_id DESC, state_type DESC, version DESC LIMIT 1
     )
-    SELECT NULL::bytea, NULL::text, s.version, NULL::text, s.schema_version, s.data,
+    SELECT NULL::bytea, NULL::text, s.version, (SELECT sid FROM t), s.schema_version, s.data,
         s.event_id, s.recorded_us, s.taken_us, NULL::int8
     FROM s
     UNION ALL
     (SELECT {row} FROM {events} e
-    WHERE e.stream_id = %(sid)s AND e.version >= coalesce((SELECT version FROM s), 1)
+    WHERE e.stream_id = (SELECT sid FROM t) AND e.version >= coalesce((SELECT version FROM s), 1)
       AND e.version <= %(version)s
     ORDER BY e.version LIMIT %(n)s)
 """
@@ -225,6 +261,7 @@ class Statements:
         self.record_migration = render("INSERT INTO {migrations} (version) VALUES (%s)")
         self.append = {mode: render(_APPEND, base=base) for mode, base in _BASE.items()}
         self.append_one = {mode: render(_APPEND_ONE, base=base) for mode, base in _BASE.items()}
+        self.append_at = {mode: render(_APPEND_AT, base=base) for mode, base in _BASE.items()}
         self.find_ids = render(
             """SELECT uuid_send(event_id), version, type, data, transaction_id::text::int8, seq
             FROM {events} WHERE stream_id = %s AND event_id = ANY(%s::uuid[])"""
@@ -233,10 +270,28 @@ class Statements:
         # rather walk the whole stream in version order; the caller sorts the few rows.
         self.find_events = render(
             """SELECT {row} FROM {events} e
-            WHERE e.stream_id = %(sid)s AND e.event_id = ANY(%(ids)s::uuid[])""",
+            WHERE e.stream_id = {follow} AND e.event_id = ANY(%(ids)s::uuid[])""",
             row=_ROW,
+            follow=_FOLLOW,
         )
-        self.stream_version = render("SELECT version FROM {streams} WHERE stream_id = %s")
+        self.stream_version = render(
+            "SELECT version FROM {streams} WHERE stream_id = {follow}", follow=_FOLLOW
+        )
+        self.stream_info = render(
+            "SELECT version, replaced_by FROM {streams} WHERE stream_id = %(sid)s"
+        )
+        # The switch, in one transaction: lock both rows (in id order), check, update.
+        self.lock_streams = render(
+            """SELECT stream_id, version, replaced_by FROM {streams}
+            WHERE stream_id = ANY(%(ids)s::text[]) ORDER BY stream_id FOR UPDATE"""
+        )
+        self.replace_stream = render(
+            "UPDATE {streams} SET replaced_by = %(target)s WHERE stream_id = %(sid)s"
+        )
+        # Aliases to the source now lead to the target (keeps every alias one hop long).
+        self.repoint_aliases = render(
+            "UPDATE {streams} SET replaced_by = %(target)s WHERE replaced_by = %(sid)s"
+        )
         self.read_forwards = render(
             """SELECT {row} FROM {events} e WHERE e.stream_id = %(sid)s AND e.version >= %(at)s
             ORDER BY e.version LIMIT %(n)s""",
@@ -246,6 +301,20 @@ class Statements:
             """SELECT {row} FROM {events} e WHERE e.stream_id = %(sid)s AND e.version <= %(at)s
             ORDER BY e.version DESC LIMIT %(n)s""",
             row=_ROW,
+        )
+        # The first page of a read that follows a replaced stream's alias (the later pages
+        # read the stream the first one found, by id).
+        self.follow_forwards = render(
+            """SELECT {row} FROM {events} e WHERE e.stream_id = {follow} AND e.version >= %(at)s
+            ORDER BY e.version LIMIT %(n)s""",
+            row=_ROW,
+            follow=_FOLLOW,
+        )
+        self.follow_backwards = render(
+            """SELECT {row} FROM {events} e WHERE e.stream_id = {follow} AND e.version <= %(at)s
+            ORDER BY e.version DESC LIMIT %(n)s""",
+            row=_ROW,
+            follow=_FOLLOW,
         )
         self.read_all = {
             (bool(t), bool(c)): render(_READ_ALL, row=_ROW, horizon=_HORIZON, filters=(t + c))
@@ -258,12 +327,12 @@ class Statements:
             horizon=_HORIZON,
         )
         self.streams = render(
-            """SELECT stream_id, version FROM {streams} WHERE stream_id > %(after)s
+            """SELECT stream_id, version, replaced_by FROM {streams} WHERE stream_id > %(after)s
             ORDER BY stream_id LIMIT %(n)s"""
         )
         # The range lets the primary key narrow the scan; split_part is the exact test.
         self.streams_in_category = render(
-            """SELECT stream_id, version FROM {streams}
+            """SELECT stream_id, version, replaced_by FROM {streams}
             WHERE stream_id > %(after)s AND stream_id >= %(cat)s AND stream_id < %(cat)s || '.'
               AND split_part(stream_id, '-', 1) = %(cat)s
             ORDER BY stream_id LIMIT %(n)s"""
@@ -287,4 +356,4 @@ class Statements:
             ORDER BY stream_id DESC, state_type DESC, version DESC LIMIT 1"""
         )
         self.counts = render("SELECT count(*), coalesce(sum(version), 0)::int8 FROM {streams}")
-        self.read_for_load = render(_READ_FOR_LOAD, row=_ROW)
+        self.read_for_load = render(_READ_FOR_LOAD, row=_ROW, follow=_FOLLOW)

@@ -21,7 +21,13 @@ from functools import lru_cache
 from typing import Any
 
 from ..codec import EncodedEvent
-from ..errors import DuplicateEventId, EventfoldError, StoreError, WrongExpectedVersion
+from ..errors import (
+    DuplicateEventId,
+    EventfoldError,
+    StoreError,
+    StreamReplaced,
+    WrongExpectedVersion,
+)
 from ..position import ExpectedVersion, Position, version_matches
 from . import _sqlite_schema as sql
 from ._common import StoredCopy, category_of, check_retry, explicit_ids
@@ -40,7 +46,7 @@ Translate = Callable[[sqlite3.Error], StoreError]
 class PendingAppend:
     """One append waiting for the writer."""
 
-    __slots__ = ("encoded", "expected", "future", "size", "stream_id")
+    __slots__ = ("encoded", "expected", "future", "recorded", "size", "stream_id")
 
     def __init__(
         self,
@@ -49,12 +55,15 @@ class PendingAppend:
         expected: ExpectedVersion,
         future: asyncio.Future[AppendResult],
         size: int,
+        recorded: list[int] | None = None,
     ) -> None:
         self.stream_id = stream_id
         self.encoded = encoded
         self.expected = expected
         self.future = future
         self.size = size
+        self.recorded = recorded
+        """Recorded times to keep, one per event (a stream transformation's copies only)."""
 
 
 class GroupWriter:
@@ -103,12 +112,19 @@ class GroupWriter:
         self.commits += 1
         return outcomes
 
-    def _start(self, cur: sqlite3.Cursor, batch: list[PendingAppend]) -> tuple[int, dict[str, int]]:
-        """The log's last position and the versions of the group's streams (one query)."""
+    def _start(
+        self, cur: sqlite3.Cursor, batch: list[PendingAppend]
+    ) -> tuple[int, dict[str, int], dict[str, str] | None]:
+        """The log's last position, the versions of the group's streams, and which of them
+        were replaced (None: none), in one query."""
         first = batch[0].stream_id
         if all(item.stream_id == first for item in batch):
-            last, version = cur.execute(sql.BATCH_START_ONE, (first,)).fetchone()
-            return last, {} if version is None else {first: version}
+            last, version, replaced_by = cur.execute(sql.BATCH_START_ONE, (first,)).fetchone()
+            return (
+                last,
+                {} if version is None else {first: version},
+                None if replaced_by is None else {first: replaced_by},
+            )
         names = list(dict.fromkeys(item.stream_id for item in batch))
         if len(names) <= _IN_LIST_MAX:
             size = 1 << (len(names) - 1).bit_length()
@@ -118,16 +134,20 @@ class GroupWriter:
             rows = cur.execute(sql.BATCH_START_JSON, (json.dumps(names),)).fetchall()
         last = 0
         versions: dict[str, int] = {}
-        for stream_id, value in rows:
+        replaced: dict[str, str] | None = None
+        for stream_id, value, replaced_by in rows:
             if stream_id is None:
                 last = value
             else:
                 versions[stream_id] = value
-        return last, versions
+                if replaced_by is not None:
+                    replaced = replaced or {}
+                    replaced[stream_id] = replaced_by
+        return last, versions, replaced
 
     def _write_fast(self, cur: sqlite3.Cursor, batch: list[PendingAppend]) -> list[Outcome] | None:
         """Decide every append, then insert all rows at once; None: fall back."""
-        last, versions = self._start(cur, batch)
+        last, versions, replaced = self._start(cur, batch)
         now = time.time_ns() // 1000
         rows: list[tuple[Any, ...]] = []
         changed: dict[str, int] = {}
@@ -153,17 +173,21 @@ class GroupWriter:
                 if retry is not None:
                     outcomes.append(retry)
                     continue
+            if replaced is not None and stream_id in replaced:
+                outcomes.append(StreamReplaced(stream_id, replaced[stream_id]))
+                continue
             actual = versions.get(stream_id, 0)
             if not version_matches(expected, actual):
                 outcomes.append(WrongExpectedVersion(stream_id, expected, actual))
                 continue
             version = actual
-            for e in encoded:
+            stamps = item.recorded
+            for n, e in enumerate(encoded):
                 last += 1
                 version += 1
                 rows.append(
                     (last, e.event_id, stream_id, version, e.type, e.schema_version, e.data,
-                     e.metadata, now)
+                     e.metadata, now if stamps is None else stamps[n])
                 )  # fmt: skip
                 if e.explicit_id:
                     written[(stream_id, e.event_id)] = (version, e.type, e.data, Position(0, last))
@@ -182,12 +206,12 @@ class GroupWriter:
 
     def _write_careful(self, cur: sqlite3.Cursor, batch: list[PendingAppend]) -> list[Outcome]:
         """The group again with a savepoint per append, so one failure fails alone."""
-        last, versions = self._start(cur, batch)
+        last, versions, replaced = self._start(cur, batch)
         now = time.time_ns() // 1000
         changed: dict[str, int] = {}
         outcomes: list[Outcome] = []
         for item in batch:
-            outcome = self._write_one(cur, item, versions, now, last)
+            outcome = self._write_one(cur, item, versions, replaced, now, last)
             if type(outcome) is AppendResult and outcome.position.seq > last:
                 last = outcome.position.seq
                 changed[item.stream_id] = outcome.version
@@ -205,6 +229,7 @@ class GroupWriter:
         cur: sqlite3.Cursor,
         item: PendingAppend,
         versions: dict[str, int],
+        replaced: dict[str, str] | None,
         now: int,
         last: int,
     ) -> Outcome:
@@ -218,12 +243,15 @@ class GroupWriter:
                 return exc
             if retry is not None:
                 return retry
+        if replaced is not None and stream_id in replaced:
+            return StreamReplaced(stream_id, replaced[stream_id])
         actual = versions.get(stream_id, 0)
         if not version_matches(expected, actual):
             return WrongExpectedVersion(stream_id, expected, actual)
+        stamps = item.recorded or [now] * len(encoded)
         rows = [
             (last + n, e.event_id, stream_id, actual + n, e.type, e.schema_version, e.data,
-             e.metadata, now)
+             e.metadata, stamps[n - 1])
             for n, e in enumerate(encoded, 1)
         ]  # fmt: skip
         # A savepoint per append: should an insert still fail (a constraint, a value

@@ -123,6 +123,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         ) WITHOUT ROWID
         """,
     ),
+    # 3: stream transformation's alias. A replaced stream keeps its events (still in the
+    # log) but takes no appends; its reads follow replaced_by, which never names a stream
+    # that is itself replaced (the switch re-points older aliases), so one hop suffices.
+    (
+        "ALTER TABLE streams ADD COLUMN replaced_by TEXT",
+        "CREATE INDEX streams_replaced_by ON streams (replaced_by) WHERE replaced_by IS NOT NULL",
+    ),
 )
 """Migration N is ``MIGRATIONS[N - 1]``: statements applied in one transaction."""
 
@@ -184,16 +191,32 @@ _LAST_POSITION = "coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'events
 # A group's first statement: the log's last position (events are never deleted, so the
 # AUTOINCREMENT sequence is the highest position) and its streams' versions. Rows with a
 # NULL stream id carry the position.
-BATCH_START_ONE = f"SELECT {_LAST_POSITION}, (SELECT version FROM streams WHERE stream_id = ?)"
+# The same row says whether the stream was replaced (the append is refused), at no cost.
+BATCH_START_ONE = (
+    f"SELECT {_LAST_POSITION}, s.version, s.replaced_by FROM (SELECT 1) "
+    "LEFT JOIN streams s ON s.stream_id = ?"
+)
 BATCH_START_IN = (
-    f"SELECT NULL, {_LAST_POSITION} UNION ALL "
-    "SELECT stream_id, version FROM streams WHERE stream_id IN ({marks})"
+    f"SELECT NULL, {_LAST_POSITION}, NULL UNION ALL "
+    "SELECT stream_id, version, replaced_by FROM streams WHERE stream_id IN ({marks})"
 )
 BATCH_START_JSON = (
-    f"SELECT NULL, {_LAST_POSITION} UNION ALL "
-    "SELECT stream_id, version FROM streams WHERE stream_id IN (SELECT value FROM json_each(?))"
+    f"SELECT NULL, {_LAST_POSITION}, NULL UNION ALL "
+    "SELECT stream_id, version, replaced_by FROM streams "
+    "WHERE stream_id IN (SELECT value FROM json_each(?))"
 )
-STREAM_VERSION = "SELECT version FROM streams WHERE stream_id = ?"
+# The stream a read of ?1 goes to: its replacement, if a transformation replaced it.
+_FOLLOW = "coalesce((SELECT replaced_by FROM streams WHERE stream_id = ?1), ?1)"
+STREAM_VERSION = f"SELECT version FROM streams WHERE stream_id = {_FOLLOW}"
+STREAM_INFO = "SELECT version, replaced_by FROM streams WHERE stream_id = ?"
+# The switch of a transformation, in one transaction: the source must still be at the
+# version copied and not replaced, the target at the version written and not replaced.
+REPLACE_STREAM = """UPDATE streams SET replaced_by = ?2
+    WHERE stream_id = ?1 AND version = ?3 AND replaced_by IS NULL
+      AND coalesce((SELECT version FROM streams WHERE stream_id = ?2), 0) = ?4
+      AND NOT EXISTS (SELECT 1 FROM streams WHERE stream_id = ?2 AND replaced_by IS NOT NULL)"""
+# Aliases to the source now lead to the target (keeps every alias one hop long).
+REPOINT_ALIASES = "UPDATE streams SET replaced_by = ?2 WHERE replaced_by = ?1"
 LAST_VERSION = "SELECT coalesce(max(version), 0) FROM events WHERE stream_id = ?"
 # Positions are given, not left to AUTOINCREMENT: the writer holds the write lock and
 # computes them from the group's starting position, so no query is needed to learn them
@@ -262,24 +285,35 @@ READ_ALL_FILTERED = (
                            stream_id) IN (SELECT value FROM json_each(?3)))
     ORDER BY position LIMIT ?4"""
 )
-READ_STREAM_FORWARDS = _ROW + "WHERE stream_id = ? AND version >= ? ORDER BY version LIMIT ?"
-READ_STREAM_BACKWARDS = _ROW + "WHERE stream_id = ? AND version <= ? ORDER BY version DESC LIMIT ?"
-READ_STREAM_BETWEEN = (
-    _ROW + "WHERE stream_id = ? AND version >= ? AND version <= ? ORDER BY version LIMIT ?"
+READ_STREAM_FORWARDS = _ROW + "WHERE stream_id = ?1 AND version >= ?2 ORDER BY version LIMIT ?3"
+READ_STREAM_BACKWARDS = (
+    _ROW + "WHERE stream_id = ?1 AND version <= ?2 ORDER BY version DESC LIMIT ?3"
 )
+READ_STREAM_BETWEEN = (
+    _ROW + "WHERE stream_id = ?1 AND version >= ?2 AND version <= ?3 ORDER BY version LIMIT ?4"
+)
+# The first page of a read that follows a replaced stream's alias (the later pages read
+# the stream the first one found, by id).
+FOLLOW_FORWARDS = READ_STREAM_FORWARDS.replace("stream_id = ?1", f"stream_id = {_FOLLOW}")
+FOLLOW_BACKWARDS = READ_STREAM_BACKWARDS.replace("stream_id = ?1", f"stream_id = {_FOLLOW}")
+FOLLOW_BETWEEN = READ_STREAM_BETWEEN.replace("stream_id = ?1", f"stream_id = {_FOLLOW}")
 HEAD = "SELECT coalesce(max(position), 0) FROM events"
-STREAMS = "SELECT stream_id, version FROM streams WHERE stream_id > ? ORDER BY stream_id LIMIT ?"
+STREAMS = (
+    "SELECT stream_id, version, replaced_by FROM streams WHERE stream_id > ? "
+    "ORDER BY stream_id LIMIT ?"
+)
 STREAMS_IN_CATEGORY = (
-    "SELECT stream_id, version FROM streams WHERE category = ? AND stream_id > ? "
+    "SELECT stream_id, version, replaced_by FROM streams WHERE category = ? AND stream_id > ? "
     "ORDER BY stream_id LIMIT ?"
 )
 
 
 @lru_cache(maxsize=8)
 def find_events_sql(count: int) -> str:
-    """Read the events of one stream with ``count`` given ids, in stream order."""
-    marks = ", ".join("?" * count)
-    return _ROW + f"WHERE stream_id = ? AND event_id IN ({marks}) ORDER BY version"
+    """Read the events of one stream with ``count`` given ids, in stream order (following
+    a replaced stream's alias)."""
+    marks = ", ".join(f"?{n}" for n in range(2, count + 2))
+    return _ROW + f"WHERE stream_id = {_FOLLOW} AND event_id IN ({marks}) ORDER BY version"
 
 
 SAVE_SNAPSHOT = (
@@ -291,5 +325,8 @@ LOAD_SNAPSHOT = """SELECT stream_id, state_type, version, schema_version, data, 
     WHERE stream_id = ?1 AND state_type = ?2 AND (?3 IS NULL OR version <= ?3)
       AND (?4 IS NULL OR recorded_at <= ?4)
     ORDER BY version DESC LIMIT 1"""
+
+# A handler's load of a replaced stream uses the replacement's snapshots only.
+FOLLOW_LOAD_SNAPSHOT = LOAD_SNAPSHOT.replace("stream_id = ?1", f"stream_id = {_FOLLOW}")
 
 COUNTS = "SELECT (SELECT count(*) FROM streams), (SELECT count(*) FROM events)"

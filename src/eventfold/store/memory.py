@@ -14,7 +14,7 @@ from types import TracebackType
 from typing import Self
 
 from ..codec import Codec, Row
-from ..errors import StoreClosed, WrongExpectedVersion
+from ..errors import InvalidInput, StoreClosed, StreamReplaced, WrongExpectedVersion
 from ..events import Event, NewEvent, RecordedEvent
 from ..position import ExpectedVersion, Position, version_matches
 from ..snapshots import MemorySnapshotStore
@@ -26,10 +26,12 @@ from ._common import (
     category_of,
     check_event_ids,
     check_limit,
+    check_recorded,
     check_retry,
     check_stream_id,
     explicit_ids,
     prepare_append,
+    switch_refused,
     type_names,
 )
 from .protocol import AppendResult, StoreStats, StreamInfo
@@ -47,6 +49,8 @@ class MemoryStore:
         self._log: list[Row] = []
         self._streams: dict[str, list[int]] = {}
         self._ids: dict[str, dict[bytes, int]] = {}
+        self._replaced: dict[str, str] = {}
+        """Stream id -> the stream a transformation replaced it by (never itself replaced)."""
         self._open = False
         self.snapshots = MemorySnapshotStore()
         """Snapshots kept beside the events (in memory too)."""
@@ -82,8 +86,29 @@ class MemoryStore:
         *,
         expected_version: ExpectedVersion,
     ) -> AppendResult:
+        return self._append(stream_id, events, expected_version, None)
+
+    async def _append_copies(
+        self,
+        stream_id: str,
+        events: Sequence[NewEvent],
+        *,
+        expected_version: ExpectedVersion,
+        recorded_us: Sequence[int],
+    ) -> AppendResult:
+        """`append` keeping given recorded times (for `eventfold.transform` only)."""
+        return self._append(stream_id, events, expected_version, recorded_us)
+
+    def _append(
+        self,
+        stream_id: str,
+        events: Sequence[Event | NewEvent],
+        expected_version: ExpectedVersion,
+        recorded_us: Sequence[int] | None,
+    ) -> AppendResult:
         self._check_open()
         encoded, expected = prepare_append(self.codec, stream_id, events, expected_version)
+        stamps = None if recorded_us is None else check_recorded(recorded_us, len(encoded))
         indexes = self._streams.get(stream_id, [])
         ids = explicit_ids(encoded)
         if ids:
@@ -97,6 +122,9 @@ class MemoryStore:
             retry = check_retry(stream_id, encoded, found)
             if retry is not None:
                 return retry
+        replaced_by = self._replaced.get(stream_id)
+        if replaced_by is not None:
+            raise StreamReplaced(stream_id, replaced_by)
         actual = len(indexes)
         if not version_matches(expected, actual):
             raise WrongExpectedVersion(stream_id, expected, actual)
@@ -114,7 +142,7 @@ class MemoryStore:
                     enc.schema_version,
                     enc.data,
                     enc.metadata,
-                    now,
+                    now if stamps is None else stamps[offset - 1],
                     0,
                     at + 1,
                 )
@@ -125,6 +153,37 @@ class MemoryStore:
             self.committed.fire()
         return AppendResult(actual + len(encoded), Position(0, len(self._log)))
 
+    async def _replace_stream(
+        self, stream_id: str, target: str, *, version: int, target_version: int
+    ) -> None:
+        """Point ``stream_id`` at ``target`` (`eventfold.transform`); `TransformConflict`
+        unless both streams are where the transformation left them and not replaced."""
+        self._check_open()
+        check_stream_id(stream_id)
+        check_stream_id(target)
+        if stream_id == target:
+            raise InvalidInput(f"stream {stream_id!r} cannot replace itself")
+        source, dest = self._info(stream_id), self._info(target)
+        if (
+            source.replaced_by is not None
+            or dest.replaced_by is not None
+            or source.version != version
+            or dest.version != target_version
+        ):
+            raise switch_refused(source, dest, version, target_version)
+        for old, new in self._replaced.items():
+            if new == stream_id:
+                self._replaced[old] = target
+        self._replaced[stream_id] = target
+
+    def _info(self, stream_id: str) -> StreamInfo:
+        return StreamInfo(
+            stream_id, len(self._streams.get(stream_id, ())), self._replaced.get(stream_id)
+        )
+
+    def _follow(self, stream_id: str) -> str:
+        return self._replaced.get(stream_id, stream_id)
+
     async def read_stream(
         self,
         stream_id: str,
@@ -132,11 +191,14 @@ class MemoryStore:
         from_version: int | None = None,
         backwards: bool = False,
         limit: int | None = None,
+        follow_alias: bool = True,
     ) -> AsyncIterator[RecordedEvent]:
         self._check_open()
         check_stream_id(stream_id)
         limit = check_limit(limit)
         start = check_limit(from_version, "from_version")
+        if follow_alias:
+            stream_id = self._follow(stream_id)
         indexes = self._streams.get(stream_id, [])
         if backwards:
             top = len(indexes) if start is None else min(start, len(indexes))
@@ -157,14 +219,19 @@ class MemoryStore:
     ) -> list[RecordedEvent]:
         self._check_open()
         check_stream_id(stream_id)
-        known = self._ids.get(stream_id, {})
+        known = self._ids.get(self._follow(stream_id), {})
         found = sorted({known[i.bytes] for i in check_event_ids(event_ids) if i.bytes in known})
         return self.codec.decode_rows(self._log[at] for at in found)
 
     async def stream_version(self, stream_id: str) -> int:
         self._check_open()
         check_stream_id(stream_id)
-        return len(self._streams.get(stream_id, ()))
+        return len(self._streams.get(self._follow(stream_id), ()))
+
+    async def stream_info(self, stream_id: str) -> StreamInfo:
+        self._check_open()
+        check_stream_id(stream_id)
+        return self._info(stream_id)
 
     async def read_all(
         self,
@@ -176,7 +243,8 @@ class MemoryStore:
     ) -> AsyncIterator[RecordedEvent]:
         self._check_open()
         start = Position.parse(after).seq if after is not None else 0
-        wanted_types = set(type_names(types) or ()) or None
+        names = type_names(types)
+        wanted_types = set(self.codec.stored_type_names(names)) if names else None
         wanted_cats = set(category_names(categories) or ()) or None
         remaining = check_limit(limit)
         at = start
@@ -217,7 +285,7 @@ class MemoryStore:
             if (after is None or s > after) and (category is None or category_of(s) == category)
         )
         for name in names[:limit] if limit is not None else names:
-            yield StreamInfo(name, len(self._streams[name]))
+            yield self._info(name)
 
     async def stats(self) -> StoreStats:
         self._check_open()

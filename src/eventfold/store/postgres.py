@@ -38,10 +38,12 @@ from ..codec import Codec, EncodedEvent
 from ..errors import (
     ConfigurationError,
     EventfoldError,
+    InvalidInput,
     SchemaTooNew,
     StoreClosed,
     StoreError,
     StoreUnavailable,
+    StreamReplaced,
     WrongExpectedVersion,
 )
 from ..events import Event, NewEvent, RecordedEvent
@@ -53,10 +55,12 @@ from ._common import (
     category_names,
     check_event_ids,
     check_limit,
+    check_recorded,
     check_retry,
     check_stream_id,
     explicit_ids,
     prepare_append,
+    switch_refused,
     type_names,
 )
 from ._postgres_batch import Append, Batcher, append_many, load_many
@@ -345,7 +349,7 @@ class PostgresStore:
                 rows = await self._fetch(query, params, raw=True)
             except pg_errors.UniqueViolation as exc:
                 if exc.diag.constraint_name != EVENT_ID_KEY:
-                    actual = await self.stream_version(stream_id)
+                    actual = (await self.stream_info(stream_id)).version
                     raise self._translate(exc, conflict=(stream_id, expected, actual)) from exc
                 # An earlier or concurrent append stored one of these ids: a retry?
                 retry = await self._find_retry(stream_id, encoded)
@@ -365,26 +369,90 @@ class PostgresStore:
 
     async def _not_appended(self, item: Append) -> AppendResult:
         """An append whose stream was not where the caller expected: a retry of one that
-        committed (the stream moved on by its events), or a conflict."""
+        committed (the stream moved on by its events), a replaced stream, or a conflict."""
         stream_id, encoded, expected, _, _ = item
         if explicit_ids(encoded):
             retry = await self._find_retry(stream_id, encoded)
             if retry is not None:
                 return retry
-        actual = await self.stream_version(stream_id)
-        raise WrongExpectedVersion(stream_id, expected, actual)
+        info = await self.stream_info(stream_id)
+        if info.replaced_by is not None:
+            raise StreamReplaced(stream_id, info.replaced_by)
+        raise WrongExpectedVersion(stream_id, expected, info.version)
+
+    async def _append_copies(
+        self,
+        stream_id: str,
+        events: Sequence[NewEvent],
+        *,
+        expected_version: ExpectedVersion,
+        recorded_us: Sequence[int],
+    ) -> AppendResult:
+        """`append` keeping given recorded times (for `eventfold.transform` only)."""
+        self._require_pool()
+        encoded, expected = prepare_append(self.codec, stream_id, events, expected_version)
+        stamps = check_recorded(recorded_us, len(encoded))
+        _, params = self._append_statement(stream_id, encoded, expected)
+        mode = self._mode(expected)
+        if len(encoded) == 1:
+            # The one-event statement takes scalars; this one takes arrays throughout.
+            for key in ("ids", "types", "svs", "datas", "metas"):
+                params[key] = [params[key]]
+        params["recs"] = stamps
+        query = self._sql.append_at[mode]
+        result = await self._appends.submit(Append(stream_id, encoded, expected, query, params))
+        if self.committed:
+            self.committed.fire()
+        return result
+
+    async def _replace_stream(
+        self, stream_id: str, target: str, *, version: int, target_version: int
+    ) -> None:
+        """Point ``stream_id`` at ``target`` in one transaction (`eventfold.transform`).
+
+        Refused with `TransformConflict` unless ``stream_id`` is still at ``version`` and
+        not replaced, and ``target`` is at ``target_version`` and not replaced. Both rows
+        are locked first, so no append to either slips in between the check and the switch.
+        """
+        pool = self._require_pool()
+        check_stream_id(stream_id)
+        check_stream_id(target)
+        if stream_id == target:
+            raise InvalidInput(f"stream {stream_id!r} cannot replace itself")
+        st = self._sql
+        names = {"sid": stream_id, "target": target}
+        try:
+            async with pool.connection() as conn, conn.transaction():
+                cur = await conn.execute(st.lock_streams, {"ids": [stream_id, target]})
+                found = {sid: StreamInfo(sid, v, r) for sid, v, r in await cur.fetchall()}
+                source = found.get(stream_id, StreamInfo(stream_id, 0))
+                dest = found.get(target, StreamInfo(target, 0))
+                if (
+                    source.replaced_by is not None
+                    or dest.replaced_by is not None
+                    or source.version != version
+                    or dest.version != target_version
+                    or version < 1
+                ):
+                    raise switch_refused(source, dest, version, target_version)
+                await conn.execute(st.replace_stream, names)
+                await conn.execute(st.repoint_aliases, names)
+        except psycopg.Error as exc:
+            raise self._translate(exc) from exc
+
+    def _mode(self, expected: ExpectedVersion) -> str:
+        if expected is ANY:
+            return "any"
+        if expected is STREAM_EXISTS:
+            return "exists"
+        if expected is NO_STREAM or expected == 0:
+            return "new"
+        return "exact"
 
     def _append_statement(
         self, stream_id: str, encoded: list[EncodedEvent], expected: ExpectedVersion
     ) -> tuple[bytes, dict[str, Any]]:
-        if expected is ANY:
-            mode = "any"
-        elif expected is STREAM_EXISTS:
-            mode = "exists"
-        elif expected is NO_STREAM or expected == 0:
-            mode = "new"
-        else:
-            mode = "exact"
+        mode = self._mode(expected)
         n = expected if mode == "exact" else None
         if len(encoded) == 1:
             (e,) = encoded
@@ -429,24 +497,28 @@ class PostgresStore:
         from_version: int | None = None,
         backwards: bool = False,
         limit: int | None = None,
+        follow_alias: bool = True,
     ) -> AsyncGenerator[RecordedEvent, None]:
         """The stream's events from ``from_version`` (inclusive), paged by version."""
         self._require_pool()
         check_stream_id(stream_id)
         limit = check_limit(limit)
         start = check_limit(from_version, "from_version")
+        st = self._sql
         if backwards:
-            query, step = self._sql.read_backwards, -1
+            query, follow, step = st.read_backwards, st.follow_backwards, -1
             at = _MAX_VERSION if start is None else start
         else:
-            query, step = self._sql.read_forwards, 1
+            query, follow, step = st.read_forwards, st.follow_forwards, 1
             at = max(start or 1, 1)
         params: dict[str, Any] = {"sid": stream_id, "at": at}
 
         def advance(last: tuple[Any, ...]) -> None:
-            params["at"] = last[2] + step
+            # The later pages read the stream the first one found, by id.
+            params["sid"], params["at"] = last[1], last[2] + step
 
-        async for rows in self._pages(query, params, limit, advance):
+        first = follow if follow_alias else query
+        async for rows in self._pages(first, params, limit, advance, then=query):
             for event in self.codec.decode_rows(rows):
                 yield event
 
@@ -478,17 +550,17 @@ class PostgresStore:
         rows = await self._loads.submit(params)
         snapshot: Snapshot | None = None
         if rows and rows[0][1] is None:
-            _, _, version, _, schema_version, data, event_id, recorded, taken, _ = rows.pop(0)
+            _, _, version, sid, schema_version, data, event_id, recorded, taken, _ = rows.pop(0)
             if version >= 1:
                 snapshot = Snapshot(
-                    stream_id, state_type, version, schema_version, data, event_id, recorded, taken
+                    sid, state_type, version, schema_version, data, event_id, recorded, taken
                 )
         first = self.codec.decode_rows(rows)
         if len(rows) < _PAGE:
             return snapshot, first, None
         last = rows[-1][2]
         limit = None if max_version is None else max(0, max_version - last)
-        return snapshot, first, self._decoded_pages(stream_id, last + 1, limit)
+        return snapshot, first, self._decoded_pages(rows[-1][1], last + 1, limit)
 
     async def _load_one(self, params: dict[str, Any]) -> Rows:
         return await self._fetch(self._sql.read_for_load, params)
@@ -521,8 +593,17 @@ class PostgresStore:
         """The stream's version: its number of events, 0 when it has none."""
         self._require_pool()
         check_stream_id(stream_id)
-        rows = await self._fetch(self._sql.stream_version, (stream_id,))
+        rows = await self._fetch(self._sql.stream_version, {"sid": stream_id})
         return int(rows[0][0]) if rows else 0
+
+    async def stream_info(self, stream_id: str) -> StreamInfo:
+        """The stream's own version and what replaced it, without following any alias."""
+        self._require_pool()
+        check_stream_id(stream_id)
+        rows = await self._fetch(self._sql.stream_info, {"sid": stream_id})
+        if not rows:
+            return StreamInfo(stream_id, 0)
+        return StreamInfo(stream_id, int(rows[0][0]), rows[0][1])
 
     async def read_all(
         self,
@@ -535,7 +616,8 @@ class PostgresStore:
         """The global log after ``after``, below the horizon of running transactions."""
         self._require_pool()
         start = Position.parse(after) if after is not None else START
-        names = type_names(types) or None
+        wanted = type_names(types)
+        names = self.codec.stored_type_names(wanted) if wanted else None
         cats = category_names(categories) or None
         limit = check_limit(limit)
         query = self._sql.read_all[(names is not None, cats is not None)]
@@ -570,8 +652,8 @@ class PostgresStore:
             params["after"] = last[0]
 
         async for rows in self._pages(query, params, limit, advance):
-            for stream_id, version in rows:
-                yield StreamInfo(stream_id, version)
+            for stream_id, version, replaced_by in rows:
+                yield StreamInfo(stream_id, version, replaced_by)
 
     async def _pages(
         self,
@@ -579,8 +661,11 @@ class PostgresStore:
         params: dict[str, Any],
         limit: int | None,
         advance: Callable[[tuple[Any, ...]], None],
+        *,
+        then: bytes | None = None,
     ) -> AsyncGenerator[Rows, None]:
-        """Pages of a keyset query, up to ``limit`` rows in all.
+        """Pages of a keyset query, up to ``limit`` rows in all (``then``, if given, is
+        the query for the pages after the first).
 
         The next page is requested before this one is handed over, so the server reads
         and sends it while the caller decodes: one connection at a time per reader, and
@@ -604,6 +689,8 @@ class PostgresStore:
             more = len(rows) == size and (remaining is None or remaining > 0)
             if more:
                 advance(rows[-1])
+                if then is not None:
+                    query = then
                 size, task = start()
                 await asyncio.sleep(0)  # let it put the query on the wire
             yield rows

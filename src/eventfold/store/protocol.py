@@ -37,6 +37,11 @@ class StreamInfo(msgspec.Struct, frozen=True):
 
     stream_id: str
     version: int
+    replaced_by: str | None = None
+    """The stream that replaced this one (a stream transformation), or None.
+
+    A replaced stream keeps its events, but reads of it follow the alias to that stream
+    and appends to it fail with `eventfold.StreamReplaced`."""
 
 
 class StoreStats(msgspec.Struct, frozen=True):
@@ -98,21 +103,37 @@ class EventStore(Protocol):
         from_version: int | None = None,
         backwards: bool = False,
         limit: int | None = None,
+        follow_alias: bool = True,
     ) -> AsyncIterator[RecordedEvent]:
         """The stream's events from ``from_version`` (inclusive), forwards or backwards.
 
-        Forwards starts at version 1 by default, backwards at the newest event.
+        Forwards starts at version 1 by default, backwards at the newest event. The
+        events of a stream a transformation replaced are read from its replacement
+        (their ``stream_id`` says which); ``follow_alias=False`` reads the originals.
         """
         ...
 
     async def find_events(
         self, stream_id: str, event_ids: Sequence[uuid.UUID]
     ) -> list[RecordedEvent]:
-        """The stream's events with these ids, in stream order (missing ids are skipped)."""
+        """The stream's events with these ids, in stream order (missing ids are skipped).
+
+        A replaced stream's events are looked up in its replacement.
+        """
         ...
 
     async def stream_version(self, stream_id: str) -> int:
-        """The stream's version: its number of events, 0 when it has none."""
+        """The stream's version: its number of events, 0 when it has none.
+
+        For a replaced stream, its replacement's version.
+        """
+        ...
+
+    async def stream_info(self, stream_id: str) -> StreamInfo:
+        """The stream's own version and what replaced it, without following any alias.
+
+        A stream with no events is ``StreamInfo(stream_id, 0)``.
+        """
         ...
 
     def read_all(

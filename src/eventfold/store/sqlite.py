@@ -36,7 +36,7 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from ..codec import Codec, Row
-from ..errors import ConfigurationError, StoreClosed, StoreError
+from ..errors import ConfigurationError, InvalidInput, StoreClosed, StoreError, TransformConflict
 from ..events import Event, NewEvent, RecordedEvent
 from ..position import ExpectedVersion, Position
 from ..snapshots import Snapshot
@@ -47,8 +47,10 @@ from ._common import (
     category_names,
     check_event_ids,
     check_limit,
+    check_recorded,
     check_stream_id,
     prepare_append,
+    switch_refused,
     type_names,
 )
 from ._sqlite_snapshots import SQLiteSnapshotStore
@@ -261,6 +263,71 @@ class SQLiteStore:
             self.committed.fire()
         return result
 
+    async def _append_copies(
+        self,
+        stream_id: str,
+        events: Sequence[NewEvent],
+        *,
+        expected_version: ExpectedVersion,
+        recorded_us: Sequence[int],
+    ) -> AppendResult:
+        """`append` keeping given recorded times (for `eventfold.transform` only)."""
+        self._check_open()
+        encoded, expected = prepare_append(self.codec, stream_id, events, expected_version)
+        stamps = check_recorded(recorded_us, len(encoded))
+        size = sum(len(enc.data) + len(enc.metadata) for enc in encoded)
+        future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
+        self._pending.append(PendingAppend(stream_id, encoded, expected, future, size, stamps))
+        if not self._in_flight and not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_soon)
+        result = await future
+        if self.committed:
+            self.committed.fire()
+        return result
+
+    async def _replace_stream(
+        self, stream_id: str, target: str, *, version: int, target_version: int
+    ) -> None:
+        """Point ``stream_id`` at ``target`` in one transaction (`eventfold.transform`).
+
+        Refused with `TransformConflict` unless ``stream_id`` is still at ``version`` and
+        not replaced, and ``target`` is at ``target_version`` and not replaced.
+        """
+        self._check_open()
+        check_stream_id(stream_id)
+        check_stream_id(target)
+        if stream_id == target:
+            raise InvalidInput(f"stream {stream_id!r} cannot replace itself")
+        params = (stream_id, target, version, target_version)
+
+        def work(conn: sqlite3.Connection) -> bool:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                switched = conn.execute(sql.REPLACE_STREAM, params).rowcount == 1
+                if switched:
+                    conn.execute(sql.REPOINT_ALIASES, params[:2])
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            return switched
+
+        try:
+            switched = await self.on_writer(work)
+        except sqlite3.Error as exc:
+            raise self._translate(exc) from exc
+        if not switched:
+            raise await self._switch_refused(stream_id, target, version, target_version)
+
+    async def _switch_refused(
+        self, stream_id: str, target: str, version: int, target_version: int
+    ) -> TransformConflict:
+        source = await self.stream_info(stream_id)
+        dest = await self.stream_info(target)
+        return switch_refused(source, dest, version, target_version)
+
     # Group commit, seen from the event loop: the appends made during one turn of the
     # loop go to the writer together; while it commits them, the next ones gather and go
     # over the moment it is done. A group whose loop has nothing else ready to run is
@@ -350,13 +417,15 @@ class SQLiteStore:
         next_key: Callable[[Any], _T],
         limit: int | None,
         convert: Callable[[list[Any]], list[_R]],
+        then: str | None = None,
     ) -> AsyncGenerator[list[_R], None]:
         """Keyset pagination on the event loop's thread: one autocommit query per page.
 
         Each query is its own read transaction (``fetchall`` ends it), so no page holds
         a snapshot open and every page sees the commits made since the one before. A
         page that took longer than `PAGE_BUDGET` (large rows) makes the next ones
-        smaller; other tasks run between pages.
+        smaller; other tasks run between pages. ``then``, if given, is the query for the
+        pages after the first.
         """
         remaining = limit
         size = PAGE_SIZE
@@ -379,6 +448,8 @@ class SQLiteStore:
             if remaining is not None:
                 remaining -= n
             key = next_key(rows[-1])
+            if then is not None:
+                query = then
             await asyncio.sleep(0)
 
     async def read_stream(
@@ -388,26 +459,35 @@ class SQLiteStore:
         from_version: int | None = None,
         backwards: bool = False,
         limit: int | None = None,
+        follow_alias: bool = True,
     ) -> AsyncIterator[RecordedEvent]:
         self._check_open()
         check_stream_id(stream_id)
         limit = check_limit(limit)
         start = check_limit(from_version, "from_version")
         if backwards:
-            query, key, step = (
-                sql.READ_STREAM_BACKWARDS,
-                _MAX_VERSION if start is None else start,
-                -1,
-            )
+            query, follow = sql.READ_STREAM_BACKWARDS, sql.FOLLOW_BACKWARDS
+            key, step = _MAX_VERSION if start is None else start, -1
         else:
-            query, key, step = sql.READ_STREAM_FORWARDS, max(start or 1, 1), 1
+            query, follow = sql.READ_STREAM_FORWARDS, sql.FOLLOW_FORWARDS
+            key, step = max(start or 1, 1), 1
+        # The first page finds the stream a replaced one's alias leads to; the later
+        # pages read that stream by id, so one read never straddles two streams.
+        found = [stream_id]
+        decode = self.codec.decode_rows
+
+        def convert(rows: list[Any]) -> list[RecordedEvent]:
+            found[0] = rows[0][1]
+            return decode(rows)
+
         pages = self._pages(
-            query,
-            lambda v, n: (stream_id, v, n),
+            follow if follow_alias else query,
+            lambda v, n: (found[0], v, n),
             key,
             lambda row: row[2] + step,
             limit,
-            self.codec.decode_rows,
+            convert if follow_alias else decode,
+            query,
         )
         async with aclosing(pages):
             async for page in pages:
@@ -432,19 +512,23 @@ class SQLiteStore:
         self._check_open()
         check_stream_id(stream_id)
         bounds = (stream_id, state_type, max_version, max_recorded_us)
-        found = self._fetch_short(sql.LOAD_SNAPSHOT, bounds)
+        # Both queries follow a replaced stream's alias: the replacement's own snapshots
+        # are the only ones used (a switch between them is caught by the fold, which
+        # checks the snapshot's stream id against its events').
+        found = self._fetch_short(sql.FOLLOW_LOAD_SNAPSHOT, bounds)
         snapshot = Snapshot(*found[0]) if found else None
         if snapshot is not None and snapshot.version < 1:
             snapshot = None
         start = snapshot.version if snapshot is not None else 1
         upto = _MAX_VERSION if max_version is None else max_version
-        rows = self._fetch_short(sql.READ_STREAM_BETWEEN, (stream_id, start, upto, _FIRST_PAGE))
+        rows = self._fetch_short(sql.FOLLOW_BETWEEN, (stream_id, start, upto, _FIRST_PAGE))
         first = self.codec.decode_rows(rows)
         if len(rows) < _FIRST_PAGE:
             return snapshot, first, None
+        resolved = rows[0][1]
         rest = self._pages(
             sql.READ_STREAM_BETWEEN,
-            lambda v, n: (stream_id, v, upto, n),
+            lambda v, n: (resolved, v, upto, n),
             rows[-1][2] + 1,
             _row_next_version,
             None,
@@ -487,6 +571,14 @@ class SQLiteStore:
         rows = self._fetch_short(sql.STREAM_VERSION, (stream_id,))
         return int(rows[0][0]) if rows else 0
 
+    async def stream_info(self, stream_id: str) -> StreamInfo:
+        self._check_open()
+        check_stream_id(stream_id)
+        rows = self._fetch_short(sql.STREAM_INFO, (stream_id,))
+        if not rows:
+            return StreamInfo(stream_id, 0)
+        return StreamInfo(stream_id, int(rows[0][0]), rows[0][1])
+
     async def read_all(
         self,
         *,
@@ -497,7 +589,8 @@ class SQLiteStore:
     ) -> AsyncIterator[RecordedEvent]:
         self._check_open()
         start = Position.parse(after).seq if after is not None else 0
-        wanted_types = type_names(types) or None
+        names = type_names(types)
+        wanted_types = self.codec.stored_type_names(names) if names else None
         wanted_cats = category_names(categories) or None
         limit = check_limit(limit)
         params: Callable[[int, int], Sequence[Any]]
@@ -563,12 +656,12 @@ def _row_next_version(row: Row) -> int:
     return row[2] + 1
 
 
-def _row_id(row: tuple[str, int]) -> str:
+def _row_id(row: tuple[str, int, str | None]) -> str:
     return row[0]
 
 
-def _stream_infos(rows: list[tuple[str, int]]) -> list[StreamInfo]:
-    return [StreamInfo(stream_id, version) for stream_id, version in rows]
+def _stream_infos(rows: list[tuple[str, int, str | None]]) -> list[StreamInfo]:
+    return [StreamInfo(stream_id, version, replaced_by) for stream_id, version, replaced_by in rows]
 
 
 def _translate(exc: sqlite3.Error, path: str) -> StoreError:

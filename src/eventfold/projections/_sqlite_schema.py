@@ -1,0 +1,228 @@
+"""The SQLite read-model tables: their own numbered migrations, and their constant SQL.
+
+The read models live in the event store's file, in tables prefixed ``ef_``, migrated on
+a track of their own (``ef_read_model_migrations``) so the event store's migration
+numbers never depend on whether read models are used.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+
+from ..errors import SchemaTooNew
+
+__all__ = ["MIGRATIONS", "ensure_schema_sync", "schema_number"]
+
+# Append-only: add a migration for every change, never edit one that has shipped.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    # 1: documents, checkpoints, parked events, versions and the readers' pointer.
+    (
+        # A rowid table: documents may be large, and WITHOUT ROWID suits small rows only.
+        """
+        CREATE TABLE ef_documents (
+            name TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            id TEXT NOT NULL,
+            data BLOB NOT NULL,
+            PRIMARY KEY (name, version, id)
+        )
+        """,
+        """
+        CREATE TABLE ef_checkpoints (
+            name TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            part INTEGER NOT NULL,
+            tx INTEGER NOT NULL,
+            seq INTEGER NOT NULL,
+            state TEXT NOT NULL,
+            error TEXT,
+            updated_us INTEGER NOT NULL,
+            PRIMARY KEY (name, version, part)
+        ) WITHOUT ROWID
+        """,
+        """
+        CREATE TABLE ef_parked (
+            name TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            tx INTEGER NOT NULL,
+            seq INTEGER NOT NULL,
+            part INTEGER NOT NULL,
+            stream_id TEXT NOT NULL,
+            event_id TEXT NOT NULL,
+            type TEXT NOT NULL,
+            error TEXT NOT NULL,
+            attempts INTEGER NOT NULL,
+            parked_us INTEGER NOT NULL,
+            PRIMARY KEY (name, version, tx, seq)
+        ) WITHOUT ROWID
+        """,
+        """
+        CREATE TABLE ef_versions (
+            name TEXT NOT NULL,
+            version INTEGER NOT NULL,
+            state TEXT NOT NULL,
+            changed_us INTEGER NOT NULL,
+            PRIMARY KEY (name, version)
+        ) WITHOUT ROWID
+        """,
+        """
+        CREATE TABLE ef_active (
+            name TEXT PRIMARY KEY,
+            version INTEGER NOT NULL
+        ) WITHOUT ROWID
+        """,
+    ),
+)
+"""Migration N is ``MIGRATIONS[N - 1]``: statements applied in one transaction."""
+
+_CREATE_MIGRATIONS = """
+CREATE TABLE IF NOT EXISTS ef_read_model_migrations (
+    number INTEGER PRIMARY KEY,
+    applied_at INTEGER NOT NULL
+)
+"""
+_HAS_MIGRATIONS = (
+    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'ef_read_model_migrations'"
+)
+_APPLIED = "SELECT coalesce(max(number), 0) FROM ef_read_model_migrations"
+_RECORD = "INSERT INTO ef_read_model_migrations (number, applied_at) VALUES (?, ?)"
+
+
+def schema_number(conn: sqlite3.Connection) -> int:
+    """The highest read-model migration applied to the database (0 for none)."""
+    if conn.execute(_HAS_MIGRATIONS).fetchone() is None:
+        return 0
+    number: int = conn.execute(_APPLIED).fetchone()[0]
+    return number
+
+
+def ensure_schema_sync(conn: sqlite3.Connection) -> int:
+    """Create or migrate the read-model tables on a writer connection; return the number
+    reached. Idempotent, and safe when several processes open one file at once.
+
+    Outside a transaction, the work runs under ``BEGIN IMMEDIATE`` (the write lock) and
+    re-reads the applied number once it holds it. Inside the caller's transaction (an
+    append on the writer's thread) it becomes part of that transaction. A database
+    migrated further than this code knows raises `SchemaTooNew`.
+    """
+    known = len(MIGRATIONS)
+    found = schema_number(conn)
+    if found > known:
+        raise SchemaTooNew(found, known)
+    if found == known:
+        return found
+    own = not conn.in_transaction
+    if own:
+        conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute(_CREATE_MIGRATIONS)
+        found = schema_number(conn)
+        if found > known:
+            raise SchemaTooNew(found, known)
+        for number in range(found + 1, known + 1):
+            for statement in MIGRATIONS[number - 1]:
+                conn.execute(statement)
+            conn.execute(_RECORD, (number, time.time_ns() // 1000))
+        if own:
+            conn.execute("COMMIT")
+    except BaseException:
+        if own and conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return known
+
+
+# -- documents -----------------------------------------------------------------------
+
+# Ids travel as one JSON array, so the statement text never depends on how many there are.
+LOAD_DOCUMENTS = (
+    "SELECT id, data FROM ef_documents WHERE name = ? AND version = ? "
+    "AND id IN (SELECT value FROM json_each(?))"
+)
+PUT_DOCUMENT = (
+    "INSERT INTO ef_documents (name, version, id, data) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (name, version, id) DO UPDATE SET data = excluded.data"
+)
+DELETE_DOCUMENT = "DELETE FROM ef_documents WHERE name = ? AND version = ? AND id = ?"
+ITER_DOCUMENTS = (
+    "SELECT id, data FROM ef_documents WHERE name = ? AND version = ? AND id > ? "
+    "ORDER BY id LIMIT ?"
+)
+ITER_DOCUMENTS_FIRST = (
+    "SELECT id, data FROM ef_documents WHERE name = ? AND version = ? ORDER BY id LIMIT ?"
+)
+
+# -- checkpoints ---------------------------------------------------------------------
+
+_CHECKPOINT_COLUMNS = "name, version, part, tx, seq, state, error, updated_us"
+GET_CHECKPOINT = (
+    f"SELECT {_CHECKPOINT_COLUMNS} FROM ef_checkpoints WHERE name = ? AND version = ? AND part = ?"
+)
+CHECKPOINTS = (
+    f"SELECT {_CHECKPOINT_COLUMNS} FROM ef_checkpoints WHERE name = ? AND version = ? ORDER BY part"
+)
+INSERT_CHECKPOINT = (
+    f"INSERT INTO ef_checkpoints ({_CHECKPOINT_COLUMNS}) "
+    "VALUES (?, ?, ?, ?, ?, 'running', NULL, ?) ON CONFLICT DO NOTHING"
+)
+MOVE_CHECKPOINT = (
+    "UPDATE ef_checkpoints SET tx = ?, seq = ?, state = 'running', error = NULL, "
+    "updated_us = ? WHERE name = ? AND version = ? AND part = ? AND tx = ? AND seq = ?"
+)
+SET_STATE = (
+    f"INSERT INTO ef_checkpoints ({_CHECKPOINT_COLUMNS}) VALUES (?, ?, ?, 0, 0, ?, ?, ?) "
+    "ON CONFLICT (name, version, part) DO UPDATE SET state = excluded.state, "
+    "error = excluded.error, updated_us = excluded.updated_us"
+)
+
+# -- parked events -------------------------------------------------------------------
+
+_PARKED_COLUMNS = (
+    "name, version, part, tx, seq, stream_id, event_id, type, error, attempts, parked_us"
+)
+PARK = (
+    f"INSERT OR REPLACE INTO ef_parked ({_PARKED_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+UNPARK = "DELETE FROM ef_parked WHERE name = ? AND version = ? AND tx = ? AND seq = ?"
+PARKED = f"SELECT {_PARKED_COLUMNS} FROM ef_parked WHERE name = ? AND version = ? ORDER BY tx, seq"
+
+# -- versions ------------------------------------------------------------------------
+
+GET_VERSION = (
+    "SELECT name, version, state, changed_us FROM ef_versions WHERE name = ? AND version = ?"
+)
+VERSIONS = "SELECT name, version, state, changed_us FROM ef_versions ORDER BY name, version"
+VERSIONS_OF = (
+    "SELECT name, version, state, changed_us FROM ef_versions WHERE name = ? ORDER BY version"
+)
+INSERT_VERSION = (
+    "INSERT INTO ef_versions (name, version, state, changed_us) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT DO NOTHING"
+)
+CHANGE_VERSION = (
+    "UPDATE ef_versions SET state = ?, changed_us = ? WHERE name = ? AND version = ? AND state = ?"
+)
+PUT_VERSION = (
+    "INSERT INTO ef_versions (name, version, state, changed_us) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (name, version) DO UPDATE SET state = excluded.state, "
+    "changed_us = excluded.changed_us"
+)
+RETIRE_VERSION = (
+    "UPDATE ef_versions SET state = 'retired', changed_us = ? WHERE name = ? AND version = ?"
+)
+ACTIVE = "SELECT version FROM ef_active WHERE name = ?"
+SET_ACTIVE = (
+    "INSERT INTO ef_active (name, version) VALUES (?, ?) "
+    "ON CONFLICT (name) DO UPDATE SET version = excluded.version"
+)
+
+# -- drop ----------------------------------------------------------------------------
+
+DROP = (
+    "DELETE FROM ef_documents WHERE name = ?1 AND version = ?2",
+    "DELETE FROM ef_checkpoints WHERE name = ?1 AND version = ?2",
+    "DELETE FROM ef_parked WHERE name = ?1 AND version = ?2",
+    "DELETE FROM ef_versions WHERE name = ?1 AND version = ?2",
+    "DELETE FROM ef_active WHERE name = ?1 AND version = ?2",
+)

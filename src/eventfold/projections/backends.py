@@ -1,0 +1,41 @@
+"""`read_models_for`: the read-model store that belongs beside an event store."""
+
+from __future__ import annotations
+
+from ..errors import ConfigurationError
+from ..store.protocol import EventStore
+from .memory import MemoryReadModelStore
+from .store import ReadModelStore
+
+__all__ = ["read_models_for"]
+
+
+def read_models_for(store: EventStore) -> ReadModelStore:
+    """A read-model store beside ``store``'s events, chosen by its backend.
+
+    - ``memory``: a new, empty `MemoryReadModelStore` (each call makes another one);
+    - ``sqlite``: a `SQLiteReadModelStore` in the same file, written by the store's
+      writer thread;
+    - ``postgresql``: a `PostgresReadModelStore` in the same schema, on the store's pool.
+
+    The SQL ones create their tables on first use, and need ``store`` to be open then.
+    """
+    backend = getattr(store, "backend", None)
+    if backend == "memory":
+        return MemoryReadModelStore()
+    if backend == "sqlite":
+        from ..store.sqlite import SQLiteStore
+        from .sqlite import SQLiteReadModelStore
+
+        if isinstance(store, SQLiteStore):
+            return SQLiteReadModelStore(store)
+    if backend == "postgresql":
+        from ..store.postgres import PostgresStore
+        from .postgres import PostgresReadModelStore
+
+        if isinstance(store, PostgresStore):
+            return PostgresReadModelStore(store)
+    raise ConfigurationError(
+        f"eventfold has no read-model store for {type(store).__name__} (backend "
+        f"{backend!r}); pass a ReadModelStore yourself, e.g. MemoryReadModelStore()"
+    )

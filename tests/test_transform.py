@@ -1,0 +1,583 @@
+"""Stream transformation over every backend: copies, the alias, the switch, resumption."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import uuid
+from collections.abc import AsyncIterator, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from bank import Deposit, Deposited, OpenAccount, account
+from click.testing import CliRunner, Result
+
+import eventfold
+from eventfold import (
+    CommandHandler,
+    Event,
+    HandlerOptions,
+    NewEvent,
+    RecordedEvent,
+    StreamReplaced,
+    TransformConflict,
+    TypeRegistry,
+)
+from eventfold.cli import cli
+from eventfold.projections import Subscription
+from eventfold.snapshots import every
+from eventfold.transform import transformed_event_id
+
+
+class Line(Event):
+    __event_type__ = "xf.Line"
+    sku: str
+    n: int
+
+
+class Note(Event):
+    __event_type__ = "xf.Note"
+    text: str
+
+
+class Placed(Event):
+    __event_type__ = "xf.Placed"
+    total: int
+
+
+@pytest.fixture
+async def store(store_url: str) -> AsyncIterator[eventfold.EventStore]:
+    async with eventfold.connect(store_url) as store:
+        yield store
+
+
+def events_of(n: int) -> list[Line]:
+    return [Line(sku=f"s{i}", n=i) for i in range(1, n + 1)]
+
+
+async def read(
+    store: eventfold.EventStore, stream: str, follow: bool = True
+) -> list[RecordedEvent]:
+    return [e async for e in store.read_stream(stream, follow_alias=follow)]
+
+
+def keep(event: RecordedEvent) -> list[RecordedEvent]:
+    return [event]
+
+
+def reshape(event: RecordedEvent) -> Any:
+    """Drops multiples of 5, splits multiples of 3, rewrites even numbers, keeps the rest."""
+    line = event.data
+    if line.n % 5 == 0:
+        return None
+    if line.n % 3 == 0:
+        return [Line(sku=f"{line.sku}-a", n=line.n), Line(sku=f"{line.sku}-b", n=line.n)]
+    if line.n % 2 == 0:
+        return Line(sku=line.sku.upper(), n=line.n)
+    return [event]
+
+
+def suffix(stream_id: str) -> str:
+    return f"{stream_id}.v2"
+
+
+# -- copying -------------------------------------------------------------------------------
+
+
+async def test_a_copy_keeps_ids_recorded_times_order_and_metadata(
+    store: eventfold.EventStore,
+) -> None:
+    batch = [NewEvent(e, event_id=uuid.uuid4(), metadata={"actor": "ann"}) for e in events_of(5)]
+    await store.append("order-1", batch, expected_version=eventfold.NO_STREAM)
+    before = await read(store, "order-1")
+
+    report = await eventfold.transform(store, "order-1", target=suffix, fn=keep, batch_size=2)
+
+    (one,) = report.streams
+    assert (one.status, one.events, one.copied, one.written) == ("switched", 5, 5, 5)
+    copies = await read(store, "order-1.v2")
+    assert [e.stream_id for e in copies] == ["order-1.v2"] * 5
+    assert [(e.event_id, e.version, e.recorded_us, e.data, e.metadata) for e in copies] == [
+        (e.event_id, e.version, e.recorded_us, e.data, e.metadata) for e in before
+    ]
+    # The originals stay in place, untouched.
+    assert await read(store, "order-1", follow=False) == before
+
+
+async def test_split_rewrite_and_drop_get_deterministic_ids(store: eventfold.EventStore) -> None:
+    await store.append("order-1", events_of(6), expected_version=eventfold.NO_STREAM)
+    source = await read(store, "order-1")
+
+    report = await eventfold.transform(store, "order-1", target=suffix, fn=reshape)
+
+    (one,) = report.streams
+    # 1 kept, 2 rewritten, 3 split, 4 rewritten, 5 dropped, 6 split
+    assert (one.copied, one.rewritten, one.split, one.dropped) == (1, 2, 2, 1)
+    assert one.written == 7
+    copies = await read(store, "order-1.v2")
+    assert [e.data.sku for e in copies] == ["s1", "S2", "s3-a", "s3-b", "S4", "s6-a", "s6-b"]
+    by_version = {e.version: e for e in source}
+    expected_ids = [
+        source[0].event_id,
+        transformed_event_id(by_version[2].event_id, 0),
+        transformed_event_id(by_version[3].event_id, 0),
+        transformed_event_id(by_version[3].event_id, 1),
+        transformed_event_id(by_version[4].event_id, 0),
+        transformed_event_id(by_version[6].event_id, 0),
+        transformed_event_id(by_version[6].event_id, 1),
+    ]
+    assert [e.event_id for e in copies] == expected_ids
+    # Made events take the recorded time of the event they came from.
+    assert copies[2].recorded_us == copies[3].recorded_us == by_version[3].recorded_us
+
+
+async def test_a_merge_is_a_stateful_function(store: eventfold.EventStore) -> None:
+    await store.append("order-1", events_of(4), expected_version=eventfold.NO_STREAM)
+    held: dict[str, RecordedEvent] = {}
+
+    def pairs(event: RecordedEvent) -> Any:
+        first = held.pop(event.stream_id, None)
+        if first is None:
+            held[event.stream_id] = event
+            return None
+        return Line(sku=f"{first.data.sku}+{event.data.sku}", n=event.data.n)
+
+    report = await eventfold.transform(store, "order-1", target=suffix, fn=pairs)
+    assert (report.streams[0].dropped, report.streams[0].rewritten) == (2, 2)
+    assert [e.data.sku for e in await read(store, "order-1.v2")] == ["s1+s2", "s3+s4"]
+
+
+# -- the alias -----------------------------------------------------------------------------
+
+
+async def test_after_the_switch_reads_follow_and_appends_fail(store: eventfold.EventStore) -> None:
+    ids = [uuid.uuid4() for _ in range(3)]
+    await store.append(
+        "order-1",
+        [NewEvent(e, event_id=i) for e, i in zip(events_of(3), ids, strict=True)],
+        expected_version=eventfold.NO_STREAM,
+    )
+    await eventfold.transform(store, "order-1", target=suffix, fn=reshape)
+
+    assert (await store.stream_info("order-1")).replaced_by == "order-1.v2"
+    assert await store.stream_version("order-1") == 4
+    followed = await read(store, "order-1")
+    assert [e.stream_id for e in followed] == ["order-1.v2"] * 4
+    assert followed == await read(store, "order-1.v2")
+    backwards = [e.version async for e in store.read_stream("order-1", backwards=True, limit=2)]
+    assert backwards == [4, 3]
+    found = await store.find_events("order-1", [ids[0]])
+    assert [e.stream_id for e in found] == ["order-1.v2"]
+
+    for expected in (3, eventfold.ANY, eventfold.STREAM_EXISTS, eventfold.NO_STREAM):
+        with pytest.raises(StreamReplaced) as info:
+            await store.append("order-1", [Note(text="late")], expected_version=expected)
+        assert (info.value.stream_id, info.value.replaced_by) == ("order-1", "order-1.v2")
+        assert "append to 'order-1.v2' instead" in str(info.value)
+    # A retry of an append made before the switch still returns its first result.
+    again = await store.append(
+        "order-1",
+        [NewEvent(e, event_id=i) for e, i in zip(events_of(3), ids, strict=True)],
+        expected_version=eventfold.NO_STREAM,
+    )
+    assert (again.version, again.retry) == (3, True)
+
+    # The new stream takes appends; the originals and the copies are all in the log.
+    await store.append("order-1.v2", [Note(text="next")], expected_version=4)
+    log = [(e.stream_id, e.version) async for e in store.read_all()]
+    assert log[:3] == [("order-1", 1), ("order-1", 2), ("order-1", 3)]
+    assert log[-1] == ("order-1.v2", 5)
+    assert len(log) == 3 + 5
+    listed = {s.stream_id: s async for s in store.streams()}
+    assert listed["order-1"].replaced_by == "order-1.v2"
+    assert listed["order-1.v2"].replaced_by is None
+    assert [e.version for e in await read(store, "order-1", follow=False)] == [1, 2, 3]
+
+
+async def test_a_second_transformation_keeps_aliases_one_hop(store: eventfold.EventStore) -> None:
+    await store.append("order-1", events_of(2), expected_version=eventfold.NO_STREAM)
+    await eventfold.transform(store, "order-1", target=suffix, fn=keep)
+    with pytest.raises(TransformConflict, match=r"already replaced by 'order-1\.v2'"):
+        await eventfold.transform(store, "order-1", target=lambda s: "order-1.v3", fn=keep)
+    await eventfold.transform(store, "order-1.v2", target=lambda s: "order-1.v3", fn=keep)
+    assert (await store.stream_info("order-1")).replaced_by == "order-1.v3"
+    assert (await store.stream_info("order-1.v2")).replaced_by == "order-1.v3"
+    assert [e.stream_id for e in await read(store, "order-1")] == ["order-1.v3"] * 2
+
+
+async def test_the_handler_never_uses_the_old_streams_snapshots(
+    store: eventfold.EventStore,
+) -> None:
+    handler = CommandHandler(store, account, options=HandlerOptions(snapshots=every(1)))
+    await handler.handle("account-1", OpenAccount(owner="ann"))
+    await handler.handle("account-1", Deposit(amount=10))
+    await handler.handle("account-1", Deposit(amount=20))
+    assert (await handler.load_details("account-1")).snapshot_version == 3
+
+    def tenfold_first_deposit(event: RecordedEvent) -> Any:
+        if event.version == 2:
+            return Deposited(amount=100)
+        return [event]
+
+    await eventfold.transform(
+        store, "account-1", target=lambda s: "account-1.v2", fn=tenfold_first_deposit
+    )
+    # The event at version 3 kept its id, so only the stream tells the old snapshot apart.
+    old = [e async for e in store.read_stream("account-1", follow_alias=False)]
+    new = await read(store, "account-1.v2")
+    assert old[2].event_id == new[2].event_id
+
+    fresh = CommandHandler(store, account)
+    loaded = await fresh.load_details("account-1")
+    assert (loaded.state.balance, loaded.version) == (120, 3)
+    assert (await fresh.load_details("account-1.v2")).state.balance == 120
+    with pytest.raises(StreamReplaced, match=r"account-1\.v2"):
+        await fresh.handle("account-1", Deposit(amount=1))
+    # The load snapshotted the new stream, under the new stream's id.
+    again = await handler.load_details("account-1")
+    assert again.state.balance == 120
+    result = await handler.handle("account-1.v2", Deposit(amount=1))
+    assert (result.version, result.state.balance) == (4, 121)
+    assert (await handler.load_details("account-1")).state.balance == 121
+
+
+# -- dry runs, categories, conflicts ---------------------------------------------------------
+
+
+async def test_a_dry_run_reports_and_writes_nothing(store: eventfold.EventStore) -> None:
+    await store.append("order-1", events_of(6), expected_version=eventfold.NO_STREAM)
+    before = await store.stats()
+
+    report = await eventfold.transform(store, "order-1", target=suffix, fn=reshape, dry_run=True)
+
+    assert report.dry_run
+    (one,) = report.streams
+    assert (one.status, one.events, one.copied, one.rewritten, one.split, one.dropped) == (
+        "dry run", 6, 1, 2, 2, 1,
+    )  # fmt: skip
+    assert one.written == 7
+    assert one.changed
+    assert await store.stats() == before
+    assert await store.stream_info("order-1") == eventfold.StreamInfo("order-1", 6)
+    assert await store.stream_version("order-1.v2") == 0
+
+
+async def test_a_category_and_its_rerun(store: eventfold.EventStore) -> None:
+    for n, stream in enumerate(["order-1", "order-2", "order-3"], start=2):
+        await store.append(stream, events_of(n), expected_version=eventfold.NO_STREAM)
+    await store.append("invoice-1", events_of(2), expected_version=eventfold.NO_STREAM)
+
+    report = await eventfold.transform(store, category="order", target=suffix, fn=reshape)
+
+    assert [(s.source, s.target, s.status) for s in report.streams] == [
+        (f"order-{i}", f"order-{i}.v2", "switched") for i in (1, 2, 3)
+    ]
+    assert report.total("events") == 2 + 3 + 4
+    for i in (1, 2, 3):
+        assert (await store.stream_info(f"order-{i}")).replaced_by == f"order-{i}.v2"
+    assert (await store.stream_info("invoice-1")).replaced_by is None
+
+    # The targets share the category; a rerun leaves them alone.
+    rerun = await eventfold.transform(store, category="order", target=suffix, fn=reshape)
+    assert [s.status for s in rerun.streams] == ["already switched"] * 3
+    assert await store.stream_version("order-1.v2.v2") == 0
+
+
+async def test_an_append_during_the_copy_refuses_the_switch(
+    store: eventfold.EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await store.append("order-1", events_of(3), expected_version=eventfold.NO_STREAM)
+    original = store._append_copies  # type: ignore[attr-defined]
+
+    async def racing(*args: Any, **kwargs: Any) -> Any:
+        await store.append("order-1", [Line(sku="late", n=7)], expected_version=eventfold.ANY)
+        return await original(*args, **kwargs)
+
+    monkeypatch.setattr(store, "_append_copies", racing)
+    with pytest.raises(TransformConflict) as info:
+        await eventfold.transform(store, "order-1", target=suffix, fn=keep)
+    assert (info.value.stream_id, info.value.copied, info.value.actual) == ("order-1", 3, 4)
+    assert "run the transformation again" in str(info.value)
+    assert (await store.stream_info("order-1")).replaced_by is None
+    await store.append("order-1", [Line(sku="still open", n=9)], expected_version=4)
+
+    monkeypatch.setattr(store, "_append_copies", original)
+    report = await eventfold.transform(store, "order-1", target=suffix, fn=keep)
+    assert (report.streams[0].resumed, report.streams[0].written) == (3, 5)
+    assert [e.data.sku for e in await read(store, "order-1")] == [
+        "s1", "s2", "s3", "late", "still open",
+    ]  # fmt: skip
+
+
+async def test_a_target_with_foreign_events_is_refused(store: eventfold.EventStore) -> None:
+    await store.append("order-1", events_of(2), expected_version=eventfold.NO_STREAM)
+    await store.append("order-1.v2", [Note(text="mine")], expected_version=eventfold.NO_STREAM)
+    with pytest.raises(TransformConflict, match="does not make"):
+        await eventfold.transform(store, "order-1", target=suffix, fn=keep)
+    assert (await store.stream_info("order-1")).replaced_by is None
+
+
+async def test_bad_arguments_store_nothing(store: eventfold.EventStore) -> None:
+    await store.append("order-1", events_of(2), expected_version=eventfold.NO_STREAM)
+    with pytest.raises(eventfold.InvalidInput, match="not both or neither"):
+        await eventfold.transform(store, target=suffix, fn=keep)
+    with pytest.raises(eventfold.InvalidInput, match="the same id"):
+        await eventfold.transform(store, "order-1", target=lambda s: s, fn=keep)
+    with pytest.raises(eventfold.InvalidInput, match="no events"):
+        await eventfold.transform(store, "order-9", target=suffix, fn=keep)
+    with pytest.raises(eventfold.InvalidInput, match="returned int"):
+        await eventfold.transform(store, "order-1", target=suffix, fn=lambda e: 42)  # type: ignore[arg-type, return-value]
+    assert await store.stream_version("order-1.v2") == 0
+    assert (await store.stream_info("order-1")).replaced_by is None
+
+
+# -- renamed types in read_all filters -------------------------------------------------------
+
+
+async def test_a_types_filter_finds_events_stored_under_an_old_name(store_url: str) -> None:
+    registry = TypeRegistry()
+    registry.register(Placed)
+    registry.rename("xf.OldPlaced", to="xf.Placed")
+    async with eventfold.connect(store_url, registry=registry) as store:
+        old = NewEvent({"total": 1}, type="xf.OldPlaced", schema_version=1)
+        await store.append("order-1", [old, Placed(total=2)], expected_version=eventfold.NO_STREAM)
+        await store.append("order-2", [Note(text="other")], expected_version=eventfold.NO_STREAM)
+        for types in (["xf.Placed"], [Placed]):
+            found = [e async for e in store.read_all(types=types)]
+            assert [(e.type, e.data) for e in found] == [
+                ("xf.Placed", Placed(total=1)),
+                ("xf.Placed", Placed(total=2)),
+            ]
+        assert found[0].stored_type == "xf.OldPlaced"
+        filtered = [e async for e in store.read_all(types=["xf.Placed"], categories=["order"])]
+        assert len(filtered) == 2
+        subscription = Subscription(store, types=["xf.Placed"], follow=False)
+        batches = [batch async for batch in subscription]
+        assert [e.data.total for batch in batches for e in batch.events] == [1, 2]
+
+
+# -- a crash half-way ------------------------------------------------------------------------
+
+JOB = """
+import asyncio, os, signal, sys
+
+import eventfold
+
+
+class Line(eventfold.Event):
+    __event_type__ = "xf.Line"
+    sku: str
+    n: int
+
+
+calls = 0
+kill_after = int(os.environ.get("XF_KILL_AFTER", "0"))
+
+
+def reshape(event):
+    global calls
+    calls += 1
+    if kill_after and calls > kill_after:
+        os.kill(os.getpid(), signal.SIGKILL)
+    line = event.data
+    if line.n % 5 == 0:
+        return None
+    if line.n % 3 == 0:
+        return [Line(sku=line.sku + "-a", n=line.n), Line(sku=line.sku + "-b", n=line.n)]
+    if line.n % 2 == 0:
+        return Line(sku=line.sku.upper(), n=line.n)
+    return [event]
+
+
+async def main(url, category):
+    async with eventfold.connect(url) as store:
+        report = await eventfold.transform(
+            store,
+            category=category,
+            target=lambda s: s.replace(category, category + "v2", 1),
+            fn=reshape,
+            batch_size=4,
+        )
+        print(report.total("written"))
+
+
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+"""
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def durable_url(request: pytest.FixtureRequest) -> str:
+    fixture = "sqlite_url" if request.param == "sqlite" else "postgres_url"
+    url: str = request.getfixturevalue(fixture)
+    return url
+
+
+def run_job(script: Path, url: str, category: str, kill_after: int = 0) -> int:
+    env = {**os.environ, "XF_KILL_AFTER": str(kill_after)}
+    done = subprocess.run(
+        [sys.executable, str(script), url, category], env=env, capture_output=True, timeout=120
+    )
+    if done.returncode not in (0, -signal.SIGKILL):
+        raise AssertionError(done.stderr.decode())
+    return done.returncode
+
+
+STREAMS = 4
+EVENTS = 15
+
+
+@pytest.mark.slow
+async def test_a_killed_transformation_resumes_to_the_same_result(
+    durable_url: str, tmp_path: Path
+) -> None:
+    script = tmp_path / "xf_job.py"
+    script.write_text(textwrap.dedent(JOB))
+    # Two categories with the very same events (ids, times, metadata): one is transformed
+    # with a kill half-way and a rerun, the other in one go.
+    async with eventfold.connect(durable_url) as store:
+        for i in range(1, STREAMS + 1):
+            batch = [
+                NewEvent(e, event_id=uuid.uuid5(uuid.NAMESPACE_OID, f"{i}/{e.n}"),
+                         metadata={"seed": i})
+                for e in events_of(EVENTS)
+            ]  # fmt: skip
+            times = [1_700_000_000_000_000 + 1000 * i + n for n in range(EVENTS)]
+            for category in ("killed", "whole"):
+                await store._append_copies(  # type: ignore[attr-defined]
+                    f"{category}-{i}", batch, expected_version=0, recorded_us=times
+                )
+
+    assert run_job(script, durable_url, "killed", kill_after=2 * EVENTS + 7) == -signal.SIGKILL
+    async with eventfold.connect(durable_url) as store:
+        infos = [await store.stream_info(f"killed-{i}") for i in range(1, STREAMS + 1)]
+        assert [info.replaced_by is not None for info in infos] == [True, True, False, False]
+        assert await store.stream_version("killedv2-3") > 0, "the kill left a partial copy"
+
+    assert run_job(script, durable_url, "killed") == 0
+    assert run_job(script, durable_url, "whole") == 0
+
+    async with eventfold.connect(durable_url) as store:
+        for i in range(1, STREAMS + 1):
+            killed = await read(store, f"killedv2-{i}")
+            whole = await read(store, f"wholev2-{i}")
+            assert len(killed) == 16  # 4 kept, 4 rewritten, 4 split in two, 3 dropped
+            assert [_comparable(e) for e in killed] == [_comparable(e) for e in whole]
+            assert (await store.stream_info(f"killed-{i}")).replaced_by == f"killedv2-{i}"
+            originals = await read(store, f"killed-{i}", follow=False)
+            assert [e.data for e in originals] == events_of(EVENTS)
+
+
+def _comparable(e: RecordedEvent) -> tuple[Any, ...]:
+    return (e.event_id, e.version, e.type, e.data, e.metadata, e.recorded_us)
+
+
+# -- the command line ------------------------------------------------------------------------
+
+FNS = """
+import eventfold
+
+
+def upper(event):
+    return eventfold.NewEvent({"sku": event.data.sku.upper(), "n": event.data.n}, type="xf.Line")
+
+
+not_a_function = 3
+"""
+
+
+@pytest.fixture
+def fn_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    name = f"xf_fns_{uuid.uuid4().hex[:10]}"
+    (tmp_path / f"{name}.py").write_text(textwrap.dedent(FNS))
+    monkeypatch.chdir(tmp_path)
+    yield name
+    sys.modules.pop(name, None)
+
+
+def cli_run(*args: str) -> Result:
+    env: dict[str, str | None] = {"COLUMNS": "200", "EVENTFOLD_URL": None}
+    return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
+
+
+def seed(url: str, streams: Sequence[str]) -> None:
+    async def go() -> None:
+        async with eventfold.connect(url) as store:
+            for stream in streams:
+                await store.append(stream, events_of(3), expected_version=eventfold.NO_STREAM)
+
+    asyncio.run(go())
+
+
+def test_cli_transforms_one_stream(fn_module: str) -> None:
+    url = "sqlite:///x.db"
+    seed(url, ["order-1"])
+    dry = cli_run("--url", url, "transform", "order-1", "--fn", f"{fn_module}:upper",
+                  "--to", "order-1-new", "--dry-run")  # fmt: skip
+    assert dry.exit_code == 0, dry.output
+    assert "dry run: nothing written" in dry.stdout
+    done = cli_run("--url", url, "transform", "order-1", "--fn", f"{fn_module}:upper",
+                   "--to", "order-1-new", "--json")  # fmt: skip
+    assert done.exit_code == 0, done.output
+    record = json.loads(done.stdout)
+    assert record["streams"] == [
+        {"source": "order-1", "target": "order-1-new", "status": "switched", "events": 3,
+         "copied": 0, "rewritten": 3, "split": 0, "dropped": 0, "written": 3, "resumed": 0}
+    ]  # fmt: skip
+    read = cli_run("--url", url, "read", "order-1", "--format", "jsonl")
+    assert [json.loads(line)["stream_id"] for line in read.stdout.splitlines()] == [
+        "order-1-new"
+    ] * 3
+    late = cli_run("--url", url, "append", "order-1", "xf.Line", '{"sku": "x", "n": 1}')
+    assert late.exit_code == 3
+    assert "replaced by 'order-1-new'" in late.stderr
+
+
+def test_cli_transforms_a_category(fn_module: str) -> None:
+    url = "sqlite:///x.db"
+    seed(url, ["order-1", "order-2"])
+    done = cli_run("--url", url, "transform", "--category", "order", "--fn",
+                   f"{fn_module}:upper", "--suffix", ".v2")  # fmt: skip
+    assert done.exit_code == 0, done.output
+    assert "2 streams: copied 6 events into 6" in done.stdout
+    assert "order-2.v2" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "fragment"),
+    [
+        (["order-1", "--to", "x", "--suffix", "y"], 2, "--to or --suffix"),
+        (["--category", "order", "--to", "x"], 2, "use --suffix with --category"),
+        (["--suffix", ".v2"], 2, "SOURCE stream or --category"),
+        (["order-1", "--to", "x", "--fn", "nomodule_xyz:f"], 2, "no module named"),
+        (["order-1", "--to", "x", "--fn", "{mod}:missing"], 2, "has no 'missing'"),
+        (["order-1", "--to", "x", "--fn", "{mod}:not_a_function"], 2, "not a function"),
+        (["order-9", "--to", "x", "--fn", "{mod}:upper"], 2, "has no events"),
+    ],
+)
+def test_cli_errors(fn_module: str, args: list[str], code: int, fragment: str) -> None:
+    url = "sqlite:///x.db"
+    seed(url, ["order-1"])
+    args = [a.replace("{mod}", fn_module) for a in args]
+    if "--fn" not in args:
+        args += ["--fn", f"{fn_module}:upper"]
+    result = cli_run("--url", url, "transform", *args)
+    assert result.exit_code == code, result.output
+    assert fragment in result.output
+
+
+async def test_progress_goes_to_stderr(
+    store: eventfold.EventStore, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await store.append("order-1", events_of(3), expected_version=eventfold.NO_STREAM)
+    await eventfold.transform(store, "order-1", target=suffix, fn=keep, progress=True)
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "streams" in captured.err
+    assert "3/3" in captured.err
+    assert "events/s" in captured.err
