@@ -7,8 +7,9 @@ the live tail's latency from append commit to projection applied.
   driver, folded into a dict and written with one ``executemany`` upsert plus the
   checkpoint update per batch, in one transaction.
 - ``catchup_sql``: the same log into a SQL table, one ``INSERT … ON CONFLICT DO UPDATE``
-  per event run by the projection's handler. Raw baseline: the same statements per event
-  with the bare driver, one transaction per batch.
+  per event queued by the projection's handler (``tx.write``: a batch's upserts reach
+  PostgreSQL together). Raw baseline: the same statement per event with the bare driver's
+  ``executemany``, one transaction per batch.
 - ``live_tail``: a daemon at the tail; ``live_events`` single-event appends are made
   through a second store object (so the wake-up travels as it would from another
   process: ``PRAGMA data_version`` on SQLite, ``NOTIFY`` on PostgreSQL), and each one's
@@ -85,7 +86,7 @@ def sql_projection(version: int, backend: str) -> Projection:
     @proj.on(OrderPlaced)
     async def placed(event: eventfold.RecordedEvent, tx: Any) -> None:
         table = tx.table("order_totals")
-        await tx.execute(
+        await tx.write(
             f"INSERT INTO {table} VALUES ({mark}, 1, {mark}) ON CONFLICT (stream_id) DO UPDATE "
             f"SET orders = {table}.orders + 1, units = {table}.units + excluded.units",
             (event.stream_id, event.data.quantity),

@@ -28,6 +28,7 @@ from eventfold.projections import (
     drop_retired,
     format_progress,
     live,
+    read_models_for,
     rebuild,
 )
 from eventfold.testing import settle
@@ -76,7 +77,7 @@ async def memory_store() -> AsyncIterator[eventfold.EventStore]:
 
 async def test_a_first_build_becomes_active_when_caught_up(store: eventfold.EventStore) -> None:
     v1 = totals(1)
-    models = MemoryReadModelStore()
+    models = read_models_for(store)
     view = DocumentView(models, v1)
     assert await view.version() is None
     assert await view.get("order-1") is None  # nothing half-built to read meanwhile
@@ -93,7 +94,7 @@ async def test_readers_see_the_old_model_or_the_new_one_never_half(
     store: eventfold.EventStore,
 ) -> None:
     v1, v2 = totals(1), totals(2, factor=100)
-    models = MemoryReadModelStore()
+    models = read_models_for(store)
     await rebuild(store, models, v1, options=OPTIONS)
     old, new = await live(store, v1).all(), await live(store, v2).all()
     assert old != new

@@ -724,3 +724,48 @@ async def test_documents_round_trip_as_json(models: ReadModelStore) -> None:
         await tx.put_document("docs", 1, "x", msgspec.json.encode(doc))
     found = await models.get_documents("docs", 1, ["x"])
     assert msgspec.json.decode(found["x"]) == doc
+
+
+async def test_queued_writes_run_in_order_before_reads_and_at_commit(
+    sql_models: ReadModelStore,
+) -> None:
+    mark = "?" if sql_models.backend == "sqlite" else "%s"
+    upsert = (
+        f"INSERT INTO totals (id, n) VALUES ({mark}, {mark}) "
+        "ON CONFLICT (id) DO UPDATE SET n = totals.n + excluded.n"
+    )
+    async with sql_models.transaction() as tx:
+        await tx.execute("CREATE TABLE totals (id TEXT PRIMARY KEY, n BIGINT NOT NULL)")
+        for i in range(50):
+            await tx.write(upsert, (f"k{i % 5}", i))
+        await tx.put_document("docs", 1, "after", b"{}")
+        await tx.write(f"DELETE FROM totals WHERE id = {mark}", ("k4",))
+        # A read sees every queued statement, in the order they were queued.
+        rows = await tx.execute("SELECT id, n FROM totals ORDER BY id")
+        assert rows == [(f"k{k}", sum(range(k, 50, 5))) for k in range(4)]
+        await tx.write(upsert, ("k0", 1000))  # only the commit sends this one
+    async with sql_models.transaction() as tx:
+        assert await tx.execute(f"SELECT n FROM totals WHERE id = {mark}", ("k0",)) == [
+            (sum(range(0, 50, 5)) + 1000,)
+        ]
+    assert await sql_models.get_documents("docs", 1, ["after"]) == {"after": b"{}"}
+
+
+async def test_a_failing_queued_write_fails_the_commit_and_keeps_nothing(
+    sql_models: ReadModelStore,
+) -> None:
+    async with sql_models.transaction() as tx:
+        await tx.execute("CREATE TABLE once (id TEXT PRIMARY KEY)")
+    mark = "?" if sql_models.backend == "sqlite" else "%s"
+
+    async def batch() -> None:
+        async with sql_models.transaction() as tx:
+            await tx.put_document("docs", 1, "lost", b"{}")
+            await tx.write(f"INSERT INTO once (id) VALUES ({mark})", ("a",))
+            await tx.write(f"INSERT INTO once (id) VALUES ({mark})", ("a",))
+
+    with pytest.raises(eventfold.InvalidInput, match="statement failed"):
+        await batch()
+    async with sql_models.transaction() as tx:
+        assert await tx.execute("SELECT count(*) FROM once") == [(0,)]
+    assert await sql_models.get_documents("docs", 1, ["lost"]) == {}

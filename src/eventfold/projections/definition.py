@@ -106,6 +106,12 @@ class ProjectionTransaction:
         """Run a SQL statement in this transaction (SQLite and PostgreSQL read models)."""
         return await self.raw.execute(query, params)
 
+    async def write(self, query: str, params: Sequence[Any] = ()) -> None:
+        """Queue a SQL statement whose rows are not needed; it runs before the next read
+        or the commit, and same-text runs go to PostgreSQL in one round trip (see
+        `ReadModelTransaction.write`)."""
+        await self.raw.write(query, params)
+
     def table(self, base: str) -> str:
         """The quoted name of this version's copy of a SQL table: ``"orders_v2"``.
 

@@ -250,6 +250,9 @@ class MemoryTransaction:
             "SQLite or PostgreSQL read-model store"
         )
 
+    async def write(self, query: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> None:
+        await self.execute(query, params)
+
     # -- commit ------------------------------------------------------------------------
 
     def _commit(self) -> None:

@@ -187,6 +187,8 @@ class PostgresTransaction:
         self._failed: BaseException | None = None
         self._pending: dict[_Slot, dict[str, bytes | None]] = {}
         """Document writes not sent yet (see the module docstring)."""
+        self._queued: list[tuple[str, Sequence[Any] | Mapping[str, Any]]] = []
+        """Statements of `write` not sent yet, in order."""
         self._prelude_sent = False
 
     def _check(self) -> None:
@@ -206,7 +208,7 @@ class PostgresTransaction:
     async def _run(self, query: bytes, params: Sequence[Any] | Mapping[str, Any]) -> Any:
         """Send the pending document writes, then run one of eventfold's statements."""
         self._check()
-        if self._pending:
+        if self._pending or self._queued:
             await self._flush()
         return await self._send(query, params)
 
@@ -219,6 +221,8 @@ class PostgresTransaction:
             raise error from exc
 
     async def _flush(self) -> None:
+        if self._queued:
+            await self._send_queued()
         pending, self._pending = self._pending, {}
         st = self._sql
         for (name, version), rows in pending.items():
@@ -234,7 +238,7 @@ class PostgresTransaction:
         """Before the commit: raise the first failure, or send what is pending."""
         if self._failed is not None:
             raise self._failed
-        if self._pending:
+        if self._pending or self._queued:
             await self._flush()
 
     # -- documents ---------------------------------------------------------------------
@@ -363,11 +367,9 @@ class PostgresTransaction:
         self, query: str, params: Sequence[Any] | Mapping[str, Any] = ()
     ) -> list[tuple[Any, ...]]:
         self._check()
-        if self._pending:
+        if self._pending or self._queued:
             await self._flush()
-        if not self._prelude_sent:
-            await self._send(_PRELUDE, (self._models._search_path,))
-            self._prelude_sent = True
+        await self._prelude()
         bound: Sequence[Any] | Mapping[str, Any] = (
             params if isinstance(params, Mapping) else tuple(params)
         )
@@ -381,6 +383,38 @@ class PostgresTransaction:
             self._fail(error)
             raise error from exc
         return rows
+
+    async def write(self, query: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> None:
+        """Queue a statement whose rows are not needed: it runs, in order, before the next
+        read, `execute` or the commit. Queued statements with the same text go to the
+        server together (``executemany``: one round trip for the lot)."""
+        self._check()
+        if self._pending:
+            await self._flush()
+        self._queued.append((query, params if isinstance(params, Mapping) else tuple(params)))
+
+    async def _prelude(self) -> None:
+        if not self._prelude_sent:
+            await self._send(_PRELUDE, (self._models._search_path,))
+            self._prelude_sent = True
+
+    async def _send_queued(self) -> None:
+        queued, self._queued = self._queued, []
+        await self._prelude()
+        at = 0
+        while at < len(queued):
+            query = queued[at][0]
+            end = at + 1
+            while end < len(queued) and queued[end][0] == query:
+                end += 1
+            try:
+                async with self._conn.cursor() as cur:
+                    await cur.executemany(query, [params for _, params in queued[at:end]])
+            except psycopg.Error as exc:
+                error = self._statement_error(exc, query)
+                self._fail(error)
+                raise error from exc
+            at = end
 
     def _statement_error(self, exc: psycopg.Error, query: str) -> BaseException:
         state = exc.sqlstate or ""

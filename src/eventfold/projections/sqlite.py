@@ -474,6 +474,10 @@ class SQLiteTransaction:
         )
         return await self._on_writer(partial(_statement, query, bound, self._models.store))
 
+    async def write(self, query: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> None:
+        """`execute` without the rows (SQLite runs statements in-process: no round trip)."""
+        await self.execute(query, params)
+
     # -- the end -----------------------------------------------------------------------
 
     async def _commit(self) -> None:
