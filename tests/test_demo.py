@@ -113,6 +113,25 @@ def test_demo_shows_the_command_handler(tmp_path: Path) -> None:
     assert re.search(r"load\(\): +balance 150\n", out)
 
 
+def test_demo_shows_the_read_path(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/demo.db"
+    result = run("demo", "--url", url)
+    assert result.exit_code == 0, result.output
+    out = " ".join(result.stdout.split())  # rich wraps long lines
+
+    assert "8. An async projection catches up" in out
+    built = re.search(r"projection (demo_orders_\w+) v1 built (\d+) order documents", out)
+    assert built is not None, out
+    assert int(built[2]) == 52  # the 52 orders placed in step 1
+    assert "the read model already says: OrderSummary(status='placed', events=1" in out
+    assert "lag behind the head: 0 events" in out
+
+    assert "9. Blue/green" in out
+    assert "readers read v1 while v2 was built; the pointer swapped to v2" in out
+    assert re.search(rf"{built[1]} v2 p0: 100% \(", out)
+    assert re.search(r"v2 records the carrier: \d+ shipped orders, e.g. .*carrier='\w+'", out)
+
+
 def test_demo_state_hint_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys, "path", list(sys.path))  # --decider may add the working directory
     url = f"sqlite:///{tmp_path}/demo.db"
@@ -130,8 +149,8 @@ def test_demo_stores_what_it_reports(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/demo.db"
     assert run("demo", "--url", url).exit_code == 0
     info = run("--url", url, "info", "--json")
-    assert '"events":293' in info.stdout
-    assert '"streams":55' in info.stdout
+    assert '"events":294' in info.stdout  # with the read path's one late order
+    assert '"streams":56' in info.stdout
 
 
 def test_demo_runs_again_on_the_same_store(tmp_path: Path) -> None:
@@ -139,7 +158,7 @@ def test_demo_runs_again_on_the_same_store(tmp_path: Path) -> None:
     assert run("demo", "--url", url).exit_code == 0
     again = run("demo", "--url", url, "--orders", "10", "--tasks", "32")
     assert again.exit_code == 0, again.output
-    assert "the store holds 326 events in 67 streams" in again.stdout
+    assert "the store holds 327 events in 68 streams" in again.stdout
 
 
 def test_demo_default_is_a_fresh_file_in_a_temporary_directory(

@@ -19,13 +19,26 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import msgspec
 from rich.console import Console
 
 from ..decider import Decider
 from ..errors import DuplicateEventId, WrongExpectedVersion
-from ..events import Event, NewEvent, new_event_id
+from ..events import Event, NewEvent, RecordedEvent, new_event_id
 from ..handler import CommandHandler, CommandResult, HandlerOptions
 from ..position import NO_STREAM, START, Position
+from ..projections import (
+    BuildProgress,
+    DaemonOptions,
+    DocumentProjection,
+    DocumentView,
+    ProjectionDaemon,
+    ReadModelStore,
+    format_progress,
+    live,
+    read_models_for,
+    rebuild,
+)
 from ..snapshots import every
 from ..store import AppendResult, EventStore, connect
 from . import render
@@ -258,6 +271,10 @@ class Demo:
     """Events per type in the whole store, filled in by `store_contents`."""
     snapshotted: str | None = None
     """The account stream `snapshot_used` left a snapshot on."""
+    projection: str | None = None
+    """The projection `async_projection` built (and `blue_green` builds again)."""
+    models: ReadModelStore | None = None
+    """Where its documents live (on memory://, only this object has them)."""
 
     def stream(self, name: str) -> str:
         """A stream id of this run, in the ``order`` category."""
@@ -541,6 +558,99 @@ async def balance_in_the_past(demo: Demo) -> None:
     check(now.balance == 150, f"the balance now is {now.balance}, not 150")
 
 
+# -- the read path: a document per order, kept by a projection ----------------------------
+
+
+class OrderSummary(msgspec.Struct):
+    """The read model's document for one order."""
+
+    status: str = "new"
+    events: int = 0
+    carrier: str | None = None
+
+
+def order_summaries(name: str, version: int) -> DocumentProjection[OrderSummary]:
+    """A document per order stream; version 2 also records the carrier."""
+    proj = DocumentProjection(name, document=OrderSummary, version=version, categories=["order"])
+
+    def status(to: str) -> Callable[[OrderSummary, object], OrderSummary]:
+        def step(doc: OrderSummary, event: object) -> OrderSummary:
+            return replace_struct(doc, status=to, events=doc.events + 1)
+
+        return step
+
+    proj.on(OrderPlaced)(status("placed"))
+    proj.on(OrderPaid)(status("paid"))
+    proj.on(OrderCancelled)(status("cancelled"))
+
+    @proj.on(OrderShipped)
+    def shipped(doc: OrderSummary, event: RecordedEvent) -> OrderSummary:
+        carrier = event.data.carrier if version >= 2 else None
+        return replace_struct(doc, status="shipped", events=doc.events + 1, carrier=carrier)
+
+    return proj
+
+
+def replace_struct(doc: OrderSummary, **changes: object) -> OrderSummary:
+    return msgspec.structs.replace(doc, **changes)
+
+
+async def async_projection(demo: Demo) -> None:
+    """(h) A daemon catches a document projection up, then serves read-your-writes."""
+    demo.heading("8. An async projection catches up, then follows the tail")
+    name = f"demo_orders_{demo.run_id}"
+    v1 = order_summaries(name, 1)
+    models = demo.models = read_models_for(demo.store)
+    view = DocumentView(models, v1)
+    began = time.perf_counter()
+    async with ProjectionDaemon(demo.store, models, [v1]) as daemon:
+        head = await demo.store.head()
+        await daemon.wait_for(name, head, timeout=30)
+        docs = await view.all()
+        demo.say(
+            f"projection {name} v1 built {len(docs)} order documents from the log in "
+            f"{time.perf_counter() - began:.2f} s (a checkpoint committed with every batch)"
+        )
+        stream = demo.stream("late")
+        result = await demo.store.append(stream, [place(stream, 1)], expected_version=NO_STREAM)
+        await daemon.wait_for(name, result.position, timeout=10)
+        doc = await view.get(stream)
+        demo.say(f"placed a new order {stream}; wait_for(its position) returned at once and")
+        demo.say(f"the read model already says: {doc}")
+        check(doc is not None and doc.status == "placed", f"read-your-writes saw {doc}")
+        expected = await live(demo.store, v1).all()
+        check(await view.all() == expected, "the daemon's documents differ from a live fold")
+        lag = (await daemon.status(name)).lag_events
+        demo.say(f"lag behind the head: {lag} events")
+        check(lag == 0, f"the projection is {lag} events behind after wait_for")
+    demo.projection = name
+
+
+async def blue_green(demo: Demo) -> None:
+    """(i) Version 2 builds beside version 1; readers switch when it has caught up."""
+    demo.heading("9. Blue/green: version 2 builds beside version 1, then readers switch")
+    name = demo.projection or f"demo_orders_{demo.run_id}"
+    v2 = order_summaries(name, 2)
+    models = demo.models or read_models_for(demo.store)
+    reader = DocumentView(models, v2)
+    before = await reader.version()
+    progress: list[BuildProgress] = []
+    await rebuild(
+        demo.store, models, v2, options=DaemonOptions(batch_size=100), progress=progress.append
+    )
+    after = await reader.version()
+    demo.say(f"readers read v{before} while v2 was built; the pointer swapped to v{after}")
+    if progress:
+        demo.say(f"last progress report: {format_progress(progress[-1])}")
+    shipped = [d for d in (await reader.all()).values() if d.status == "shipped"]
+    demo.say(
+        f"v2 records the carrier: {len(shipped)} shipped orders, e.g. "
+        f"{shipped[0] if shipped else 'none'}"
+    )
+    check((before, after) == (1, 2), f"readers went from v{before} to v{after}, not 1 to 2")
+    check(all(d.carrier for d in shipped), "a shipped order in v2 has no carrier")
+
+
 Step = Callable[[Demo], Awaitable[None]]
 
 STEPS: tuple[Step, ...] = (
@@ -551,6 +661,8 @@ STEPS: tuple[Step, ...] = (
     command_retry,
     snapshot_used,
     balance_in_the_past,
+    async_projection,
+    blue_green,
 )
 """The tour, in order; each step prints its own section."""
 
