@@ -32,12 +32,13 @@ from eventfold.projections import (
     DocumentProjection,
     Projection,
     ProjectionDaemon,
+    attach_inline,
     read_models_for,
     rebuild,
 )
 from harness import Context, Figures, fresh_baseline, fresh_location, interleave, ms, rate
 from raw import RawPostgres, RawSQLite, RawStore
-from workloads import OrderPlaced, make_orders, populate
+from workloads import OrderPlaced, append_concurrently, make_orders, populate, stream_ids
 
 __all__ = ["RUNNERS"]
 
@@ -293,8 +294,43 @@ async def live_tail(ctx: Context) -> Figures:
     return Figures(n, sum(samples), ms(p99), None, extra)
 
 
+async def inline_append(ctx: Context) -> Figures:
+    """32-task single-event appends with one inline document projection, beside the same
+    appends with none (the ``raw`` side of this line): the ratio is the inline cost."""
+    n, tasks, runs = ctx.sizes.concurrent_streams, ctx.sizes.concurrent_tasks, ctx.sizes.append_runs
+    events = make_orders(n)
+    async with (
+        fresh_location(ctx) as url,
+        eventfold.connect(url) as store,
+        fresh_location(ctx) as plain_url,
+        eventfold.connect(plain_url) as plain,
+    ):
+        await attach_inline(store, [document_projection(1)])
+        works: dict[str, Callable[[int], Awaitable[object]] | None] = {
+            "eventfold": lambda i: append_concurrently(
+                store, stream_ids(n, f"o{i}"), events, tasks
+            ),
+            "raw": lambda i: append_concurrently(plain, stream_ids(n, f"o{i}"), events, tasks),
+        }
+        for work in works.values():
+            assert work is not None
+            await work(-1)
+        t = await interleave(runs, works)
+    median = statistics.median(t["eventfold"])
+    extra: dict[str, object] = {
+        "tasks": tasks,
+        "runs": runs,
+        "raw_baseline": "the same appends to a store with no inline projection",
+    }
+    return Figures(n, median, rate(n, median), rate(n, statistics.median(t["raw"])), extra)
+
+
+INLINE_ONLY = ("sqlite",)
+"""Backends that run inline projections (``inline_append`` runs on these only)."""
+
 RUNNERS: dict[str, Callable[[Context], Awaitable[Figures]]] = {
     "catchup_document": catchup_document,
     "catchup_sql": catchup_sql,
     "live_tail": live_tail,
+    "inline_append": inline_append,
 }

@@ -473,6 +473,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--backend is required: memory, sqlite or postgres")
     if args.scale <= 0:
         parser.error("--scale must be > 0")
+    if args.backend is not None and args.backend not in read_path.INLINE_ONLY:
+        if args.workload == list(WORKLOADS):
+            args.workload = [w for w in WORKLOADS if w != "inline_append"]
+        elif "inline_append" in args.workload:
+            parser.error("inline_append runs on sqlite only (inline projections are SQLite's)")
     if args.child is None and args.backend == "postgres":
         args.url = (
             args.url

@@ -34,6 +34,7 @@ from .errors import (
     ProjectionStopped,
     StaleRead,
 )
+from .inline import attach_inline, detach_inline
 from .leases import Lease, Leases, MemoryLeases, PostgresLeases, lease_key
 from .live import LiveView, live, replay
 from .memory import MemoryReadModelStore
@@ -112,7 +113,9 @@ __all__ = [
     "WorkerInfo",
     "WorkerState",
     "activate",
+    "attach_inline",
     "check_projections",
+    "detach_inline",
     "drop_retired",
     "format_progress",
     "lease_key",

@@ -41,6 +41,9 @@ padded to a power of two, so that a few statements serve every size)."""
 
 Outcome = AppendResult | EventfoldError
 Translate = Callable[[sqlite3.Error], StoreError]
+Inline = Callable[[sqlite3.Cursor, list[tuple[Any, ...]]], None]
+"""Runs inline projections over inserted rows, inside the append's transaction (see
+`eventfold.projections.inline`); raising fails the appends whose rows it was given."""
 
 
 class PendingAppend:
@@ -73,6 +76,8 @@ class GroupWriter:
     def __init__(self, translate: Translate) -> None:
         self._translate = translate
         self.commits = 0
+        self.inline: Inline | None = None
+        """Inline projections, run after each group's (or append's) inserts."""
 
     def write(
         self, cur: sqlite3.Cursor, batch: list[PendingAppend], *, begun: bool = False
@@ -197,7 +202,11 @@ class GroupWriter:
             return outcomes
         try:
             _insert(cur, sql.insert_events_sql, rows)
-        except sqlite3.Error:
+            if self.inline is not None:
+                # A projection that fails sends the group down the careful path, where
+                # it fails its own append only.
+                self.inline(cur, rows)
+        except Exception:
             if not cur.connection.in_transaction:
                 raise  # SQLite rolled the whole transaction back: the group fails
             return None
@@ -265,6 +274,19 @@ class GroupWriter:
             cur.execute("ROLLBACK TO append")
             cur.execute("RELEASE append")
             return self._explain_failure(cur, item, exc)
+        if self.inline is not None:
+            try:
+                self.inline(cur, rows)
+            except Exception as exc:
+                if not cur.connection.in_transaction:
+                    raise
+                cur.execute("ROLLBACK TO append")
+                cur.execute("RELEASE append")
+                if isinstance(exc, EventfoldError):
+                    return exc
+                if isinstance(exc, sqlite3.Error):
+                    return self._translate(exc)
+                return StoreError(f"an inline projection raised {exc!r}; report this as a bug")
         cur.execute("RELEASE append")
         version = versions[stream_id] = actual + len(rows)
         return AppendResult(version, Position(0, last + len(rows)))

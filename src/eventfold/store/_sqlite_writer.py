@@ -102,6 +102,11 @@ class SQLiteWriter:
         return self._group.commits
 
     @property
+    def group(self) -> GroupWriter:
+        """What writes each group (its ``inline`` hook runs inline projections)."""
+        return self._group
+
+    @property
     def connection(self) -> sqlite3.Connection | None:
         """The writer's connection (use it on the writer's thread only, through `call`)."""
         return self._conn

@@ -1,0 +1,212 @@
+"""Inline projections: read models written inside the append's own transaction.
+
+::
+
+    await attach_inline(store, [summary])
+    await store.append("order-1", [OrderPlaced(...)], expected_version=NO_STREAM)
+    # the summary document of order-1 is already there, committed with the event
+
+When the append returns, the projection has applied its events; if a handler raises,
+that append fails with `HandlerFailed` and nothing of it is stored (the other appends
+of the same group commit). On SQLite the handlers run on the writer connection inside
+the group's transaction, so they must be quick and do no I/O of their own: a handler
+may only await its transaction (``tx.get``/``put``/``delete``/``execute``/``write``);
+anything else is refused with `InvalidProjection`. `DocumentProjection` evolvers are
+pure functions, which is exactly what fits.
+
+`attach_inline` first folds the events already in the log into the projection (from its
+checkpoint), on the writer and between two groups, then installs it: no append can fall
+between the catch-up and the first inline one. The projection's version is made the one
+readers read, and its checkpoint moves with every group, so `wait_for`, lag and
+`DocumentView` work as for an async projection. A projection runs either inline or in a
+daemon, not both.
+
+Inline projections are for SQLite stores; on PostgreSQL run the projection in a daemon
+and read with ``wait_for(position)`` for read-your-writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Coroutine, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, cast
+
+from ..errors import ConfigurationError
+from ..position import Position
+from ..store.protocol import EventStore
+from .definition import ProjectionBase
+from .errors import InvalidProjection
+from .store import ReadModelTransaction, VersionState
+
+if TYPE_CHECKING:
+    import sqlite3
+
+__all__ = ["attach_inline", "detach_inline"]
+
+_CATCH_UP_PAGE = 1000
+
+
+async def attach_inline(store: EventStore, projections: Sequence[ProjectionBase]) -> None:
+    """Run ``projections`` inline in every later append to ``store`` (a SQLite store).
+
+    Folds the log's earlier events in first (see the module docstring). Attaching again
+    replaces the set.
+    """
+    from ..store.sqlite import SQLiteStore
+
+    if not isinstance(store, SQLiteStore):
+        raise ConfigurationError(
+            f"inline projections run in the append's transaction on SQLite; this store is "
+            f"{store.backend!r}: run the projection in a ProjectionDaemon and read with "
+            "wait_for(position) instead"
+        )
+    for p in projections:
+        if p.partitions != 1:
+            raise InvalidProjection(
+                f"inline projection {p.name!r} has {p.partitions} partitions; an inline "
+                "projection has one (it runs in the append itself)"
+            )
+        if p.depends_on:
+            raise InvalidProjection(
+                f"inline projection {p.name!r} depends on {list(p.depends_on)}; inline "
+                "projections cannot wait for others"
+            )
+    hook = _Inline(store, list(projections))
+    writer = store._writer
+    assert writer is not None
+
+    def install(conn: sqlite3.Connection) -> None:
+        from ._sqlite_schema import ensure_schema_sync
+
+        ensure_schema_sync(conn)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for p in projections:
+                hook.prepare(conn, p)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        writer.group.inline = hook
+
+    await store.on_writer(install)
+
+
+async def detach_inline(store: EventStore) -> None:
+    """Stop running inline projections in ``store``'s appends."""
+    writer = getattr(store, "_writer", None)
+    if writer is not None:
+
+        def remove(conn: sqlite3.Connection) -> None:
+            writer.group.inline = None
+
+        await store.on_writer(remove)  # type: ignore[attr-defined]
+
+
+class _Inline:
+    """The hook the SQLite group writer calls with each group's (or append's) rows."""
+
+    def __init__(self, store: Any, projections: list[ProjectionBase]) -> None:
+        self._codec = store.codec
+        self._projections = projections
+        self._checkpoints: dict[str, Position | None] = {}
+
+    def prepare(self, conn: sqlite3.Connection, p: ProjectionBase) -> None:
+        """Make ``p``'s version active and fold the log's events after its checkpoint."""
+        from ..store import _sqlite_schema as events_sql
+        from . import _sqlite_sync as rm
+
+        record = rm.get_version_sync(conn, p.name, p.version)
+        if record is None:
+            rm.set_version_sync(conn, p.name, p.version, VersionState.BUILDING, expected=None)
+            _run(p, p.run_setup(_tx(conn, p)))
+        if rm.active_version_sync(conn, p.name) != p.version:
+            rm.activate_sync(conn, p.name, p.version)
+        row = rm.get_checkpoint_sync(conn, p.name, p.version, 0)
+        at = None if row is None else row.position
+        seq = 0 if at is None else at.seq
+        while True:
+            rows = conn.execute(events_sql.READ_ALL, (seq, _CATCH_UP_PAGE)).fetchall()
+            if not rows:
+                break
+            events = [e for e in self._codec.decode_rows(rows) if p.handles(e)]
+            if events:
+                _run(p, p.apply(events, _tx(conn, p)))
+            seq = rows[-1][9]
+            rm.set_checkpoint_sync(conn, p.name, p.version, 0, Position(0, seq), expected=at)
+            at = Position(0, seq)
+        self._checkpoints[p.name] = at
+
+    def __call__(self, cur: sqlite3.Cursor, rows: list[tuple[Any, ...]]) -> None:
+        from . import _sqlite_sync as rm
+
+        conn = cur.connection
+        events = self._codec.decode_rows(
+            [(r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], 0, r[0]) for r in rows]
+        )
+        last = Position(0, rows[-1][0])
+        for p in self._projections:
+            mine = [e for e in events if p.handles(e)]
+            if mine:
+                _run(p, p.apply(mine, _tx(conn, p)))
+            row = rm.get_checkpoint_sync(conn, p.name, p.version, 0)
+            rm.set_checkpoint_sync(
+                conn, p.name, p.version, 0, last, expected=None if row is None else row.position
+            )
+
+
+def _tx(conn: sqlite3.Connection, p: ProjectionBase) -> ReadModelTransaction:
+    return cast(ReadModelTransaction, _SyncTransaction(conn, p))
+
+
+def _run(p: ProjectionBase, coro: Coroutine[Any, Any, Any]) -> Any:
+    """Run a coroutine that only awaits `_SyncTransaction` (which never suspends)."""
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return done.value
+    coro.close()
+    raise InvalidProjection(
+        f"inline projection {p.name!r} awaited something other than its transaction; an "
+        "inline handler runs inside the append and may only use tx (no other I/O)"
+    )
+
+
+class _SyncTransaction:
+    """A `ReadModelTransaction` on the writer connection, inside the caller's transaction.
+
+    Its coroutines never suspend: each runs its statement and returns.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, p: ProjectionBase) -> None:
+        self._conn = conn
+        self._p = p
+
+    async def get_documents(self, name: str, version: int, ids: Sequence[str]) -> dict[str, bytes]:
+        from ._sqlite_sync import load_documents_sync
+
+        return load_documents_sync(self._conn, name, version, ids)
+
+    async def put_document(self, name: str, version: int, doc_id: str, data: bytes) -> None:
+        from ._sqlite_sync import apply_documents_sync
+
+        apply_documents_sync(self._conn, name, version, {doc_id: data})
+
+    async def delete_document(self, name: str, version: int, doc_id: str) -> None:
+        from ._sqlite_sync import apply_documents_sync
+
+        apply_documents_sync(self._conn, name, version, {}, [doc_id])
+
+    async def execute(
+        self, query: str, params: Sequence[Any] | Mapping[str, Any] = ()
+    ) -> list[tuple[Any, ...]]:
+        return self._conn.execute(query, params).fetchall()
+
+    async def write(self, query: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> None:
+        self._conn.execute(query, params)
+
+    def __getattr__(self, name: str) -> Any:
+        raise InvalidProjection(
+            f"inline projection {self._p.name!r} called tx.{name}, which inline projections "
+            "do not have (checkpoints and versions are eventfold's)"
+        )
