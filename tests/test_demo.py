@@ -131,6 +131,9 @@ def test_demo_shows_the_read_path(tmp_path: Path) -> None:
     assert re.search(rf"{built[1]} v2 p0: 100% \(", out)
     assert re.search(r"v2 records the carrier: \d+ shipped orders, e.g. .*carrier='\w+'", out)
 
+    assert "10. An inline projection" in out
+    assert "deposited 30: the read model says Totals(deposited=60, deposits=3)" in out
+
 
 def test_demo_state_hint_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sys, "path", list(sys.path))  # --decider may add the working directory
@@ -149,8 +152,8 @@ def test_demo_stores_what_it_reports(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/demo.db"
     assert run("demo", "--url", url).exit_code == 0
     info = run("--url", url, "info", "--json")
-    assert '"events":294' in info.stdout  # with the read path's one late order
-    assert '"streams":56' in info.stdout
+    assert '"events":297' in info.stdout  # with the read path's late order and deposits
+    assert '"streams":57' in info.stdout
 
 
 def test_demo_runs_again_on_the_same_store(tmp_path: Path) -> None:
@@ -158,7 +161,7 @@ def test_demo_runs_again_on_the_same_store(tmp_path: Path) -> None:
     assert run("demo", "--url", url).exit_code == 0
     again = run("demo", "--url", url, "--orders", "10", "--tasks", "32")
     assert again.exit_code == 0, again.output
-    assert "the store holds 327 events in 68 streams" in again.stdout
+    assert "the store holds 330 events in 69 streams" in again.stdout
 
 
 def test_demo_default_is_a_fresh_file_in_a_temporary_directory(

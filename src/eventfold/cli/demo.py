@@ -34,6 +34,8 @@ from ..projections import (
     DocumentView,
     ProjectionDaemon,
     ReadModelStore,
+    attach_inline,
+    detach_inline,
     format_progress,
     live,
     read_models_for,
@@ -651,6 +653,42 @@ async def blue_green(demo: Demo) -> None:
     check(all(d.carrier for d in shipped), "a shipped order in v2 has no carrier")
 
 
+class Totals(msgspec.Struct):
+    """The inline read model's document for one account."""
+
+    deposited: int = 0
+    deposits: int = 0
+
+
+async def inline_projection(demo: Demo) -> None:
+    """(j) A projection written in the append's own transaction (SQLite)."""
+    demo.heading("10. An inline projection: current the moment the append returns")
+    if demo.store.backend != "sqlite":
+        demo.say(f"inline projections run on SQLite; this store is {demo.store.backend}")
+        return
+    totals = DocumentProjection(
+        f"demo_totals_{demo.run_id}", document=Totals, categories=["account"]
+    )
+
+    @totals.on(Deposited)
+    def deposited(doc: Totals, event: RecordedEvent) -> Totals:
+        return Totals(doc.deposited + event.data.amount, doc.deposits + 1)
+
+    await attach_inline(demo.store, [totals])
+    try:
+        view = DocumentView(read_models_for(demo.store), totals)
+        stream = demo.account("inline")
+        handler = CommandHandler(demo.store, account)
+        for amount in (10, 20, 30):
+            await handler.handle(stream, Deposit(amount=amount))
+            doc = await view.get(stream)
+            demo.say(f"deposited {amount}: the read model says {doc} (no waiting, no daemon)")
+        check(doc == Totals(60, 3), f"the inline read model says {doc}, not 60 in 3 deposits")
+        demo.say("each document write committed with its event, in one transaction")
+    finally:
+        await detach_inline(demo.store)
+
+
 Step = Callable[[Demo], Awaitable[None]]
 
 STEPS: tuple[Step, ...] = (
@@ -663,6 +701,7 @@ STEPS: tuple[Step, ...] = (
     balance_in_the_past,
     async_projection,
     blue_green,
+    inline_projection,
 )
 """The tour, in order; each step prints its own section."""
 
