@@ -15,6 +15,7 @@ from typing import Any
 
 from ..position import Position
 from . import _sqlite_schema as sql
+from ._rows import checkpoint_of, ordered, version_of
 from .errors import CheckpointConflict
 from .store import (
     Checkpoint,
@@ -41,49 +42,9 @@ __all__ = [
 ]
 
 
-# -- rows ----------------------------------------------------------------------------
-
-
-def checkpoint_of(row: Sequence[Any]) -> Checkpoint:
-    """A `Checkpoint` from a row of ``sql.GET_CHECKPOINT``'s columns."""
-    name, version, part, tx, seq, state, error, updated_us = row
-    return Checkpoint(
-        name, version, part, Position(tx, seq), PartitionState(state), error, updated_us
-    )
-
-
-def version_of(row: Sequence[Any]) -> VersionRecord:
-    """A `VersionRecord` from a row of ``sql.GET_VERSION``'s columns."""
-    name, version, state, changed_us = row
-    return VersionRecord(name, version, VersionState(state), changed_us)
-
-
-def parked_of(row: Sequence[Any]) -> ParkedEvent:
-    """A `ParkedEvent` from a row of ``sql.PARKED``'s columns."""
-    name, version, part, tx, seq, stream_id, event_id, type_, error, attempts, parked_us = row
-    return ParkedEvent(
-        name,
-        version,
-        part,
-        Position(tx, seq),
-        stream_id,
-        event_id,
-        type_,
-        error,
-        attempts,
-        parked_us,
-    )
-
-
 def documents_query(name: str, version: int, ids: Sequence[str]) -> tuple[str, tuple[Any, ...]]:
     """The query (and its parameters) that loads these documents."""
     return sql.LOAD_DOCUMENTS, (name, version, json.dumps(list(ids)))
-
-
-def ordered(rows: Iterable[tuple[str, bytes]], ids: Sequence[str]) -> dict[str, bytes]:
-    """Found documents in the order their ids were asked for."""
-    found = dict(rows)
-    return {i: found[i] for i in ids if i in found}
 
 
 # -- documents -----------------------------------------------------------------------

@@ -42,6 +42,7 @@ from ..errors import ConfigurationError, InvalidInput
 from ..position import Position
 from ..store.postgres import PostgresStore
 from ._postgres_schema import Statements, ensure_schema
+from ._rows import checkpoint_of, ordered, parked_of, version_of
 from .errors import CheckpointConflict
 from .store import (
     Checkpoint,
@@ -131,7 +132,7 @@ class PostgresReadModelStore:
         if not ids:
             return {}
         rows = await self._rows(self._sql.load_documents, (name, version, list(ids)))
-        return _ordered(rows, ids)
+        return ordered(rows, ids)
 
     async def iter_documents(
         self, name: str, version: int, *, after: str | None = None, limit: int | None = None
@@ -158,7 +159,7 @@ class PostgresReadModelStore:
 
     async def checkpoints(self, name: str, version: int) -> list[Checkpoint]:
         rows = await self._rows(self._sql.checkpoints, (name, version))
-        return [_checkpoint(row) for row in rows]
+        return [checkpoint_of(row) for row in rows]
 
     async def active_version(self, name: str) -> int | None:
         rows = await self._rows(self._sql.active, (name,))
@@ -169,11 +170,11 @@ class PostgresReadModelStore:
             rows = await self._rows(self._sql.versions, ())
         else:
             rows = await self._rows(self._sql.versions_of, (name,))
-        return [_version(row) for row in rows]
+        return [version_of(row) for row in rows]
 
     async def parked(self, name: str, version: int) -> list[ParkedEvent]:
         rows = await self._rows(self._sql.parked, (name, version))
-        return [_parked(row) for row in rows]
+        return [parked_of(row) for row in rows]
 
 
 class PostgresTransaction:
@@ -248,7 +249,7 @@ class PostgresTransaction:
             self._check()
             return {}
         cur = await self._run(self._sql.load_documents, (name, version, list(ids)))
-        return _ordered(await cur.fetchall(), ids)
+        return ordered(await cur.fetchall(), ids)
 
     async def put_document(self, name: str, version: int, doc_id: str, data: bytes) -> None:
         self._check()
@@ -265,7 +266,7 @@ class PostgresTransaction:
     async def get_checkpoint(self, name: str, version: int, partition: int) -> Checkpoint | None:
         cur = await self._run(self._sql.get_checkpoint, (name, version, partition))
         row = await cur.fetchone()
-        return None if row is None else _checkpoint(row)
+        return None if row is None else checkpoint_of(row)
 
     async def set_checkpoint(
         self,
@@ -322,7 +323,7 @@ class PostgresTransaction:
     async def get_version(self, name: str, version: int) -> VersionRecord | None:
         cur = await self._run(self._sql.get_version, (name, version))
         row = await cur.fetchone()
-        return None if row is None else _version(row)
+        return None if row is None else version_of(row)
 
     async def set_version(
         self, name: str, version: int, state: VersionState, *, expected: VersionState | None
@@ -429,36 +430,3 @@ class PostgresTransaction:
             f"{query.strip()[:200]!r}); fix the statement or its parameters (PostgreSQL "
             "takes %s or %(name)s parameters)"
         )
-
-
-def _ordered(rows: Sequence[tuple[Any, ...]], ids: Sequence[str]) -> dict[str, bytes]:
-    found = {row[0]: row[1] for row in rows}
-    return {i: found[i] for i in ids if i in found}
-
-
-def _checkpoint(row: Sequence[Any]) -> Checkpoint:
-    name, version, part, tx, seq, state, error, updated_us = row
-    return Checkpoint(
-        name, version, part, Position(tx, seq), PartitionState(state), error, updated_us
-    )
-
-
-def _version(row: Sequence[Any]) -> VersionRecord:
-    name, version, state, changed_us = row
-    return VersionRecord(name, version, VersionState(state), changed_us)
-
-
-def _parked(row: Sequence[Any]) -> ParkedEvent:
-    name, version, part, tx, seq, stream_id, event_id, type_, error, attempts, parked_us = row
-    return ParkedEvent(
-        name,
-        version,
-        part,
-        Position(tx, seq),
-        stream_id,
-        event_id,
-        type_,
-        error,
-        attempts,
-        parked_us,
-    )

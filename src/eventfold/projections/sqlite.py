@@ -51,26 +51,23 @@ from ..errors import ConfigurationError, InvalidInput
 from ..position import START, Position
 from ..store.sqlite import SQLiteStore
 from . import _sqlite_schema as sql
+from ._rows import checkpoint_of, ordered, parked_of, version_of
 from ._sqlite_schema import ensure_schema_sync
 from ._sqlite_session import WriterSession, rollback
 from ._sqlite_sync import (
     activate_sync,
     active_version_sync,
     apply_documents_sync,
-    checkpoint_of,
     documents_query,
     drop_sync,
     get_checkpoint_sync,
     get_version_sync,
     load_documents_sync,
-    ordered,
     park_sync,
-    parked_of,
     set_checkpoint_sync,
     set_state_sync,
     set_version_sync,
     unpark_sync,
-    version_of,
 )
 from .errors import CheckpointConflict
 from .store import (
