@@ -1,15 +1,16 @@
-"""Read-model rows as records: the decoders both SQL read-model stores share (their
-queries select the same columns in the same order)."""
+"""What both SQL read-model stores share: row decoders (their queries select the same
+columns in the same order) and the end-or-failed guard of a transaction."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from ..errors import InvalidInput
 from ..position import Position
 from .store import Checkpoint, ParkedEvent, PartitionState, VersionRecord, VersionState
 
-__all__ = ["checkpoint_of", "ordered", "parked_of", "version_of"]
+__all__ = ["TransactionGuard", "checkpoint_of", "ordered", "parked_of", "version_of"]
 
 
 def checkpoint_of(row: Sequence[Any]) -> Checkpoint:
@@ -47,3 +48,25 @@ def ordered(rows: Iterable[tuple[str, bytes]], ids: Sequence[str]) -> dict[str, 
     """Found documents in the order their ids were asked for."""
     found = dict(rows)
     return {i: found[i] for i in ids if i in found}
+
+
+class TransactionGuard:
+    """A transaction that refuses use once it has ended or once any call in it failed
+    (it will be rolled back, even if the handler caught the error)."""
+
+    _closed: bool = False
+    _failed: BaseException | None = None
+
+    def _check(self) -> None:
+        if self._closed:
+            raise InvalidInput("this read-model transaction has ended; open a new one")
+        if self._failed is not None:
+            raise InvalidInput(
+                f"this read-model transaction already failed ({self._failed}) and will be "
+                "rolled back; leave the block and retry in a new transaction"
+            )
+
+    def _fail(self, error: BaseException) -> BaseException:
+        if self._failed is None:
+            self._failed = error
+        return error

@@ -42,7 +42,7 @@ from ..errors import ConfigurationError, InvalidInput
 from ..position import Position
 from ..store.postgres import PostgresStore
 from ._postgres_schema import Statements, ensure_schema
-from ._rows import checkpoint_of, ordered, parked_of, version_of
+from ._rows import TransactionGuard, checkpoint_of, ordered, parked_of, version_of
 from .errors import CheckpointConflict
 from .store import (
     Checkpoint,
@@ -177,7 +177,7 @@ class PostgresReadModelStore:
         return [parked_of(row) for row in rows]
 
 
-class PostgresTransaction:
+class PostgresTransaction(TransactionGuard):
     """A `ReadModelTransaction` of a `PostgresReadModelStore` (see the module docstring)."""
 
     def __init__(self, models: PostgresReadModelStore, conn: psycopg.AsyncConnection[Any]) -> None:
@@ -191,20 +191,6 @@ class PostgresTransaction:
         self._queued: list[tuple[str, Sequence[Any] | Mapping[str, Any]]] = []
         """Statements of `write` not sent yet, in order."""
         self._prelude_sent = False
-
-    def _check(self) -> None:
-        if self._closed:
-            raise InvalidInput("this read-model transaction has ended; open a new one")
-        if self._failed is not None:
-            raise InvalidInput(
-                f"this read-model transaction already failed ({self._failed}) and will be "
-                "rolled back; leave the block and retry in a new transaction"
-            )
-
-    def _fail(self, error: BaseException) -> BaseException:
-        if self._failed is None:
-            self._failed = error
-        return error
 
     async def _run(self, query: bytes, params: Sequence[Any] | Mapping[str, Any]) -> Any:
         """Send the pending document writes, then run one of eventfold's statements."""

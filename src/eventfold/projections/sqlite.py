@@ -51,7 +51,7 @@ from ..errors import ConfigurationError, InvalidInput
 from ..position import START, Position
 from ..store.sqlite import SQLiteStore
 from . import _sqlite_schema as sql
-from ._rows import checkpoint_of, ordered, parked_of, version_of
+from ._rows import TransactionGuard, checkpoint_of, ordered, parked_of, version_of
 from ._sqlite_schema import ensure_schema_sync
 from ._sqlite_session import WriterSession, rollback
 from ._sqlite_sync import (
@@ -201,7 +201,7 @@ class SQLiteReadModelStore:
         return [parked_of(row) for row in self._read(sql.PARKED, (name, version))]
 
 
-class SQLiteTransaction:
+class SQLiteTransaction(TransactionGuard):
     """A `ReadModelTransaction` of a `SQLiteReadModelStore` (see the module docstring)."""
 
     def __init__(self, models: SQLiteReadModelStore) -> None:
@@ -217,20 +217,6 @@ class SQLiteTransaction:
         self._checkpoints: dict[_CpKey, Checkpoint | None] = {}
         self._versions: dict[_Slot, VersionRecord | None] = {}
         self._active: dict[str, int | None] = {}
-
-    def _check(self) -> None:
-        if self._closed:
-            raise InvalidInput("this read-model transaction has ended; open a new one")
-        if self._failed is not None:
-            raise InvalidInput(
-                f"this read-model transaction already failed ({self._failed}) and will be "
-                "rolled back; leave the block and retry in a new transaction"
-            )
-
-    def _fail(self, error: BaseException) -> BaseException:
-        if self._failed is None:
-            self._failed = error
-        return error
 
     def _read(self, query: str, params: Sequence[Any]) -> list[Any]:
         return self._models._read(query, params)
