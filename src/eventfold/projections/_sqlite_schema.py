@@ -8,9 +8,8 @@ numbers never depend on whether read models are used.
 from __future__ import annotations
 
 import sqlite3
-import time
 
-from ..errors import SchemaTooNew
+from ..store import _sqlite_schema as events_schema
 
 __all__ = ["MIGRATIONS", "ensure_schema_sync", "schema_number"]
 
@@ -76,61 +75,20 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 )
 """Migration N is ``MIGRATIONS[N - 1]``: statements applied in one transaction."""
 
-_CREATE_MIGRATIONS = """
-CREATE TABLE IF NOT EXISTS ef_read_model_migrations (
-    number INTEGER PRIMARY KEY,
-    applied_at INTEGER NOT NULL
-)
-"""
-_HAS_MIGRATIONS = (
-    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'ef_read_model_migrations'"
-)
-_APPLIED = "SELECT coalesce(max(number), 0) FROM ef_read_model_migrations"
-_RECORD = "INSERT INTO ef_read_model_migrations (number, applied_at) VALUES (?, ?)"
+MIGRATIONS_TABLE = "ef_read_model_migrations"
 
 
 def schema_number(conn: sqlite3.Connection) -> int:
     """The highest read-model migration applied to the database (0 for none)."""
-    if conn.execute(_HAS_MIGRATIONS).fetchone() is None:
-        return 0
-    number: int = conn.execute(_APPLIED).fetchone()[0]
-    return number
+    return events_schema.schema_number(conn, MIGRATIONS_TABLE)
 
 
 def ensure_schema_sync(conn: sqlite3.Connection) -> int:
     """Create or migrate the read-model tables on a writer connection; return the number
-    reached. Idempotent, and safe when several processes open one file at once.
-
-    Outside a transaction, the work runs under ``BEGIN IMMEDIATE`` (the write lock) and
-    re-reads the applied number once it holds it. Inside the caller's transaction (an
-    append on the writer's thread) it becomes part of that transaction. A database
-    migrated further than this code knows raises `SchemaTooNew`.
-    """
-    known = len(MIGRATIONS)
-    found = schema_number(conn)
-    if found > known:
-        raise SchemaTooNew(found, known)
-    if found == known:
-        return found
-    own = not conn.in_transaction
-    if own:
-        conn.execute("BEGIN IMMEDIATE")
-    try:
-        conn.execute(_CREATE_MIGRATIONS)
-        found = schema_number(conn)
-        if found > known:
-            raise SchemaTooNew(found, known)
-        for number in range(found + 1, known + 1):
-            for statement in MIGRATIONS[number - 1]:
-                conn.execute(statement)
-            conn.execute(_RECORD, (number, time.time_ns() // 1000))
-        if own:
-            conn.execute("COMMIT")
-    except BaseException:
-        if own and conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    return known
+    reached. Idempotent, and safe when several processes open one file at once; inside
+    the caller's transaction (an append on the writer's thread) it becomes part of it
+    (see `eventfold.store._sqlite_schema.apply_migrations`)."""
+    return events_schema.apply_migrations(conn, MIGRATIONS, MIGRATIONS_TABLE)
 
 
 # -- documents -----------------------------------------------------------------------

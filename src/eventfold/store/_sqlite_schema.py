@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Sequence
 from functools import lru_cache
 
 from ..errors import ConfigurationError, SchemaTooNew
 
-__all__ = ["MIGRATIONS", "SYNCHRONOUS", "connect", "migrate", "schema_number"]
+__all__ = [
+    "MIGRATIONS",
+    "SYNCHRONOUS",
+    "apply_migrations",
+    "connect",
+    "migrate",
+    "schema_number",
+]
 
 AUTOCHECKPOINT_PAGES = 4000
 """WAL pages after which the committing writer checkpoints (SQLite's default is 1000).
@@ -133,56 +141,66 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 )
 """Migration N is ``MIGRATIONS[N - 1]``: statements applied in one transaction."""
 
-_CREATE_MIGRATIONS = """
-CREATE TABLE IF NOT EXISTS eventfold_migrations (
-    number INTEGER PRIMARY KEY,
-    applied_at INTEGER NOT NULL
-)
-"""
-_HAS_MIGRATIONS = (
-    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'eventfold_migrations'"
-)
-_APPLIED = "SELECT coalesce(max(number), 0) FROM eventfold_migrations"
-_RECORD = "INSERT INTO eventfold_migrations (number, applied_at) VALUES (?, ?)"
+MIGRATIONS_TABLE = "eventfold_migrations"
 
 
-def schema_number(conn: sqlite3.Connection) -> int:
-    """The highest migration applied to the database (0 for a new file)."""
-    if conn.execute(_HAS_MIGRATIONS).fetchone() is None:
+def schema_number(conn: sqlite3.Connection, table: str = MIGRATIONS_TABLE) -> int:
+    """The highest migration recorded in ``table`` (0 for a new file)."""
+    found = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
+    ).fetchone()
+    if found is None:
         return 0
-    number: int = conn.execute(_APPLIED).fetchone()[0]
+    number: int = conn.execute(f"SELECT coalesce(max(number), 0) FROM {table}").fetchone()[0]
     return number
 
 
-def migrate(conn: sqlite3.Connection) -> int:
-    """Bring the store's tables up to date; return the migration number reached.
+def apply_migrations(
+    conn: sqlite3.Connection, migrations: Sequence[Sequence[str]], table: str
+) -> int:
+    """Apply the ``migrations`` not yet recorded in ``table``; return the number reached.
 
-    Several processes may open one file at once, so the work runs under ``BEGIN
-    IMMEDIATE`` (the write lock) and re-reads the applied number once it holds it.
-    A database migrated further than this code knows raises `SchemaTooNew`.
+    Several processes may open one file at once, so outside a transaction the work runs
+    under ``BEGIN IMMEDIATE`` (the write lock) and re-reads the applied number once it
+    holds it; inside the caller's transaction it becomes part of that one. A database
+    migrated further than this code knows raises `SchemaTooNew`.
     """
-    known = len(MIGRATIONS)
-    found = schema_number(conn)
+    known = len(migrations)
+    found = schema_number(conn, table)
     if found > known:
         raise SchemaTooNew(found, known)
     if found == known:
         return found
-    conn.execute("BEGIN IMMEDIATE")
+    own = not conn.in_transaction
+    if own:
+        conn.execute("BEGIN IMMEDIATE")
     try:
-        conn.execute(_CREATE_MIGRATIONS)
-        found = schema_number(conn)
+        conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {table} "
+            "(number INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)"
+        )
+        found = schema_number(conn, table)
         if found > known:
             raise SchemaTooNew(found, known)
         for number in range(found + 1, known + 1):
-            for statement in MIGRATIONS[number - 1]:
+            for statement in migrations[number - 1]:
                 conn.execute(statement)
-            conn.execute(_RECORD, (number, time.time_ns() // 1000))
-        conn.execute("COMMIT")
+            conn.execute(
+                f"INSERT INTO {table} (number, applied_at) VALUES (?, ?)",
+                (number, time.time_ns() // 1000),
+            )
+        if own:
+            conn.execute("COMMIT")
     except BaseException:
-        if conn.in_transaction:
+        if own and conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
     return known
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring the store's tables up to date; return the migration number reached."""
+    return apply_migrations(conn, MIGRATIONS, MIGRATIONS_TABLE)
 
 
 # -- writing -------------------------------------------------------------------------
