@@ -297,7 +297,7 @@ async def live_tail(ctx: Context) -> Figures:
 async def inline_append(ctx: Context) -> Figures:
     """32-task single-event appends with one inline document projection, beside the same
     appends with none (the ``raw`` side of this line): the ratio is the inline cost."""
-    n, tasks, runs = ctx.sizes.concurrent_streams, ctx.sizes.concurrent_tasks, ctx.sizes.append_runs
+    n, tasks, runs = ctx.sizes.inline_appends, ctx.sizes.concurrent_tasks, ctx.sizes.inline_runs
     events = make_orders(n)
     async with (
         fresh_location(ctx) as url,
@@ -325,7 +325,7 @@ async def inline_append(ctx: Context) -> Figures:
     return Figures(n, median, rate(n, median), rate(n, statistics.median(t["raw"])), extra)
 
 
-INLINE_ONLY = ("sqlite",)
+INLINE_ONLY = ("sqlite", "postgres")
 """Backends that run inline projections (``inline_append`` runs on these only)."""
 
 RUNNERS: dict[str, Callable[[Context], Awaitable[Figures]]] = {

@@ -477,7 +477,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         if args.workload == list(WORKLOADS):
             args.workload = [w for w in WORKLOADS if w != "inline_append"]
         elif "inline_append" in args.workload:
-            parser.error("inline_append runs on sqlite only (inline projections are SQLite's)")
+            parser.error("inline_append runs on sqlite and postgres (inline projections)")
     if args.child is None and args.backend == "postgres":
         args.url = (
             args.url

@@ -118,6 +118,7 @@ TARGETS: dict[tuple[str, str], Target] = {
     ("sqlite", "live_tail"): Target(50),
     ("postgres", "live_tail"): Target(50),
     ("sqlite", "inline_append"): Target(0, min_ratio=0.6),
+    ("postgres", "inline_append"): Target(0, min_ratio=0.6),
 }
 
 
@@ -188,6 +189,9 @@ class Sizes:
     catchup_runs: int = 3
     live_events: int = 300
     """Single-event appends whose latency ``live_tail`` measures."""
+    inline_appends: int = 4_000
+    """Single-event appends per timed run of ``inline_append`` (with and without)."""
+    inline_runs: int = 5
 
     _COUNTS = (
         "bulk_events",
@@ -202,6 +206,7 @@ class Sizes:
         "snapshot_tail",
         "catchup_events",
         "live_events",
+        "inline_appends",
     )
 
     def scaled(self, scale: float) -> Sizes:
@@ -215,7 +220,7 @@ class Sizes:
         return replace(
             s,
             batch_size=min(s.batch_size, s.batched_events),
-            concurrent_tasks=min(s.concurrent_tasks, s.concurrent_streams),
+            concurrent_tasks=min(s.concurrent_tasks, s.concurrent_streams, s.inline_appends),
             populate_batch=min(s.populate_batch, s.read_all_events),
             memory_batch=min(s.memory_batch, s.memory_events),
             w1_tasks=min(s.w1_tasks, s.w1_accounts),

@@ -113,8 +113,15 @@ def test_demo_shows_the_command_handler(tmp_path: Path) -> None:
     assert re.search(r"load\(\): +balance 150\n", out)
 
 
-def test_demo_shows_the_read_path(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_demo_shows_the_read_path(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     url = f"sqlite:///{tmp_path}/demo.db"
+    if backend == "postgres":
+        url = request.getfixturevalue("postgres_url")
     result = run("demo", "--url", url)
     assert result.exit_code == 0, result.output
     out = " ".join(result.stdout.split())  # rich wraps long lines

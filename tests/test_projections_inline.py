@@ -1,16 +1,18 @@
-"""Inline projections on SQLite: written in the append's own transaction."""
+"""Inline projections on SQLite and PostgreSQL: written in the append's own transaction."""
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
 from bank import AccountOpened, Deposited
 
 import eventfold
-from eventfold.errors import ConfigurationError
+from eventfold.errors import ConfigurationError, WrongExpectedVersion
 from eventfold.position import ANY, NO_STREAM
 from eventfold.projections import (
     DocumentProjection,
@@ -19,6 +21,7 @@ from eventfold.projections import (
     InvalidProjection,
     Projection,
     attach_inline,
+    detach_inline,
     live,
     read_models_for,
     wait_for,
@@ -42,8 +45,16 @@ def balances(version: int = 1) -> DocumentProjection[Balance]:
     return proj
 
 
-async def test_the_model_is_current_when_the_append_returns(tmp_path: Path) -> None:
-    async with eventfold.connect(f"sqlite:///{tmp_path}/e.db") as store:
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def inline_url(request: pytest.FixtureRequest) -> str:
+    """A fresh store of each backend that runs inline projections."""
+    fixture = "sqlite_url" if request.param == "sqlite" else "postgres_url"
+    url: str = request.getfixturevalue(fixture)
+    return url
+
+
+async def test_the_model_is_current_when_the_append_returns(inline_url: str) -> None:
+    async with eventfold.connect(inline_url) as store:
         # Events from before the projection existed are folded in when it is attached.
         await store.append("account-1", [AccountOpened(owner="a"), Deposited(amount=5)],
                            expected_version=NO_STREAM)  # fmt: skip
@@ -68,8 +79,8 @@ async def test_the_model_is_current_when_the_append_returns(tmp_path: Path) -> N
         assert await wait_for(read_models_for(store), proj, head, timeout=1) == head
 
 
-async def test_a_failing_projection_fails_its_append_only(tmp_path: Path) -> None:
-    async with eventfold.connect(f"sqlite:///{tmp_path}/e.db") as store:
+async def test_a_failing_projection_fails_its_append_only(inline_url: str) -> None:
+    async with eventfold.connect(inline_url) as store:
         proj = balances()
         await attach_inline(store, [proj])
         results = await asyncio.gather(
@@ -94,7 +105,7 @@ async def test_a_failing_projection_fails_its_append_only(tmp_path: Path) -> Non
         assert await store.stream_version("account-4") == 0
 
 
-async def test_handlers_may_only_await_their_transaction(tmp_path: Path) -> None:
+async def test_sqlite_handlers_may_only_await_their_transaction(tmp_path: Path) -> None:
     proj = Projection("sleepy")
 
     @proj.on(Deposited)
@@ -108,7 +119,122 @@ async def test_handlers_may_only_await_their_transaction(tmp_path: Path) -> None
         assert await store.stream_version("account-1") == 0
 
 
-async def test_inline_projections_need_sqlite() -> None:
+async def test_inline_projections_need_a_sql_store() -> None:
     async with eventfold.connect("memory://") as store:
         with pytest.raises(ConfigurationError, match="ProjectionDaemon"):
             await attach_inline(store, [balances()])
+
+
+def sql_totals(backend: str) -> Projection:
+    """A SQL projection: one row per account, upserted by each deposit."""
+    proj = Projection("inline_totals")
+    mark = "?" if backend == "sqlite" else "%s"
+
+    @proj.on_setup
+    async def setup(tx: Any) -> None:
+        await tx.execute(
+            f"CREATE TABLE {tx.table('totals')} (account TEXT PRIMARY KEY, total BIGINT NOT NULL)"
+        )
+
+    @proj.on(Deposited)
+    async def deposited(event: eventfold.RecordedEvent, tx: Any) -> None:
+        table = tx.table("totals")
+        await tx.write(
+            f"INSERT INTO {table} VALUES ({mark}, {mark}) ON CONFLICT (account) DO UPDATE "
+            f"SET total = {table}.total + excluded.total",
+            (event.stream_id, event.data.amount),
+        )
+
+    return proj
+
+
+async def test_a_sql_projection_commits_with_the_append(inline_url: str) -> None:
+    async with eventfold.connect(inline_url) as store:
+        proj = sql_totals(store.backend)
+        await attach_inline(store, [proj, balances()])
+        await asyncio.gather(
+            *(store.append(f"account-{i % 3}", [Deposited(amount=100 + i)], expected_version=ANY)
+              for i in range(30))
+        )  # fmt: skip
+        with pytest.raises(HandlerFailed):  # the other projection refuses 13
+            await store.append("account-9", [Deposited(amount=13)], expected_version=ANY)
+        async with read_models_for(store).transaction() as tx:
+            rows = await tx.execute("SELECT account, total FROM totals_v1")
+        assert dict(rows) == {f"account-{k}": sum(range(100 + k, 130, 3)) for k in range(3)}
+
+
+async def test_a_conflict_and_a_retry_apply_nothing_twice(inline_url: str) -> None:
+    async with eventfold.connect(inline_url) as store:
+        proj = balances()
+        await attach_inline(store, [proj])
+        first = Deposited(amount=2)
+        again = eventfold.NewEvent(first, event_id=uuid.uuid4())  # an explicit id
+        done = await store.append("account-1", [again], expected_version=NO_STREAM)
+        # A client retry of the same event returns the first result, applies nothing.
+        assert await store.append("account-1", [again], expected_version=NO_STREAM) == done
+        results = await asyncio.gather(
+            store.append("account-1", [Deposited(amount=5)], expected_version=1),
+            store.append("account-1", [Deposited(amount=7)], expected_version=1),
+            return_exceptions=True,
+        )
+        assert sum(isinstance(r, WrongExpectedVersion) for r in results) == 1
+        view = DocumentView(read_models_for(store), proj)
+        assert await view.all() == await live(store, proj).all()
+        assert (await view.get("account-1")).deposits == 2  # type: ignore[union-attr]
+
+
+@pytest.mark.postgres
+async def test_postgres_processes_sharing_a_projection_stay_exact(postgres_url: str) -> None:
+    """Two store objects (as two processes would) append with the same inline projection,
+    the second attaching while the first appends: every event is applied exactly once."""
+    async with eventfold.connect(postgres_url) as a, eventfold.connect(postgres_url) as b:
+        await a.append("account-0", [Deposited(amount=1)], expected_version=NO_STREAM)
+        await attach_inline(a, [balances()])
+        stop = asyncio.Event()
+
+        async def keep_appending(store: eventfold.EventStore, name: str) -> int:
+            count = 0
+            while not stop.is_set():
+                await asyncio.gather(
+                    *(store.append(f"account-{name}{k}", [Deposited(amount=1)],
+                                   expected_version=ANY) for k in range(4))
+                )  # fmt: skip
+                count += 4
+            return count
+
+        runner = asyncio.create_task(keep_appending(a, "a"))
+        await asyncio.sleep(0.1)
+        await attach_inline(b, [balances()])  # its catch-up takes turns with a's appends
+        other = asyncio.create_task(keep_appending(b, "b"))
+        await asyncio.sleep(0.3)
+        stop.set()
+        await asyncio.gather(runner, other)
+        proj = balances()
+        docs = await DocumentView(read_models_for(a), proj).all()
+        assert docs == await live(a, proj).all()
+        assert sum(d.deposits for d in docs.values()) == await _count(a)
+        head = await a.head()
+        assert await wait_for(read_models_for(b), proj, head, timeout=1) == head
+
+
+async def _count(store: eventfold.EventStore) -> int:
+    return sum([1 async for _ in store.read_all(types=[Deposited])])
+
+
+@pytest.mark.postgres
+async def test_postgres_handlers_may_do_their_own_io(postgres_url: str) -> None:
+    proj = Projection("sleepy")
+    seen: list[str] = []
+
+    @proj.on(Deposited)
+    async def slow(event: eventfold.RecordedEvent, tx: object) -> None:
+        await asyncio.sleep(0.001)
+        seen.append(event.stream_id)
+
+    async with eventfold.connect(postgres_url) as store:
+        await attach_inline(store, [proj])
+        await store.append("account-1", [Deposited(amount=1)], expected_version=ANY)
+        assert seen == ["account-1"]
+        await detach_inline(store)
+        await store.append("account-1", [Deposited(amount=1)], expected_version=ANY)
+        assert seen == ["account-1"]

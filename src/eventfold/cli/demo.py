@@ -661,10 +661,10 @@ class Totals(msgspec.Struct):
 
 
 async def inline_projection(demo: Demo) -> None:
-    """(j) A projection written in the append's own transaction (SQLite)."""
+    """(j) A projection written in the append's own transaction (SQLite, PostgreSQL)."""
     demo.heading("10. An inline projection: current the moment the append returns")
-    if demo.store.backend != "sqlite":
-        demo.say(f"inline projections run on SQLite; this store is {demo.store.backend}")
+    if demo.store.backend not in ("sqlite", "postgresql"):
+        demo.say(f"inline projections run on SQLite and PostgreSQL, not {demo.store.backend}")
         return
     totals = DocumentProjection(
         f"demo_totals_{demo.run_id}", document=Totals, categories=["account"]

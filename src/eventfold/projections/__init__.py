@@ -1,4 +1,4 @@
-"""The read path: projections run async (a daemon), live (on demand) or, later, inline.
+"""The read path: projections run async (a daemon), live (on demand) or inline.
 
 - `Projection` / `DocumentProjection`: definitions (name, version, handlers per type).
 - `ReadModelStore`: where read models, checkpoints and parked events live
@@ -9,6 +9,8 @@
   lag, ``wait_for`` and `StaleRead`, blue/green swaps.
 - `live`, `replay`: the same definitions folded on demand; `rebuild`: a new version
   built beside the live one.
+- `attach_inline`: the same definitions run in the append's own transaction (SQLite
+  and PostgreSQL).
 """
 
 from __future__ import annotations

@@ -115,17 +115,21 @@ class Statements:
         self.schema_version = render("SELECT coalesce(max(version), 0) FROM {migrations}")
         self.record_migration = render("INSERT INTO {migrations} (version) VALUES (%s)")
 
-        # Documents.
-        self.load_documents = render(
-            f"SELECT id, data FROM {{documents}} WHERE {_SLOT} AND id = ANY(%s::text[])"
-        )
+        # Documents. A lookup by a list of ids is one index probe per id (the LIMIT keeps
+        # the planner from flattening it): with ``id = ANY(...)`` a young table's stale
+        # statistics made it walk every document of the version and filter, a cost that
+        # grew with the table (5 ms for 32 ids among 10,000).
+        by_ids = """(SELECT %s::text AS name, %s::int8 AS version) k, unnest(%s::text[]) AS u(id)
+            CROSS JOIN LATERAL (SELECT d.ctid, d.data FROM {documents} d
+                WHERE d.name = k.name AND d.version = k.version AND d.id = u.id LIMIT 1) d"""
+        self.load_documents = render(f"SELECT u.id, d.data FROM {by_ids}")
         self.put_documents = render(
             """INSERT INTO {documents} (name, version, id, data)
             SELECT %s, %s, u.id, u.data FROM unnest(%s::text[], %b::bytea[]) AS u(id, data)
             ON CONFLICT (name, version, id) DO UPDATE SET data = excluded.data"""
         )
         self.delete_documents = render(
-            f"DELETE FROM {{documents}} WHERE {_SLOT} AND id = ANY(%s::text[])"
+            f"DELETE FROM {{documents}} WHERE ctid = ANY(ARRAY(SELECT d.ctid FROM {by_ids}))"
         )
         self.iter_first = render(
             f"SELECT id, data FROM {{documents}} WHERE {_SLOT} ORDER BY id LIMIT %s"
@@ -144,6 +148,14 @@ class Statements:
         self.insert_checkpoint = render(
             f"""INSERT INTO {{checkpoints}} ({_CHECKPOINT})
             VALUES (%s, %s, %s, %s, %s, 'running', NULL, %s) ON CONFLICT DO NOTHING"""
+        )
+        # An inline projection's checkpoint: its writers take turns (an advisory lock).
+        self.put_checkpoint = render(
+            f"""INSERT INTO {{checkpoints}} ({_CHECKPOINT})
+            VALUES (%s, %s, %s, %s, %s, 'running', NULL, %s)
+            ON CONFLICT (name, version, part) DO UPDATE SET tx = excluded.tx,
+                seq = excluded.seq, state = 'running', error = NULL,
+                updated_us = excluded.updated_us"""
         )
         self.move_checkpoint = render(
             f"""UPDATE {{checkpoints}}

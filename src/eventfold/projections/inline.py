@@ -8,21 +8,22 @@
 
 When the append returns, the projection has applied its events; if a handler raises,
 that append fails with `HandlerFailed` and nothing of it is stored (the other appends
-of the same group commit). On SQLite the handlers run on the writer connection inside
-the group's transaction, so they must be quick and do no I/O of their own: a handler
-may only await its transaction (``tx.get``/``put``/``delete``/``execute``/``write``);
-anything else is refused with `InvalidProjection`. `DocumentProjection` evolvers are
-pure functions, which is exactly what fits.
+of the same group commit). Works on SQLite and PostgreSQL stores.
+
+On SQLite the handlers run on the writer connection inside the group's transaction, so
+they must be quick and do no I/O of their own: a handler may only await its transaction
+(``tx.get``/``put``/``delete``/``execute``/``write``); anything else is refused with
+`InvalidProjection`. `DocumentProjection` evolvers are pure functions, which is exactly
+what fits. On PostgreSQL they run in the append's transaction on its pooled connection
+(`eventfold.projections._postgres_inline`); every process that appends must attach the
+same inline projections, right after opening the store.
 
 `attach_inline` first folds the events already in the log into the projection (from its
-checkpoint), on the writer and between two groups, then installs it: no append can fall
+checkpoint), with appends held back meanwhile, then installs it: no append can fall
 between the catch-up and the first inline one. The projection's version is made the one
 readers read, and its checkpoint moves with every group, so `wait_for`, lag and
 `DocumentView` work as for an async projection. A projection runs either inline or in a
 daemon, not both.
-
-Inline projections are for SQLite stores; on PostgreSQL run the projection in a daemon
-and read with ``wait_for(position)`` for read-your-writes.
 """
 
 from __future__ import annotations
@@ -46,18 +47,17 @@ _CATCH_UP_PAGE = 1000
 
 
 async def attach_inline(store: EventStore, projections: Sequence[ProjectionBase]) -> None:
-    """Run ``projections`` inline in every later append to ``store`` (a SQLite store).
+    """Run ``projections`` inline in every later append to ``store`` (a SQLite or
+    PostgreSQL store).
 
     Folds the log's earlier events in first (see the module docstring). Attaching again
     replaces the set.
     """
-    from ..store.sqlite import SQLiteStore
-
-    if not isinstance(store, SQLiteStore):
+    if store.backend not in ("sqlite", "postgresql"):
         raise ConfigurationError(
-            f"inline projections run in the append's transaction on SQLite; this store is "
-            f"{store.backend!r}: run the projection in a ProjectionDaemon and read with "
-            "wait_for(position) instead"
+            f"inline projections run in the append's transaction on SQLite and PostgreSQL; "
+            f"this store is {store.backend!r}: run the projection in a ProjectionDaemon and "
+            "read with wait_for(position) instead"
         )
     for p in projections:
         if p.partitions != 1:
@@ -70,8 +70,11 @@ async def attach_inline(store: EventStore, projections: Sequence[ProjectionBase]
                 f"inline projection {p.name!r} depends on {list(p.depends_on)}; inline "
                 "projections cannot wait for others"
             )
+    if store.backend == "postgresql":
+        await _attach_postgres(store, projections)
+        return
     hook = _Inline(store, list(projections))
-    writer = store._writer
+    writer = store._writer  # type: ignore[attr-defined]
     assert writer is not None
 
     def install(conn: sqlite3.Connection) -> None:
@@ -89,11 +92,30 @@ async def attach_inline(store: EventStore, projections: Sequence[ProjectionBase]
             raise
         writer.group.inline = hook
 
-    await store.on_writer(install)
+    await store.on_writer(install)  # type: ignore[attr-defined]
+
+
+async def _attach_postgres(store: Any, projections: Sequence[ProjectionBase]) -> None:
+    from ._postgres_inline import PostgresInline
+
+    hook = PostgresInline(store, projections)
+    previous, store._inline = store._inline, hook  # later appends wait for hook.ready
+    try:
+        await store._appends.drain()  # the appends submitted before: caught up below
+        await hook.catch_up()
+    except BaseException:
+        store._inline = previous
+        raise
+    finally:
+        hook.ready.set()
 
 
 async def detach_inline(store: EventStore) -> None:
     """Stop running inline projections in ``store``'s appends."""
+    if store.backend == "postgresql":
+        store._inline = None  # type: ignore[attr-defined]
+        await store._appends.drain()  # type: ignore[attr-defined]
+        return
     writer = getattr(store, "_writer", None)
     if writer is not None:
 

@@ -357,3 +357,9 @@ class Statements:
         )
         self.counts = render("SELECT count(*), coalesce(sum(version), 0)::int8 FROM {streams}")
         self.read_for_load = render(_READ_FOR_LOAD, row=_ROW, follow=_FOLLOW)
+        # The events this transaction inserted, in order (inline projections apply them).
+        self.this_transaction = render(
+            """SELECT {row} FROM {events} e WHERE e.transaction_id = pg_current_xact_id()
+            ORDER BY e.transaction_id, e.seq""",
+            row=_ROW,
+        )
