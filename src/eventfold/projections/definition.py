@@ -35,7 +35,7 @@ so subscriptions ask the store for those types only.
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar, overload
 
@@ -230,6 +230,8 @@ class ProjectionBase:
         """This projection's poison policy (None: the daemon's)."""
         self._setup: Hook | None = None
         self._drop: Hook | None = None
+        self._handled: Mapping[str, object] = {}
+        """The handled type names as keys (a subclass's handler table): `handles` reads it."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, version={self.version})"
@@ -241,7 +243,7 @@ class ProjectionBase:
 
     def handles(self, event: RecordedEvent) -> bool:
         """Whether ``event`` is of a handled type and category."""
-        if event.type not in self.event_types:
+        if event.type not in self._handled:
             return False
         return self.categories is None or event.stream_id.partition("-")[0] in self.categories
 
@@ -324,6 +326,7 @@ class Projection(ProjectionBase):
             poison=poison,
         )
         self._handlers: dict[str, Handler] = {}
+        self._handled = self._handlers
 
     def on(self, *types: type[Event] | str) -> Callable[[H], H]:
         """Register the decorated ``async def handler(event, tx)`` for these event types."""
@@ -414,6 +417,7 @@ class DocumentProjection(ProjectionBase, Generic[D]):
         self.initial: Callable[[str], D] = initial or (lambda _doc_id: document())
         self.id_of = id_of
         self._evolvers: dict[str, Evolver[D]] = {}
+        self._handled = self._evolvers
         if evolve is not None:
             for t in types:
                 self._evolvers[_type_name(t)] = evolve

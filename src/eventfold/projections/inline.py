@@ -32,6 +32,7 @@ from collections.abc import Coroutine, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from ..errors import ConfigurationError
+from ..events import RecordedEvent
 from ..position import Position
 from ..store.protocol import EventStore
 from .definition import ProjectionBase
@@ -141,7 +142,9 @@ class _Inline:
         record = rm.get_version_sync(conn, p.name, p.version)
         if record is None:
             rm.set_version_sync(conn, p.name, p.version, VersionState.BUILDING, expected=None)
-            _run(p, p.run_setup(_tx(conn, p)))
+            tx = _SyncTransaction(conn, p)
+            _run(p, p.run_setup(tx.typed()))
+            tx.flush()
         if rm.active_version_sync(conn, p.name) != p.version:
             rm.activate_sync(conn, p.name, p.version)
         row = rm.get_checkpoint_sync(conn, p.name, p.version, 0)
@@ -153,7 +156,7 @@ class _Inline:
                 break
             events = [e for e in self._codec.decode_rows(rows) if p.handles(e)]
             if events:
-                _run(p, p.apply(events, _tx(conn, p)))
+                _apply(conn, p, events)
             seq = rows[-1][9]
             rm.set_checkpoint_sync(conn, p.name, p.version, 0, Position(0, seq), expected=at)
             at = Position(0, seq)
@@ -170,15 +173,17 @@ class _Inline:
         for p in self._projections:
             mine = [e for e in events if p.handles(e)]
             if mine:
-                _run(p, p.apply(mine, _tx(conn, p)))
+                _apply(conn, p, mine)
             row = rm.get_checkpoint_sync(conn, p.name, p.version, 0)
             rm.set_checkpoint_sync(
                 conn, p.name, p.version, 0, last, expected=None if row is None else row.position
             )
 
 
-def _tx(conn: sqlite3.Connection, p: ProjectionBase) -> ReadModelTransaction:
-    return cast(ReadModelTransaction, _SyncTransaction(conn, p))
+def _apply(conn: sqlite3.Connection, p: ProjectionBase, events: list[RecordedEvent]) -> None:
+    tx = _SyncTransaction(conn, p)
+    _run(p, p.apply(events, tx.typed()))
+    tx.flush()
 
 
 def _run(p: ProjectionBase, coro: Coroutine[Any, Any, Any]) -> Any:
@@ -197,34 +202,52 @@ def _run(p: ProjectionBase, coro: Coroutine[Any, Any, Any]) -> Any:
 class _SyncTransaction:
     """A `ReadModelTransaction` on the writer connection, inside the caller's transaction.
 
-    Its coroutines never suspend: each runs its statement and returns.
+    Its coroutines never suspend: each runs its statement and returns. Document puts and
+    deletes wait until the next read or statement (or `flush`) and go in one statement
+    per version, as on PostgreSQL.
     """
 
     def __init__(self, conn: sqlite3.Connection, p: ProjectionBase) -> None:
         self._conn = conn
         self._p = p
+        self._pending: dict[tuple[str, int], dict[str, bytes | None]] = {}
+
+    def typed(self) -> ReadModelTransaction:
+        return cast(ReadModelTransaction, self)
+
+    def flush(self) -> None:
+        """Write the buffered document changes."""
+        from ._sqlite_sync import apply_documents_sync
+
+        pending, self._pending = self._pending, {}
+        for (name, version), docs in pending.items():
+            puts = {i: d for i, d in docs.items() if d is not None}
+            gone = [i for i in docs if i not in puts]
+            apply_documents_sync(self._conn, name, version, puts, gone)
 
     async def get_documents(self, name: str, version: int, ids: Sequence[str]) -> dict[str, bytes]:
         from ._sqlite_sync import load_documents_sync
 
+        if self._pending:
+            self.flush()
         return load_documents_sync(self._conn, name, version, ids)
 
     async def put_document(self, name: str, version: int, doc_id: str, data: bytes) -> None:
-        from ._sqlite_sync import apply_documents_sync
-
-        apply_documents_sync(self._conn, name, version, {doc_id: data})
+        self._pending.setdefault((name, version), {})[doc_id] = data
 
     async def delete_document(self, name: str, version: int, doc_id: str) -> None:
-        from ._sqlite_sync import apply_documents_sync
-
-        apply_documents_sync(self._conn, name, version, {}, [doc_id])
+        self._pending.setdefault((name, version), {})[doc_id] = None
 
     async def execute(
         self, query: str, params: Sequence[Any] | Mapping[str, Any] = ()
     ) -> list[tuple[Any, ...]]:
+        if self._pending:
+            self.flush()
         return self._conn.execute(query, params).fetchall()
 
     async def write(self, query: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> None:
+        if self._pending:
+            self.flush()
         self._conn.execute(query, params)
 
     def __getattr__(self, name: str) -> Any:
