@@ -307,14 +307,10 @@ READ_STREAM_FORWARDS = _ROW + "WHERE stream_id = ?1 AND version >= ?2 ORDER BY v
 READ_STREAM_BACKWARDS = (
     _ROW + "WHERE stream_id = ?1 AND version <= ?2 ORDER BY version DESC LIMIT ?3"
 )
-READ_STREAM_BETWEEN = (
-    _ROW + "WHERE stream_id = ?1 AND version >= ?2 AND version <= ?3 ORDER BY version LIMIT ?4"
-)
 # The first page of a read that follows a replaced stream's alias (the later pages read
 # the stream the first one found, by id).
 FOLLOW_FORWARDS = READ_STREAM_FORWARDS.replace("stream_id = ?1", f"stream_id = {_FOLLOW}")
 FOLLOW_BACKWARDS = READ_STREAM_BACKWARDS.replace("stream_id = ?1", f"stream_id = {_FOLLOW}")
-FOLLOW_BETWEEN = READ_STREAM_BETWEEN.replace("stream_id = ?1", f"stream_id = {_FOLLOW}")
 HEAD = "SELECT coalesce(max(position), 0) FROM events"
 STREAMS = (
     "SELECT stream_id, version, replaced_by FROM streams WHERE stream_id > ? "
@@ -344,7 +340,19 @@ LOAD_SNAPSHOT = """SELECT stream_id, state_type, version, schema_version, data, 
       AND (?4 IS NULL OR recorded_at <= ?4)
     ORDER BY version DESC LIMIT 1"""
 
-# A handler's load of a replaced stream uses the replacement's snapshots only.
-FOLLOW_LOAD_SNAPSHOT = LOAD_SNAPSHOT.replace("stream_id = ?1", f"stream_id = {_FOLLOW}")
+# A handler's load, in two short queries. The first always returns one row: the stream
+# the load reads (its replacement, if a transformation replaced it), then the newest
+# snapshot's columns within the bounds, NULLs when there is none.
+LOAD_START = f"""SELECT t.sid, s.stream_id, s.state_type, s.version, s.schema_version, s.data,
+    s.event_id, s.recorded_at, s.taken_at
+    FROM (SELECT {_FOLLOW} AS sid) t
+    LEFT JOIN (SELECT * FROM snapshots
+        WHERE stream_id = {_FOLLOW} AND state_type = ?2 AND (?3 IS NULL OR version <= ?3)
+          AND (?4 IS NULL OR recorded_at <= ?4)
+        ORDER BY version DESC LIMIT 1) s ON 1"""
+# Then the events from the snapshot's version, with only what a fold reads: six columns
+# instead of the full row's ten cost a third less per row.
+LOAD_EVENTS = """SELECT event_id, version, type, schema_version, data, recorded_at FROM events
+    WHERE stream_id = ?1 AND version >= ?2 AND version <= ?3 ORDER BY version LIMIT ?4"""
 
 COUNTS = "SELECT (SELECT count(*) FROM streams), (SELECT count(*) FROM events)"

@@ -508,31 +508,40 @@ class SQLiteStore:
         load_snapshot` finds it; None when there is none), the stream's first page of
         events from that snapshot's version (inclusive; from version 1 without one) up to
         ``max_version``, and the further pages, or None when that page was the last.
+
+        The events carry what a fold reads (stream, version, type, data, event id and
+        recorded time); their metadata is empty and their position unset.
         """
         self._check_open()
         check_stream_id(stream_id)
         bounds = (stream_id, state_type, max_version, max_recorded_us)
-        # Both queries follow a replaced stream's alias: the replacement's own snapshots
-        # are the only ones used (a switch between them is caught by the fold, which
-        # checks the snapshot's stream id against its events').
-        found = self._fetch_short(sql.FOLLOW_LOAD_SNAPSHOT, bounds)
-        snapshot = Snapshot(*found[0]) if found else None
+        # The first query resolves a replaced stream's alias, and the replacement's own
+        # snapshots are the only ones used (a switch between them is caught by the fold,
+        # which checks the snapshot's stream id against its events').
+        ((resolved, *found),) = self._fetch_short(sql.LOAD_START, bounds)
+        snapshot = Snapshot(*found) if found[0] is not None else None
         if snapshot is not None and snapshot.version < 1:
             snapshot = None
         start = snapshot.version if snapshot is not None else 1
         upto = _MAX_VERSION if max_version is None else max_version
-        rows = self._fetch_short(sql.FOLLOW_BETWEEN, (stream_id, start, upto, _FIRST_PAGE))
-        first = self.codec.decode_rows(rows)
+
+        def decode(rows: list[Any]) -> list[RecordedEvent]:
+            return self.codec.decode_rows(
+                (eid, resolved, v, typ, sv, data, b"{}", rec, 0, 0)
+                for eid, v, typ, sv, data, rec in rows
+            )
+
+        rows = self._fetch_short(sql.LOAD_EVENTS, (resolved, start, upto, _FIRST_PAGE))
+        first = decode(rows)
         if len(rows) < _FIRST_PAGE:
             return snapshot, first, None
-        resolved = rows[0][1]
         rest = self._pages(
-            sql.READ_STREAM_BETWEEN,
+            sql.LOAD_EVENTS,
             lambda v, n: (resolved, v, upto, n),
-            rows[-1][2] + 1,
-            _row_next_version,
+            rows[-1][1] + 1,
+            _load_next_version,
             None,
-            self.codec.decode_rows,
+            decode,
         )
         return snapshot, first, rest
 
@@ -652,8 +661,8 @@ def _row_position(row: Row) -> int:
     return row[9]
 
 
-def _row_next_version(row: Row) -> int:
-    return row[2] + 1
+def _load_next_version(row: tuple[Any, ...]) -> int:
+    return int(row[1]) + 1
 
 
 def _row_id(row: tuple[str, int, str | None]) -> str:
