@@ -305,3 +305,32 @@ async def test_loads_read_as_much_as_they_need_on_every_path(store: eventfold.Ev
         assert (loaded.snapshot_version, loaded.replayed) == (loaded.version - 1, 1)
         middle = await handler.load_details("account-1", at_version=1300)
         assert (middle.version, middle.state.balance, middle.snapshot_version) == (1300, 1299, 0)
+
+
+async def test_loads_page_through_long_streams(
+    store: eventfold.EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Loads longer than a backend's first page read the rest in pages, with every bound,
+    from a snapshot, and through a replaced stream's alias."""
+    from eventfold.store import postgres, sqlite
+
+    monkeypatch.setattr(sqlite, "_FIRST_PAGE", 7)
+    monkeypatch.setattr(sqlite, "PAGE_SIZE", 5)
+    monkeypatch.setattr(postgres, "_PAGE", 6)
+    opened = AccountOpened(owner="ann")
+    deposits = [Deposited(amount=k) for k in range(1, 41)]
+    await store.append("account-1", [opened, *deposits[:8]], expected_version=eventfold.NO_STREAM)
+    handler = CommandHandler(store, account)
+    assert (await handler.snapshot("account-1")) is not None  # at version 9
+    await store.append("account-1", deposits[8:], expected_version=9)
+    loaded = await handler.load_details("account-1")
+    assert (loaded.state.balance, loaded.version) == (sum(range(1, 41)), 41)
+    assert (loaded.snapshot_version, loaded.replayed) == (9, 32)
+    for n in (1, 6, 7, 8, 13, 25, 41):
+        assert (await handler.load("account-1", at_version=n)).balance == sum(range(1, n))
+    await eventfold.transform(
+        store, "account-1", target=lambda sid: sid + "-v2", fn=lambda e: e.data
+    )
+    loaded = await handler.load_details("account-1")  # the copy, with no snapshot
+    assert (loaded.state.balance, loaded.version, loaded.replayed) == (sum(range(1, 41)), 41, 41)
+    assert (await handler.load("account-1", at_version=20)).balance == sum(range(1, 20))

@@ -201,11 +201,13 @@ _TYPES = "\n      AND e.type = ANY(%(types)s::text[])"
 _CATEGORIES = "\n      AND split_part(e.stream_id, '-', 1) = ANY(%(cats)s::text[])"
 
 
-# A handler's load in one round trip: the newest snapshot within the bounds (one row whose
-# stream id is NULL: its stream id in the type column, version, schema version, data, event
-# id in the metadata column, recorded and taken times in the recorded and transaction
-# columns), then the stream's first page of events from that snapshot's version (from 1
-# without one). Both follow a replaced stream's alias: only the replacement's snapshots count.
+# A handler's load in one round trip. First a header row: the stream the load reads (its
+# replacement, if a transformation replaced it) and the newest snapshot within the bounds
+# (NULLs without one), marked by a NULL first column. Then the stream's first page of
+# events from that snapshot's version (from 1 without one), with only what a fold reads:
+# `_LOAD_ROW`. Both follow a replaced stream's alias: only the replacement's snapshots count.
+_LOAD_ROW = """uuid_send(e.event_id), e.type, e.version, e.schema_version, e.data, NULL::bytea,
+    (extract(epoch FROM e.recorded_at) * 1000000)::int8, NULL::int8"""
 _READ_FOR_LOAD = """
     WITH t AS (SELECT {follow} AS sid),
     s AS (
@@ -215,11 +217,11 @@ _READ_FOR_LOAD = """
           AND version <= %(version)s AND recorded_us <= %(recorded)s
         ORDER BY stream_id DESC, state_type DESC, version DESC LIMIT 1
     )
-    SELECT NULL::bytea, NULL::text, s.version, (SELECT sid FROM t), s.schema_version, s.data,
-        s.event_id, s.recorded_us, s.taken_us, NULL::int8
-    FROM s
+    SELECT NULL::bytea, t.sid, s.version, s.schema_version, s.data, s.event_id,
+        s.recorded_us, s.taken_us
+    FROM t LEFT JOIN s ON true
     UNION ALL
-    (SELECT {row} FROM {events} e
+    (SELECT {load_row} FROM {events} e
     WHERE e.stream_id = (SELECT sid FROM t) AND e.version >= coalesce((SELECT version FROM s), 1)
       AND e.version <= %(version)s
     ORDER BY e.version LIMIT %(n)s)
@@ -356,7 +358,12 @@ class Statements:
             ORDER BY stream_id DESC, state_type DESC, version DESC LIMIT 1"""
         )
         self.counts = render("SELECT count(*), coalesce(sum(version), 0)::int8 FROM {streams}")
-        self.read_for_load = render(_READ_FOR_LOAD, row=_ROW, follow=_FOLLOW)
+        self.read_for_load = render(_READ_FOR_LOAD, load_row=_LOAD_ROW, follow=_FOLLOW)
+        self.load_page = render(
+            """SELECT {load_row} FROM {events} e WHERE e.stream_id = %(sid)s
+            AND e.version >= %(at)s AND e.version <= %(upto)s ORDER BY e.version LIMIT %(n)s""",
+            load_row=_LOAD_ROW,
+        )
         # The events this transaction inserted, in order (inline projections apply them).
         self.this_transaction = render(
             """SELECT {row} FROM {events} e WHERE e.transaction_id = pg_current_xact_id()

@@ -572,6 +572,9 @@ class PostgresStore:
         load_snapshot` finds it; None when there is none), the stream's first page of
         events from that snapshot's version (inclusive; from version 1 without one) up to
         ``max_version``, and the further pages, or None when that page was the last.
+
+        The events carry what a fold reads (stream, version, type, data, event id and
+        recorded time); their metadata is empty and their position unset.
         """
         self._require_pool()
         check_stream_id(stream_id)
@@ -584,33 +587,38 @@ class PostgresStore:
             "n": _PAGE,
         }
         rows = await self._loads.submit(params)
+        _, sid, version, schema_version, data, event_id, recorded, taken = rows[0]
         snapshot: Snapshot | None = None
-        if rows and rows[0][1] is None:
-            _, _, version, sid, schema_version, data, event_id, recorded, taken, _ = rows.pop(0)
-            if version >= 1:
-                snapshot = Snapshot(
-                    sid, state_type, version, schema_version, data, event_id, recorded, taken
-                )
-        first = self.codec.decode_rows(rows)
-        if len(rows) < _PAGE:
+        if version is not None and version >= 1:
+            snapshot = Snapshot(
+                sid, state_type, version, schema_version, data, event_id, recorded, taken
+            )
+        first = self._decode_load(sid, rows, 1)
+        if len(rows) - 1 < _PAGE:
             return snapshot, first, None
         last = rows[-1][2]
-        limit = None if max_version is None else max(0, max_version - last)
-        return snapshot, first, self._decoded_pages(rows[-1][1], last + 1, limit)
+        return snapshot, first, self._load_pages(sid, last + 1, upto)
 
     async def _load_one(self, params: dict[str, Any]) -> Rows:
         return await self._fetch(self._sql.read_for_load, params)
 
-    async def _decoded_pages(
-        self, stream_id: str, start: int, limit: int | None
+    def _decode_load(self, sid: str, rows: Rows, skip: int = 0) -> list[RecordedEvent]:
+        """Events from `_LOAD_ROW` rows (see `read_for_load`)."""
+        return self.codec.decode_rows(
+            (eid, sid, v, typ, sv, data, b"{}", rec, 0, 0)
+            for eid, typ, v, sv, data, _, rec, _ in rows[skip:]
+        )
+
+    async def _load_pages(
+        self, stream_id: str, start: int, upto: int
     ) -> AsyncGenerator[list[RecordedEvent], None]:
-        params: dict[str, Any] = {"sid": stream_id, "at": start}
+        params: dict[str, Any] = {"sid": stream_id, "at": start, "upto": upto}
 
         def advance(last: tuple[Any, ...]) -> None:
             params["at"] = last[2] + 1
 
-        async for rows in self._pages(self._sql.read_forwards, params, limit, advance):
-            yield self.codec.decode_rows(rows)
+        async for rows in self._pages(self._sql.load_page, params, None, advance):
+            yield self._decode_load(stream_id, rows)
 
     async def find_events(
         self, stream_id: str, event_ids: Sequence[uuid.UUID]
