@@ -769,3 +769,24 @@ async def test_a_failing_queued_write_fails_the_commit_and_keeps_nothing(
     async with sql_models.transaction() as tx:
         assert await tx.execute("SELECT count(*) FROM once") == [(0,)]
     assert await sql_models.get_documents("docs", 1, ["lost"]) == {}
+
+
+@pytest.mark.postgres
+async def test_postgres_read_models_migrate_once_and_refuse_a_newer_track(
+    postgres_url: str,
+) -> None:
+    from eventfold.projections import PostgresReadModelStore
+    from eventfold.projections._postgres_schema import MIGRATIONS
+
+    async with eventfold.connect(postgres_url) as store:
+        # Concurrent first uses: the advisory lock lets one apply the migrations.
+        await asyncio.gather(*(PostgresReadModelStore(store).ensure_schema() for _ in range(4)))
+        pool = store._require_pool()  # type: ignore[attr-defined]
+        table = f'"{store.schema}".ef_read_model_migrations'  # type: ignore[attr-defined]
+        async with pool.connection() as conn:
+            cur = await conn.execute(f"SELECT version FROM {table} ORDER BY 1")
+            assert [r[0] for r in await cur.fetchall()] == list(range(1, len(MIGRATIONS) + 1))
+            await conn.execute(f"INSERT INTO {table} (version) VALUES (99)")
+        with pytest.raises(eventfold.SchemaTooNew) as info:
+            await PostgresReadModelStore(store).ensure_schema()
+        assert (info.value.found, info.value.known) == (99, len(MIGRATIONS))

@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from ..errors import SchemaTooNew
+from ..store._postgres_conn import MigrationTrack, migrate
 
 __all__ = ["MIGRATIONS", "Statements", "ensure_schema", "lock_key"]
 
@@ -219,28 +219,15 @@ class Statements:
 
 async def ensure_schema(conn: psycopg.AsyncConnection[Any], st: Statements) -> int:
     """Create or migrate the read-model tables on an autocommit connection; return the
-    number reached. Idempotent; concurrent callers queue on an advisory lock and the
-    later ones find the work done. A database migrated further raises `SchemaTooNew`."""
-    known = len(MIGRATIONS)
-    row = await (await conn.execute(st.has_migrations, (st.migrations_table,))).fetchone()
-    if row is not None and row[0]:
-        found = await _number(conn, st)
-        if found > known:
-            raise SchemaTooNew(found, known)
-        if found == known:
-            return found  # the usual case: no lock, no DDL
-    async with conn.transaction():
-        await conn.execute(st.lock, (lock_key(st.schema),))
-        await conn.execute(st.create_migrations)
-        found = await _number(conn, st)
-        if found > known:
-            raise SchemaTooNew(found, known)
-        for number in range(found + 1, known + 1):
-            await conn.execute(st.migrations[number - 1])
-            await conn.execute(st.record_migration, (number,))
-    return known
-
-
-async def _number(conn: psycopg.AsyncConnection[Any], st: Statements) -> int:
-    row = await (await conn.execute(st.schema_version)).fetchone()
-    return int(row[0]) if row is not None and row[0] is not None else 0
+    number reached (see `eventfold.store._postgres_conn.migrate`)."""
+    track = MigrationTrack(
+        st.migrations_table,
+        st.has_migrations,
+        st.schema_version,
+        st.lock,
+        lock_key(st.schema),
+        [st.create_migrations],
+        st.migrations,
+        st.record_migration,
+    )
+    return await migrate(conn, track)

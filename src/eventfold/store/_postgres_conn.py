@@ -3,14 +3,24 @@ password in messages, and how each pooled session is configured."""
 
 from __future__ import annotations
 
-from typing import Any, Final
+from collections.abc import Sequence
+from typing import Any, Final, NamedTuple
 from urllib.parse import unquote, urlsplit
 
 import psycopg
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, SchemaTooNew
 
-__all__ = ["OPTIONS", "configure", "int_option", "scalar", "scrub", "split_url"]
+__all__ = [
+    "OPTIONS",
+    "MigrationTrack",
+    "configure",
+    "int_option",
+    "migrate",
+    "scalar",
+    "scrub",
+    "split_url",
+]
 
 OPTIONS: Final = ("schema", "pool_min_size", "pool_max_size")
 """URL options eventfold takes for itself (libpq never sees them)."""
@@ -65,3 +75,48 @@ async def configure(conn: psycopg.AsyncConnection[Any]) -> None:
 async def scalar(cur: psycopg.AsyncCursor[Any]) -> int:
     row = await cur.fetchone()
     return int(row[0]) if row is not None and row[0] is not None else 0
+
+
+class MigrationTrack(NamedTuple):
+    """One numbered migration track's statements (the store's, or the read models')."""
+
+    table: str
+    """The quoted name of the table recording the migrations applied."""
+    has_table: bytes
+    """``SELECT to_regclass(%s) IS NOT NULL``: whether that table exists."""
+    applied: bytes
+    """The highest migration number applied (0 for none)."""
+    lock: bytes
+    """Takes a transaction-scoped advisory lock on ``%s``."""
+    lock_key: str
+    setup: Sequence[bytes]
+    """Statements run before the migrations (creating the schema and the table)."""
+    migrations: Sequence[bytes]
+    """Migration N is ``migrations[N - 1]``."""
+    record: bytes
+    """Records migration ``%s`` as applied."""
+
+
+async def migrate(conn: psycopg.AsyncConnection[Any], track: MigrationTrack) -> int:
+    """Apply ``track``'s pending migrations on an autocommit connection; return the
+    number reached. Idempotent; concurrent callers queue on the advisory lock and the
+    later ones find the work done. A database migrated further raises `SchemaTooNew`."""
+    known = len(track.migrations)
+    row = await (await conn.execute(track.has_table, (track.table,))).fetchone()
+    if row is not None and row[0]:
+        found = await scalar(await conn.execute(track.applied))
+        if found > known:
+            raise SchemaTooNew(found, known)
+        if found == known:
+            return found  # the usual case: no lock, no DDL, no CREATE privilege needed
+    async with conn.transaction():
+        await conn.execute(track.lock, (track.lock_key,))
+        for statement in track.setup:
+            await conn.execute(statement)
+        found = await scalar(await conn.execute(track.applied))
+        if found > known:
+            raise SchemaTooNew(found, known)
+        for number in range(found + 1, known + 1):
+            await conn.execute(track.migrations[number - 1])
+            await conn.execute(track.record, (number,))
+    return known

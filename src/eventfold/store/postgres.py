@@ -40,7 +40,6 @@ from ..errors import (
     ConfigurationError,
     EventfoldError,
     InvalidInput,
-    SchemaTooNew,
     StoreClosed,
     StoreError,
     StoreUnavailable,
@@ -65,13 +64,14 @@ from ._common import (
     type_names,
 )
 from ._postgres_batch import Append, Batcher, InlineHook, append_many, load_many, run_inline
+from ._postgres_conn import MigrationTrack
 from ._postgres_conn import configure as _configure
 from ._postgres_conn import int_option as _int_option
-from ._postgres_conn import scalar as _scalar
+from ._postgres_conn import migrate as _run_migrations
 from ._postgres_conn import scrub as _scrub
 from ._postgres_conn import split_url as _split_url
 from ._postgres_notify import NotifySender, channel_name
-from ._postgres_schema import EVENT_ID_KEY, MIGRATIONS, VERSION_KEY, Statements, lock_key
+from ._postgres_schema import EVENT_ID_KEY, VERSION_KEY, Statements, lock_key
 from ._postgres_snapshots import PostgresSnapshotStore
 from .protocol import AppendResult, StoreStats, StreamInfo
 
@@ -221,27 +221,17 @@ class PostgresStore:
 
     async def _migrate(self, conn: psycopg.AsyncConnection[Any]) -> None:
         st = self._sql
-        known = len(MIGRATIONS)
-        cur = await conn.execute(st.has_migrations, (st.migrations_table,))
-        row = await cur.fetchone()
-        if row is not None and row[0]:
-            cur = await conn.execute(st.schema_version)
-            found = await _scalar(cur)
-            if found > known:
-                raise SchemaTooNew(found, known)
-            if found == known:
-                return  # the usual case: no lock, no DDL, no CREATE privilege needed
-        async with conn.transaction():
-            # Concurrent opens queue here; the second one finds the work done.
-            await conn.execute(st.lock, (lock_key(self.schema),))
-            await conn.execute(st.create_schema)
-            await conn.execute(st.create_migrations)
-            found = await _scalar(await conn.execute(st.schema_version))
-            if found > known:
-                raise SchemaTooNew(found, known)
-            for number in range(found + 1, known + 1):
-                await conn.execute(st.migrations[number - 1])
-                await conn.execute(st.record_migration, (number,))
+        track = MigrationTrack(
+            st.migrations_table,
+            st.has_migrations,
+            st.schema_version,
+            st.lock,
+            lock_key(self.schema),
+            [st.create_schema, st.create_migrations],
+            st.migrations,
+            st.record_migration,
+        )
+        await _run_migrations(conn, track)
 
     async def connect_direct(self) -> psycopg.AsyncConnection[Any]:
         """A new connection of its own, outside the pool, in autocommit.
