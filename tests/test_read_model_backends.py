@@ -777,12 +777,13 @@ async def test_postgres_read_models_migrate_once_and_refuse_a_newer_track(
 ) -> None:
     from eventfold.projections import PostgresReadModelStore
     from eventfold.projections._postgres_schema import MIGRATIONS
+    from eventfold.store.postgres import PostgresStore
 
-    async with eventfold.connect(postgres_url) as store:
+    async with PostgresStore(postgres_url) as store:
         # Concurrent first uses: the advisory lock lets one apply the migrations.
         await asyncio.gather(*(PostgresReadModelStore(store).ensure_schema() for _ in range(4)))
-        pool = store._require_pool()  # type: ignore[attr-defined]
-        table = f'"{store.schema}".ef_read_model_migrations'  # type: ignore[attr-defined]
+        pool = store._require_pool()
+        table = f'"{store.schema}".ef_read_model_migrations'
         async with pool.connection() as conn:
             cur = await conn.execute(f"SELECT version FROM {table} ORDER BY 1")
             assert [r[0] for r in await cur.fetchall()] == list(range(1, len(MIGRATIONS) + 1))
