@@ -238,3 +238,35 @@ async def test_postgres_handlers_may_do_their_own_io(postgres_url: str) -> None:
         await detach_inline(store)
         await store.append("account-1", [Deposited(amount=1)], expected_version=ANY)
         assert seen == ["account-1"]
+
+
+async def test_status_says_inline_and_a_daemon_refuses_it(inline_url: str) -> None:
+    from eventfold.projections import (
+        DaemonOptions,
+        ProjectionDaemon,
+        ProjectionState,
+        ProjectionStopped,
+        WorkerState,
+        projection_status,
+    )
+
+    async with eventfold.connect(inline_url) as store:
+        proj = balances()
+        await attach_inline(store, [proj])  # an empty log: the mark is there all the same
+        models = read_models_for(store)
+        assert (await projection_status(store, models, proj)).state is ProjectionState.INLINE
+        await store.append("account-1", [Deposited(amount=4)], expected_version=NO_STREAM)
+        status = await projection_status(store, models, proj)
+        assert (status.state, status.lag_events) == (ProjectionState.INLINE, 0)
+        options = DaemonOptions(poll_interval=0.01, lease_retry=0.02)
+        async with ProjectionDaemon(store, models, [balances()], options=options) as daemon:
+            # catch_up alone could return first: the inline checkpoint is at the head.
+            async with asyncio.timeout(5):
+                while (info := daemon.workers()[0]).state is not WorkerState.FAILED:  # noqa: ASYNC110
+                    await asyncio.sleep(0.01)
+            assert "runs inline" in str(info.error)
+            await store.append("account-1", [Deposited(amount=1)], expected_version=1)
+            with pytest.raises(ProjectionStopped, match="runs inline"):
+                await daemon.catch_up(timeout=5)
+        # Both deposits applied once, inline; the daemon applied nothing.
+        assert await DocumentView(models, proj).get("account-1") == Balance(5, 2)

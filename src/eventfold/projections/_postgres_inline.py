@@ -98,7 +98,6 @@ class PostgresInline:
         row = await tx.get_checkpoint(p.name, p.version, 0)
         x, s = ("0", 0) if row is None else (str(row.position.tx), row.position.seq)
         read = self._store._sql.read_all[(False, False)]
-        moved = False
         while True:
             params = {"x": x, "s": s, "types": None, "cats": None, "n": _CATCH_UP_PAGE}
             rows = await (await conn.execute(read, params, binary=True)).fetchall()
@@ -107,7 +106,6 @@ class PostgresInline:
             events = [e for e in self._codec.decode_rows(rows) if p.handles(e)]
             if events:
                 await p.apply(events, tx)
-            x, s, moved = str(rows[-1][8]), rows[-1][9], True
-        if moved:
-            args = (p.name, p.version, 0, int(x), s, now_us())
-            await conn.execute(self._put_checkpoint, args)
+            x, s = str(rows[-1][8]), rows[-1][9]
+        # Written even when nothing was read: the row marks the projection as inline.
+        await conn.execute(self._put_checkpoint, (p.name, p.version, 0, int(x), s, now_us()))

@@ -152,9 +152,9 @@ class Statements:
         # An inline projection's checkpoint: its writers take turns (an advisory lock).
         self.put_checkpoint = render(
             f"""INSERT INTO {{checkpoints}} ({_CHECKPOINT})
-            VALUES (%s, %s, %s, %s, %s, 'running', NULL, %s)
+            VALUES (%s, %s, %s, %s, %s, 'inline', NULL, %s)
             ON CONFLICT (name, version, part) DO UPDATE SET tx = excluded.tx,
-                seq = excluded.seq, state = 'running', error = NULL,
+                seq = excluded.seq, state = 'inline', error = NULL,
                 updated_us = excluded.updated_us"""
         )
         self.move_checkpoint = render(

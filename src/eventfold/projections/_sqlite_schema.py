@@ -124,6 +124,12 @@ INSERT_CHECKPOINT = (
     f"INSERT INTO ef_checkpoints ({_CHECKPOINT_COLUMNS}) "
     "VALUES (?, ?, ?, ?, ?, 'running', NULL, ?) ON CONFLICT DO NOTHING"
 )
+# An inline projection's checkpoint: its writers take turns (the write lock).
+PUT_INLINE_CHECKPOINT = (
+    f"INSERT INTO ef_checkpoints ({_CHECKPOINT_COLUMNS}) VALUES (?, ?, 0, ?, ?, 'inline', NULL, ?) "
+    "ON CONFLICT (name, version, part) DO UPDATE SET tx = excluded.tx, seq = excluded.seq, "
+    "state = 'inline', error = NULL, updated_us = excluded.updated_us"
+)
 MOVE_CHECKPOINT = (
     "UPDATE ef_checkpoints SET tx = ?, seq = ?, state = 'running', error = NULL, "
     "updated_us = ? WHERE name = ? AND version = ? AND part = ? AND tx = ? AND seq = ?"

@@ -118,6 +118,13 @@ def set_checkpoint_sync(
         raise CheckpointConflict(name, version, partition, expected=expected, actual=actual)
 
 
+def put_inline_checkpoint_sync(
+    conn: sqlite3.Connection, name: str, version: int, position: Position
+) -> None:
+    """Move an inline projection's checkpoint (partition 0) to ``position``, marked inline."""
+    conn.execute(sql.PUT_INLINE_CHECKPOINT, (name, version, position.tx, position.seq, now_us()))
+
+
 def set_state_sync(
     conn: sqlite3.Connection,
     name: str,

@@ -121,12 +121,15 @@ class HandlerFailed(ProjectionError):
 class ProjectionStopped(ProjectionError):
     """A projection stopped on a poison event (the ``stop`` policy); ``error`` says which."""
 
-    def __init__(self, name: str, version: int, error: str) -> None:
+    def __init__(self, name: str, version: int, error: str, advice: str | None = None) -> None:
         self.name = name
         self.version = version
         self.error = error
         super().__init__(
-            f"{error}; projection {name!r} v{version} is stopped: fix the handler and resume "
-            "it (daemon.resume) or restart the daemon, or give it the 'park' poison policy to "
-            "set such events aside"
+            f"{error}; projection {name!r} v{version} is stopped: "
+            + (
+                advice
+                or "fix the handler and resume it (daemon.resume) or restart the daemon, or "
+                "give it the 'park' poison policy to set such events aside"
+            )
         )

@@ -22,8 +22,9 @@ same inline projections, right after opening the store.
 checkpoint), with appends held back meanwhile, then installs it: no append can fall
 between the catch-up and the first inline one. The projection's version is made the one
 readers read, and its checkpoint moves with every group, so `wait_for`, lag and
-`DocumentView` work as for an async projection. A projection runs either inline or in a
-daemon, not both.
+`DocumentView` work as for an async projection. The checkpoint is marked ``inline``
+(`PartitionState.INLINE`): status shows the projection as inline, and a daemon given it
+stops it with a clear error instead of applying its events a second time.
 """
 
 from __future__ import annotations
@@ -132,7 +133,6 @@ class _Inline:
     def __init__(self, store: Any, projections: list[ProjectionBase]) -> None:
         self._codec = store.codec
         self._projections = projections
-        self._checkpoints: dict[str, Position | None] = {}
 
     def prepare(self, conn: sqlite3.Connection, p: ProjectionBase) -> None:
         """Make ``p``'s version active and fold the log's events after its checkpoint."""
@@ -148,8 +148,7 @@ class _Inline:
         if rm.active_version_sync(conn, p.name) != p.version:
             rm.activate_sync(conn, p.name, p.version)
         row = rm.get_checkpoint_sync(conn, p.name, p.version, 0)
-        at = None if row is None else row.position
-        seq = 0 if at is None else at.seq
+        seq = 0 if row is None else row.position.seq
         while True:
             rows = conn.execute(events_sql.READ_ALL, (seq, _CATCH_UP_PAGE)).fetchall()
             if not rows:
@@ -158,9 +157,8 @@ class _Inline:
             if events:
                 _apply(conn, p, events)
             seq = rows[-1][9]
-            rm.set_checkpoint_sync(conn, p.name, p.version, 0, Position(0, seq), expected=at)
-            at = Position(0, seq)
-        self._checkpoints[p.name] = at
+        # Written even when nothing was read: the row marks the projection as inline.
+        rm.put_inline_checkpoint_sync(conn, p.name, p.version, Position(0, seq))
 
     def __call__(self, cur: sqlite3.Cursor, rows: list[tuple[Any, ...]]) -> None:
         from . import _sqlite_sync as rm
@@ -174,10 +172,7 @@ class _Inline:
             mine = [e for e in events if p.handles(e)]
             if mine:
                 _apply(conn, p, mine)
-            row = rm.get_checkpoint_sync(conn, p.name, p.version, 0)
-            rm.set_checkpoint_sync(
-                conn, p.name, p.version, 0, last, expected=None if row is None else row.position
-            )
+            rm.put_inline_checkpoint_sync(conn, p.name, p.version, last)
 
 
 def _apply(conn: sqlite3.Connection, p: ProjectionBase, events: list[RecordedEvent]) -> None:

@@ -57,6 +57,8 @@ class ProjectionState(enum.StrEnum):
     """Replaced by a newer version; dropped after the grace period."""
     SUPERSEDED = "superseded"
     """A newer version is active; this one is not run."""
+    INLINE = "inline"
+    """The version readers read, written by the appends themselves (`attach_inline`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,7 +181,8 @@ async def projection_status(
     if failed:
         state = ProjectionState.FAILED
     elif record is not None and record.state is VersionState.ACTIVE:
-        state = ProjectionState.ACTIVE
+        inline = any(r.state is PartitionState.INLINE for r in rows)
+        state = ProjectionState.INLINE if inline else ProjectionState.ACTIVE
     elif record is not None and record.state is VersionState.RETIRED:
         state = ProjectionState.RETIRED
     elif newer_active:

@@ -53,6 +53,8 @@ class PartitionState(enum.StrEnum):
     RUNNING = "running"
     FAILED = "failed"
     """Stopped on a poison event (the ``stop`` policy); ``error`` says which."""
+    INLINE = "inline"
+    """Written by the appends themselves (`attach_inline`): no daemon may run it."""
 
 
 class VersionState(enum.StrEnum):

@@ -196,6 +196,13 @@ class PartitionWorker:
             return
         self.state = WorkerState.BUILDING if mode is Mode.BUILDING else WorkerState.ACTIVE
         rows = await ctx.models.checkpoints(p.name, p.version)
+        if any(c.state is PartitionState.INLINE for c in rows):
+            raise ProjectionStopped(
+                p.name,
+                p.version,
+                "it runs inline (attach_inline applies it in every append)",
+                "a daemon must not apply it again; leave it out of the daemon's projections",
+            )
         row = next((c for c in rows if c.partition == k), None)
         checkpoint = None if row is None else row.position
         self.position = checkpoint or START
