@@ -14,6 +14,8 @@ the live tail's latency from append commit to projection applied.
   through a second store object (so the wake-up travels as it would from another
   process: ``PRAGMA data_version`` on SQLite, ``NOTIFY`` on PostgreSQL), and each one's
   time from the append's return to the projection's checkpoint passing it is taken.
+- ``inline_append``: 32-task single-event appends with one inline document projection,
+  beside the same appends to a store without one (SQLite and PostgreSQL only).
 """
 
 from __future__ import annotations
