@@ -270,3 +270,90 @@ async def test_status_says_inline_and_a_daemon_refuses_it(inline_url: str) -> No
                 await daemon.catch_up(timeout=5)
         # Both deposits applied once, inline; the daemon applied nothing.
         assert await DocumentView(models, proj).get("account-1") == Balance(5, 2)
+
+
+EXAMPLES = str(Path(__file__).resolve().parent.parent / "examples")
+
+APPENDER = """
+import asyncio, os, sys
+import msgspec
+import eventfold
+from eventfold.position import ANY
+from eventfold.projections import DocumentProjection, attach_inline
+from bank import Deposited
+
+
+class Balance(msgspec.Struct):
+    balance: int = 0
+    deposits: int = 0
+
+
+proj = DocumentProjection("inline_balances", document=Balance)
+
+
+@proj.on(Deposited)
+def deposited(doc, event):
+    return Balance(doc.balance + event.data.amount, doc.deposits + 1)
+
+
+async def main(url, name, n):
+    async with eventfold.connect(url) as store:
+        await attach_inline(store, [proj])
+        print("attached", flush=True)
+        queue = list(range(n))
+
+        async def worker():
+            while queue:
+                k = queue.pop()
+                await store.append(f"account-{k % 4}", [Deposited(amount=2 * k + 2)],
+                                   expected_version=ANY)
+
+        await asyncio.gather(*(worker() for _ in range(8)))
+
+
+asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
+"""
+
+
+@pytest.mark.postgres
+async def test_postgres_inline_across_processes_survives_a_kill(postgres_url: str) -> None:
+    """Two processes append with the same inline projection; one is SIGKILLed mid-way.
+    Whatever committed is in the model exactly once, and nothing else is."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": EXAMPLES}
+
+    def start(name: str, n: int) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-c", APPENDER, postgres_url, name, str(n)],
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    steady, doomed = start("a", 400), start("b", 100_000)
+    try:
+        for proc in (steady, doomed):
+            assert proc.stdout is not None
+            assert await asyncio.to_thread(proc.stdout.readline) == "attached\n"
+        await asyncio.sleep(0.5)  # both appending now
+        doomed.send_signal(signal.SIGKILL)
+        assert await asyncio.to_thread(steady.wait, 60) == 0
+        await asyncio.to_thread(doomed.wait, 10)
+    finally:
+        for proc in (steady, doomed):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            assert proc.stdout is not None
+            proc.stdout.close()
+    async with eventfold.connect(postgres_url) as store:
+        proj = balances()
+        docs = await DocumentView(read_models_for(store), proj).all()
+        assert docs == await live(store, proj).all()
+        deposits = [e async for e in store.read_all(types=[Deposited])]
+        assert sum(d.deposits for d in docs.values()) == len(deposits) > 400
+        assert sum(d.balance for d in docs.values()) == sum(e.data.amount for e in deposits)
