@@ -11,7 +11,11 @@ The lock is taken before the transaction's first write, so the transaction id (w
 PostgreSQL assigns at the first write) is handed out in lock order: inline transactions
 commit in the order of their ids, and the projection sees the events in the global log's
 order, as a rebuild would. It also makes the checkpoint a plain upsert (its writers take
-turns) and lets attaching catch up with no inline append in between.
+turns) and lets attaching catch up with no inline append in between. The price: inline
+appends take turns across every process of the database (one group at a time, each a few
+round trips), including appends whose events no inline projection handles, since each
+one moves the checkpoint that `wait_for` reads. Throughput beyond that is the daemon's
+job.
 
 Every process that appends must attach the same inline projections, right after opening
 the store and before its first append. An event appended by a process without them is
