@@ -1,5 +1,5 @@
-"""What both SQL read-model stores share: row decoders (their queries select the same
-columns in the same order) and the end-or-failed guard of a transaction."""
+"""What both SQL read-model stores share: row decoders and encoders (their statements
+name the same columns in the same order) and the end-or-failed guard of a transaction."""
 
 from __future__ import annotations
 
@@ -10,7 +10,14 @@ from ..errors import InvalidInput
 from ..position import Position
 from .store import Checkpoint, ParkedEvent, PartitionState, VersionRecord, VersionState
 
-__all__ = ["TransactionGuard", "checkpoint_of", "ordered", "parked_of", "version_of"]
+__all__ = [
+    "TransactionGuard",
+    "checkpoint_of",
+    "ordered",
+    "parked_of",
+    "parked_row",
+    "version_of",
+]
 
 
 def checkpoint_of(row: Sequence[Any]) -> Checkpoint:
@@ -41,6 +48,24 @@ def parked_of(row: Sequence[Any]) -> ParkedEvent:
         error,
         attempts,
         parked_us,
+    )
+
+
+def parked_row(event: ParkedEvent) -> tuple[Any, ...]:
+    """The parameters of ``sql.PARK`` (the columns `parked_of` reads back) for ``event``."""
+    at = event.position
+    return (
+        event.name,
+        event.version,
+        event.partition,
+        at.tx,
+        at.seq,
+        event.stream_id,
+        event.event_id,
+        event.type,
+        event.error,
+        event.attempts,
+        event.parked_us,
     )
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..position import Position
 from . import _sqlite_schema as sql
-from ._rows import checkpoint_of, ordered, version_of
+from ._rows import checkpoint_of, ordered, parked_row, version_of
 from .errors import CheckpointConflict
 from .store import (
     Checkpoint,
@@ -147,22 +147,7 @@ def set_state_sync(
 
 def park_sync(conn: sqlite3.Connection, event: ParkedEvent) -> None:
     """Set an event aside, replacing an earlier parking of the same position."""
-    conn.execute(
-        sql.PARK,
-        (
-            event.name,
-            event.version,
-            event.partition,
-            event.position.tx,
-            event.position.seq,
-            event.stream_id,
-            event.event_id,
-            event.type,
-            event.error,
-            event.attempts,
-            event.parked_us,
-        ),
-    )
+    conn.execute(sql.PARK, parked_row(event))
 
 
 def unpark_sync(conn: sqlite3.Connection, name: str, version: int, position: Position) -> None:

@@ -42,7 +42,7 @@ from ..errors import ConfigurationError, InvalidInput
 from ..position import Position
 from ..store.postgres import PostgresStore
 from ._postgres_schema import Statements, ensure_schema
-from ._rows import TransactionGuard, checkpoint_of, ordered, parked_of, version_of
+from ._rows import TransactionGuard, checkpoint_of, ordered, parked_of, parked_row, version_of
 from .errors import CheckpointConflict
 from .store import (
     Checkpoint,
@@ -286,20 +286,7 @@ class PostgresTransaction(TransactionGuard):
     # -- parked events -----------------------------------------------------------------
 
     async def park(self, event: ParkedEvent) -> None:
-        params = (
-            event.name,
-            event.version,
-            event.partition,
-            event.position.tx,
-            event.position.seq,
-            event.stream_id,
-            event.event_id,
-            event.type,
-            event.error,
-            event.attempts,
-            event.parked_us,
-        )
-        await self._run(self._sql.park, params)
+        await self._run(self._sql.park, parked_row(event))
 
     async def unpark(self, name: str, version: int, position: Position) -> None:
         await self._run(self._sql.unpark, (name, version, position.tx, position.seq))
