@@ -36,7 +36,8 @@ from eventfold.projections import (
     VersionState,
     read_models_for,
 )
-from eventfold.projections import sqlite as sqlite_models
+from eventfold.projections import _sqlite_schema as rm_schema
+from eventfold.projections import _sqlite_sync as rm_sync
 from eventfold.store.sqlite import SQLiteStore
 
 
@@ -683,16 +684,16 @@ async def test_the_sync_helpers_write_inside_the_callers_transaction(tmp_path: P
         models = SQLiteReadModelStore(store)
 
         def inline(conn: sqlite3.Connection) -> dict[str, bytes]:
-            sqlite_models.ensure_schema_sync(conn)
+            rm_schema.ensure_schema_sync(conn)
             conn.execute("BEGIN IMMEDIATE")
             try:
-                sqlite_models.ensure_schema_sync(conn)  # inside a transaction: a no-op
-                sqlite_models.apply_documents_sync(
+                rm_schema.ensure_schema_sync(conn)  # inside a transaction: a no-op
+                rm_sync.apply_documents_sync(
                     conn, "docs", 1, {"a": b"1", "b": b"2"}, deletes=["gone"]
                 )
-                sqlite_models.apply_documents_sync(conn, "docs", 1, {}, deletes=["b"])
-                sqlite_models.set_checkpoint_sync(conn, "docs", 1, 0, P(4), expected=None)
-                found = sqlite_models.load_documents_sync(conn, "docs", 1, ["b", "a"])
+                rm_sync.apply_documents_sync(conn, "docs", 1, {}, deletes=["b"])
+                rm_sync.set_checkpoint_sync(conn, "docs", 1, 0, P(4), expected=None)
+                found = rm_sync.load_documents_sync(conn, "docs", 1, ["b", "a"])
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -705,8 +706,8 @@ async def test_the_sync_helpers_write_inside_the_callers_transaction(tmp_path: P
 
         def stale(conn: sqlite3.Connection) -> None:
             conn.execute("BEGIN IMMEDIATE")
-            sqlite_models.apply_documents_sync(conn, "docs", 1, {"c": b"3"})
-            sqlite_models.set_checkpoint_sync(conn, "docs", 1, 0, P(5), expected=P(3))
+            rm_sync.apply_documents_sync(conn, "docs", 1, {"c": b"3"})
+            rm_sync.set_checkpoint_sync(conn, "docs", 1, 0, P(5), expected=P(3))
 
         with pytest.raises(CheckpointConflict):
             await store.on_writer(stale)  # the writer rolls the transaction back

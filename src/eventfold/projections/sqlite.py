@@ -33,9 +33,8 @@ store's writer connection when it is free, else a reader connection), and never 
 the writer. A transaction that failed (a conflict, a statement error) keeps nothing: its
 end raises the first error, even if the block swallowed it.
 
-The module also offers the synchronous helpers inline projections use on the writer's
-connection inside an append's transaction (`apply_documents_sync`,
-`load_documents_sync`, `set_checkpoint_sync`, ...), and `ensure_schema_sync`.
+Its statements run on the writer connection through the synchronous helpers of
+`_sqlite_sync`, which inline projections use too.
 """
 
 from __future__ import annotations
@@ -56,7 +55,6 @@ from ._sqlite_schema import ensure_schema_sync
 from ._sqlite_session import WriterSession, rollback
 from ._sqlite_sync import (
     activate_sync,
-    active_version_sync,
     apply_documents_sync,
     documents_query,
     drop_sync,
@@ -79,23 +77,7 @@ from .store import (
     now_us,
 )
 
-__all__ = [
-    "SQLiteReadModelStore",
-    "SQLiteTransaction",
-    "activate_sync",
-    "active_version_sync",
-    "apply_documents_sync",
-    "drop_sync",
-    "ensure_schema_sync",
-    "get_checkpoint_sync",
-    "get_version_sync",
-    "load_documents_sync",
-    "park_sync",
-    "set_checkpoint_sync",
-    "set_state_sync",
-    "set_version_sync",
-    "unpark_sync",
-]
+__all__ = ["SQLiteReadModelStore", "SQLiteTransaction"]
 
 _Slot = tuple[str, int]
 _CpKey = tuple[str, int, int]
