@@ -331,7 +331,11 @@ class PostgresStore:
             await self._inline_ready()
         encoded, expected = prepare_append(self.codec, stream_id, events, expected_version)
         query, params = self._append_statement(stream_id, encoded, expected)
-        result = await self._appends.submit(Append(stream_id, encoded, expected, query, params))
+        return await self._submit(Append(stream_id, encoded, expected, query, params))
+
+    async def _submit(self, item: Append) -> AppendResult:
+        """Run an append (batched with others asked for meanwhile), then tell listeners."""
+        result = await self._appends.submit(item)
         if self.committed:
             self.committed.fire()
         return result
@@ -426,10 +430,7 @@ class PostgresStore:
                 params[key] = [params[key]]
         params["recs"] = stamps
         query = self._sql.append_at[mode]
-        result = await self._appends.submit(Append(stream_id, encoded, expected, query, params))
-        if self.committed:
-            self.committed.fire()
-        return result
+        return await self._submit(Append(stream_id, encoded, expected, query, params))
 
     async def _replace_stream(
         self, stream_id: str, target: str, *, version: int, target_version: int

@@ -254,11 +254,15 @@ class SQLiteStore:
                     return outcome
                 assert isinstance(outcome, BaseException)
                 raise outcome
+        return await self._queue(item)
+
+    async def _queue(self, item: PendingAppend) -> AppendResult:
+        """Hand ``item`` to the next group commit and wait for its outcome."""
         self._pending.append(item)
         if not self._in_flight and not self._flush_scheduled:
             self._flush_scheduled = True
-            loop.call_soon(self._flush_soon)
-        result = await future
+            asyncio.get_running_loop().call_soon(self._flush_soon)
+        result = await item.future
         if self.committed:
             self.committed.fire()
         return result
@@ -277,14 +281,7 @@ class SQLiteStore:
         stamps = check_recorded(recorded_us, len(encoded))
         size = sum(len(enc.data) + len(enc.metadata) for enc in encoded)
         future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
-        self._pending.append(PendingAppend(stream_id, encoded, expected, future, size, stamps))
-        if not self._in_flight and not self._flush_scheduled:
-            self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush_soon)
-        result = await future
-        if self.committed:
-            self.committed.fire()
-        return result
+        return await self._queue(PendingAppend(stream_id, encoded, expected, future, size, stamps))
 
     async def _replace_stream(
         self, stream_id: str, target: str, *, version: int, target_version: int
