@@ -555,7 +555,7 @@ def test_cli_transforms_a_category(fn_module: str) -> None:
         (["--category", "order", "--to", "x"], 2, "use --suffix with --category"),
         (["--suffix", ".v2"], 2, "SOURCE stream or --category"),
         (["order-1", "--to", "x", "--fn", "nomodule_xyz:f"], 2, "no module named"),
-        (["order-1", "--to", "x", "--fn", "{mod}:missing"], 2, "has no 'missing'"),
+        (["order-1", "--to", "x", "--fn", "{mod}:missing"], 2, "has no attribute 'missing'"),
         (["order-1", "--to", "x", "--fn", "{mod}:not_a_function"], 2, "not a function"),
         (["order-9", "--to", "x", "--fn", "{mod}:upper"], 2, "has no events"),
     ],

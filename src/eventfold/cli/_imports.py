@@ -1,15 +1,17 @@
-"""Importing the application's module named on the command line (``--app``, ``--decider``)."""
+"""Importing the application's module named on the command line (``--app``,
+``--decider``, ``--fn``) and finding the object a ``MODULE:NAME`` reference names."""
 
 from __future__ import annotations
 
 import importlib
 import os
 import sys
+from collections.abc import Callable
 from types import ModuleType
 
 from ..errors import EventfoldError, InvalidInput
 
-__all__ = ["import_user_module"]
+__all__ = ["find_attribute", "import_user_module"]
 
 
 def import_user_module(option: str, reference: str, module_name: str) -> ModuleType:
@@ -39,3 +41,25 @@ def import_user_module(option: str, reference: str, module_name: str) -> ModuleT
         raise InvalidInput(
             f"{option} {reference!r}: importing {module_name!r} failed: {type(exc).__name__}: {exc}"
         ) from exc
+
+
+def find_attribute(
+    option: str,
+    reference: str,
+    module: ModuleType,
+    name: str,
+    hint: Callable[[], str] | None = None,
+) -> object:
+    """The object the dotted ``name`` names in ``module``, or `InvalidInput` naming what is
+    missing (``hint()``, if given, is added to the message)."""
+    found: object = module
+    for part in name.split("."):
+        try:
+            found = getattr(found, part)
+        except AttributeError:
+            extra = hint() if hint is not None else ""
+            raise InvalidInput(
+                f"{option} {reference!r}: module {module.__name__!r} has no attribute "
+                f"{name!r}{extra}"
+            ) from None
+    return found

@@ -39,7 +39,7 @@ from ..projections import (
 )
 from ..projections.leases import Leases
 from ..store import EventStore
-from ._imports import import_user_module
+from ._imports import find_attribute, import_user_module
 from .commands import CliState, run_with_store
 
 __all__ = ["COMMANDS", "load_projections"]
@@ -56,15 +56,8 @@ def load_projections(reference: str) -> list[ProjectionBase]:
     if not module_name:
         raise InvalidInput(f"--app {reference!r} names no module; pass --app MODULE[:NAME]")
     module = import_user_module("--app", reference, module_name)
-    found: object = module
     if name:
-        for part in name.split("."):
-            try:
-                found = getattr(found, part)
-            except AttributeError:
-                raise InvalidInput(
-                    f"--app {reference!r}: module {module_name!r} has no attribute {name!r}"
-                ) from None
+        found = find_attribute("--app", reference, module, name)
         if isinstance(found, ProjectionBase):
             return [found]
         if isinstance(found, list | tuple) and all(isinstance(p, ProjectionBase) for p in found):

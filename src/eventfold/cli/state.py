@@ -21,7 +21,7 @@ from ..handler import CommandHandler, Loaded
 from ..snapshots import Snapshot, SnapshotStore
 from ..store import EventStore
 from . import render
-from ._imports import import_user_module
+from ._imports import find_attribute, import_user_module
 from .commands import CliState, run_with_store
 
 __all__ = ["COMMANDS", "AsOfParam", "ReadOnlySnapshots", "load_decider"]
@@ -52,16 +52,12 @@ def load_decider(reference: str) -> AnyDecider:
             "working directory and a decider in it, e.g. --decider bank:account"
         )
     module = import_user_module("--decider", reference, module_name)
-    found: object = module
-    for part in name.split("."):
-        try:
-            found = getattr(found, part)
-        except AttributeError:
-            known = _deciders_in(module)
-            hint = f"; its deciders: {', '.join(known)}" if known else "; it defines no decider"
-            raise InvalidInput(
-                f"--decider {reference!r}: module {module_name!r} has no attribute {name!r}{hint}"
-            ) from None
+
+    def hint() -> str:
+        known = _deciders_in(module)
+        return f"; its deciders: {', '.join(known)}" if known else "; it defines no decider"
+
+    found = find_attribute("--decider", reference, module, name, hint)
     if isinstance(found, Decider):
         return found
     if isinstance(found, type) and issubclass(found, Aggregate) and found is not Aggregate:

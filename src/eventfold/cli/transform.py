@@ -18,7 +18,7 @@ from ..errors import InvalidInput
 from ..store import EventStore
 from ..transform import TransformFn, TransformReport, transform
 from . import render
-from ._imports import import_user_module
+from ._imports import find_attribute, import_user_module
 from .commands import CliState, run_with_store
 
 __all__ = ["COMMANDS", "load_function", "transform_command"]
@@ -32,14 +32,8 @@ def load_function(reference: str) -> TransformFn:
             f"--fn {reference!r} is not MODULE:NAME; name a module importable from the "
             "working directory and a function in it, e.g. --fn migrations:split_items"
         )
-    found: Any = import_user_module("--fn", reference, module_name)
-    for part in name.split("."):
-        try:
-            found = getattr(found, part)
-        except AttributeError:
-            raise InvalidInput(
-                f"--fn {reference!r}: module {module_name!r} has no {part!r}"
-            ) from None
+    module = import_user_module("--fn", reference, module_name)
+    found: Any = find_attribute("--fn", reference, module, name)
     if not callable(found):
         raise InvalidInput(
             f"--fn {reference!r} is an object of type {type(found).__name__}, not a function "
