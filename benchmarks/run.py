@@ -42,6 +42,7 @@ from harness import (
     rate,
     rate_figures,
 )
+from probe import probe
 from raw import RawPostgres, RawSQLite, open_raw
 from workloads import (
     RATE_UNITS,
@@ -424,9 +425,12 @@ async def run_all(ctx: Context, workloads: Sequence[str]) -> list[dict[str, obje
         start = time.perf_counter()
         load = os.getloadavg()[0]
         try:
+            floors = await probe(ctx.backend, ctx.url, ctx.tmpdir)
             line = to_line(ctx, workload, await RUNNERS[workload](ctx))
-            # Other processes on the machine skew timings; the load says how much.
+            # Other processes on the machine skew timings; the load says how much, and
+            # the floors what the disk and the server cost just then (see probe.py).
             line["load_1m"] = round(load, 2)
+            line.update(floors)
         except Exception as exc:
             traceback.print_exc(file=sys.stderr)
             line = {"backend": ctx.backend, "workload": workload, "error": repr(exc)}

@@ -45,6 +45,9 @@ COMMON_KEYS = {
     "scale",
 }
 UNITS = {"events/s", "appends/s", "commands/s", "ms", "MB"}
+FLOORS = {"memory": set(), "sqlite": {"flush_us"}, "postgres": {"roundtrip_us", "commit_us"}}
+"""What each backend's lines say the machine cost just before the workload (probe.py)."""
+FLOOR_KEYS = set().union(*FLOORS.values())
 
 
 def run_benchmarks(*args: str) -> tuple[list[dict[str, object]], str]:
@@ -82,6 +85,11 @@ def check_line(line: dict[str, object], backend: str, has_raw: bool) -> None:
         assert line["ratio"] is None
     assert line["meets_target"] in (True, False, None)
     assert line["better"] in ("higher", "lower")
+    for floor in FLOORS[backend]:
+        cost = line[floor]
+        assert isinstance(cost, float), floor
+        assert cost > 0
+    assert not FLOOR_KEYS - FLOORS[backend] & line.keys()
 
 
 def test_every_workload_on_memory_prints_one_json_line_each() -> None:
