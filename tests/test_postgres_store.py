@@ -522,23 +522,28 @@ async def test_loads_asked_for_together_each_get_their_own(store: PostgresStore)
     saved = Snapshot("order-5", "S", 3, 1, b"{}", events[0].raw_event_id, events[0].recorded_us, 9)
     await store.snapshots.save_snapshot(saved)
     loads = await asyncio.gather(*(store.read_for_load(f"order-{i}", "S") for i in range(6)))
-    for i, (snapshot, first, rest) in enumerate(loads):
-        assert rest is None
+    for i, rows in enumerate(loads):
+        assert rows.rest is None
         if i == 5:
-            assert snapshot == saved
-            assert [e.version for e in first] == [3, 4, 5, 6]
+            assert (rows.snapshot, rows.anchor) == (saved, events[0].raw_event_id)
+            assert [row[0] for row in rows.first] == [4, 5, 6], "the events after it"
         else:
-            assert snapshot is None
-            assert [e.data.n for e in first] == list(range(i + 1))
+            assert (rows.snapshot, rows.anchor) == (None, None)
+            assert [row[1].n for row in rows.first] == list(range(i + 1))
 
 
 async def test_read_for_load_pages_a_long_stream(store: PostgresStore) -> None:
     await store.append("order-1", [Opened(n=k) for k in range(4500)], expected_version=0)
-    snapshot, first, rest = await store.read_for_load("order-1", "S", max_version=4200)
-    assert snapshot is None
-    assert rest is not None
-    versions = [e.version for e in first] + [e.version async for page in rest for e in page]
+    rows = await store.read_for_load("order-1", "S", max_version=4200)
+    assert rows.snapshot is None
+    assert rows.rest is not None
+    versions = [row[0] for row in rows.first] + [row[0] async for page in rows.rest for row in page]
     assert versions == list(range(1, 4201))
+    assert {row[2] for row in rows.first} == {0}, "no recorded times unless bounded by time"
+    events = await collect(store.read_stream("order-1", limit=10))
+    rows = await store.read_for_load("order-1", "S", max_recorded_us=events[-1].recorded_us)
+    assert rows.rest is not None
+    assert [row[2] for row in rows.first[:10]] == [e.recorded_us for e in events]
 
 
 async def test_close_waits_for_batches_in_flight(schema: str) -> None:

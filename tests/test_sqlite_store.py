@@ -245,29 +245,33 @@ async def test_inline_writes_can_be_turned_off(db: Path, monkeypatch: pytest.Mon
 
 async def test_read_for_load_pages_a_long_stream_from_its_snapshot(store: SQLiteStore) -> None:
     await store.append("tick-1", ticks(300), expected_version=NO_STREAM)
-    snapshot, first, rest = await store.read_for_load("tick-1", "Counter")
-    assert snapshot is None
-    assert [e.version for e in first] == list(range(1, len(first) + 1))
-    assert rest is not None
-    later = [e.version async for page in rest for e in page]
-    assert [e.version for e in first] + later == list(range(1, 301))
+    rows = await store.read_for_load("tick-1", "Counter")
+    assert (rows.snapshot, rows.stream_id, rows.anchor) == (None, "tick-1", None)
+    assert [row[0] for row in rows.first] == list(range(1, len(rows.first) + 1))
+    assert rows.rest is not None
+    later = [row[0] async for page in rows.rest for row in page]
+    assert [row[0] for row in rows.first] + later == list(range(1, 301))
 
     events = await collect(store.read_stream("tick-1", from_version=250, limit=1))
     saved = Snapshot(
         "tick-1", "Counter", 250, 1, b"{}", events[0].raw_event_id, events[0].recorded_us, 0
     )
     await store.snapshots.save_snapshot(saved)
-    snapshot, first, rest = await store.read_for_load("tick-1", "Counter")
-    assert snapshot == saved
-    assert [e.version for e in first] == list(range(250, 301))
-    assert rest is None
-    snapshot, first, rest = await store.read_for_load("tick-1", "Counter", max_version=200)
-    assert snapshot is None, "the snapshot lies past the version asked for"
-    assert rest is not None
-    assert [e.version async for page in rest for e in page][-1] == 200
-    snapshot, first, rest = await store.read_for_load("tick-1", "Other")
-    assert snapshot is None
-    assert first[0].version == 1
+    rows = await store.read_for_load("tick-1", "Counter")
+    assert (rows.snapshot, rows.anchor) == (saved, events[0].raw_event_id)
+    assert [row[0] for row in rows.first] == list(range(251, 301)), "the events after it"
+    assert {row[2] for row in rows.first} == {0}, "no recorded times unless bounded by time"
+    assert rows.rest is None
+    rows = await store.read_for_load("tick-1", "Counter", max_version=200)
+    assert rows.snapshot is None, "the snapshot lies past the version asked for"
+    assert rows.rest is not None
+    assert [row[0] async for page in rows.rest for row in page][-1] == 200
+    rows = await store.read_for_load("tick-1", "Other")
+    assert rows.snapshot is None
+    assert rows.first[0][0] == 1
+    all_events = await collect(store.read_stream("tick-1"))
+    rows = await store.read_for_load("tick-1", "Other", max_recorded_us=all_events[-1].recorded_us)
+    assert [row[2] for row in rows.first] == [e.recorded_us for e in all_events[: len(rows.first)]]
 
 
 # -- pragmas, schema and migrations ------------------------------------------------------

@@ -4,23 +4,43 @@ has one, pages of events, and the fold of each page onto the state it starts fro
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, Protocol, TypeVar
 
+from .codec import LoadRow
 from .events import RecordedEvent
 from .snapshots import Snapshot
 
-__all__ = ["Fold", "ReadForLoad", "pages"]
+if TYPE_CHECKING:
+    from .store.protocol import EventStore
+
+__all__ = ["Fold", "LoadRow", "LoadRows", "ReadForLoad", "rows_from_stream", "snapshot_fits"]
 
 S = TypeVar("S")
+
+
+class LoadRows(NamedTuple):
+    """What a load reads: the snapshot to start from and the events after it."""
+
+    snapshot: Snapshot | None
+    """The newest snapshot within the bounds, None when there is none."""
+    stream_id: str
+    """The stream the events come from: a replaced stream's replacement."""
+    anchor: bytes | None
+    """The id of the event stored at the snapshot's version in ``stream_id`` (None: there
+    is none, or no snapshot): the snapshot is used only when it is the snapshot's own."""
+    first: list[LoadRow]
+    """The first page of events after the snapshot's version (from 1 without one)."""
+    rest: AsyncIterator[list[LoadRow]] | None
+    """The further pages, None when ``first`` was the last."""
 
 
 class ReadForLoad(Protocol):
     """A backend's one-trip read of what a load needs (``read_for_load``, optional).
 
-    Returns the newest snapshot of ``state_type`` within the bounds, the stream's first
-    page of events from that snapshot's version (inclusive; from 1 without one) up to
-    ``max_version``, and the further pages (None when that page was the last). Backends
-    without it are read with ``load_snapshot`` then ``read_stream``.
+    Returns the newest snapshot of ``state_type`` within the bounds, the anchor that
+    checks it, and the stream's events after it up to ``max_version`` (`LoadRows`).
+    Backends without it are read with ``load_snapshot`` then ``read_stream``
+    (`rows_from_stream`).
     """
 
     def __call__(
@@ -30,79 +50,83 @@ class ReadForLoad(Protocol):
         *,
         max_version: int | None = None,
         max_recorded_us: int | None = None,
-    ) -> Awaitable[
-        tuple[Snapshot | None, list[RecordedEvent], AsyncIterator[list[RecordedEvent]] | None]
-    ]: ...
+    ) -> Awaitable[LoadRows]: ...
+
+
+def snapshot_fits(snapshot: Snapshot, rows: LoadRows) -> bool:
+    """Whether ``snapshot`` was taken of the stream the load reads, at the very event
+    stored at its version there (a transformation replaces streams; a snapshot of the old
+    one says nothing about its replacement, even where the event ids match)."""
+    return snapshot.stream_id == rows.stream_id and snapshot.event_id == rows.anchor
 
 
 class Fold(Generic[S]):
     """Folds a load's events, a page at a time, onto the state it starts from.
 
-    The first event of a load that starts from a snapshot is the snapshot's own: it is
-    not folded again, only checked to be the very event the snapshot was taken at, in
-    the very stream (reads of a replaced stream come from its replacement).
     ``max_us`` stops the fold at the first event recorded after it.
     """
 
-    __slots__ = ("evolve", "max_us", "mismatch", "replayed", "snapshot", "state", "version")
+    __slots__ = ("evolve", "max_us", "replayed", "state", "version")
 
     def __init__(
-        self,
-        evolve: Callable[[S, Any], S],
-        state: S,
-        version: int,
-        snapshot: Snapshot | None,
-        max_us: int | None,
+        self, evolve: Callable[[S, Any], S], state: S, version: int, max_us: int | None
     ) -> None:
         self.evolve = evolve
         self.state = state
         self.version = version
-        self.snapshot = snapshot
         self.max_us = max_us
         self.replayed = 0
-        self.mismatch = False
 
-    def feed(self, page: Sequence[RecordedEvent]) -> bool:
-        """Fold one page; False when the fold is over (a time bound, a bad snapshot)."""
+    def feed(self, page: Sequence[LoadRow]) -> bool:
+        """Fold one page; False when the fold is over (a time bound)."""
         going = True
-        snapshot = self.snapshot
-        if snapshot is not None and page:
-            self.snapshot = None
-            head = page[0]
-            if head.stream_id != snapshot.stream_id:
-                # The stream was replaced (a stream transformation): a snapshot of the old
-                # one says nothing about its replacement, even where the event ids match.
-                self.mismatch = True
-                return False
-            if head.version == snapshot.version:
-                if head.raw_event_id != snapshot.event_id:
-                    self.mismatch = True
-                    return False
-                self.version = head.version
-                page = page[1:]
         max_us = self.max_us
         if max_us is not None:
-            for at, recorded in enumerate(page):
-                if recorded.recorded_us > max_us:
+            for at, row in enumerate(page):
+                if row[2] > max_us:
                     page, going = page[:at], False
                     break
         if not page:
             return going
         evolve, state = self.evolve, self.state
-        for recorded in page:
-            state = evolve(state, recorded.data)
+        for row in page:
+            state = evolve(state, row[1])
         self.state = state
-        self.version = page[-1].version
+        self.version = page[-1][0]
         self.replayed += len(page)
         return going
 
 
-async def pages(events: AsyncIterator[RecordedEvent]) -> AsyncIterator[list[RecordedEvent]]:
-    """A store's events in pages (for backends without ``read_for_load``)."""
-    page: list[RecordedEvent] = []
+async def rows_from_stream(
+    store: EventStore, stream_id: str, snapshot: Snapshot | None, limit: int | None
+) -> LoadRows:
+    """`LoadRows` read with ``read_stream`` (for backends without ``read_for_load``): from
+    the snapshot's own event, which gives the anchor, then the events after it, at most
+    ``limit`` events in all."""
+    events = store.read_stream(
+        stream_id, from_version=snapshot.version if snapshot is not None else 1, limit=limit
+    )
+    head: RecordedEvent | None = None
+    if snapshot is not None:
+        async for recorded in events:
+            head = recorded
+            break
+        if head is None or head.version != snapshot.version:
+            aclose = getattr(events, "aclose", None)
+            if aclose is not None:
+                await aclose()
+            sid = head.stream_id if head is not None else stream_id
+            return LoadRows(snapshot, sid, None, [], None)
+    sid = head.stream_id if head is not None else stream_id
+    anchor = head.raw_event_id if head is not None else None
+    return LoadRows(snapshot, sid, anchor, [], _pages(events))
+
+
+async def _pages(events: AsyncIterator[RecordedEvent]) -> AsyncIterator[list[LoadRow]]:
+    page: list[LoadRow] = []
     try:
         async for recorded in events:
-            page.append(recorded)
+            page.append((recorded.version, recorded.data, recorded.recorded_us))
             if len(page) >= 256:
                 yield page
                 page = []

@@ -24,6 +24,10 @@ DEFAULT_MAX_EVENT_SIZE = 1024 * 1024
 """Default limit on one event's encoded data plus metadata, in bytes (1 MiB)."""
 
 _EMPTY_META = b"{}"
+
+LoadRow = tuple[int, Any, int]
+"""One event as a load folds it: its version, its (upcast) payload, and its recorded time in
+microseconds (0 unless the load was asked for ``max_recorded_us``)."""
 _MAX_CACHED_VERSION = 64
 """Decoders are cached per schema version up to this one (a guard against odd rows)."""
 
@@ -441,6 +445,36 @@ class Codec:
                     continue
             # Upcasters are pure, so redoing the work here to find the failing step is safe.
             append(self._decode_other(eid, sid, version, typ, sv, data, meta, rec_us, tx, seq))
+        return out
+
+    def decode_loaded(self, stream_id: str, rows: Iterable[Sequence[Any]]) -> list[LoadRow]:
+        """A load's rows of one stream, ``(version, type, schema_version, data,
+        recorded_us, …)`` (further columns are ignored), as `LoadRow`s: what a fold reads,
+        without building `RecordedEvent`s.
+
+        A row at its type's current schema version is decoded right here; any other goes
+        through `decode_rows` (upcast, or named in its error).
+        """
+        if self._generation != self.registry.generation:
+            self._reset()
+        tables = self._tables
+        out: list[LoadRow] = []
+        append = out.append
+        for row in rows:
+            version, typ, sv, data, rec_us = row[0], row[1], row[2], row[3], row[4]
+            try:
+                dec = tables[sv].get(typ)
+            except IndexError:
+                dec = None
+            if dec is None:
+                row = (b"", stream_id, version, typ, sv, data, _EMPTY_META, rec_us, 0, 0)
+                append((version, self.decode_rows((row,))[0].data, rec_us))
+                continue
+            try:
+                payload = dec(data)
+            except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+                raise DecodeError(typ, sv, str(exc), f"{stream_id}@{version}") from exc
+            append((version, payload, rec_us))
         return out
 
     def _plan(self, typ: str, sv: int, where: str) -> tuple[list[Step], str, int]:

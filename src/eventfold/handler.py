@@ -17,13 +17,13 @@ import os
 import random
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import msgspec
 
-from ._loading import Fold, ReadForLoad, pages
+from ._loading import Fold, ReadForLoad, rows_from_stream, snapshot_fits
 from .decider import Decider
 from .errors import (
     DecodeError,
@@ -330,60 +330,58 @@ class CommandHandler(Generic[C, S, E]):
         return await self._load(stream_id, None, None)
 
     async def _load(self, stream_id: str, at_version: int | None, max_us: int | None) -> Loaded[S]:
-        first: Sequence[RecordedEvent] = ()
-        rest: AsyncIterator[list[RecordedEvent]] | None = None
         if self._read_for_load is not None:
-            found, first, rest = await self._read_for_load(
+            rows = await self._read_for_load(
                 stream_id,
                 self.decider.state_type,
                 max_version=at_version,
                 max_recorded_us=max_us,
             )
-            snapshot, discarded = self._usable(found)
+            snapshot, discarded = self._usable(rows.snapshot)
         else:
             snapshot, discarded = await self._snapshot_for(stream_id, at_version, max_us)
-        start, state, taken = 1, self.decider.start(), None
+        state, taken = self.decider.start(), None
         if snapshot is not None:
             try:
                 state = self._decode_snapshot(snapshot)
             except _CorruptSnapshot:
                 snapshot, discarded = None, True
             else:
-                start = snapshot.version
                 taken = _EPOCH + dt.timedelta(microseconds=snapshot.taken_us)
         if discarded:
             return await self._load_from_scratch(stream_id, at_version, max_us, replace=True)
         if self._read_for_load is None:
+            start = snapshot.version if snapshot is not None else 1
             limit = None if at_version is None else at_version - start + 1
-            events = self.store.read_stream(stream_id, from_version=start, limit=limit)
-            rest = pages(events)
-        fold = Fold(self.decider.evolve, state, start - 1, snapshot, max_us)
-        going = fold.feed(first)
+            rows = await rows_from_stream(self.store, stream_id, snapshot, limit)
+        if snapshot is not None and not snapshot_fits(snapshot, rows):
+            if rows.rest is not None:
+                await _close(rows.rest)
+            if rows.stream_id == snapshot.stream_id and rows.anchor is None:
+                log.warning(
+                    "snapshot of %r is at version %d but the stream holds fewer events; "
+                    "ignoring it",
+                    stream_id,
+                    snapshot.version,
+                )
+            else:
+                log.warning(
+                    "snapshot of %r at version %d does not match the stream's event there; "
+                    "ignoring it and folding from the start",
+                    stream_id,
+                    snapshot.version,
+                )
+            return await self._load_from_scratch(stream_id, at_version, max_us, replace=True)
+        fold = Fold(self.decider.evolve, state, snapshot.version if snapshot else 0, max_us)
+        going = fold.feed(rows.first)
+        rest = rows.rest
         if rest is not None:
             if going:
                 async for page in rest:
                     if not fold.feed(page):
                         break
-            aclose = getattr(rest, "aclose", None)
-            if aclose is not None:
-                await aclose()
-        if fold.mismatch:
-            assert snapshot is not None
-            log.warning(
-                "snapshot of %r at version %d does not match the stream's event there; "
-                "ignoring it and folding from the start",
-                stream_id,
-                snapshot.version,
-            )
-            return await self._load_from_scratch(stream_id, at_version, max_us, replace=True)
+            await _close(rest)
         version = fold.version
-        if snapshot is not None and version < snapshot.version:
-            log.warning(
-                "snapshot of %r is at version %d but the stream holds fewer events; ignoring it",
-                stream_id,
-                snapshot.version,
-            )
-            return await self._load_from_scratch(stream_id, at_version, max_us, replace=True)
         if self.options.check_determinism:
             await self._check_determinism(stream_id, version)
         return Loaded(
@@ -547,3 +545,10 @@ class CommandHandler(Generic[C, S, E]):
 
 class _CorruptSnapshot(Exception):
     """Internal: a snapshot did not decode; the load folds from scratch instead."""
+
+
+async def _close(pages: AsyncIterator[Any]) -> None:
+    """Close a load's further pages (a generator holding a read open) early or at the end."""
+    aclose = getattr(pages, "aclose", None)
+    if aclose is not None:
+        await aclose()

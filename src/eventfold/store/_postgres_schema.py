@@ -201,13 +201,16 @@ _TYPES = "\n      AND e.type = ANY(%(types)s::text[])"
 _CATEGORIES = "\n      AND split_part(e.stream_id, '-', 1) = ANY(%(cats)s::text[])"
 
 
-# A handler's load in one round trip. First a header row: the stream the load reads (its
-# replacement, if a transformation replaced it) and the newest snapshot within the bounds
-# (NULLs without one), marked by a NULL first column. Then the stream's first page of
-# events from that snapshot's version (from 1 without one), with only what a fold reads:
-# `_LOAD_ROW`. Both follow a replaced stream's alias: only the replacement's snapshots count.
-_LOAD_ROW = """uuid_send(e.event_id), e.type, e.version, e.schema_version, e.data, NULL::bytea,
-    (extract(epoch FROM e.recorded_at) * 1000000)::int8, NULL::int8"""
+# A handler's load in one round trip. First a header row, marked by a NULL first column:
+# the stream the load reads (its replacement, if a transformation replaced it), the newest
+# snapshot within the bounds (NULLs without one) and the id of the event stored at the
+# snapshot's version in the stream read (the snapshot is used only if it is its own). Then
+# the stream's first page of events after the snapshot (from 1 without one), with only
+# what a fold reads: `_LOAD_ROW`, the recorded time only for a load bounded by time. Both
+# follow a replaced stream's alias: only the replacement's snapshots count.
+_LOAD_ROW = """e.version, e.type, e.schema_version, e.data,
+    CASE WHEN %(timed)s THEN (extract(epoch FROM e.recorded_at) * 1000000)::int8 ELSE 0 END,
+    NULL::int8, NULL::bytea, NULL::int8, NULL::bytea"""
 _READ_FOR_LOAD = """
     WITH t AS (SELECT {follow} AS sid),
     s AS (
@@ -217,12 +220,14 @@ _READ_FOR_LOAD = """
           AND version <= %(version)s AND recorded_us <= %(recorded)s
         ORDER BY stream_id DESC, state_type DESC, version DESC LIMIT 1
     )
-    SELECT NULL::bytea, t.sid, s.version, s.schema_version, s.data, s.event_id,
-        s.recorded_us, s.taken_us
+    SELECT NULL::int8, t.sid, s.schema_version, s.data, s.recorded_us, s.version, s.event_id,
+        s.taken_us,
+        (SELECT uuid_send(a.event_id) FROM {events} a
+         WHERE a.stream_id = t.sid AND a.version = s.version)
     FROM t LEFT JOIN s ON true
     UNION ALL
     (SELECT {load_row} FROM {events} e
-    WHERE e.stream_id = (SELECT sid FROM t) AND e.version >= coalesce((SELECT version FROM s), 1)
+    WHERE e.stream_id = (SELECT sid FROM t) AND e.version > coalesce((SELECT version FROM s), 0)
       AND e.version <= %(version)s
     ORDER BY e.version LIMIT %(n)s)
 """

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from functools import partial
 from operator import itemgetter
 from types import TracebackType
@@ -35,7 +35,8 @@ from psycopg import errors as pg_errors
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool
 
-from ..codec import Codec, EncodedEvent
+from .._loading import LoadRows
+from ..codec import Codec, EncodedEvent, LoadRow
 from ..errors import (
     ConfigurationError,
     EventfoldError,
@@ -556,60 +557,52 @@ class PostgresStore:
         *,
         max_version: int | None = None,
         max_recorded_us: int | None = None,
-    ) -> tuple[Snapshot | None, list[RecordedEvent], AsyncIterator[list[RecordedEvent]] | None]:
+    ) -> LoadRows:
         """What `CommandHandler` needs to load a stream, in one round trip.
 
         The newest snapshot of ``state_type`` within the bounds (as `PostgresSnapshotStore.
-        load_snapshot` finds it; None when there is none), the stream's first page of
-        events from that snapshot's version (inclusive; from version 1 without one) up to
-        ``max_version``, and the further pages, or None when that page was the last.
-
-        The events carry what a fold reads (stream, version, type, data, event id and
-        recorded time); their metadata is empty and their position unset.
+        load_snapshot` finds it; None when there is none), the id of the event at its
+        version, and the stream's events after it (from version 1 without one) up to
+        ``max_version``, a first page and the further ones (see `LoadRows`).
         """
         self._require_pool()
         check_stream_id(stream_id)
         upto = _MAX_VERSION if max_version is None else max_version
+        timed = max_recorded_us is not None
         params = {
             "sid": stream_id,
             "type": state_type,
             "version": upto,
             "recorded": _MAX_VERSION if max_recorded_us is None else max_recorded_us,
             "n": _PAGE,
+            "timed": timed,
         }
         rows = await self._loads.submit(params)
-        _, sid, version, schema_version, data, event_id, recorded, taken = rows[0]
+        _, sid, schema_version, data, recorded, version, event_id, taken, anchor = rows[0]
         snapshot: Snapshot | None = None
         if version is not None and version >= 1:
             snapshot = Snapshot(
                 sid, state_type, version, schema_version, data, event_id, recorded, taken
             )
-        first = self._decode_load(sid, rows, 1)
-        if len(rows) - 1 < _PAGE:
-            return snapshot, first, None
-        last = rows[-1][2]
-        return snapshot, first, self._load_pages(sid, last + 1, upto)
+        first = self.codec.decode_loaded(sid, rows[1:])
+        rest = None
+        if len(rows) - 1 == _PAGE:
+            rest = self._load_pages(sid, rows[-1][0] + 1, upto, timed)
+        return LoadRows(snapshot, sid, anchor, first, rest)
 
     async def _load_one(self, params: dict[str, Any]) -> Rows:
         return await self._fetch(self._sql.read_for_load, params)
 
-    def _decode_load(self, sid: str, rows: Rows, skip: int = 0) -> list[RecordedEvent]:
-        """Events from `_LOAD_ROW` rows (see `read_for_load`)."""
-        return self.codec.decode_rows(
-            (eid, sid, v, typ, sv, data, b"{}", rec, 0, 0)
-            for eid, typ, v, sv, data, _, rec, _ in rows[skip:]
-        )
-
     async def _load_pages(
-        self, stream_id: str, start: int, upto: int
-    ) -> AsyncGenerator[list[RecordedEvent], None]:
-        params: dict[str, Any] = {"sid": stream_id, "at": start, "upto": upto}
+        self, stream_id: str, start: int, upto: int, timed: bool
+    ) -> AsyncGenerator[list[LoadRow], None]:
+        params: dict[str, Any] = {"sid": stream_id, "at": start, "upto": upto, "timed": timed}
 
         def advance(last: tuple[Any, ...]) -> None:
-            params["at"] = last[2] + 1
+            params["at"] = last[0] + 1
 
         async for rows in self._pages(self._sql.load_page, params, None, advance):
-            yield self._decode_load(stream_id, rows)
+            yield self.codec.decode_loaded(stream_id, rows)
 
     async def find_events(
         self, stream_id: str, event_ids: Sequence[uuid.UUID]

@@ -32,9 +32,11 @@ import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import aclosing
+from functools import partial
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
+from .._loading import LoadRows
 from ..codec import Codec, Row
 from ..errors import ConfigurationError, InvalidInput, StoreClosed, StoreError, TransformConflict
 from ..events import Event, NewEvent, RecordedEvent
@@ -498,49 +500,41 @@ class SQLiteStore:
         *,
         max_version: int | None = None,
         max_recorded_us: int | None = None,
-    ) -> tuple[Snapshot | None, list[RecordedEvent], AsyncIterator[list[RecordedEvent]] | None]:
+    ) -> LoadRows:
         """What `CommandHandler` needs to load a stream, in two short queries.
 
         The newest snapshot of ``state_type`` within the bounds (as `SQLiteSnapshotStore.
-        load_snapshot` finds it; None when there is none), the stream's first page of
-        events from that snapshot's version (inclusive; from version 1 without one) up to
-        ``max_version``, and the further pages, or None when that page was the last.
-
-        The events carry what a fold reads (stream, version, type, data, event id and
-        recorded time); their metadata is empty and their position unset.
+        load_snapshot` finds it; None when there is none), the id of the event at its
+        version, and the stream's events after it (from version 1 without one) up to
+        ``max_version``, a first page and the further ones (see `LoadRows`).
         """
         self._check_open()
         check_stream_id(stream_id)
         bounds = (stream_id, state_type, max_version, max_recorded_us)
         # The first query resolves a replaced stream's alias, and the replacement's own
-        # snapshots are the only ones used (a switch between them is caught by the fold,
-        # which checks the snapshot's stream id against its events').
-        ((resolved, *found),) = self._fetch_short(sql.LOAD_START, bounds)
+        # snapshots are the only ones used (the handler checks the snapshot's stream id
+        # and event id against the stream read).
+        ((resolved, *found, anchor),) = self._fetch_short(sql.LOAD_START, bounds)
         snapshot = Snapshot(*found) if found[0] is not None else None
         if snapshot is not None and snapshot.version < 1:
             snapshot = None
-        start = snapshot.version if snapshot is not None else 1
+        start = snapshot.version + 1 if snapshot is not None else 1
         upto = _MAX_VERSION if max_version is None else max_version
-
-        def decode(rows: list[Any]) -> list[RecordedEvent]:
-            return self.codec.decode_rows(
-                (eid, resolved, v, typ, sv, data, b"{}", rec, 0, 0)
-                for eid, v, typ, sv, data, rec in rows
-            )
-
-        rows = self._fetch_short(sql.LOAD_EVENTS, (resolved, start, upto, _FIRST_PAGE))
+        query = sql.LOAD_EVENTS if max_recorded_us is None else sql.LOAD_EVENTS_TIMED
+        decode = partial(self.codec.decode_loaded, resolved)
+        rows = self._fetch_short(query, (resolved, start, upto, _FIRST_PAGE))
         first = decode(rows)
         if len(rows) < _FIRST_PAGE:
-            return snapshot, first, None
+            return LoadRows(snapshot, resolved, anchor, first, None)
         rest = self._pages(
-            sql.LOAD_EVENTS,
+            query,
             lambda v, n: (resolved, v, upto, n),
-            rows[-1][1] + 1,
+            rows[-1][0] + 1,
             _load_next_version,
             None,
             decode,
         )
-        return snapshot, first, rest
+        return LoadRows(snapshot, resolved, anchor, first, rest)
 
     async def find_events(
         self, stream_id: str, event_ids: Sequence[uuid.UUID]
@@ -659,7 +653,7 @@ def _row_position(row: Row) -> int:
 
 
 def _load_next_version(row: tuple[Any, ...]) -> int:
-    return int(row[1]) + 1
+    return int(row[0]) + 1
 
 
 def _row_id(row: tuple[str, int, str | None]) -> str:
