@@ -34,6 +34,7 @@ from .definition import ProjectionBase
 from .errors import InvalidProjection, ProjectionStopped, StaleRead
 from .leases import Leases, MemoryLeases
 from .parked import ReplayResult, replay_parked
+from .shutdown import cancel_and_wait
 from .status import ProjectionStatus, checkpoint_positions, projection_status, wait_for
 from .store import ParkedEvent, ReadModelStore
 from .subscription import Notifier, Signal
@@ -139,15 +140,30 @@ class ProjectionDaemon:
                 self._tasks.append(asyncio.create_task(w.run(), name=f"eventfold:{w.key}"))
         self._tasks.append(asyncio.create_task(self._janitor(), name="eventfold:janitor"))
 
-    async def stop(self) -> None:
-        """Cancel every worker; a batch in flight is rolled back, never half-applied."""
+    async def stop(self) -> list[str]:
+        """Cancel every worker; a batch in flight is rolled back, never half-applied.
+
+        Returns within about ``options.stop_timeout`` seconds whatever the workers wait
+        on; the names of the tasks that had not stopped by then are logged and returned
+        (their transactions commit whole or not at all, so leaving them is safe).
+        """
         tasks, self._tasks = self._tasks, []
+        timeout = self.options.stop_timeout
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        stuck = await cancel_and_wait(tasks, timeout=timeout)
         for task in tasks:
-            task.cancel()
-        for result in await asyncio.gather(*tasks, return_exceptions=True):
-            if isinstance(result, Exception):
-                log.error("projection worker ended with %r", result)
-        await self._wakeups.close()
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                log.error("projection worker ended with %r", task.exception())
+        stuck += await self._wakeups.close(timeout=max(deadline - loop.time(), 0.1))
+        if stuck:
+            log.error(
+                "the projection daemon did not stop within %g s: %s kept running "
+                "(a handler that blocks, or a database that does not answer?)",
+                timeout,
+                ", ".join(stuck),
+            )
+        return stuck
 
     async def __aenter__(self) -> Self:
         await self.start()

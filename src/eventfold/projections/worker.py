@@ -58,11 +58,14 @@ class DaemonOptions:
     """Seconds between sweeps that drop retired versions past their grace period."""
     progress: Callable[[BuildProgress], None] | None = None
     """Called after each batch of a building version (a CLI renders it)."""
+    stop_timeout: float = 5.0
+    """Seconds `ProjectionDaemon.stop` waits for its workers before it gives up on them
+    (and logs which did not stop)."""
 
     def __post_init__(self) -> None:
         if isinstance(self.batch_size, bool) or self.batch_size < 1:
             raise InvalidInput(f"batch_size must be an int >= 1, got {self.batch_size!r}")
-        for name in ("poll_interval", "lease_retry", "janitor_interval"):
+        for name in ("poll_interval", "lease_retry", "janitor_interval", "stop_timeout"):
             if getattr(self, name) <= 0:
                 raise InvalidInput(f"{name} must be > 0 seconds")
         if self.grace_period < 0 or self.max_error_backoff < 0:
