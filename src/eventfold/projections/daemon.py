@@ -41,22 +41,30 @@ from .subscription import Notifier, Signal
 from .wakeups import notifier_for
 from .worker import Context, DaemonOptions, PartitionWorker, WorkerInfo, WorkerState
 
-__all__ = ["ProjectionDaemon", "check_projections"]
+__all__ = ["ProjectionDaemon", "check_projections", "check_unique_names"]
 
 log = logging.getLogger("eventfold.projections")
 
 
-def check_projections(projections: Sequence[ProjectionBase]) -> dict[str, ProjectionBase]:
-    """Validate a set of projections to run together: unique names, handlers, and
-    dependencies that are present and acyclic. Returns them by name."""
+def check_unique_names(projections: Sequence[ProjectionBase]) -> dict[str, ProjectionBase]:
+    """The projections by name; `InvalidProjection` for anything else or a repeated name
+    (two definitions would share one read model and one checkpoint)."""
     by_name: dict[str, ProjectionBase] = {}
     for p in projections:
         if not isinstance(p, ProjectionBase):
             raise InvalidProjection(f"{p!r} is not a Projection or DocumentProjection")
         if p.name in by_name:
             raise InvalidProjection(f"two projections are named {p.name!r}; names must be unique")
-        p.check_runnable()
         by_name[p.name] = p
+    return by_name
+
+
+def check_projections(projections: Sequence[ProjectionBase]) -> dict[str, ProjectionBase]:
+    """Validate a set of projections to run together: unique names, handlers, and
+    dependencies that are present and acyclic. Returns them by name."""
+    by_name = check_unique_names(projections)
+    for p in projections:
+        p.check_runnable()
     for p in projections:
         missing = [d for d in p.depends_on if d not in by_name]
         if missing:

@@ -186,7 +186,8 @@ class PartitionWorker:
                 return
             except ProjectionStopped as exc:
                 self.state, self.error = WorkerState.FAILED, exc.error
-                log.error("%s: %s", self.key, exc)
+                # Not str(exc): its advice names library calls; callers give their own.
+                log.error("%s: stopped on a poison event: %s", self.key, exc.error)
                 self._resume.clear()
                 await self._resume.wait()
 
