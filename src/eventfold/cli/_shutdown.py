@@ -47,18 +47,23 @@ class GracefulStop:
         self.still_running = still_running
         self.requested = asyncio.Event()
         self.signal: signal.Signals | None = None
-        """The signal that asked for the stop, if one did."""
+        """The signal that asked for the stop, if one came."""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: threading.Timer | None = None
         # Taken before the loop runs: asyncio.run puts a handler of its own on SIGINT.
         self._previous = {sig: signal.getsignal(sig) for sig in _SIGNALS}
 
     def install(self) -> None:
-        """Handle SIGINT and SIGTERM on the running loop (a no-op where it cannot)."""
+        """Handle SIGINT and SIGTERM (call on the running loop, from the main thread).
+
+        Plain handlers, not the loop's: they run between two bytecodes of the main
+        thread, so the timer is armed and a second signal works even while a handler
+        blocks the loop.
+        """
         self._loop = asyncio.get_running_loop()
         for sig in _SIGNALS:
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                self._loop.add_signal_handler(sig, self._first, sig)
+            with contextlib.suppress(ValueError):  # not the main thread: leave them be
+                signal.signal(sig, self._on_signal)
 
     def begin(self) -> None:
         """The command is stopping: end the process if that takes longer than the bound."""
@@ -72,27 +77,17 @@ class GracefulStop:
         if self._timer is not None:
             self._timer.cancel()
         for sig, previous in self._previous.items():
-            if self._loop is not None and not self._loop.is_closed():
-                with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                    self._loop.remove_signal_handler(sig)
             with contextlib.suppress(TypeError, ValueError):
                 signal.signal(sig, previous)
 
-    def _first(self, sig: signal.Signals) -> None:
-        self.signal = sig
-        self.requested.set()
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self.signal is not None:
+            _say(f"{self.what} stopped at once by a second {signal.Signals(signum).name}")
+            os._exit(128 + signum)
+        self.signal = signal.Signals(signum)
         self.begin()
-        # The second signal must work even when the loop is blocked: a plain handler
-        # runs between two bytecodes of the main thread, a loop callback would not.
-        for s in _SIGNALS:
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                if self._loop is not None:
-                    self._loop.remove_signal_handler(s)
-                signal.signal(s, self._second)
-
-    def _second(self, signum: int, frame: FrameType | None) -> None:
-        _say(f"{self.what} stopped at once by a second {signal.Signals(signum).name}")
-        os._exit(128 + signum)
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self.requested.set)
 
     def _overrun(self) -> None:
         running = self.still_running()
