@@ -288,6 +288,13 @@ async def test_sigterm_at_random_moments_stops_run_in_time_with_nothing_lost(
                 assert proc.returncode in (0, -signal.SIGTERM), context
         finally:
             await writing
+
+        async def all_visible() -> bool:
+            # PostgreSQL shows commits once older transactions in the cluster end.
+            found = await expected_balances(store)
+            return sum(b.deposits for b in found.values()) == 6 * 60
+
+        await wait_until(all_visible, 60, "every deposit to be readable")
         last = daemon(tmp_path, url, "--until-caught-up")
         try:
             assert await exit_time(last, 60) < 60, log_of(tmp_path)
