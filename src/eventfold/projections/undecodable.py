@@ -14,7 +14,7 @@ when a bad event is met.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,17 +75,17 @@ async def read_page(
         return await _read(store, after, types, categories, limit), None
     except DecodeError:
         pass
-    # The longest prefix that decodes: reading m events fails iff the bad one is among them.
-    good: list[RecordedEvent] = []
-    lo, hi = 0, limit  # reading lo events works, reading hi fails
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
+
+    async def decodes(m: int) -> bool:
         try:
-            page = await _read(store, after, types, categories, mid)
+            await _read(store, after, types, categories, m)
         except DecodeError:
-            hi = mid
-        else:
-            lo, good = mid, page
+            return False
+        return True
+
+    # The longest prefix that decodes: reading m events fails iff the bad one is among them.
+    good_count = await _bisect(0, limit, decodes) - 1
+    good = await _read(store, after, types, categories, good_count) if good_count else []
     last = good[-1].position if good else after
     try:
         await _read(store, last, types, categories, 1)
@@ -115,25 +115,29 @@ async def _locate(
             return str(exc) == message
         return False
 
+    async def before_its_tx(tx: int) -> bool:
+        return await before_it(Position(tx, _MAX_SEQ))
+
+    async def before_its_seq(seq: int) -> bool:
+        return await before_it(Position(tx, seq))
+
     head = await store.head()
     # First the transaction part (always 0 on the embedded backends), then the sequence.
-    lo, hi = last.tx, head.tx
-    if await before_it(Position(lo, _MAX_SEQ)):
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            if await before_it(Position(mid, _MAX_SEQ)):
-                lo = mid
-            else:
-                hi = mid
-        tx = hi
-    else:
-        tx = lo
+    tx = last.tx
+    if await before_its_tx(tx):
+        tx = await _bisect(last.tx, head.tx, before_its_tx)
     low = last.seq if tx == last.tx else 0
     high = head.seq if tx == head.tx else _MAX_SEQ
-    while high - low > 1:
-        mid = (low + high) // 2
-        if await before_it(Position(tx, mid)):
-            low = mid
+    return Position(tx, await _bisect(low, high, before_its_seq))
+
+
+async def _bisect(lo: int, hi: int, holds: Callable[[int], Awaitable[bool]]) -> int:
+    """The smallest n in (lo, hi] for which ``holds`` is false, given that it holds at
+    ``lo``, not at ``hi``, and changes once in between."""
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if await holds(mid):
+            lo = mid
         else:
-            high = mid
-    return Position(tx, high)
+            hi = mid
+    return hi
