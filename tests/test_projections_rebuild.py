@@ -56,6 +56,7 @@ OPTIONS = DaemonOptions(
 )
 
 
+
 @pytest.fixture
 async def store(store_url: str) -> AsyncIterator[eventfold.EventStore]:
     async with eventfold.connect(store_url) as store:

@@ -46,6 +46,7 @@ def totals(partitions: int = 1) -> DocumentProjection[dict[str, Any]]:
 FAST = DaemonOptions(poll_interval=0.01, lease_retry=0.02)
 
 
+
 @pytest.fixture
 async def store(store_url: str) -> AsyncIterator[eventfold.EventStore]:
     async with eventfold.connect(store_url) as store:
