@@ -1,0 +1,54 @@
+"""The limit on how deeply a stored payload may nest objects and arrays.
+
+msgspec encodes and decodes nested values recursively, so how deep a value it can handle
+depends on how much of the interpreter's stack the caller already uses: a payload written
+from a shallow stack could fail to decode in a daemon or a CLI command with a deeper one,
+on every read, forever. A fixed limit well under the interpreter's recursion limit, checked
+on the encoded bytes before anything is stored, keeps every stored event readable from
+any reader.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .errors import InvalidEvent
+
+__all__ = ["MAX_NESTING_DEPTH", "nesting_depth_exceeds", "too_deep_error"]
+
+MAX_NESTING_DEPTH = 100
+"""How many objects and arrays a stored payload (or metadata) may nest inside each other."""
+
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKET = re.compile(rb"[^\[\]{}]+")
+_OPENING = frozenset(b"[{")
+
+
+def nesting_depth_exceeds(data: bytes, limit: int = MAX_NESTING_DEPTH) -> bool:
+    """Whether the JSON in ``data`` nests objects and arrays more than ``limit`` deep.
+
+    Iterative, so it works whatever the caller's stack. Almost every event costs a length
+    check or two counts in C: a depth over ``limit`` needs more than ``limit`` opening
+    brackets, and twice as many bytes.
+    """
+    if len(data) <= 2 * limit or data.count(b"{") + data.count(b"[") <= limit:
+        return False
+    depth = 0
+    for char in _NOT_BRACKET.sub(b"", _STRING.sub(b"", data)):
+        if char in _OPENING:
+            depth += 1
+            if depth > limit:
+                return True
+        else:
+            depth -= 1
+    return False
+
+
+def too_deep_error(stream_id: str, index: int, what: str) -> InvalidEvent:
+    """The error for event ``index`` of an append whose ``what`` is nested too deeply."""
+    return InvalidEvent(
+        f"event {index} for stream {stream_id!r}: its {what} nests objects and arrays more "
+        f"than {MAX_NESTING_DEPTH} levels deep, the limit for stored events (deeper values "
+        "could not be read back reliably); flatten it, e.g. a tree as a list of nodes with "
+        "parent ids (nothing was stored)"
+    )
