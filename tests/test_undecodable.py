@@ -8,6 +8,8 @@ from typing import Any
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import eventfold
 from eventfold import NO_STREAM, NewEvent, TypeRegistry
@@ -166,6 +168,29 @@ async def test_the_nesting_limit_is_checked_on_write(store_url: str) -> None:
         first, second = [e async for e in store.read_stream("deep-1")]
         assert first.data == nest(MAX_NESTING_DEPTH)
         assert second.data == Tree(root=nest(MAX_NESTING_DEPTH - 1))
+
+
+def depth_of(value: Any) -> int:
+    if isinstance(value, dict):
+        return 1 + max((depth_of(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((depth_of(v) for v in value), default=0)
+    return 0
+
+
+_TRICKY = st.sampled_from(['"', "\\", '\\"', "[{", "}]", "\n", "é", '""', '"[', "{}", "a"])
+_JSON = st.recursive(
+    st.none() | st.integers() | _TRICKY,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_TRICKY, inner, max_size=3),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_JSON, st.integers(1, 6))
+def test_nesting_depth_matches_the_structure(value: Any, limit: int) -> None:
+    data = msgspec.json.encode(value)
+    assert nesting_depth_exceeds(data, limit) == (depth_of(value) > limit)
 
 
 def test_nesting_depth_ignores_brackets_inside_strings() -> None:
