@@ -20,6 +20,7 @@
     ├── NondeterministicEvolve       two folds of one stream disagree: evolve is not pure
     ├── EventTypeError               two classes claim one stable event type name
     ├── DecodeError                  a stored payload does not decode into its registered type
+    │   ├── UndecodableEvent         one stored event's payload does not decode (names where)
     │   ├── MissingUpcaster          no upcaster chain from the stored version to the code's
     │   └── UpcastFailed             an upcaster raised or returned something else
     ├── IncompatibleSchema           the code cannot read what the store's registry holds
@@ -36,7 +37,10 @@ exit codes or HTTP statuses belongs to the CLI and the console only.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .position import Position
 
 __all__ = [
     "ConcurrencyError",
@@ -63,6 +67,7 @@ __all__ = [
     "StoreUnavailable",
     "StreamReplaced",
     "TransformConflict",
+    "UndecodableEvent",
     "UpcastFailed",
     "WrongExpectedVersion",
 ]
@@ -289,6 +294,48 @@ class DecodeError(EventfoldError):
             or f"stored event{at} of type {event_type!r} (schema version {schema_version}) does "
             f"not decode into its registered class: {cause}; give new fields defaults, or "
             "register an upcaster for the old shape"
+        )
+
+
+class UndecodableEvent(DecodeError):
+    """One stored event whose payload does not decode into its registered class.
+
+    Every read path raises this for a payload that is not valid JSON, is nested deeper
+    than a reader can follow, or does not fit its class (once upcast). ``position`` is
+    None only for a fold of one stream, which does not fetch positions; ``field`` is the
+    JSON path of the first offending value when msgspec names one (``$.paid_at``);
+    ``detail`` is what is wrong with it; ``raw`` is the stored JSON, for repairs.
+    """
+
+    def __init__(
+        self,
+        stream_id: str,
+        version: int,
+        event_type: str,
+        schema_version: int,
+        position: Position | None,
+        detail: str,
+        *,
+        field: str | None = None,
+        raw: bytes = b"",
+    ) -> None:
+        self.stream_id = stream_id
+        self.version = version
+        self.type = event_type
+        self.position = position
+        self.detail = detail
+        self.field = field
+        self.raw = raw
+        at = f" (position {position})" if position is not None else ""
+        what = f"{detail}, in field `{field}`" if field else detail
+        message = (
+            f"stored event at {stream_id}@{version}{at} of type {event_type!r} (schema version "
+            f"{schema_version}) does not decode into its registered class: {what}; stored "
+            "events never change: register an upcaster that repairs this shape, or transform "
+            f"the stream (`eventfold read {stream_id}` shows the stored JSON)"
+        )
+        super().__init__(
+            event_type, schema_version, what, f"{stream_id}@{version}", message=message
         )
 
 

@@ -20,8 +20,10 @@ from rich.console import Console
 from .. import schema
 from ..errors import InvalidInput
 from ..events import NewEvent, RecordedEvent
+from ..nesting import MAX_NESTING_DEPTH
 from ..position import START, ExpectedVersion, Position, StreamState
 from ..store import AppendResult, EventStore, StoreStats, StreamInfo, connect
+from ..undecodable import keep_undecodable
 from . import render
 
 __all__ = ["COMMANDS", "CliState", "demo", "run_with_store"]
@@ -60,12 +62,24 @@ def parse_json_object(text: str, name: str) -> dict[str, Any]:
         raise InvalidInput(
             f'{name} is not valid JSON ({exc}); pass an object such as \'{{"sku": "A-1"}}\''
         ) from None
+    except RecursionError:
+        raise InvalidInput(
+            f"{name} nests objects and arrays too deeply to read; stored events may nest at "
+            f"most {MAX_NESTING_DEPTH} levels"
+        ) from None
     if not isinstance(value, dict):
         raise InvalidInput(
             f"{name} must be a JSON object, got a JSON {type(value).__name__}; "
             'pass an object such as \'{"sku": "A-1"}\''
         )
     return value
+
+
+def warn_undecodable(state: CliState, event: RecordedEvent) -> None:
+    """Say on stderr why an event is shown as stored JSON, if it is."""
+    note = render.undecodable_note(event)
+    if note is not None:
+        state.err.print(f"warning: {note}", markup=False, highlight=False)
 
 
 class ExpectedVersionParam(click.ParamType[ExpectedVersion]):
@@ -185,13 +199,16 @@ def read(
     events: list[RecordedEvent] = []
 
     async def work(store: EventStore) -> None:
-        async for e in store.read_stream(
-            stream, from_version=from_version, backwards=backwards, limit=limit
-        ):
-            if fmt == "jsonl":
-                click.echo(render.event_json(e))
-            else:
-                events.append(e)
+        # An event that no longer decodes is shown as stored, so it can be repaired.
+        with keep_undecodable():
+            async for e in store.read_stream(
+                stream, from_version=from_version, backwards=backwards, limit=limit
+            ):
+                warn_undecodable(state, e)
+                if fmt == "jsonl":
+                    click.echo(render.event_json(e))
+                else:
+                    events.append(e)
 
     run_with_store(state.url, work)
     if fmt == "jsonl":
@@ -261,15 +278,17 @@ def tail(
             # returns all of them that match, and the checkpoint can move past the rest.
             # Without this a filter that matches nothing would rescan a growing tail.
             head = await store.head()
-            async for e in store.read_all(
-                after=last,
-                types=list(types) or None,
-                categories=list(categories) or None,
-                limit=None if count is None else count - seen,
-            ):
-                click.echo(show(e))
-                last = e.position
-                seen += 1
+            with keep_undecodable():
+                async for e in store.read_all(
+                    after=last,
+                    types=list(types) or None,
+                    categories=list(categories) or None,
+                    limit=None if count is None else count - seen,
+                ):
+                    warn_undecodable(state, e)
+                    click.echo(show(e))
+                    last = e.position
+                    seen += 1
             if count is not None and seen >= count:
                 return
             last = max(last, head)
