@@ -42,11 +42,17 @@ class CliState:
     err: Console
 
 
-def run_with_store(url: str, work: Callable[[EventStore], Awaitable[T]]) -> T:
-    """Open the store at ``url``, run ``work`` on it, close the store, return the result."""
+def run_with_store(
+    url: str, work: Callable[[EventStore], Awaitable[T]], *, read_only: bool = False
+) -> T:
+    """Open the store at ``url``, run ``work`` on it, close the store, return the result.
+
+    ``read_only``: for the inspection commands, which must never create, migrate or write
+    a store (and can read a read-only file).
+    """
 
     async def go() -> T:
-        async with connect(url) as store:
+        async with connect(url, read_only=read_only) as store:
             return await work(store)
 
     return asyncio.run(go())
@@ -121,7 +127,7 @@ def info(state: CliState, as_json: bool) -> None:
     async def work(store: EventStore) -> StoreStats:
         return await store.stats()
 
-    stats = run_with_store(state.url, work)
+    stats = run_with_store(state.url, work, read_only=True)
     if as_json:
         click.echo(render.to_json(render.stats_record(stats, state.url)))
     else:
@@ -147,7 +153,7 @@ def streams(
         wanted = None if limit is None else limit + 1
         return [i async for i in store.streams(after=after, category=category, limit=wanted)]
 
-    found = run_with_store(state.url, work)
+    found = run_with_store(state.url, work, read_only=True)
     more = limit is not None and len(found) > limit
     found = found[:limit] if limit is not None else found
     if as_json:
@@ -210,7 +216,7 @@ def read(
                 else:
                     events.append(e)
 
-    run_with_store(state.url, work)
+    run_with_store(state.url, work, read_only=True)
     if fmt == "jsonl":
         return
     if not events:
@@ -295,7 +301,7 @@ def tail(
             await asyncio.sleep(interval)
 
     try:
-        run_with_store(state.url, work)
+        run_with_store(state.url, work, read_only=True)
     except KeyboardInterrupt:
         # Ctrl-C is how a tail ends: asyncio.run has already cancelled the read and
         # closed the store.
