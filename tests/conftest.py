@@ -74,3 +74,14 @@ def store_url(request: pytest.FixtureRequest) -> str:
     fixture = "sqlite_url" if request.param == "sqlite" else "postgres_url"
     url: str = request.getfixturevalue(fixture)
     return url
+
+
+SQL_BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(params=SQL_BACKENDS)
+def sql_store_url(request: pytest.FixtureRequest) -> str:
+    """A URL to a fresh store of each backend that keeps its data (SQLite, PostgreSQL)."""
+    fixture = "sqlite_url" if request.param == "sqlite" else "postgres_url"
+    url: str = request.getfixturevalue(fixture)
+    return url
