@@ -78,6 +78,12 @@ class Case(NamedTuple):
     input: bytes | None = None
 
 
+def transform(fn: str, fragment: str, *target: str) -> Case:
+    """``transform order-1 --fn badin_user:FN``, to order-1.v2 unless ``target`` says."""
+    to = target or ("--to", "order-1.v2")
+    return Case(["transform", "order-1", "--fn", f"badin_user:{fn}", *to], fragment)
+
+
 UTF8_BAD = '{"a": "\udcff"}'  # how Python hands over an argument holding the byte 0xff
 
 CASES: dict[str, list[Case]] = {
@@ -173,26 +179,19 @@ CASES: dict[str, list[Case]] = {
         Case(["--url", "mongodb://x/db", "schema", "list"], "unknown store URL scheme"),
     ],
     "transform": [
-        Case(
-            ["transform", "order-1", "--fn", "badin_user:boom", "--to", "order-1.v2"],
+        transform(
+            "boom",
             "the transform function badin_user:boom raised RuntimeError at order-1@1: boom in fn",
         ),
-        Case(
-            ["transform", "order-1", "--fn", "badin_user:lazy_boom", "--to", "order-1.v2"],
-            "raised RuntimeError at order-1@1: late boom",
-        ),
-        Case(
-            ["transform", "order-1", "--fn", "badin_user:gives_int", "--to", "order-1.v2"],
-            "the transform function returned int for order-1@1",
-        ),
-        Case(
-            ["transform", "order-1", "--fn", "badin_user:boom", "--to", "order-1"],
+        transform("lazy_boom", "raised RuntimeError at order-1@1: late boom"),
+        transform("gives_int", "the transform function returned int for order-1@1"),
+        transform(
+            "boom",
             "--to 'order-1' is the source stream; a transformation writes a new stream",
+            "--to",
+            "order-1",
         ),
-        Case(
-            ["transform", "order-1", "--fn", "badin_user:boom", "--suffix", ""],
-            "--suffix is empty",
-        ),
+        transform("boom", "--suffix is empty", "--suffix", ""),
         Case(["transform", "order-1", "--fn", "badin_user.py:boom", "--to", "x"], "drop .py"),
         Case(["transform", "order-1", "--fn", "badin_user:not_callable", "--to", "x"], "not a"),
         Case(["transform", "order-9", "--fn", "badin_user:boom", "--to", "x"], "has no events"),
@@ -295,9 +294,7 @@ def test_bad_input_gets_an_error_line(
     }
     result = CliRunner().invoke(cli, case.args, input=case.input, env=env)
     # An exception escaping click (a traceback in a terminal) is result.exception.
-    assert result.exception is None or isinstance(result.exception, SystemExit), (
-        result.exception
-    )
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     assert result.exit_code != 0, result.output
     assert "Traceback" not in result.output
     errors = ERROR_LINE.findall(result.stderr)
