@@ -154,7 +154,8 @@ CASES: dict[str, list[Case]] = {
     "snapshot": [
         Case(
             ["snapshot", "order-1", "--decider", "badin_user:unencodable"],
-            "(a Weird, from --decider badin_user:unencodable) cannot be encoded for a snapshot",
+            "(from --decider badin_user:unencodable) cannot be encoded for a snapshot: Encoding "
+            "objects of type Weird is unsupported",
         ),
         Case(
             ["snapshot", "order-1", "--decider", "badin_user:bad_evolve"],

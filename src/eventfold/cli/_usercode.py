@@ -23,7 +23,7 @@ __all__ = ["DEBUG_ENV", "UserCodeError", "call_user", "guard_decider", "user_tra
 DEBUG_ENV = "EVENTFOLD_DEBUG"
 """Set (to anything but empty or 0) to print the user's frames above an ``error:`` line."""
 
-_PACKAGE = str(Path(__file__).resolve().parent.parent)
+_PACKAGE = Path(__file__).resolve().parent.parent
 
 R = TypeVar("R")
 
@@ -60,7 +60,7 @@ def user_traceback(exc: BaseException) -> str | None:
     frames = [
         frame
         for frame in traceback.extract_tb(cause.__traceback__)
-        if not str(Path(frame.filename).resolve()).startswith(_PACKAGE)
+        if not Path(frame.filename).resolve().is_relative_to(_PACKAGE)
     ]
     lines = ["Traceback (user code, most recent call last):\n"]
     lines += traceback.format_list(frames)

@@ -237,8 +237,8 @@ def snapshot(state: CliState, stream: str, reference: str, as_json: bool) -> Non
             if not _raised_in(exc, encode_state):
                 raise
             raise InvalidInput(
-                f"the state of stream {stream!r} (a {type(decider.initial_state).__name__}, "
-                f"from --decider {reference}) cannot be encoded for a snapshot: {exc}; "
+                f"the state of stream {stream!r} (from --decider {reference}) cannot be "
+                f"encoded for a snapshot: {exc}; "
                 "make the state a msgspec Struct, a dataclass, or dicts and lists of "
                 "JSON values"
             ) from exc
