@@ -10,6 +10,7 @@ import asyncio
 import datetime as dt
 import sys
 import tempfile
+import uuid
 from collections.abc import Sequence
 
 import msgspec
@@ -105,21 +106,23 @@ account = eventfold.Decider(initial_state=Account(), evolve=evolve, decide=decid
 
 
 async def main(url: str) -> None:
+    # A new account each run, so the example runs again against the same store.
+    account_id = f"account-{uuid.uuid4().hex[:8]}"
     async with eventfold.connect(url) as store:
         handler = eventfold.CommandHandler(store, account)
-        await handler.handle("account-1", OpenAccount(owner="ann", overdraft_limit=50))
-        await handler.handle("account-1", Deposit(amount=100))
+        await handler.handle(account_id, OpenAccount(owner="ann", overdraft_limit=50))
+        await handler.handle(account_id, Deposit(amount=100))
         await asyncio.sleep(0.01)
         checkpoint = dt.datetime.now(dt.UTC)
         await asyncio.sleep(0.01)
-        await handler.handle("account-1", Withdraw(amount=120))
+        await handler.handle(account_id, Withdraw(amount=120))
         try:
-            await handler.handle("account-1", Withdraw(amount=40))
+            await handler.handle(account_id, Withdraw(amount=40))
         except BankError as exc:
             print(f"refused: {exc}")
-        now = await handler.load("account-1")
-        then = await handler.load("account-1", as_of=checkpoint)
-        print(f"balance now: {now.balance}")
+        now = await handler.load(account_id)
+        then = await handler.load(account_id, as_of=checkpoint)
+        print(f"{account_id} balance now: {now.balance}")
         print(f"balance at {checkpoint:%H:%M:%S.%f}: {then.balance}")
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import tempfile
+import uuid
 
 import eventfold
 from eventfold import applies
@@ -110,22 +111,25 @@ order = Order.decider()
 
 
 async def main(url: str) -> None:
+    # New orders each run, so the example runs again against the same store.
+    run = uuid.uuid4().hex[:8]
+    first, second = f"order-{run}-1", f"order-{run}-2"
     async with eventfold.connect(url) as store:
         handler = eventfold.CommandHandler(store, order)
-        await handler.handle("order-1", lambda o: o.place("order-1", "SKU-1", 2, 1250))
-        await handler.handle("order-1", lambda o: o.ship("DHL"))
-        result = await handler.handle("order-1", lambda o: o.refund(500, actor="support:bob"))
+        await handler.handle(first, lambda o: o.place(first, "SKU-1", 2, 1250))
+        await handler.handle(first, lambda o: o.ship("DHL"))
+        result = await handler.handle(first, lambda o: o.refund(500, actor="support:bob"))
         print(
-            f"order-1: {result.state.status}, refunded {result.state.refunded_cents} "
+            f"{first}: {result.state.status}, refunded {result.state.refunded_cents} "
             f"of {result.state.total_cents} cents"
         )
-        await handler.handle("order-2", lambda o: o.place("order-2", "SKU-9", 1, 999))
+        await handler.handle(second, lambda o: o.place(second, "SKU-9", 1, 999))
         result = await handler.handle(
-            "order-2", lambda o: o.cancel("customer changed their mind", actor="ann")
+            second, lambda o: o.cancel("customer changed their mind", actor="ann")
         )
-        print(f"order-2: {result.state.status}")
+        print(f"{second}: {result.state.status}")
         try:
-            await handler.handle("order-2", lambda o: o.ship("UPS"))
+            await handler.handle(second, lambda o: o.ship("UPS"))
         except OrderError as exc:
             print(f"refused: {exc}")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import io
 import json
 import os
 import signal
@@ -175,7 +176,7 @@ def test_append_reads_json_from_stdin(url: str) -> None:
 
 def test_append_json_output(url: str) -> None:
     out = ok("--url", url, "append", "a-1", "T", "{}", "--json").stdout
-    assert json.loads(out) == {"stream_id": "a-1", "version": 1, "position": "1"}
+    assert json.loads(out) == {"stream_id": "a-1", "version": 1, "position": "1", "retry": False}
 
 
 def test_append_expected_version_forms(url: str) -> None:
@@ -190,11 +191,19 @@ def test_append_expected_version_forms(url: str) -> None:
     assert "'soon' is not an expected version" in bad.stderr
 
 
-def test_same_event_id_twice_is_one_event(url: str) -> None:
+def test_same_event_id_twice_is_one_event_and_says_so(url: str) -> None:
     event_id = str(uuid.uuid4())
     first = append(url, "pay-1", "Paid", {"cents": 5}, "--event-id", event_id)
+    assert first.stdout.strip() == "appended to pay-1: version 1, position 1"
     again = append(url, "pay-1", "Paid", {"cents": 5}, "--event-id", event_id)
-    assert first.stdout == again.stdout
+    assert again.stdout.strip() == (
+        f"already stored: event {event_id} is in pay-1 (version 1, position 1); "
+        "nothing was appended"
+    )
+    as_json = append(url, "pay-1", "Paid", {"cents": 5}, "--event-id", event_id, "--json")
+    assert json.loads(as_json.stdout) == {
+        "stream_id": "pay-1", "version": 1, "position": "1", "retry": True,
+    }  # fmt: skip
     assert len(store_events(url)) == 1
 
 
@@ -205,7 +214,7 @@ def test_bad_json_exits_2_naming_the_argument(url: str) -> None:
     result = run("--url", url, "append", "order-1", "OrderPlaced", "{sku: 1}")
     assert_one_line_error(result, 2, "the JSON argument is not valid JSON")
     result = run("--url", url, "append", "order-1", "OrderPlaced", "[1, 2]")
-    assert_one_line_error(result, 2, "the JSON argument must be a JSON object", "list")
+    assert_one_line_error(result, 2, "the JSON argument must be a JSON object, got a JSON array")
     result = run("--url", url, "append", "order-1", "T", "{}", "--metadata", "nope")
     assert_one_line_error(result, 2, "--metadata is not valid JSON")
     assert store_events(url) == []
@@ -434,3 +443,86 @@ def test_default_url_is_eventfold_db_in_the_working_directory(
     assert (tmp_path / "eventfold.db").exists()
     info = json.loads(run("info", "--json").stdout)
     assert (info["url"], info["events"]) == ("sqlite:///eventfold.db", 1)
+
+
+# -- what bad or odd input gets --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["argument", "stdin"])
+def test_append_skips_a_utf8_byte_order_mark(url: str, how: str) -> None:
+    if how == "stdin":
+        result = CliRunner().invoke(
+            cli, ["--url", url, "append", "bom-1", "T", "-"], input=b'\xef\xbb\xbf{"a": 1}'
+        )
+    else:
+        result = run("--url", url, "append", "bom-1", "T", '\ufeff{"a": 1}')
+    assert result.exit_code == 0, result.output
+    assert [e.data for e in store_events(url)] == [{"a": 1}]
+
+
+def test_system_names_are_refused_unless_forced(url: str) -> None:
+    refused = run("--url", url, "append", "$schema-T", "$SchemaRegistered", "{}")
+    assert_one_line_error(refused, 2, "stream '$schema-T' starts with $", "--force-system")
+    assert store_events(url) == []
+    forced = append(url, "$schema-T", "$Custom", {}, "--force-system")
+    assert "appended to $schema-T: version 1" in forced.stdout
+
+
+def test_read_says_why_it_shows_nothing(url: str) -> None:
+    append(url, "s-1", "T", {})
+    past = ok("--url", url, "read", "s-1", "--from-version", "5").stdout
+    assert past.strip() == "stream 's-1' has no events from version 5 (its newest is version 1)"
+    assert ok("--url", url, "read", "none-1").stdout.strip() == "stream 'none-1' has no events"
+
+
+def test_read_and_tail_show_stored_text_literally(url: str) -> None:
+    # Brackets are rich markup and U+0085, U+2028 break lines in some terminals.
+    append(url, "s[red]-1", "[bold]T[/bold]", {"text": "a\u0085b\u2028c\u009b31m"})
+    table = ok("--url", url, "read", "s[red]-1").stdout
+    assert "stream s[red]-1" in table
+    assert "[bold]T[/bold]" in table
+    assert '{"text":"a\\x85b\\u2028c\\x9b31m"}' in table
+    line = ok("--url", url, "tail", "--from-start", "--count", "1").stdout
+    assert "s[red]-1@1" in line
+    assert '{"text":"a\\x85b\\u2028c\\x9b31m"}' in line
+    assert not any(c in table + line for c in "\u0085\u2028\u009b")
+
+
+def recorded(type: str, stream_id: str = "s-1") -> eventfold.RecordedEvent:
+    return eventfold.RecordedEvent(
+        stream_id, 1, type, 1, {"n": 1}, uuid.uuid4().bytes, 0, 7, b"{}", 1_700_000_000_000_000
+    )
+
+
+@pytest.mark.parametrize("type", ["\x1b[31mRED\x1b[0m", "a\nb", "tab\there", "\x00nul"])
+def test_control_characters_in_names_are_escaped_for_display(type: str) -> None:
+    """Events stored before names were checked (or by another producer) print safely."""
+    from rich.console import Console
+
+    from eventfold.cli import render
+
+    out = io.StringIO()
+    console = Console(file=out, width=120, highlight=False)
+    console.print(render.events_table([recorded(type, "s-\x1b-1")], title="stream s-\x1b-1"))
+    line = render.event_line(recorded(type))
+    escaped = type.encode("unicode_escape").decode()
+    assert escaped in out.getvalue()
+    assert escaped in line
+    assert "\x1b" not in out.getvalue() + line
+    assert "\n" not in line
+    rows = [r for r in out.getvalue().splitlines() if r.strip().startswith("1")]
+    assert len(rows) == 1, out.getvalue()
+
+
+def test_a_long_type_is_cut_and_the_other_columns_stay() -> None:
+    from rich.console import Console
+
+    from eventfold.cli import render
+
+    out = io.StringIO()
+    Console(file=out, width=80).print(render.events_table([recorded("T" * 300)]))
+    (row,) = [r for r in out.getvalue().splitlines() if "TTT" in r]
+    assert row.split()[:2] == ["1", "7"]
+    assert "…" in row
+    assert '{"n":1}' in row
+    assert len(row) <= 80

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import shlex
 import sys
 import tempfile
 from pathlib import Path
@@ -30,6 +31,7 @@ from eventfold.cli.demo import (
     evolve,
     run_demo,
 )
+from eventfold.cli.render import redact_url
 
 
 def run(*args: str, env: dict[str, str | None] | None = None) -> Result:
@@ -140,6 +142,11 @@ def test_demo_shows_the_read_path(
 
     assert "10. An inline projection" in out
     assert "deposited 30: the read model says Totals(deposited=60, deposits=3)" in out
+    # Quoted for the shell: a PostgreSQL URL's ?schema= is a glob to zsh.
+    hint = f"look around: eventfold --url {shlex.quote(redact_url(url))} read "
+    assert hint in result.stdout
+    if backend == "postgres":
+        assert "'postgresql://" in hint
 
 
 def test_demo_state_hint_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

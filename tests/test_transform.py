@@ -323,11 +323,31 @@ async def test_a_target_with_foreign_events_is_refused(store: eventfold.EventSto
     assert (await store.stream_info("order-1")).replaced_by is None
 
 
+async def test_a_conflict_a_rerun_cannot_fix_says_what_to_do_instead(
+    store: eventfold.EventStore,
+) -> None:
+    await store.append("order-1", events_of(2), expected_version=eventfold.NO_STREAM)
+    await eventfold.transform(store, "order-1", target=suffix, fn=keep)
+    for _ in range(2):  # the advice is the same on a rerun: it does not help
+        with pytest.raises(TransformConflict) as info:
+            await eventfold.transform(store, "order-1", target=lambda s: f"{s}.v3", fn=keep)
+        assert "already replaced by 'order-1.v2'" in str(info.value)
+        assert "transform 'order-1.v2' instead" in str(info.value)
+        assert "run the transformation again" not in str(info.value)
+
+    await store.append("order-2", events_of(2), expected_version=eventfold.NO_STREAM)
+    await store.append("order-2.v2", [Note(text="mine")], expected_version=eventfold.NO_STREAM)
+    with pytest.raises(TransformConflict) as info:
+        await eventfold.transform(store, "order-2", target=suffix, fn=keep)
+    assert "pick a target that is a new stream" in str(info.value)
+    assert "run the transformation again" not in str(info.value)
+
+
 async def test_bad_arguments_store_nothing(store: eventfold.EventStore) -> None:
     await store.append("order-1", events_of(2), expected_version=eventfold.NO_STREAM)
     with pytest.raises(eventfold.InvalidInput, match="not both or neither"):
         await eventfold.transform(store, target=suffix, fn=keep)
-    with pytest.raises(eventfold.InvalidInput, match="the same id"):
+    with pytest.raises(eventfold.InvalidInput, match="own id; a transformation"):
         await eventfold.transform(store, "order-1", target=lambda s: s, fn=keep)
     with pytest.raises(eventfold.InvalidInput, match="no events"):
         await eventfold.transform(store, "order-9", target=suffix, fn=keep)
@@ -487,6 +507,14 @@ def upper(event):
     return eventfold.NewEvent({"sku": event.data.sku.upper(), "n": event.data.n}, type="xf.Line")
 
 
+def lookup(sku):
+    raise ValueError(f"no sku {sku!r}")
+
+
+def fails(event):
+    return lookup(event.data.sku)
+
+
 not_a_function = 3
 """
 
@@ -569,6 +597,54 @@ def test_cli_errors(fn_module: str, args: list[str], code: int, fragment: str) -
     result = cli_run("--url", url, "transform", *args)
     assert result.exit_code == code, result.output
     assert fragment in result.output
+
+
+def test_cli_table_reads_at_80_columns(fn_module: str) -> None:
+    url = "sqlite:///x.db"
+    seed(url, ["order-1", "order-2"])
+    env: dict[str, str | None] = {"COLUMNS": "80", "EVENTFOLD_URL": None}
+    args = ["--url", url, "transform", "--category", "order", "--fn", f"{fn_module}:upper"]
+    done = CliRunner().invoke(cli, [*args, "--suffix", ".v2"], env=env)
+    assert done.exit_code == 0, done.output
+    lines = done.stdout.splitlines()
+    assert all(len(line) <= 80 for line in lines)
+    rows = [line.split() for line in lines if line.strip().startswith("order-")]
+    assert rows == [
+        ["order-1", "order-1.v2", "switched", "3", "3", "3", "rewritten"],
+        ["order-2", "order-2.v2", "switched", "3", "3", "3", "rewritten"],
+    ]
+
+
+def test_cli_names_a_failing_function_and_shows_its_frames_on_request(
+    fn_module: str, tmp_path: Path
+) -> None:
+    url = "sqlite:///x.db"
+    seed(url, ["order-1"])
+    args = ["--url", url, "transform", "order-1", "--fn", f"{fn_module}:fails", "--to", "o-2"]
+    plain = cli_run(*args)
+    assert plain.exit_code == 1
+    assert plain.stderr.strip() == (
+        f"error: the transform function {fn_module}:fails raised ValueError at order-1@1: "
+        "no sku 's1'; fix it and run the command again (set EVENTFOLD_DEBUG=1 to see its "
+        "traceback)"
+    )
+    env: dict[str, str | None] = {"COLUMNS": "200", "EVENTFOLD_DEBUG": "1"}
+    debug = CliRunner().invoke(cli, args, env=env)
+    assert debug.exit_code == 1
+    frames, error = debug.stderr.strip().rsplit("\n", 1)
+    assert frames.startswith("Traceback (user code, most recent call last):")
+    assert f'File "{tmp_path / fn_module}.py"' in frames
+    assert "lookup(event.data.sku)" in frames
+    assert str(Path(eventfold.__file__).parent) not in frames  # the user's frames only
+    assert frames.endswith("ValueError: no sku 's1'")
+    assert error.startswith("error: the transform function")
+    assert "EVENTFOLD_DEBUG" not in error
+    assert (asyncio.run(stream_info(url, "order-1"))).replaced_by is None
+
+
+async def stream_info(url: str, stream_id: str) -> eventfold.StreamInfo:
+    async with eventfold.connect(url) as store:
+        return await store.stream_info(stream_id)
 
 
 async def test_progress_goes_to_stderr(

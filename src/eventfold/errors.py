@@ -242,24 +242,30 @@ class TransformConflict(ConcurrencyError):
     """A stream gained events (or was replaced) while a transformation copied it.
 
     Nothing was switched: readers still see ``stream_id``. Running the transformation
-    again resumes where it stopped and copies the new events too.
+    again resumes where it stopped and copies the new events too, unless ``advice``
+    says what to do instead (a conflict a rerun would meet again).
     """
 
     def __init__(
-        self, stream_id: str, target: str, copied: int, actual: int, reason: str = ""
+        self,
+        stream_id: str,
+        target: str,
+        copied: int,
+        actual: int,
+        reason: str = "",
+        advice: str = "",
     ) -> None:
         self.stream_id = stream_id
         self.target = target
         self.copied = copied
         self.actual = actual
+        self.advice = advice
         why = reason or (
             f"it gained events while being copied (copied up to version {copied}, it is now "
             f"at version {actual})"
         )
-        super().__init__(
-            f"stream {stream_id!r} was not switched to {target!r}: {why}; run the "
-            "transformation again (it resumes where it stopped)"
-        )
+        todo = advice or "run the transformation again (it resumes where it stopped)"
+        super().__init__(f"stream {stream_id!r} was not switched to {target!r}: {why}; {todo}")
 
 
 class RetriesExhausted(ConcurrencyError):

@@ -216,7 +216,8 @@ def _target_of(target: Callable[[str], str], stream_id: str) -> str:
         raise InvalidInput(f"target({stream_id!r}) returned a bad stream id: {exc}") from None
     if found == stream_id:
         raise InvalidInput(
-            f"target({stream_id!r}) returned the same id; a transformation writes a new stream"
+            f"target({stream_id!r}) returned the source stream's own id; a transformation "
+            f"writes a new stream, e.g. {stream_id + '.v2'!r}"
         )
     return found
 
@@ -258,7 +259,8 @@ class _StreamCopy:
                 target,
                 info.version,
                 info.version,
-                f"it was already replaced by {info.replaced_by!r} (transform that stream instead)",
+                f"it was already replaced by {info.replaced_by!r}",
+                f"transform {info.replaced_by!r} instead (a rerun fails the same way)",
             )
         dest = await self.hooks.stream_info(target)
         if dest.replaced_by is not None:
@@ -268,6 +270,7 @@ class _StreamCopy:
                 info.version,
                 info.version,
                 f"the target {target!r} was itself replaced by {dest.replaced_by!r}",
+                "pick a target that is a new stream (a rerun fails the same way)",
             )
         report.resumed = dest.version
         existing = self._existing()
@@ -306,7 +309,8 @@ class _StreamCopy:
                 info.version,
                 info.version,
                 f"the target {target!r} holds {dest.version} events, more than the "
-                f"{written} this transformation makes; pick another target",
+                f"{written} this transformation makes",
+                "pick a target that is a new stream (a rerun fails the same way)",
             )
         report.written = written
         if self.dry_run:
@@ -385,8 +389,9 @@ class _StreamCopy:
                 self.info.version,
                 f"the target {self.target!r} already holds an event at version {at} that "
                 f"this transformation does not make ({found.event_id if found else 'none'}, "
-                f"expected {item.event_id}); the transform function must be deterministic, "
-                "and the target must be a new stream",
+                f"expected {item.event_id})",
+                "make the transform function deterministic and pick a target that is a new "
+                "stream (a rerun fails the same way)",
             )
 
     async def _flush(self, batch: list[NewEvent], stamps: list[int], version: int) -> None:

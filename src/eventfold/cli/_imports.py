@@ -30,6 +30,14 @@ def import_user_module(option: str, reference: str, module_name: str) -> ModuleT
         raise
     except ModuleNotFoundError as exc:
         if exc.name is not None and (module_name + ".").startswith(exc.name + "."):
+            if module_name.endswith(".py"):
+                # A file name where a module name goes: bank.py means package bank, module py.
+                bare = module_name.removesuffix(".py")
+                fixed = bare + reference[len(module_name) :]
+                raise InvalidInput(
+                    f"{option} {reference!r}: name the module, not its file: drop .py "
+                    f"({option} {fixed})"
+                ) from None
             raise InvalidInput(
                 f"{option} {reference!r}: no module named {module_name!r} in {cwd} or on the "
                 "Python path; run eventfold from the directory that holds it, or install it"

@@ -13,6 +13,7 @@ from .._version import __version__
 from ..errors import ConcurrencyError, EventfoldError, InvalidInput, StoreError
 from ..store import DEFAULT_URL
 from . import commands, projections, schema, state, transform
+from ._usercode import user_traceback
 from .commands import CliState
 
 __all__ = ["COMMANDS", "EXIT_CODES", "cli", "exit_code_for", "main"]
@@ -49,6 +50,9 @@ class EventfoldGroup(click.Group):
             # The only handler: one red line on stderr, never a traceback.
             message = " ".join(str(exc).split()) or type(exc).__name__
             err = Console(stderr=True, soft_wrap=True)
+            frames = user_traceback(exc)
+            if frames is not None:
+                err.print(frames, end="", markup=False, highlight=False)
             err.print(Text(f"error: {message}", style="bold red"))
             ctx.exit(exit_code_for(exc))
 

@@ -7,6 +7,8 @@ one place (`eventfold.cli.app`).
 from __future__ import annotations
 
 import asyncio
+import codecs
+import os
 import sys
 import uuid
 from collections.abc import Awaitable, Callable
@@ -58,12 +60,30 @@ def run_with_store(
     return asyncio.run(go())
 
 
+_JSON_NAMES = {
+    type(None): "null", bool: "boolean", int: "number", float: "number", str: "string",
+    list: "array",
+}  # fmt: skip
+
+
 def parse_json_object(text: str, name: str) -> dict[str, Any]:
-    """Parse a command-line JSON argument that must be an object; ``-`` reads stdin."""
-    if text == "-":
-        text = sys.stdin.read()
+    """Parse a command-line JSON argument that must be an object; ``-`` reads stdin.
+
+    The bytes must be UTF-8 (as JSON requires); a leading byte-order mark is skipped.
+    """
+    # Bytes, not text: the terminal's encoding does not decide what a payload means, and
+    # an argument's undecodable bytes come back from their surrogate escapes unchanged.
+    raw = sys.stdin.buffer.read() if text == "-" else os.fsencode(text)
+    raw = raw.removeprefix(codecs.BOM_UTF8)
     try:
-        value = msgspec.json.decode(text)
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(
+            f"{name} is not valid UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
+            "JSON must be UTF-8: convert it first, e.g. with iconv -t UTF-8"
+        ) from None
+    try:
+        value = msgspec.json.decode(raw)
     except msgspec.DecodeError as exc:
         raise InvalidInput(
             f'{name} is not valid JSON ({exc}); pass an object such as \'{{"sku": "A-1"}}\''
@@ -75,7 +95,7 @@ def parse_json_object(text: str, name: str) -> dict[str, Any]:
         ) from None
     if not isinstance(value, dict):
         raise InvalidInput(
-            f"{name} must be a JSON object, got a JSON {type(value).__name__}; "
+            f"{name} must be a JSON object, got a JSON {_JSON_NAMES.get(type(value), 'value')}; "
             'pass an object such as \'{"sku": "A-1"}\''
         )
     return value
@@ -183,7 +203,7 @@ def streams(
     help="Start at this version (inclusive); default: the first, or the newest --backwards.",
 )
 @click.option("--backwards", is_flag=True, help="Read from the newest event towards the oldest.")
-@click.option("--limit", type=click.IntRange(min=0), metavar="N", help="Read at most N events.")
+@click.option("--limit", type=click.IntRange(min=1), metavar="N", help="Read at most N events.")
 @click.option(
     "--format",
     "fmt",
@@ -204,7 +224,7 @@ def read(
     """Show the events of STREAM in order (or backwards)."""
     events: list[RecordedEvent] = []
 
-    async def work(store: EventStore) -> None:
+    async def work(store: EventStore) -> int:
         # An event that no longer decodes is shown as stored, so it can be repaired.
         with keep_undecodable():
             async for e in store.read_stream(
@@ -215,12 +235,19 @@ def read(
                     click.echo(render.event_json(e))
                 else:
                     events.append(e)
+        # Only to say honestly why nothing was shown: no events, or none from there.
+        return 0 if events or fmt == "jsonl" else await store.stream_version(stream)
 
-    run_with_store(state.url, work, read_only=True)
+    version = run_with_store(state.url, work, read_only=True)
     if fmt == "jsonl":
         return
     if not events:
-        state.out.print(f"stream {stream!r} has no events here", markup=False, highlight=False)
+        why = (
+            f"has no events from version {from_version} (its newest is version {version})"
+            if version
+            else "has no events"
+        )
+        state.out.print(f"stream {stream!r} {why}", markup=False, highlight=False)
         return
     state.out.print(render.events_table(events, title=f"stream {stream}"))
 
@@ -277,6 +304,11 @@ def tail(
 
     async def work(store: EventStore) -> None:
         last = start if start is not None else await store.head()
+        if start is not None:
+            # The store checks a position's form when a read starts: refuse a position of
+            # another store's form before announcing anything.
+            async for _ in store.read_all(after=start, limit=1):
+                break
         state.err.print(f"following the log after position {last} (Ctrl-C to stop)", style="dim")
         seen = 0
         while True:
@@ -330,6 +362,11 @@ def tail(
     help="The event's id; appending the same id again is a no-op that returns the same result.",
 )
 @click.option("--metadata", metavar="JSON", help="A JSON object stored as the event's metadata.")
+@click.option(
+    "--force-system",
+    is_flag=True,
+    help="Allow a $ stream or type: those are eventfold's own (e.g. the schema registry).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 @click.pass_obj
 def append(
@@ -340,9 +377,14 @@ def append(
     expected_version: ExpectedVersion,
     event_id: uuid.UUID | None,
     metadata: str | None,
+    force_system: bool,
     as_json: bool,
 ) -> None:
     """Append one event of TYPE with JSON data (an object; '-' reads stdin) to STREAM."""
+    if not type.strip():
+        raise InvalidInput("TYPE is empty; name the event's type, e.g. OrderPlaced")
+    if not force_system:
+        _refuse_system_names(stream, type)
     data = parse_json_object(json_data, "the JSON argument")
     meta = parse_json_object(metadata, "--metadata") if metadata is not None else None
     event = NewEvent(data, type=type, event_id=event_id, metadata=meta)
@@ -355,14 +397,39 @@ def append(
 
     result = run_with_store(state.url, work)
     if as_json:
-        record = {"stream_id": stream, "version": result.version, "position": str(result.position)}
+        record = {
+            "stream_id": stream,
+            "version": result.version,
+            "position": str(result.position),
+            "retry": result.retry,
+        }
         click.echo(render.to_json(record))
+    elif result.retry:
+        state.out.print(
+            f"already stored: event {event_id} is in {stream} (version {result.version}, "
+            f"position {result.position}); nothing was appended",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
     else:
         state.out.print(
             f"appended to {stream}: version {result.version}, position {result.position}",
             markup=False,
             highlight=False,
         )
+
+
+def _refuse_system_names(stream: str, type: str) -> None:
+    """`InvalidInput` for a ``$`` stream or type: eventfold writes those itself, after
+    checks (a schema registration is checked for compatibility) an append would skip."""
+    for what, name in (("stream", stream), ("type", type)):
+        if name.startswith("$"):
+            raise InvalidInput(
+                f"{what} {name!r} starts with $, which marks eventfold's own streams and "
+                "types (such as the schema registry's); eventfold writes them itself, e.g. "
+                "with `eventfold schema publish`; pass --force-system to append anyway"
+            )
 
 
 # -- demo ----------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import asyncio
 import collections
 import datetime as dt
 import secrets
+import shlex
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -745,15 +746,17 @@ async def run_demo(
     console.print()
     console.print(f"done in {time.perf_counter() - began:.2f} s.", markup=False)
     if not url.startswith("memory:"):
+        # Quoted: a PostgreSQL URL's ? and & mean something to the shell.
+        shown = shlex.quote(render.redact_url(url))
         console.print(
-            f"look around: eventfold --url {render.redact_url(url)} read "
+            f"look around: eventfold --url {shown} read "
             f"{demo.order_streams[0] if demo.order_streams else demo.stream('race')}",
             markup=False,
             soft_wrap=True,
         )
         if demo.snapshotted is not None:
             console.print(
-                f"             eventfold --url {render.redact_url(url)} state {demo.snapshotted} "
+                f"             eventfold --url {shown} state {demo.snapshotted} "
                 "--decider eventfold.cli.demo:account",
                 markup=False,
                 soft_wrap=True,

@@ -30,6 +30,7 @@ __all__ = [
     "events_table",
     "format_time",
     "loaded_summary",
+    "printable",
     "redact_url",
     "state_builtins",
     "stats_record",
@@ -48,6 +49,17 @@ def to_json(value: Any) -> str:
     return _encoder.encode(value).decode()
 
 
+def printable(text: str) -> str:
+    """``text`` safe to print: control and other invisible characters as escapes.
+
+    A stored type, stream id or payload is anyone's input; printed raw, an escape code
+    would drive the terminal and a newline would split a row.
+    """
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
 def summarize(data: Any, width: int = 60) -> str:
     """The event's data as compact JSON, cut to ``width`` characters with an ellipsis.
 
@@ -55,6 +67,11 @@ def summarize(data: Any, width: int = 60) -> str:
     repair.
     """
     text = f"undecodable: {data.text}" if isinstance(data, UndecodedPayload) else to_json(data)
+    return _cut(text, width)
+
+
+def _cut(text: str, width: int) -> str:
+    text = printable(text)
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
@@ -102,9 +119,9 @@ def undecodable_note(event: RecordedEvent) -> str | None:
 
 def event_line(event: RecordedEvent) -> str:
     """One plain-text line for a followed log: position, stream@version, type, time, data."""
-    where = f"{event.stream_id}@{event.version}"
+    where = f"{printable(event.stream_id)}@{event.version}"
     return (
-        f"{event.position!s:>8}  {where:<24}  {event.type:<20}  "
+        f"{event.position!s:>8}  {where:<24}  {_cut(event.type, 40):<20}  "
         f"{format_time(event.recorded_at)}  {summarize(event.data, 80)}"
     )
 
@@ -117,20 +134,27 @@ def events_table(
     show_time: bool = True,
 ) -> Table:
     """A table of events: version, position, type, recorded_at and a data summary."""
-    table = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left")
+    events = list(events)
+    longest = max((len(printable(e.type)) for e in events), default=4)
+    heading = Text(printable(title)) if title is not None else None
+    table = Table(title=heading, box=box.SIMPLE_HEAD, title_justify="left")
     if show_stream:
-        table.add_column("stream", no_wrap=True)
+        table.add_column("stream", no_wrap=True, overflow="ellipsis", max_width=40)
     table.add_column("version", justify="right", no_wrap=True)
     table.add_column("position", justify="right", no_wrap=True)
-    table.add_column("type", no_wrap=True)
+    # Like the data, a long type is cut (never wrapped) rather than pushing the other
+    # columns off a narrow terminal: rich narrows wrappable columns first.
+    table.add_column("type", overflow="ellipsis", min_width=min(16, longest), max_width=40)
     if show_time:
         table.add_column("recorded_at (UTC)", no_wrap=True)
     # The summary is the only column rich may narrow on a small terminal (it narrows
     # wrappable columns first); compact JSON has no spaces, so it is cut, not wrapped.
     table.add_column("data", overflow="ellipsis", min_width=12)
     for e in events:
-        cells: list[str] = [e.stream_id] if show_stream else []
-        cells += [str(e.version), str(e.position), e.type]
+        # Text, not str: rich would read brackets in a stored name as markup.
+        cells: list[str | Text] = [Text(printable(e.stream_id))] if show_stream else []
+        cells += [str(e.version), str(e.position)]
+        cells.append(Text(printable(e.type), no_wrap=True, overflow="ellipsis"))
         if show_time:
             cells.append(format_time(e.recorded_at))
         table.add_row(*cells, Text(summarize(e.data), no_wrap=True, overflow="ellipsis"))
@@ -143,7 +167,7 @@ def streams_table(streams: Iterable[StreamInfo], *, title: str | None = None) ->
     table.add_column("stream", overflow="fold")
     table.add_column("version", justify="right")
     for info in streams:
-        table.add_row(info.stream_id, str(info.version))
+        table.add_row(Text(printable(info.stream_id)), str(info.version))
     return table
 
 

@@ -24,7 +24,7 @@ from ..errors import InvalidInput
 from ..events import Event, TypeRegistry, default_registry
 from ..store import EventStore, connect
 from . import render
-from ._imports import import_user_module
+from ._imports import find_attribute, import_user_module
 from .commands import CliState
 
 __all__ = ["import_app", "schema_group"]
@@ -45,7 +45,12 @@ def import_app(reference: str) -> tuple[TypeRegistry, list[type[Event]]]:
         raise InvalidInput(f"--app {reference!r} names no module; pass --app MODULE")
     module = import_user_module("--app", reference, module_name)
     if attr:
-        found = getattr(module, attr, None)
+
+        def hint() -> str:
+            known = sorted(k for k, v in vars(module).items() if isinstance(v, TypeRegistry))
+            return f"; its TypeRegistry objects: {', '.join(known)}" if known else ""
+
+        found = find_attribute("--app", reference, module, attr, hint)
         if not isinstance(found, TypeRegistry):
             raise InvalidInput(
                 f"--app {reference!r}: {module_name}.{attr} is not an eventfold.TypeRegistry"

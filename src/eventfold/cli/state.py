@@ -9,19 +9,22 @@ Python path. Everything else is the library's `CommandHandler`; no command catch
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from typing import Any
 
 import click
+import msgspec
 from rich.pretty import Pretty
 
 from ..aggregate import Aggregate
 from ..decider import Decider
 from ..errors import ConfigurationError, InvalidInput
 from ..handler import CommandHandler, Loaded
-from ..snapshots import Snapshot, SnapshotStore
+from ..snapshots import Snapshot, SnapshotStore, encode_state
 from ..store import EventStore
 from . import render
 from ._imports import find_attribute, import_user_module
+from ._usercode import guard_decider
 from .commands import CliState, run_with_store
 
 __all__ = ["COMMANDS", "AsOfParam", "ReadOnlySnapshots", "load_decider"]
@@ -125,6 +128,16 @@ class ReadOnlySnapshots:
         )
 
 
+def _raised_in(exc: BaseException, function: Callable[..., object]) -> bool:
+    """Whether ``function`` is on ``exc``'s traceback (raised in it or below it)."""
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code is function.__code__:
+            return True
+        tb = tb.tb_next
+    return False
+
+
 def _snapshot_store(store: EventStore) -> SnapshotStore | None:
     found = getattr(store, "snapshots", None)
     return found if isinstance(found, SnapshotStore) else None
@@ -171,7 +184,7 @@ def state_command(
     """
     if at_version is not None and as_of is not None:
         raise click.UsageError("give --at-version or --as-of, not both")
-    decider = load_decider(reference)
+    decider = guard_decider(load_decider(reference), stream)
 
     async def work(store: EventStore) -> Loaded[Any]:
         found = _snapshot_store(store)
@@ -209,7 +222,7 @@ def snapshot(state: CliState, stream: str, reference: str, as_json: bool) -> Non
 
     An empty stream has nothing to snapshot: that is said, and the exit code is 0.
     """
-    decider = load_decider(reference)
+    decider = guard_decider(load_decider(reference), stream)
 
     async def work(store: EventStore) -> Snapshot | None:
         handler = CommandHandler(store, decider)
@@ -218,7 +231,17 @@ def snapshot(state: CliState, stream: str, reference: str, as_json: bool) -> Non
                 f"this store ({type(store).__name__}) keeps no snapshots; "
                 "use a backend that does (sqlite, postgresql, memory)"
             )
-        return await handler.snapshot(stream)
+        try:
+            return await handler.snapshot(stream)
+        except (TypeError, msgspec.EncodeError) as exc:
+            if not _raised_in(exc, encode_state):
+                raise
+            raise InvalidInput(
+                f"the state of stream {stream!r} (from --decider {reference}) cannot be "
+                f"encoded for a snapshot: {exc}; "
+                "make the state a msgspec Struct, a dataclass, or dicts and lists of "
+                "JSON values"
+            ) from exc
 
     taken = run_with_store(state.url, work)
     if as_json:

@@ -7,21 +7,24 @@ the module is imported from the working directory or the Python path. Everything
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
 from rich import box
 from rich.table import Table
+from rich.text import Text
 
 from ..errors import InvalidInput
+from ..events import RecordedEvent
 from ..store import EventStore
 from ..transform import TransformFn, TransformReport, transform
 from . import render
 from ._imports import find_attribute, import_user_module
+from ._usercode import call_user
 from .commands import CliState, run_with_store
 
-__all__ = ["COMMANDS", "load_function", "transform_command"]
+__all__ = ["COMMANDS", "guard_function", "load_function", "transform_command"]
 
 
 def load_function(reference: str) -> TransformFn:
@@ -41,6 +44,23 @@ def load_function(reference: str) -> TransformFn:
         )
     fn: TransformFn = found
     return fn
+
+
+def guard_function(reference: str, fn: TransformFn) -> TransformFn:
+    """``fn`` with what it raises (also while its result is iterated) named by the event."""
+
+    def run(event: RecordedEvent) -> Any:
+        result = fn(event)
+        # A generator raises only when iterated: iterate it here, under the guard.
+        return list(result) if isinstance(result, Iterator) else result
+
+    def guarded(event: RecordedEvent) -> Any:
+        def where() -> str:
+            return f" at {event.stream_id}@{event.version}"
+
+        return call_user(f"the transform function {reference}", where, run, event)
+
+    return guarded
 
 
 def _target(to: str | None, suffix: str | None) -> Callable[[str], str]:
@@ -95,7 +115,14 @@ def transform_command(
         raise click.UsageError("give --to or --suffix, not both or neither")
     if to is not None and category is not None:
         raise click.UsageError("--to names one stream: use --suffix with --category")
-    fn = load_function(fn_ref)
+    if to is not None and to == source:
+        raise click.UsageError(
+            f"--to {to!r} is the source stream; a transformation writes a new stream, "
+            f"e.g. --to {source}.v2"
+        )
+    if suffix == "":
+        raise click.UsageError("--suffix is empty; give the text to add, e.g. --suffix .v2")
+    fn = guard_function(fn_ref, load_function(fn_ref))
     target = _target(to, suffix)
 
     async def work(store: EventStore) -> TransformReport:
@@ -144,15 +171,24 @@ def _record(report: TransformReport) -> dict[str, Any]:
     }
 
 
+_DETAILS = ("copied", "rewritten", "split", "dropped", "resumed")
+
+
 def _table(report: TransformReport) -> Table:
+    # Ten columns do not fit 80: the counts that say how the events changed share one
+    # column, and those that are zero are left out of it.
     table = Table(box=box.SIMPLE_HEAD)
-    table.add_column("source", overflow="fold")
-    table.add_column("target", overflow="fold")
-    table.add_column("status")
-    for name in _COUNTS:
-        table.add_column(name, justify="right")
+    table.add_column("source", overflow="fold", ratio=2)
+    table.add_column("target", overflow="fold", ratio=2)
+    table.add_column("status", overflow="fold", ratio=1, min_width=8)
+    table.add_column("events", justify="right", no_wrap=True)
+    table.add_column("written", justify="right", no_wrap=True)
+    table.add_column("how", overflow="fold", ratio=2, min_width=10)
     for s in report.streams:
-        table.add_row(s.source, s.target, s.status, *(f"{getattr(s, n):,}" for n in _COUNTS))
+        how = ", ".join(f"{getattr(s, n):,} {n}" for n in _DETAILS if getattr(s, n)) or "-"
+        table.add_row(
+            Text(s.source), Text(s.target), s.status, f"{s.events:,}", f"{s.written:,}", how
+        )
     return table
 
 
