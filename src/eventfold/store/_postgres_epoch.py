@@ -29,6 +29,7 @@ from typing import Any, Final, NamedTuple
 
 import psycopg
 
+from ..errors import EventfoldError
 from ._postgres_schema import Statements
 
 __all__ = ["Epoch", "HorizonWatch", "settle_epoch"]
@@ -114,7 +115,12 @@ class HorizonWatch:
         if now < self._due:
             return
         self._due = now + min(self.after / 4, 10.0)
-        (row,) = await self._fetch(self._st.hidden, ())
+        try:
+            (row,) = await self._fetch(self._st.hidden, ())
+        except EventfoldError as exc:
+            # Only a diagnosis: the read that poked has its rows; its next query reports.
+            logger.debug("eventfold schema %s: horizon check failed: %s", self._st.schema, exc)
+            return
         hidden, next_xid, db_epoch = row
         if hidden != self._hidden:
             self._hidden, self._since = hidden, now
