@@ -300,6 +300,7 @@ async def test_schema_option_isolates_stores(schema: str) -> None:
             "streams",
             "schema_migrations",
             "snapshots",
+            "epochs",
         }
         assert {s for s, _ in tables} == {schema, other}
     finally:

@@ -177,6 +177,8 @@ def stats_record(stats: StoreStats, url: str | None = None) -> dict[str, Any]:
     record.update(
         backend=stats.backend, head=str(stats.head), streams=stats.streams, events=stats.events
     )
+    if stats.epoch is not None:
+        record["epoch"] = stats.epoch
     return record
 
 

@@ -85,7 +85,46 @@ MIGRATIONS: tuple[sql.SQL, ...] = (
             WHERE replaced_by IS NOT NULL;
         """
     ),
+    # 4: epochs of the global log (see `_postgres_epoch`). A logical copy of the store on
+    # another server (pg_dump / pg_restore, logical replication) keeps the stored
+    # transaction ids but not the server's counter; an epoch's base, added to the server's
+    # ids, keeps new events after the copied history. Epoch 0 (base 0) is every store so
+    # far, so existing rows, positions and checkpoints keep their meaning.
+    sql.SQL(
+        """
+        CREATE TABLE {schema}.epochs (
+            epoch      int NOT NULL,
+            base       bigint NOT NULL,
+            server_xid bigint NOT NULL,
+            stored_max bigint NOT NULL,
+            started_at timestamptz NOT NULL DEFAULT now(),
+            CONSTRAINT epochs_pkey PRIMARY KEY (epoch)
+        );
+        INSERT INTO {schema}.epochs (epoch, base, server_xid, stored_max)
+        VALUES (0, 0, pg_snapshot_xmax(pg_current_snapshot())::text::int8, coalesce(
+            (SELECT transaction_id::text::int8 FROM {schema}.events
+             ORDER BY transaction_id DESC LIMIT 1), 0));
+        """
+    ),
 )
+
+
+def epoch_terms(base: int) -> tuple[sql.Composable, sql.Composable, sql.Composable]:
+    """This transaction's id as int8 and as xid8, and the horizon, in an epoch of ``base``.
+
+    Epoch 0's terms are the server's own, so a store that never moved runs exactly the
+    statements it always did; a later epoch adds its base (xid8 has no arithmetic, hence
+    the casts through int8).
+    """
+    if base == 0:
+        return (
+            sql.SQL("pg_current_xact_id()::text::int8"),
+            sql.SQL("pg_current_xact_id()"),
+            sql.SQL("pg_snapshot_xmin(pg_current_snapshot())"),
+        )
+    xact = sql.SQL("(pg_current_xact_id()::text::int8 + {})").format(sql.Literal(base))
+    edge = sql.SQL("(pg_snapshot_xmin(pg_current_snapshot())::text::int8 + {})::text::xid8")
+    return xact, sql.SQL("{}::text::xid8").format(xact), edge.format(sql.Literal(base))
 
 
 def lock_key(schema: str) -> str:
@@ -135,7 +174,7 @@ _APPEND = """
         ORDER BY e.ord
         RETURNING seq
     )
-    SELECT (SELECT base FROM b), pg_current_xact_id()::text::int8, (SELECT max(seq) FROM ins)
+    SELECT (SELECT base FROM b), {xact}, (SELECT max(seq) FROM ins)
 """
 
 # The same for the most common append, one event: scalar parameters save the client about
@@ -149,7 +188,7 @@ _APPEND_ONE = """
         FROM b
         RETURNING seq
     )
-    SELECT (SELECT base FROM b), pg_current_xact_id()::text::int8, (SELECT seq FROM ins)
+    SELECT (SELECT base FROM b), {xact}, (SELECT seq FROM ins)
 """
 
 # A stream transformation's copies keep their recorded times (microseconds since the epoch).
@@ -166,7 +205,7 @@ _APPEND_AT = """
         ORDER BY e.ord
         RETURNING seq
     )
-    SELECT (SELECT base FROM b), pg_current_xact_id()::text::int8, (SELECT max(seq) FROM ins)
+    SELECT (SELECT base FROM b), {xact}, (SELECT max(seq) FROM ins)
 """
 
 # The stream a read of %(sid)s goes to: its replacement, if a transformation replaced it.
@@ -179,7 +218,8 @@ _ROW = """uuid_send(e.event_id), e.stream_id, e.version, e.type, e.schema_versio
     e.metadata, (extract(epoch FROM e.recorded_at) * 1000000)::int8,
     e.transaction_id::text::int8, e.seq"""
 
-_HORIZON = "e.transaction_id < pg_snapshot_xmin(pg_current_snapshot())"
+# The horizon: the oldest transaction still running (its id in this epoch's terms).
+_HORIZON = "e.transaction_id < {edge}"
 
 # Resume after (x, s). The condition is the OR form, as Watermill writes it, because the
 # planner misestimates a bare row comparison (transaction_id, seq) > (x, s). The row
@@ -236,14 +276,22 @@ _READ_FOR_LOAD = """
 class Statements:
     """Every statement the store runs, rendered once for one schema."""
 
-    def __init__(self, schema: str) -> None:
+    def __init__(self, schema: str, base: int = 0) -> None:
+        self.schema = schema
+        self.base = base
+        """The epoch's base the statements add to transaction ids (`epoch_terms`)."""
         ident = sql.Identifier(schema)
+        xact, tx, edge = epoch_terms(base)
         names = {
+            "xact": xact,
+            "tx": tx,
+            "edge": edge,
             "schema": ident,
             "events": sql.Identifier(schema, "events"),
             "streams": sql.Identifier(schema, "streams"),
             "migrations": sql.Identifier(schema, "schema_migrations"),
             "snapshots": sql.Identifier(schema, "snapshots"),
+            "epochs": sql.Identifier(schema, "epochs"),
         }
 
         def fragment(text: str) -> sql.Composed:
@@ -369,9 +417,34 @@ class Statements:
             AND e.version >= %(at)s AND e.version <= %(upto)s ORDER BY e.version LIMIT %(n)s""",
             load_row=_LOAD_ROW,
         )
+        # Epochs (see `_postgres_epoch`). Both read the newest stored row by the index.
+        self.epoch_state = render(
+            """SELECT ep.epoch, ep.base, pg_snapshot_xmax(pg_current_snapshot())::text::int8,
+                (SELECT e.transaction_id::text::int8 FROM {events} e
+                 ORDER BY e.transaction_id DESC, e.seq DESC LIMIT 1)
+            FROM {epochs} ep ORDER BY ep.epoch DESC LIMIT 1"""
+        )
+        self.start_epoch = render(
+            """INSERT INTO {epochs} (epoch, base, server_xid, stored_max)
+            VALUES (%s, %s, %s, %s)"""
+        )
+        self._events = names["events"]
+        # The oldest row the horizon hides, the server's counter and the newest epoch's
+        # base: what tells a long transaction from ids ahead of the counter.
+        self.hidden = render(
+            """SELECT (SELECT e.transaction_id::text::int8 FROM {events} e
+                    WHERE e.transaction_id >= {edge} ORDER BY e.transaction_id, e.seq LIMIT 1),
+                pg_snapshot_xmax(pg_current_snapshot())::text::int8,
+                (SELECT ep.epoch FROM {epochs} ep ORDER BY ep.epoch DESC LIMIT 1)"""
+        )
         # The events this transaction inserted, in order (inline projections apply them).
         self.this_transaction = render(
-            """SELECT {row} FROM {events} e WHERE e.transaction_id = pg_current_xact_id()
+            """SELECT {row} FROM {events} e WHERE e.transaction_id = {tx}
             ORDER BY e.transaction_id, e.seq""",
             row=_ROW,
         )
+
+    def epoch_default(self, base: int) -> bytes:
+        """Makes new rows take the transaction id of an epoch of ``base``."""
+        statement = "ALTER TABLE {} ALTER COLUMN transaction_id SET DEFAULT {}"
+        return sql.SQL(statement).format(self._events, epoch_terms(base)[1]).as_bytes(None)

@@ -9,6 +9,12 @@ lose that event for good; the xid horizon never does, and never serialises write
 the storage design memo, §1). The price: a long write transaction anywhere in the
 cluster delays every reader, so keep write transactions short.
 
+Epochs. A logical copy of the store on another server (``pg_dump``/``pg_restore``,
+logical replication) keeps the stored transaction ids but not the server's counter;
+opening it there starts a new epoch whose base the store adds to the server's ids, so the
+history stays readable, new events sort after it and old checkpoints stay valid
+(`eventfold.store._postgres_epoch`; ``docs/operations.md``).
+
 Concurrency. A ``streams`` row per stream holds its version; an append moves it with a
 conditional ``UPDATE``/``INSERT`` and inserts its events in the same statement, so an
 append is one round trip and one short transaction (three, with inline projections:
@@ -78,6 +84,7 @@ from ._postgres_conn import int_option as _int_option
 from ._postgres_conn import migrate as _run_migrations
 from ._postgres_conn import scrub as _scrub
 from ._postgres_conn import split_url as _split_url
+from ._postgres_epoch import Epoch, HorizonWatch, current_epoch, settle_epoch
 from ._postgres_notify import NotifySender, channel_name
 from ._postgres_schema import EVENT_ID_KEY, VERSION_KEY, Statements, lock_key
 from ._postgres_snapshots import PostgresSnapshotStore
@@ -158,6 +165,10 @@ class PostgresStore:
         if "application_name" not in params:
             self._kwargs["application_name"] = "eventfold"
         self._sql = Statements(self.schema)
+        self.epoch = Epoch(0, 0)
+        """The epoch of the global log this store writes in (set at open)."""
+        self.horizon = HorizonWatch(self._sql, self._fetch)
+        """Warns when the horizon hides rows for longer than ``horizon.after`` seconds."""
         self._pool: _Pool | None = None
         self._fetching: set[asyncio.Task[Rows]] = set()
         self._appends: Batcher[Append, AppendResult] = Batcher(
@@ -256,16 +267,21 @@ class PostgresStore:
             st.migrations,
             st.record_migration,
         )
-        if not self.read_only:
+        if self.read_only:
+            found, known = await applied(conn, track), len(st.migrations)
+            if found == 0:
+                raise StoreNotFound(
+                    f"schema {self.schema!r} of the PostgreSQL database at {self.host}:{self.port}",
+                    "it holds no eventfold tables; check the URL and its schema option",
+                )
+            check_unmigrated(found, known, f"schema {self.schema!r}")
+            self.epoch = await current_epoch(conn, st)  # starting one would write
+        else:
             await _run_migrations(conn, track)
-            return
-        found, known = await applied(conn, track), len(st.migrations)
-        if found == 0:
-            raise StoreNotFound(
-                f"schema {self.schema!r} of the PostgreSQL database at {self.host}:{self.port}",
-                "it holds no eventfold tables; check the URL and its schema option",
-            )
-        check_unmigrated(found, known, f"schema {self.schema!r}")
+            self.epoch = await settle_epoch(conn, st, st.lock, lock_key(self.schema))
+        if self.epoch.base != st.base:
+            self._sql = Statements(self.schema, self.epoch.base)
+        self.horizon.start(self._sql, self.epoch)
 
     async def connect_direct(self) -> psycopg.AsyncConnection[Any]:
         """A new connection of its own, outside the pool, in autocommit.
@@ -698,10 +714,12 @@ class PostgresStore:
         async for rows in self._pages(query, params, limit, advance):
             for event in self.codec.decode_rows(rows):
                 yield event
+        await self.horizon.poke()
 
     async def head(self) -> Position:
         """The position of the newest event below the horizon (`START` when none)."""
         rows = await self._fetch(self._sql.head, ())
+        await self.horizon.poke()
         return Position(rows[0][0], rows[0][1]) if rows else START
 
     async def streams(
@@ -780,4 +798,6 @@ class PostgresStore:
     async def stats(self) -> StoreStats:
         """The backend's name, the head, and how many streams and events it holds."""
         rows = await self._fetch(self._sql.counts, ())
-        return StoreStats(self.backend, await self.head(), int(rows[0][0]), int(rows[0][1]))
+        return StoreStats(
+            self.backend, await self.head(), int(rows[0][0]), int(rows[0][1]), self.epoch.number
+        )

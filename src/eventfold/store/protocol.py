@@ -51,6 +51,9 @@ class StoreStats(msgspec.Struct, frozen=True):
     head: Position
     streams: int
     events: int
+    epoch: int | None = None
+    """PostgreSQL: the global log's epoch (it moves on when a logical copy of the store
+    opens on a server whose transaction counter is behind it); None elsewhere."""
 
 
 @runtime_checkable
