@@ -36,6 +36,7 @@ from .errors import (
     StoreUnavailable,
     StreamReplaced,
     TransformConflict,
+    UnsupportedCapability,
     UpcastFailed,
     WrongExpectedVersion,
 )
@@ -114,6 +115,7 @@ __all__ = [
     "TransformConflict",
     "TransformReport",
     "TypeRegistry",
+    "UnsupportedCapability",
     "UpcastFailed",
     "WrongExpectedVersion",
     "__version__",

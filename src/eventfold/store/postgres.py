@@ -409,7 +409,7 @@ class PostgresStore:
             raise StreamReplaced(stream_id, info.replaced_by)
         raise WrongExpectedVersion(stream_id, expected, info.version)
 
-    async def _append_copies(
+    async def append_copies(
         self,
         stream_id: str,
         events: Sequence[NewEvent],
@@ -433,7 +433,7 @@ class PostgresStore:
         query = self._sql.append_at[mode]
         return await self._submit(Append(stream_id, encoded, expected, query, params))
 
-    async def _replace_stream(
+    async def replace_stream(
         self, stream_id: str, target: str, *, version: int, target_version: int
     ) -> None:
         """Point ``stream_id`` at ``target`` in one transaction (`eventfold.transform`).

@@ -269,7 +269,7 @@ class SQLiteStore:
             self.committed.fire()
         return result
 
-    async def _append_copies(
+    async def append_copies(
         self,
         stream_id: str,
         events: Sequence[NewEvent],
@@ -285,7 +285,7 @@ class SQLiteStore:
         future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
         return await self._queue(PendingAppend(stream_id, encoded, expected, future, size, stamps))
 
-    async def _replace_stream(
+    async def replace_stream(
         self, stream_id: str, target: str, *, version: int, target_version: int
     ) -> None:
         """Point ``stream_id`` at ``target`` in one transaction (`eventfold.transform`).
