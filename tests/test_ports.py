@@ -17,6 +17,7 @@ from eventfold.store import (
     SupportsCommitListeners,
     SupportsLoad,
     SupportsSnapshots,
+    SupportsTransactionHooks,
     SupportsTransform,
     capability,
 )
@@ -33,7 +34,8 @@ _sqlite_ports: tuple[
     SupportsSnapshots,
     SupportsCommitListeners,
     SupportsTransform,
-] = (_sqlite,) * 5
+    SupportsTransactionHooks,
+] = (_sqlite,) * 6
 
 ALL = [
     SupportsCodec,
@@ -41,6 +43,7 @@ ALL = [
     SupportsSnapshots,
     SupportsCommitListeners,
     SupportsTransform,
+    SupportsTransactionHooks,
 ]
 DECLARED = {
     "memory": [SupportsCodec, SupportsSnapshots, SupportsCommitListeners, SupportsTransform],

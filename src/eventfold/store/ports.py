@@ -183,10 +183,12 @@ class TransactionParticipant(Protocol):
         """Run once when the participant is added, in a transaction of its own, with
         appends held back: what it writes commits before the first append it sees
         (catch up here with ``tx.read_all``)."""
+        return None  # a body, so that subclasses inherit this default
 
     async def begin(self, tx: HookTransaction) -> None:
         """Run at the start of each transaction it joins, before any append's write
         (take locks here)."""
+        return None
 
     async def apply(self, tx: HookTransaction, events: Sequence[RecordedEvent]) -> None:
         """See the events appended (in log order) and write through ``tx``."""

@@ -55,6 +55,7 @@ from ._common import (
     switch_refused,
     type_names,
 )
+from ._sqlite_hooks import SQLiteTransactionHooks
 from ._sqlite_snapshots import SQLiteSnapshotStore
 from ._sqlite_writer import PendingAppend, SQLiteWriter, deliver
 from .protocol import AppendResult, StoreStats, StreamInfo
@@ -137,6 +138,8 @@ class SQLiteStore:
         """Snapshots, in a table beside the events."""
         self.committed = CommitListeners()
         """Called after each append this process commits (in-process wake-ups)."""
+        self.transaction_hooks = SQLiteTransactionHooks(self)
+        """Participants in each append's transaction (`eventfold.store.TransactionHooks`)."""
 
     @property
     def commits(self) -> int:
