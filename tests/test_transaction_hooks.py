@@ -21,13 +21,6 @@ from eventfold.testing import TransactionHookConformance
 from eventfold.testing.hooks import Booked
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def sql_url(request: pytest.FixtureRequest) -> str:
-    fixture = "sqlite_url" if request.param == "sqlite" else "postgres_url"
-    url: str = request.getfixturevalue(fixture)
-    return url
-
-
 class TestTransactionHooks(TransactionHookConformance):
     @pytest.fixture
     async def store(self, sql_url: str) -> AsyncIterator[EventStore]:

@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from ..codec import Codec, EncodedEvent
-from ..errors import DuplicateEventId, InvalidInput, InvalidStreamId, TransformConflict
+from ..errors import (
+    DuplicateEventId,
+    InvalidInput,
+    InvalidStreamId,
+    StoreError,
+    TransformConflict,
+)
 from ..events import Event, NewEvent
 from ..position import ExpectedVersion, Position, check_expected_version
 from .protocol import AppendResult, StreamInfo
+
+if TYPE_CHECKING:
+    from .ports import TransactionParticipant
 
 __all__ = [
     "MAX_STREAM_ID_LENGTH",
@@ -24,6 +34,8 @@ __all__ = [
     "check_stream_id",
     "duplicate_in_batch",
     "explicit_ids",
+    "participant_failed",
+    "participant_order",
     "prepare_append",
     "switch_refused",
     "type_names",
@@ -237,3 +249,17 @@ def switch_refused(
     else:
         reason = "the switch matched no stream row"
     return TransformConflict(sid, tid, version, source.version, reason)
+
+
+def participant_order(participant: TransactionParticipant) -> tuple[int, str]:
+    """Where a transaction participant runs among the others: by order, then name."""
+    return participant.order, participant.name
+
+
+def participant_failed(participant: TransactionParticipant, exc: Exception) -> StoreError:
+    """The error the appends a participant was given fail with when it raised ``exc``
+    (anything but an eventfold or driver error); raise it ``from exc``."""
+    return StoreError(
+        f"transaction participant {participant.name!r} raised {exc!r}; the appends it was "
+        "given were not stored"
+    )

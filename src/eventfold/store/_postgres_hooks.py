@@ -20,9 +20,10 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from psycopg import sql as pgsql
 
-from ..errors import EventfoldError, StoreError
+from ..errors import EventfoldError
 from ..events import RecordedEvent
 from ..position import Position
+from ._common import participant_failed, participant_order
 from .ports import TransactionParticipant
 
 if TYPE_CHECKING:
@@ -72,10 +73,7 @@ async def _run(participant: TransactionParticipant, step: Awaitable[None]) -> No
     except (EventfoldError, psycopg.Error):
         raise
     except Exception as exc:
-        raise StoreError(
-            f"transaction participant {participant.name!r} raised {exc!r}; the appends it "
-            "was given were not stored"
-        ) from exc
+        raise participant_failed(participant, exc) from exc
 
 
 async def run_with_participants(
@@ -163,5 +161,5 @@ class PostgresTransactionHooks:
         await self._store._appends.drain()
 
     def _set(self, entries: list[_Entry]) -> None:
-        self._entries = sorted(entries, key=lambda e: (e.participant.order, e.participant.name))
+        self._entries = sorted(entries, key=lambda e: participant_order(e.participant))
         self.active = tuple(e.participant for e in self._entries if e.attached.is_set())

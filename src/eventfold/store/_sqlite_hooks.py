@@ -20,6 +20,7 @@ from ..errors import EventfoldError, StoreError
 from ..events import RecordedEvent
 from ..position import Position
 from . import _sqlite_schema as sql
+from ._common import participant_failed, participant_order
 from .ports import TransactionParticipant
 
 if TYPE_CHECKING:
@@ -62,10 +63,7 @@ def run_participant(participant: TransactionParticipant, coro: Coroutine[Any, An
     except (EventfoldError, sqlite3.Error):
         raise
     except Exception as exc:
-        raise StoreError(
-            f"transaction participant {participant.name!r} raised {exc!r}; the appends it "
-            "was given were not stored"
-        ) from exc
+        raise participant_failed(participant, exc) from exc
 
 
 class HookRunner:
@@ -76,7 +74,7 @@ class HookRunner:
 
     def __init__(self, codec: Codec, participants: Sequence[TransactionParticipant]) -> None:
         self._codec = codec
-        self.participants = tuple(sorted(participants, key=lambda p: (p.order, p.name)))
+        self.participants = tuple(sorted(participants, key=participant_order))
 
     def with_participant(self, participant: TransactionParticipant) -> HookRunner:
         kept = [p for p in self.participants if p.name != participant.name]
