@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Sequence
 import pytest
 
 import eventfold
+from conftest import postgres_base_url
 from eventfold import EventStore, StoreError, UnsupportedCapability
 from eventfold.store import (
     HookOrder,
@@ -69,3 +70,25 @@ async def test_sqlite_participants_are_forgotten_when_the_store_closes(sqlite_ur
         assert [p.name for p in hooks.participants] == ["sleeper"]
     assert list(hooks.participants) == []
     await hooks.remove("sleeper")  # closed: nothing to do
+
+
+@pytest.mark.postgres
+async def test_a_postgres_attach_catches_up_past_a_transaction_open_elsewhere(
+    postgres_url: str,
+) -> None:
+    import psycopg
+
+    from eventfold.testing.hooks import Recorder
+
+    async with eventfold.connect(postgres_url) as store:
+        # An unrelated transaction that holds an id: the log's read horizon stays behind it.
+        async with await psycopg.AsyncConnection.connect(postgres_base_url()) as other:
+            await other.execute("SELECT pg_current_xact_id()")
+            appended = [
+                await store.append(f"s-{i}", [Booked(n=i)], expected_version=eventfold.NO_STREAM)
+                for i in range(3)
+            ]
+            late = Recorder("late", "run")
+            await capability(store, SupportsTransactionHooks).transaction_hooks.add(late)
+            await other.rollback()
+        assert [e.position for e in late.caught_up] == [r.position for r in appended]

@@ -60,7 +60,7 @@ class PostgresHookTransaction:
 
     async def read_all(self, after: Position, limit: int) -> list[RecordedEvent]:
         store = self._store
-        query = store._sql.read_all[(False, False)]
+        query = store._sql.read_committed
         params = {"x": str(after.tx), "s": after.seq, "types": None, "cats": None, "n": limit}
         cur = await self.connection.execute(query, params, binary=True)
         return store.codec.decode_rows(await cur.fetchall())

@@ -161,8 +161,10 @@ class HookTransaction(Protocol):
         ...
 
     async def read_all(self, after: Position, limit: int) -> list[RecordedEvent]:
-        """Up to ``limit`` events of the global log after ``after``, as this transaction
-        sees it (for catching up in `TransactionParticipant.attach`)."""
+        """Up to ``limit`` events of the global log after ``after``: every event committed
+        so far, as this transaction sees it (for catching up in
+        `TransactionParticipant.attach`; on PostgreSQL, unlike `EventStore.read_all`, it
+        does not wait for older transactions still open elsewhere)."""
         ...
 
 
