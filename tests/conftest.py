@@ -76,12 +76,9 @@ def store_url(request: pytest.FixtureRequest) -> str:
     return url
 
 
-SQL_BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
-
-
-@pytest.fixture(params=SQL_BACKENDS)
-def sql_store_url(request: pytest.FixtureRequest) -> str:
-    """A URL to a fresh store of each backend that keeps its data (SQLite, PostgreSQL)."""
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def sql_url(request: pytest.FixtureRequest) -> str:
+    """A URL to a fresh store of each SQL backend in turn."""
     fixture = "sqlite_url" if request.param == "sqlite" else "postgres_url"
     url: str = request.getfixturevalue(fixture)
     return url

@@ -38,12 +38,12 @@ def nothing_at(url: str) -> bool:
     return not schema_exists(url)
 
 
-async def test_a_missing_store_is_not_created(sql_store_url: str) -> None:
+async def test_a_missing_store_is_not_created(sql_url: str) -> None:
     # memory:// keeps nothing, so a read-only one is simply an empty store.
     with pytest.raises(eventfold.StoreNotFound, match="no eventfold store at"):
-        async with eventfold.connect(sql_store_url, read_only=True):
+        async with eventfold.connect(sql_url, read_only=True):
             pass
-    assert await asyncio.to_thread(nothing_at, sql_store_url)
+    assert await asyncio.to_thread(nothing_at, sql_url)
 
 
 async def test_read_only_reads_and_refuses_every_write(store_url: str) -> None:

@@ -32,6 +32,7 @@ from eventfold import (
 from eventfold.cli import cli
 from eventfold.projections import Subscription
 from eventfold.snapshots import every
+from eventfold.store import SupportsTransform, capability
 from eventfold.transform import transformed_event_id
 
 
@@ -293,13 +294,13 @@ async def test_an_append_during_the_copy_refuses_the_switch(
     store: eventfold.EventStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await store.append("order-1", events_of(3), expected_version=eventfold.NO_STREAM)
-    original = store._append_copies  # type: ignore[attr-defined]
+    original = capability(store, SupportsTransform).append_copies
 
     async def racing(*args: Any, **kwargs: Any) -> Any:
         await store.append("order-1", [Line(sku="late", n=7)], expected_version=eventfold.ANY)
         return await original(*args, **kwargs)
 
-    monkeypatch.setattr(store, "_append_copies", racing)
+    monkeypatch.setattr(store, "append_copies", racing)
     with pytest.raises(TransformConflict) as info:
         await eventfold.transform(store, "order-1", target=suffix, fn=keep)
     assert (info.value.stream_id, info.value.copied, info.value.actual) == ("order-1", 3, 4)
@@ -307,7 +308,7 @@ async def test_an_append_during_the_copy_refuses_the_switch(
     assert (await store.stream_info("order-1")).replaced_by is None
     await store.append("order-1", [Line(sku="still open", n=9)], expected_version=4)
 
-    monkeypatch.setattr(store, "_append_copies", original)
+    monkeypatch.setattr(store, "append_copies", original)
     report = await eventfold.transform(store, "order-1", target=suffix, fn=keep)
     assert (report.streams[0].resumed, report.streams[0].written) == (3, 5)
     assert [e.data.sku for e in await read(store, "order-1")] == [
@@ -469,7 +470,7 @@ async def test_a_killed_transformation_resumes_to_the_same_result(
             ]  # fmt: skip
             times = [1_700_000_000_000_000 + 1000 * i + n for n in range(EVENTS)]
             for category in ("killed", "whole"):
-                await store._append_copies(  # type: ignore[attr-defined]
+                await capability(store, SupportsTransform).append_copies(
                     f"{category}-{i}", batch, expected_version=0, recorded_us=times
                 )
 

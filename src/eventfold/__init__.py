@@ -39,6 +39,7 @@ from .errors import (
     StreamReplaced,
     TransformConflict,
     UndecodableEvent,
+    UnsupportedCapability,
     UpcastFailed,
     WrongExpectedVersion,
 )
@@ -120,6 +121,7 @@ __all__ = [
     "TransformReport",
     "TypeRegistry",
     "UndecodableEvent",
+    "UnsupportedCapability",
     "UpcastFailed",
     "WrongExpectedVersion",
     "__version__",

@@ -27,6 +27,7 @@
     ├── IncompatibleSchema           the code cannot read what the store's registry holds
     └── StoreError: the store itself cannot do what was asked
         ├── ConfigurationError       a URL or option the store cannot use
+        │   └── UnsupportedCapability  the backend does not declare a capability asked of it
         ├── StoreUnavailable         the database cannot be reached (names host and port)
         ├── SchemaTooNew             the database was migrated by a newer eventfold
         ├── StoreClosed              the store was used before open() or after close()
@@ -73,6 +74,7 @@ __all__ = [
     "StreamReplaced",
     "TransformConflict",
     "UndecodableEvent",
+    "UnsupportedCapability",
     "UpcastFailed",
     "WrongExpectedVersion",
 ]
@@ -441,6 +443,19 @@ class StoreError(EventfoldError):
 
 class ConfigurationError(StoreError):
     """A URL or an option the store cannot use."""
+
+
+class UnsupportedCapability(ConfigurationError):
+    """The store's backend does not declare a capability it was asked for
+    (`eventfold.store.ports`)."""
+
+    def __init__(self, backend: str, capability: str, hint: str | None = None) -> None:
+        self.backend = backend
+        self.capability = capability
+        super().__init__(
+            f"the {backend} store does not support {capability}; "
+            + (hint or "use a backend that declares it (see eventfold.store.ports)")
+        )
 
 
 class StoreUnavailable(StoreError):

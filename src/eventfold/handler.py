@@ -44,6 +44,7 @@ from .snapshots import (
     decode_state,
     encode_state,
 )
+from .store.ports import SupportsCodec, SupportsLoad, SupportsSnapshots
 from .store.protocol import EventStore
 
 __all__ = ["CommandHandler", "CommandResult", "HandlerOptions", "Loaded", "command_event_ids"]
@@ -165,14 +166,16 @@ class CommandHandler(Generic[C, S, E]):
         self.store = store
         self.decider = decider
         self.options = options or HandlerOptions()
-        own = getattr(store, "snapshots", None)
+        own = store.snapshots if isinstance(store, SupportsSnapshots) else None
         found = snapshot_store or own
         self.snapshot_store: SnapshotStore | None = found
         self._cache: OrderedDict[str, Loaded[S]] = OrderedDict()
         # The backend's one-trip read of a snapshot and the events after it, when the
         # snapshots are its own.
         self._read_for_load: ReadForLoad | None = (
-            getattr(store, "read_for_load", None) if found is not None and found is own else None
+            store.read_for_load
+            if isinstance(store, SupportsLoad) and found is not None and found is own
+            else None
         )
 
     # -- commands --------------------------------------------------------------------
@@ -440,8 +443,8 @@ class CommandHandler(Generic[C, S, E]):
             return None, False
         current = self.decider.state_version
         if snapshot.schema_version < current:
-            codec = getattr(self.store, "codec", None)
-            registry = codec.registry if codec is not None else None
+            store = self.store
+            registry = store.codec.registry if isinstance(store, SupportsCodec) else None
             if can_upcast_state(snapshot.state_type, snapshot.schema_version, current, registry):
                 try:
                     return upcast_snapshot(snapshot, to_version=current, registry=registry), False

@@ -39,15 +39,15 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal
 
-from .errors import ConfigurationError, InvalidInput, TransformConflict
+from .errors import InvalidInput, TransformConflict
 from .events import Event, NewEvent, RecordedEvent
-from .position import ExpectedVersion
 from .store._common import check_stream_id
-from .store.protocol import AppendResult, EventStore, StreamInfo
+from .store.ports import SupportsTransform, capability
+from .store.protocol import EventStore, StreamInfo
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
@@ -119,25 +119,6 @@ class TransformReport:
         return sum(int(getattr(s, name)) for s in self.streams)
 
 
-class _Transformable(Protocol):
-    """The store hooks a transformation needs beyond `EventStore` (every backend has them)."""
-
-    async def stream_info(self, stream_id: str) -> StreamInfo: ...
-
-    async def _append_copies(
-        self,
-        stream_id: str,
-        events: Sequence[NewEvent],
-        *,
-        expected_version: ExpectedVersion,
-        recorded_us: Sequence[int],
-    ) -> AppendResult: ...
-
-    async def _replace_stream(
-        self, stream_id: str, target: str, *, version: int, target_version: int
-    ) -> None: ...
-
-
 def transformed_event_id(source_event_id: uuid.UUID, n: int) -> uuid.UUID:
     """The id of the ``n``-th event (from 0) a transformation makes from a source event."""
     return uuid.uuid5(TRANSFORM_NAMESPACE, f"{source_event_id}/{n}")
@@ -197,15 +178,12 @@ async def transform(
     return report
 
 
-def _hooks(store: EventStore) -> _Transformable:
-    for name in ("stream_info", "_append_copies", "_replace_stream"):
-        if not callable(getattr(store, name, None)):
-            raise ConfigurationError(
-                f"the {getattr(store, 'backend', type(store).__name__)} store cannot transform "
-                f"streams (it has no {name}); use the memory, sqlite or postgresql backend"
-            )
-    hooks: _Transformable = store  # type: ignore[assignment]
-    return hooks
+def _hooks(store: EventStore) -> SupportsTransform:
+    return capability(
+        store,
+        SupportsTransform,
+        hint="use the memory, sqlite or postgresql backend to transform streams",
+    )
 
 
 def _target_of(target: Callable[[str], str], stream_id: str) -> str:
@@ -228,7 +206,7 @@ class _StreamCopy:
     def __init__(
         self,
         store: EventStore,
-        hooks: _Transformable,
+        hooks: SupportsTransform,
         info: StreamInfo,
         target: str,
         fn: TransformFn,
@@ -317,7 +295,7 @@ class _StreamCopy:
             return report
         if batch:
             await self._flush(batch, stamps, written - len(batch))
-        await self.hooks._replace_stream(
+        await self.hooks.replace_stream(
             info.stream_id, target, version=info.version, target_version=written
         )
         return report
@@ -395,7 +373,7 @@ class _StreamCopy:
             )
 
     async def _flush(self, batch: list[NewEvent], stamps: list[int], version: int) -> None:
-        await self.hooks._append_copies(
+        await self.hooks.append_copies(
             self.target, list(batch), expected_version=version, recorded_us=list(stamps)
         )
         batch.clear()

@@ -26,12 +26,14 @@ process runs it).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from typing import Any
 
 import psycopg
 
+from ..events import RecordedEvent
+from ..position import START, Position
+from ..store.ports import HookOrder, HookTransaction, TransactionParticipant
 from ..store.postgres import PostgresStore
 from .definition import ProjectionBase
 from .postgres import PostgresReadModelStore, PostgresTransaction
@@ -43,73 +45,71 @@ _LOCK = b"SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))"
 _CATCH_UP_PAGE = 2000
 
 
-class PostgresInline:
-    """The hook `PostgresStore` runs in every append (see the module docstring)."""
+class PostgresInline(TransactionParticipant):
+    """The transaction participant that runs inline projections (see the module
+    docstring)."""
 
-    def __init__(self, store: PostgresStore, projections: Sequence[ProjectionBase]) -> None:
-        self.ready = asyncio.Event()
-        self._store = store
-        self._codec = store.codec
+    order = HookOrder.INLINE_PROJECTIONS
+
+    def __init__(
+        self, name: str, store: PostgresStore, projections: Sequence[ProjectionBase]
+    ) -> None:
+        self.name = name
         self._models = PostgresReadModelStore(store)
         self._projections = sorted(projections, key=lambda p: p.name)
         self._keys = [f"eventfold.inline:{store.schema}:{p.name}" for p in self._projections]
         self._put_checkpoint = self._models._sql.put_checkpoint
 
-    async def begin(self, conn: psycopg.AsyncConnection[Any]) -> None:
+    async def prepare(self) -> None:
+        """Create or migrate the read-model tables (before attaching)."""
+        await self._models.ensure_schema()
+
+    async def begin(self, tx: HookTransaction) -> None:
+        conn: psycopg.AsyncConnection[Any] = tx.connection
         for key in self._keys:
             await conn.execute(_LOCK, (key,))
 
-    async def apply(self, conn: psycopg.AsyncConnection[Any], rows: list[tuple[Any, ...]]) -> None:
-        events = self._codec.decode_rows(rows)
+    async def apply(self, tx: HookTransaction, events: Sequence[RecordedEvent]) -> None:
+        conn: psycopg.AsyncConnection[Any] = tx.connection
         last = events[-1].position
-        tx = PostgresTransaction(self._models, conn)
+        models_tx = PostgresTransaction(self._models, conn)
         try:
             for p in self._projections:
                 mine = [e for e in events if p.handles(e)]
                 if mine:
-                    await p.apply(mine, tx)
-            await tx._finish()
+                    await p.apply(mine, models_tx)
+            await models_tx._finish()
         finally:
-            tx._closed = True
+            models_tx._closed = True
         now = now_us()
         for p in self._projections:
             params = (p.name, p.version, 0, last.tx, last.seq, now)
             await conn.execute(self._put_checkpoint, params)
 
-    async def catch_up(self) -> None:
+    async def attach(self, tx: HookTransaction) -> None:
         """Make each projection's version active and fold the log's events after its
-        checkpoint, in one transaction holding the locks (no inline append in between)."""
-        await self._models.ensure_schema()
-        pool = self._store._require_pool()
-        try:
-            async with pool.connection() as conn, conn.transaction():
-                await self.begin(conn)
-                tx = PostgresTransaction(self._models, conn)
-                for p in self._projections:
-                    await self._catch_up(conn, tx, p)
-                await tx._finish()
-                tx._closed = True
-        except psycopg.Error as exc:
-            raise self._store._translate(exc) from exc
+        checkpoint (in the attach transaction, which holds the locks: no inline append in
+        between)."""
+        models_tx = PostgresTransaction(self._models, tx.connection)
+        for p in self._projections:
+            await self._catch_up(tx, models_tx, p)
+        await models_tx._finish()
+        models_tx._closed = True
 
     async def _catch_up(
-        self, conn: psycopg.AsyncConnection[Any], tx: PostgresTransaction, p: ProjectionBase
+        self, tx: HookTransaction, models_tx: PostgresTransaction, p: ProjectionBase
     ) -> None:
-        if await tx.get_version(p.name, p.version) is None:
-            await tx.set_version(p.name, p.version, VersionState.BUILDING, expected=None)
-            await p.run_setup(tx)
-        await tx.activate(p.name, p.version)
-        row = await tx.get_checkpoint(p.name, p.version, 0)
-        x, s = ("0", 0) if row is None else (str(row.position.tx), row.position.seq)
-        read = self._store._sql.read_all[(False, False)]
-        while True:
-            params = {"x": x, "s": s, "types": None, "cats": None, "n": _CATCH_UP_PAGE}
-            rows = await (await conn.execute(read, params, binary=True)).fetchall()
-            if not rows:
-                break
-            events = [e for e in self._codec.decode_rows(rows) if p.handles(e)]
-            if events:
-                await p.apply(events, tx)
-            x, s = str(rows[-1][8]), rows[-1][9]
+        if await models_tx.get_version(p.name, p.version) is None:
+            await models_tx.set_version(p.name, p.version, VersionState.BUILDING, expected=None)
+            await p.run_setup(models_tx)
+        await models_tx.activate(p.name, p.version)
+        row = await models_tx.get_checkpoint(p.name, p.version, 0)
+        at: Position = START if row is None else row.position
+        while events := await tx.read_all(at, _CATCH_UP_PAGE):
+            mine = [e for e in events if p.handles(e)]
+            if mine:
+                await p.apply(mine, models_tx)
+            at = events[-1].position
         # Written even when nothing was read: the row marks the projection as inline.
-        await conn.execute(self._put_checkpoint, (p.name, p.version, 0, int(x), s, now_us()))
+        params = (p.name, p.version, 0, at.tx, at.seq, now_us())
+        await tx.connection.execute(self._put_checkpoint, params)

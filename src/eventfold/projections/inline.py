@@ -18,9 +18,11 @@ what fits. On PostgreSQL they run in the append's transaction on its pooled conn
 (`eventfold.projections._postgres_inline`); every process that appends must attach the
 same inline projections, right after opening the store.
 
-`attach_inline` first folds the events already in the log into the projection (from its
-checkpoint), with appends held back meanwhile, then installs it: no append can fall
-between the catch-up and the first inline one. The projection's version is made the one
+`attach_inline` registers the projections as one of the store's transaction participants
+(`eventfold.store.TransactionHooks`, named `INLINE_PARTICIPANT`, running first). Adding
+it folds the events already in the log into the projection (from its checkpoint), with
+appends held back meanwhile, then installs it: no append can fall between the catch-up
+and the first inline one. The projection's version is made the one
 readers read, and its checkpoint moves with every group, so `wait_for`, lag and
 `DocumentView` work as for an async projection. The checkpoint is marked ``inline``
 (`PartitionState.INLINE`): status shows the projection as inline, and a daemon given it
@@ -29,13 +31,19 @@ stops it with a clear error instead of applying its events a second time.
 
 from __future__ import annotations
 
-from asyncio import events as asyncio_events
 from collections.abc import Coroutine, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
-from ..errors import ConfigurationError
+from .._coro import WouldSuspend, run_sync
 from ..events import RecordedEvent
-from ..position import Position
+from ..position import START, Position
+from ..store.ports import (
+    HookOrder,
+    HookTransaction,
+    SupportsTransactionHooks,
+    TransactionParticipant,
+    capability,
+)
 from ..store.protocol import EventStore
 from .definition import ProjectionBase
 from .errors import InvalidProjection
@@ -44,9 +52,16 @@ from .store import ReadModelTransaction, VersionState
 if TYPE_CHECKING:
     import sqlite3
 
-__all__ = ["attach_inline", "detach_inline"]
+__all__ = ["INLINE_PARTICIPANT", "attach_inline", "detach_inline"]
+
+INLINE_PARTICIPANT = "eventfold.inline-projections"
+"""The name inline projections go by among a store's transaction participants."""
 
 _CATCH_UP_PAGE = 1000
+_NO_HOOKS = (
+    "inline projections run in the append's transaction, on SQLite and PostgreSQL: run "
+    "the projection in a ProjectionDaemon and read with wait_for(position) instead"
+)
 
 
 async def attach_inline(store: EventStore, projections: Sequence[ProjectionBase]) -> None:
@@ -56,12 +71,7 @@ async def attach_inline(store: EventStore, projections: Sequence[ProjectionBase]
     Folds the log's earlier events in first (see the module docstring). Attaching again
     replaces the set.
     """
-    if store.backend not in ("sqlite", "postgresql"):
-        raise ConfigurationError(
-            f"inline projections run in the append's transaction on SQLite and PostgreSQL; "
-            f"this store is {store.backend!r}: run the projection in a ProjectionDaemon and "
-            "read with wait_for(position) instead"
-        )
+    hooks = capability(store, SupportsTransactionHooks, hint=_NO_HOOKS).transaction_hooks
     for p in projections:
         if p.partitions != 1:
             raise InvalidProjection(
@@ -73,102 +83,72 @@ async def attach_inline(store: EventStore, projections: Sequence[ProjectionBase]
                 f"inline projection {p.name!r} depends on {list(p.depends_on)}; inline "
                 "projections cannot wait for others"
             )
+    participant: TransactionParticipant
     if store.backend == "postgresql":
-        await _attach_postgres(store, projections)
-        return
-    hook = _Inline(store, list(projections))
-    writer = store._writer  # type: ignore[attr-defined]
-    assert writer is not None
+        from ..store.postgres import PostgresStore
+        from ._postgres_inline import PostgresInline
 
-    def install(conn: sqlite3.Connection) -> None:
-        from ._sqlite_schema import ensure_schema_sync
-
-        ensure_schema_sync(conn)
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            for p in projections:
-                hook.prepare(conn, p)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        writer.group.inline = hook
-
-    await store.on_writer(install)  # type: ignore[attr-defined]
-
-
-async def _attach_postgres(store: Any, projections: Sequence[ProjectionBase]) -> None:
-    from ._postgres_inline import PostgresInline
-
-    hook = PostgresInline(store, projections)
-    previous, store._inline = store._inline, hook  # later appends wait for hook.ready
-    try:
-        await store._appends.drain()  # the appends submitted before: caught up below
-        await hook.catch_up()
-    except BaseException:
-        store._inline = previous
-        raise
-    finally:
-        hook.ready.set()
+        assert isinstance(store, PostgresStore)
+        participant = postgres = PostgresInline(INLINE_PARTICIPANT, store, projections)
+        await postgres.prepare()
+    else:
+        participant = _SQLiteInline(list(projections))
+    await hooks.add(participant)
 
 
 async def detach_inline(store: EventStore) -> None:
     """Stop running inline projections in ``store``'s appends."""
-    if store.backend == "postgresql":
-        store._inline = None  # type: ignore[attr-defined]
-        await store._appends.drain()  # type: ignore[attr-defined]
-        return
-    writer = getattr(store, "_writer", None)
-    if writer is not None:
-
-        def remove(conn: sqlite3.Connection) -> None:
-            writer.group.inline = None
-
-        await store.on_writer(remove)  # type: ignore[attr-defined]
+    if isinstance(store, SupportsTransactionHooks):
+        await store.transaction_hooks.remove(INLINE_PARTICIPANT)
 
 
-class _Inline:
-    """The hook the SQLite group writer calls with each group's (or append's) rows."""
+class _SQLiteInline(TransactionParticipant):
+    """Inline projections as a SQLite transaction participant: everything runs on the
+    writer connection, synchronously (`_run`)."""
 
-    def __init__(self, store: Any, projections: list[ProjectionBase]) -> None:
-        self._codec = store.codec
+    name = INLINE_PARTICIPANT
+    order = HookOrder.INLINE_PROJECTIONS
+
+    def __init__(self, projections: list[ProjectionBase]) -> None:
         self._projections = projections
 
-    def prepare(self, conn: sqlite3.Connection, p: ProjectionBase) -> None:
+    async def attach(self, tx: HookTransaction) -> None:
+        from ._sqlite_schema import ensure_schema_sync
+
+        conn: sqlite3.Connection = tx.connection
+        ensure_schema_sync(conn)
+        for p in self._projections:
+            await self._prepare(tx, conn, p)
+
+    async def _prepare(
+        self, tx: HookTransaction, conn: sqlite3.Connection, p: ProjectionBase
+    ) -> None:
         """Make ``p``'s version active and fold the log's events after its checkpoint."""
-        from ..store import _sqlite_schema as events_sql
         from . import _sqlite_sync as rm
 
         record = rm.get_version_sync(conn, p.name, p.version)
         if record is None:
             rm.set_version_sync(conn, p.name, p.version, VersionState.BUILDING, expected=None)
-            tx = _SyncTransaction(conn, p)
-            _run(p, p.run_setup(tx.typed()))
-            tx.flush()
+            models_tx = _SyncTransaction(conn, p)
+            _run(p, p.run_setup(models_tx.typed()))
+            models_tx.flush()
         if rm.active_version_sync(conn, p.name) != p.version:
             rm.activate_sync(conn, p.name, p.version)
         row = rm.get_checkpoint_sync(conn, p.name, p.version, 0)
-        seq = 0 if row is None else row.position.seq
-        while True:
-            rows = conn.execute(events_sql.READ_ALL, (seq, _CATCH_UP_PAGE)).fetchall()
-            if not rows:
-                break
-            events = [e for e in self._codec.decode_rows(rows) if p.handles(e)]
-            if events:
-                _apply(conn, p, events)
-            seq = rows[-1][9]
+        at: Position = START if row is None else Position(0, row.position.seq)
+        while events := await tx.read_all(at, _CATCH_UP_PAGE):
+            mine = [e for e in events if p.handles(e)]
+            if mine:
+                _apply(conn, p, mine)
+            at = Position(0, events[-1].position.seq)
         # Written even when nothing was read: the row marks the projection as inline.
-        rm.put_inline_checkpoint_sync(conn, p.name, p.version, Position(0, seq))
+        rm.put_inline_checkpoint_sync(conn, p.name, p.version, at)
 
-    def __call__(self, cur: sqlite3.Cursor, rows: list[tuple[Any, ...]]) -> None:
+    async def apply(self, tx: HookTransaction, events: Sequence[RecordedEvent]) -> None:
         from . import _sqlite_sync as rm
 
-        conn = cur.connection
-        events = self._codec.decode_rows(
-            [(r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], 0, r[0]) for r in rows]
-        )
-        last = Position(0, rows[-1][0])
+        conn: sqlite3.Connection = tx.connection
+        last = events[-1].position
         for p in self._projections:
             mine = [e for e in events if p.handles(e)]
             if mine:
@@ -177,48 +157,20 @@ class _Inline:
 
 
 def _apply(conn: sqlite3.Connection, p: ProjectionBase, events: list[RecordedEvent]) -> None:
-    tx = _SyncTransaction(conn, p)
-    _run(p, p.apply(events, tx.typed()))
-    tx.flush()
-
-
-class _Awaited(BaseException):
-    """Raised by `_NoLoop` out of a handler; a BaseException so no handler wrapper keeps it."""
-
-
-class _NoLoop:
-    """Stands in for the running loop while an inline SQLite handler runs.
-
-    The group runs on the event loop's thread or on the writer's thread. Without a stand-in,
-    a handler that awaits real I/O would suspend on the first and find no loop on the
-    second, so the same mistake would surface as two different errors depending on where
-    the group happened to run. With it, both threads see one loop that refuses everything.
-    """
-
-    def __getattr__(self, name: str) -> Any:
-        raise _Awaited(name)
-
-
-_NO_LOOP = _NoLoop()
+    models_tx = _SyncTransaction(conn, p)
+    _run(p, p.apply(events, models_tx.typed()))
+    models_tx.flush()
 
 
 def _run(p: ProjectionBase, coro: Coroutine[Any, Any, Any]) -> Any:
     """Run a coroutine that only awaits `_SyncTransaction` (which never suspends)."""
-    outer = asyncio_events._get_running_loop()
-    asyncio_events._set_running_loop(cast(Any, _NO_LOOP))
     try:
-        coro.send(None)
-    except StopIteration as done:
-        return done.value
-    except _Awaited:
-        pass
-    finally:
-        asyncio_events._set_running_loop(outer)
-    coro.close()
-    raise InvalidProjection(
-        f"inline projection {p.name!r} awaited something other than its transaction; an "
-        "inline handler runs inside the append and may only use tx (no other I/O)"
-    )
+        return run_sync(coro)
+    except WouldSuspend:
+        raise InvalidProjection(
+            f"inline projection {p.name!r} awaited something other than its transaction; an "
+            "inline handler runs inside the append and may only use tx (no other I/O)"
+        ) from None
 
 
 class _SyncTransaction:

@@ -22,6 +22,7 @@ import logging
 from types import TracebackType
 from typing import Any, Self
 
+from ..store.ports import SupportsCommitListeners
 from ..store.protocol import EventStore
 from .shutdown import cancel_and_wait
 from .subscription import Signal, WakeUp
@@ -62,8 +63,11 @@ class StoreWakeUps:
     def _start(self) -> None:
         if self._remove is not None:
             return
-        committed = getattr(self.store, "committed", None)
-        self._remove = committed.add(self.notify) if committed is not None else (lambda: None)
+        store = self.store
+        if isinstance(store, SupportsCommitListeners):
+            self._remove = store.committed.add(self.notify)
+        else:
+            self._remove = lambda: None
         backend = self.store.backend
         if backend == "sqlite":
             self._task = asyncio.get_running_loop().create_task(

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 
 from ..errors import WrongExpectedVersion
 from ..events import Event, NewEvent, TypeRegistry, default_registry
+from ..store.ports import SupportsCodec
 from ..store.protocol import EventStore
 from .compat import IncompatibleSchema, check
 from .registry import (
@@ -48,8 +49,8 @@ async def publish(
     for cls in classes:
         if not (isinstance(cls, type) and issubclass(cls, Event)):
             raise TypeError(f"publish takes Event subclasses, got {cls!r}")
-    codec = getattr(store, "codec", None)
-    registry = registry or (codec.registry if codec is not None else default_registry)
+    if registry is None:
+        registry = store.codec.registry if isinstance(store, SupportsCodec) else default_registry
     if not force:
         report = check(classes, await load(store, install=False), registry)
         if not report.ok:

@@ -25,6 +25,7 @@ from typing import Any
 import msgspec
 
 from ..events import Event, RecordedEvent, TypeRegistry
+from ..store.ports import SupportsCodec
 from ..store.protocol import EventStore
 from ..violations import ForeignType
 from .exact import exact_schema
@@ -188,9 +189,9 @@ async def load(store: EventStore, *, install: bool = True) -> StoredSchemas:
 
 def install_validators(store: EventStore, stored: StoredSchemas) -> None:
     """Give the store's codec a validator for each stored type that has no class."""
-    codec = getattr(store, "codec", None)
-    if codec is None:
+    if not isinstance(store, SupportsCodec):
         return
+    codec = store.codec
     for name in stored.types():
         if codec.registry.resolve(name) is not None:
             continue

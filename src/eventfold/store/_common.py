@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from typing import overload
+from typing import TYPE_CHECKING, overload
 
 from ..codec import Codec, EncodedEvent
 from ..errors import (
@@ -19,6 +19,9 @@ from ..errors import (
 from ..events import Event, NewEvent, name_problem
 from ..position import START, ExpectedVersion, Position, check_expected_version
 from .protocol import AppendResult, StreamInfo
+
+if TYPE_CHECKING:
+    from .ports import TransactionParticipant
 
 __all__ = [
     "MAX_STORED_INT",
@@ -38,6 +41,8 @@ __all__ = [
     "duplicate_in_batch",
     "explicit_ids",
     "log_start",
+    "participant_failed",
+    "participant_order",
     "prepare_append",
     "switch_refused",
     "type_names",
@@ -310,3 +315,17 @@ def switch_refused(
     else:
         reason = "the switch matched no stream row"
     return TransformConflict(sid, tid, version, source.version, reason)
+
+
+def participant_order(participant: TransactionParticipant) -> tuple[int, str]:
+    """Where a transaction participant runs among the others: by order, then name."""
+    return participant.order, participant.name
+
+
+def participant_failed(participant: TransactionParticipant, exc: Exception) -> StoreError:
+    """The error the appends a participant was given fail with when it raised ``exc``
+    (anything but an eventfold or driver error); raise it ``from exc``."""
+    return StoreError(
+        f"transaction participant {participant.name!r} raised {exc!r}; the appends it was "
+        "given were not stored"
+    )

@@ -15,19 +15,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Generic, NamedTuple, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
 import psycopg
 
 from ..codec import EncodedEvent
 from ..errors import EventfoldError, StoreError
 from ..position import ExpectedVersion, Position
+from ._postgres_hooks import run_with_participants
 from .protocol import AppendResult
 
 if TYPE_CHECKING:
     from .postgres import PostgresStore
 
-__all__ = ["Append", "Batcher", "InlineHook", "append_many", "load_many", "run_inline"]
+__all__ = ["Append", "Batcher", "append_many", "load_many"]
 
 _I = TypeVar("_I")
 _R = TypeVar("_R")
@@ -157,42 +158,24 @@ class Append(NamedTuple):
     params: dict[str, Any]
 
 
-class InlineHook(Protocol):
-    """Inline projections, as `eventfold.projections.inline` installs them on a store.
-
-    An inline append is one transaction: `begin` (it takes the projections' locks), the
-    appends, then `apply` with the rows they inserted, then the commit.
-    """
-
-    ready: asyncio.Event
-    """Set once the projections have caught up; appends wait for it."""
-
-    async def begin(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        """Start an inline transaction on ``conn`` (before its first write)."""
-        ...
-
-    async def apply(self, conn: psycopg.AsyncConnection[Any], rows: list[tuple[Any, ...]]) -> None:
-        """Apply the events of ``rows`` (codec rows, in log order) inside the transaction."""
-        ...
-
-
 async def append_many(store: PostgresStore, items: list[Append]) -> list[Any]:
     """Appends asked for together: one transaction, pipelined, one commit.
 
     They run in stream id order, so that two batches never wait for each other's
     stream rows in a cycle. An append whose stream was elsewhere than expected is not
-    an error (its statement changes nothing); an error (a duplicate event id, say, or an
-    inline projection that raised) rolls the batch back, and each append is then run on
+    an error (its statement changes nothing); an error (a duplicate event id, say, or a
+    transaction participant that raised) rolls the batch back, and each append is then run on
     its own.
     """
-    hook = store._inline_hook()
+    participants = store.transaction_hooks.active
     order = sorted(range(len(items)), key=lambda i: items[i].stream_id)
     pool = store._require_pool()
     conn: psycopg.AsyncConnection[Any] | None = None
     try:
         async with pool.connection() as conn:
-            if hook is not None:
-                heads = await run_inline(store, conn, hook, [items[i] for i in order])
+            if participants:
+                ordered = [items[i] for i in order]
+                heads = await run_with_participants(store, conn, participants, ordered)
             else:
                 async with conn.pipeline(), conn.transaction():
                     cursors = [
@@ -222,30 +205,6 @@ async def append_many(store: PostgresStore, items: list[Append]) -> list[Any]:
             except EventfoldError as exc:
                 results[i] = Batcher.failed(exc)
     return results
-
-
-async def run_inline(
-    store: PostgresStore,
-    conn: psycopg.AsyncConnection[Any],
-    hook: InlineHook,
-    items: list[Append],
-) -> list[tuple[Any, ...]]:
-    """``items`` and the inline projections over their events, in one transaction on
-    ``conn``, pipelined: a round trip for the appends, the projections' own, and one for
-    their writes and the commit.
-
-    Returns each append's ``(base, tx, seq)`` row; raises whatever failed, with nothing
-    committed.
-    """
-    async with conn.pipeline(), conn.transaction():
-        await hook.begin(conn)
-        cursors = [await conn.execute(item.query, item.params, binary=True) for item in items]
-        inserted = await conn.execute(store._sql.this_transaction, binary=True)
-        heads = [await cur.fetchone() for cur in cursors]
-        rows = await inserted.fetchall()
-        if rows:
-            await hook.apply(conn, rows)
-    return [head for head in heads if head is not None]  # one row each, always
 
 
 def _interrupted(store: PostgresStore, item: Append, exc: psycopg.Error) -> EventfoldError:

@@ -376,6 +376,10 @@ class Statements:
             for t in ("", _TYPES)
             for c in ("", _CATEGORIES)
         }
+        # Every committed row, with no horizon: for a reader whose locks keep the appends
+        # that matter out (a transaction participant's attach). With the horizon, one open
+        # transaction anywhere in the cluster would hide what committed before it.
+        self.read_committed = render(_READ_ALL, row=_ROW, horizon="TRUE", filters="")
         self.head = render(
             """SELECT e.transaction_id::text::int8, e.seq FROM {events} e WHERE {horizon}
             ORDER BY e.transaction_id DESC, e.seq DESC LIMIT 1""",

@@ -31,6 +31,7 @@ from ..errors import (
 from ..position import ExpectedVersion, Position, version_matches
 from . import _sqlite_schema as sql
 from ._common import StoredCopy, category_of, check_retry, explicit_ids
+from ._sqlite_hooks import HookRunner
 from .protocol import AppendResult
 
 __all__ = ["GroupWriter", "Outcome", "PendingAppend", "Translate", "batch_failed"]
@@ -41,9 +42,6 @@ padded to a power of two, so that a few statements serve every size)."""
 
 Outcome = AppendResult | EventfoldError
 Translate = Callable[[sqlite3.Error], StoreError]
-Inline = Callable[[sqlite3.Cursor, list[tuple[Any, ...]]], None]
-"""Runs inline projections over inserted rows, inside the append's transaction (see
-`eventfold.projections.inline`); raising fails the appends whose rows it was given."""
 
 
 class PendingAppend:
@@ -76,8 +74,10 @@ class GroupWriter:
     def __init__(self, translate: Translate) -> None:
         self._translate = translate
         self.commits = 0
-        self.inline: Inline | None = None
-        """Inline projections, run after each group's (or append's) inserts."""
+        self.hooks: HookRunner | None = None
+        """The transaction hooks' participants (None: there are none), run in each
+        transaction: `HookRunner.begin` first, `HookRunner.apply` after each group's (or
+        append's) inserts; raising fails the appends whose rows they were given."""
         self.guard: Callable[[], None] | None = None
         """Run before each COMMIT; raising rolls the group back and fails its appends
         (the store's check that its file is still there: `_sqlite_file.FileGuard`)."""
@@ -96,11 +96,15 @@ class GroupWriter:
             return [self._translate(exc) for _ in batch]
         conn = cur.connection
         try:
+            if self.hooks is not None:
+                self.hooks.begin(cur)
             outcomes = self._write_fast(cur, batch)
             if outcomes is None:
                 # Something refused a row: write the group again, an append at a time.
                 cur.execute("ROLLBACK")
                 cur.execute("BEGIN IMMEDIATE")
+                if self.hooks is not None:
+                    self.hooks.begin(cur)
                 outcomes = self._write_careful(cur, batch)
             if self.guard is not None:
                 self.guard()
@@ -207,10 +211,10 @@ class GroupWriter:
             return outcomes
         try:
             _insert(cur, sql.insert_events_sql, rows)
-            if self.inline is not None:
-                # A projection that fails sends the group down the careful path, where
+            if self.hooks is not None:
+                # A participant that fails sends the group down the careful path, where
                 # it fails its own append only.
-                self.inline(cur, rows)
+                self.hooks.apply(cur, rows)
         except Exception:
             if not cur.connection.in_transaction:
                 raise  # SQLite rolled the whole transaction back: the group fails
@@ -279,9 +283,9 @@ class GroupWriter:
             cur.execute("ROLLBACK TO append")
             cur.execute("RELEASE append")
             return self._explain_failure(cur, item, exc)
-        if self.inline is not None:
+        if self.hooks is not None:
             try:
-                self.inline(cur, rows)
+                self.hooks.apply(cur, rows)
             except Exception as exc:
                 if not cur.connection.in_transaction:
                     raise
@@ -291,7 +295,7 @@ class GroupWriter:
                     return exc
                 if isinstance(exc, sqlite3.Error):
                     return self._translate(exc)
-                return StoreError(f"an inline projection raised {exc!r}; report this as a bug")
+                return StoreError(f"a transaction participant raised {exc!r}; report this as a bug")
         cur.execute("RELEASE append")
         version = versions[stream_id] = actual + len(rows)
         return AppendResult(version, Position(0, last + len(rows)))

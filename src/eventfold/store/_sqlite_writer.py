@@ -103,7 +103,7 @@ class SQLiteWriter:
 
     @property
     def group(self) -> GroupWriter:
-        """What writes each group (its ``inline`` hook runs inline projections)."""
+        """What writes each group (its ``hooks`` run the transaction hooks' participants)."""
         return self._group
 
     @property

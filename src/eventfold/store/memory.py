@@ -109,7 +109,7 @@ class MemoryStore:
     ) -> AppendResult:
         return self._append(stream_id, events, expected_version, None)
 
-    async def _append_copies(
+    async def append_copies(
         self,
         stream_id: str,
         events: Sequence[NewEvent],
@@ -174,7 +174,7 @@ class MemoryStore:
             self.committed.fire()
         return AppendResult(actual + len(encoded), Position(0, len(self._log)))
 
-    async def _replace_stream(
+    async def replace_stream(
         self, stream_id: str, target: str, *, version: int, target_version: int
     ) -> None:
         """Point ``stream_id`` at ``target`` (`eventfold.transform`); `TransformConflict`

@@ -17,8 +17,8 @@ history stays readable, new events sort after it and old checkpoints stay valid
 
 Concurrency. A ``streams`` row per stream holds its version; an append moves it with a
 conditional ``UPDATE``/``INSERT`` and inserts its events in the same statement, so an
-append is one round trip and one short transaction (three, with inline projections:
-`eventfold.projections.attach_inline`). ``UNIQUE (stream_id, version)`` backs the
+append is one round trip and one short transaction (three, with transaction hooks:
+`eventfold.store.TransactionHooks`). ``UNIQUE (stream_id, version)`` backs the
 check; ``UNIQUE (stream_id, event_id)`` makes client retries detectable.
 
 URL options, removed before the URL reaches libpq: ``schema`` (default ``eventfold``,
@@ -77,7 +77,7 @@ from ._common import (
     switch_refused,
     type_names,
 )
-from ._postgres_batch import Append, Batcher, InlineHook, append_many, load_many, run_inline
+from ._postgres_batch import Append, Batcher, append_many, load_many
 from ._postgres_conn import MigrationTrack, applied, configure_read_only
 from ._postgres_conn import configure as _configure
 from ._postgres_conn import int_option as _int_option
@@ -85,9 +85,11 @@ from ._postgres_conn import migrate as _run_migrations
 from ._postgres_conn import scrub as _scrub
 from ._postgres_conn import split_url as _split_url
 from ._postgres_epoch import Epoch, HorizonWatch, current_epoch, settle_epoch
+from ._postgres_hooks import PostgresTransactionHooks, run_with_participants
 from ._postgres_notify import NotifySender, channel_name
 from ._postgres_schema import EVENT_ID_KEY, VERSION_KEY, Statements, lock_key
 from ._postgres_snapshots import PostgresSnapshotStore
+from .ports import TransactionParticipant
 from .protocol import AppendResult, StoreStats, StreamInfo
 
 __all__ = ["DEFAULT_SCHEMA", "PostgresStore"]
@@ -185,8 +187,8 @@ class PostgresStore:
         """The ``LISTEN`` channel that hears of this schema's appends (a hint, no data)."""
         self._notify = NotifySender(self._send_notify)
         self.committed.add(self._notify.poke)
-        self._inline: InlineHook | None = None
-        """Inline projections (`eventfold.projections.attach_inline`), run in each append."""
+        self.transaction_hooks = PostgresTransactionHooks(self)
+        """Participants in each append's transaction (`eventfold.store.TransactionHooks`)."""
 
     def __repr__(self) -> str:
         return f"PostgresStore(host={self.host!r}, port={self.port}, schema={self.schema!r})"
@@ -385,8 +387,8 @@ class PostgresStore:
     ) -> AppendResult:
         """Append all of ``events`` to the stream in one transaction, or none of them."""
         self._require_writable()
-        if self._inline is not None:
-            await self._inline_ready()
+        if self.transaction_hooks.holding:
+            await self.transaction_hooks.ready()
         encoded, expected = prepare_append(self.codec, stream_id, events, expected_version)
         query, params = self._append_statement(stream_id, encoded, expected)
         return await self._submit(Append(stream_id, encoded, expected, query, params))
@@ -398,29 +400,17 @@ class PostgresStore:
             self.committed.fire()
         return result
 
-    async def _inline_ready(self) -> None:
-        """Wait while inline projections being attached catch up (no await after this
-        until the append is submitted: attaching drains what was submitted before)."""
-        while (hook := self._inline) is not None and not hook.ready.is_set():
-            await hook.ready.wait()
-
-    def _inline_hook(self) -> InlineHook | None:
-        """The inline projections an append runs now: none while they catch up (what
-        runs then is drained and caught up)."""
-        hook = self._inline
-        return hook if hook is not None and hook.ready.is_set() else None
-
     async def _append_one(self, item: Append) -> AppendResult:
         """One append, in its own transaction (one statement, one round trip; more with
-        inline projections)."""
+        transaction hooks)."""
         stream_id, encoded, expected, query, params = item
         for _ in range(_APPEND_ATTEMPTS):
             try:
-                hook = self._inline_hook()
-                if hook is None:
+                participants = self.transaction_hooks.active
+                if not participants:
                     rows = await self._fetch(query, params, raw=True)
                 else:
-                    rows = await self._run_inline(hook, item)
+                    rows = await self._run_participants(participants, item)
             except pg_errors.UniqueViolation as exc:
                 if exc.diag.constraint_name != EVENT_ID_KEY:
                     actual = (await self.stream_info(stream_id)).version
@@ -441,12 +431,14 @@ class PostgresStore:
             f"ids {_APPEND_ATTEMPTS} times; retry the append"
         )
 
-    async def _run_inline(self, hook: InlineHook, item: Append) -> Rows:
+    async def _run_participants(
+        self, participants: Sequence[TransactionParticipant], item: Append
+    ) -> Rows:
         pool = self._require_pool()
         conn: psycopg.AsyncConnection[Any] | None = None
         try:
             async with pool.connection() as conn:
-                return await run_inline(self, conn, hook, [item])
+                return await run_with_participants(self, conn, participants, [item])
         except psycopg.Error:
             if conn is not None and conn.broken:
                 with contextlib.suppress(psycopg.Error):
@@ -466,7 +458,7 @@ class PostgresStore:
             raise StreamReplaced(stream_id, info.replaced_by)
         raise WrongExpectedVersion(stream_id, expected, info.version)
 
-    async def _append_copies(
+    async def append_copies(
         self,
         stream_id: str,
         events: Sequence[NewEvent],
@@ -476,8 +468,8 @@ class PostgresStore:
     ) -> AppendResult:
         """`append` keeping given recorded times (for `eventfold.transform` only)."""
         self._require_writable()
-        if self._inline is not None:
-            await self._inline_ready()
+        if self.transaction_hooks.holding:
+            await self.transaction_hooks.ready()
         encoded, expected = prepare_append(self.codec, stream_id, events, expected_version)
         stamps = check_recorded(recorded_us, len(encoded))
         _, params = self._append_statement(stream_id, encoded, expected)
@@ -490,7 +482,7 @@ class PostgresStore:
         query = self._sql.append_at[mode]
         return await self._submit(Append(stream_id, encoded, expected, query, params))
 
-    async def _replace_stream(
+    async def replace_stream(
         self, stream_id: str, target: str, *, version: int, target_version: int
     ) -> None:
         """Point ``stream_id`` at ``target`` in one transaction (`eventfold.transform`).

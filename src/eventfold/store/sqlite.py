@@ -66,6 +66,7 @@ from ._common import (
     type_names,
 )
 from ._sqlite_file import FileGuard, check_store
+from ._sqlite_hooks import SQLiteTransactionHooks
 from ._sqlite_snapshots import SQLiteSnapshotStore
 from ._sqlite_writer import PendingAppend, SQLiteWriter, deliver
 from .protocol import AppendResult, StoreStats, StreamInfo
@@ -157,6 +158,8 @@ class SQLiteStore:
         """Snapshots, in a table beside the events."""
         self.committed = CommitListeners()
         """Called after each append this process commits (in-process wake-ups)."""
+        self.transaction_hooks = SQLiteTransactionHooks(self)
+        """Participants in each append's transaction (`eventfold.store.TransactionHooks`)."""
 
     @property
     def commits(self) -> int:
@@ -321,7 +324,7 @@ class SQLiteStore:
             self.committed.fire()
         return result
 
-    async def _append_copies(
+    async def append_copies(
         self,
         stream_id: str,
         events: Sequence[NewEvent],
@@ -337,7 +340,7 @@ class SQLiteStore:
         future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
         return await self._queue(PendingAppend(stream_id, encoded, expected, future, size, stamps))
 
-    async def _replace_stream(
+    async def replace_stream(
         self, stream_id: str, target: str, *, version: int, target_version: int
     ) -> None:
         """Point ``stream_id`` at ``target`` in one transaction (`eventfold.transform`).

@@ -11,11 +11,15 @@ a ``store`` fixture (and, for backends shared by several processes, ``store_url`
         async def store(self):
             async with eventfold.connect("mystore://…") as s:
                 yield s
+
+A backend with transaction hooks also passes `eventfold.testing.hooks`
+(`TransactionHookConformance`, the same ``store`` fixture).
 """
 
 from __future__ import annotations
 
 from .conformance import EventStoreConformance, SharedStoreConformance, settle
+from .hooks import TransactionHookConformance
 from .spec import HandlerSpec, Spec, handler_spec, spec
 
 __all__ = [
@@ -23,6 +27,7 @@ __all__ = [
     "HandlerSpec",
     "SharedStoreConformance",
     "Spec",
+    "TransactionHookConformance",
     "handler_spec",
     "settle",
     "spec",

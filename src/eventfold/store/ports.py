@@ -1,0 +1,246 @@
+"""What a store can do beyond `EventStore`, declared as ports, and how code asks for it.
+
+`EventStore` is the contract every backend keeps. The Protocols here are the further
+capabilities the code above the stores uses; a backend declares one by having its
+members (every port is runtime-checkable). Code that needs a capability asks::
+
+    hooks = capability(store, SupportsTransactionHooks).transaction_hooks
+
+which returns the store typed as the port, or raises `UnsupportedCapability` naming the
+backend and the port. Code to which a capability is optional tests
+``isinstance(store, SupportsLoad)`` and falls back.
+
+Transaction hooks are how anything joins an append's own transaction (see
+`TransactionHooks`): participants run in a declared order (`HookOrder`), each sees the
+events appended and writes through the same transaction, and a participant that raises
+fails only the appends it was given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from enum import IntEnum
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast, runtime_checkable
+
+from ..codec import Codec
+from ..errors import UnsupportedCapability
+from ..events import NewEvent, RecordedEvent
+from ..position import ExpectedVersion, Position
+from ._common import CommitListeners
+from .protocol import AppendResult, EventStore, StreamInfo
+
+if TYPE_CHECKING:
+    from .._loading import LoadRows
+    from ..snapshots import SnapshotStore
+
+__all__ = [
+    "EventStore",
+    "HookOrder",
+    "HookTransaction",
+    "SupportsCodec",
+    "SupportsCommitListeners",
+    "SupportsLoad",
+    "SupportsSnapshots",
+    "SupportsTransactionHooks",
+    "SupportsTransform",
+    "TransactionHooks",
+    "TransactionParticipant",
+    "capability",
+]
+
+P = TypeVar("P")
+
+
+@runtime_checkable
+class SupportsCodec(Protocol):
+    """A store that encodes and decodes events with a `Codec` (its type registry, its
+    upcasters and the validators of foreign types)."""
+
+    @property
+    def codec(self) -> Codec: ...
+
+
+@runtime_checkable
+class SupportsLoad(Protocol):
+    """A store that reads what `CommandHandler` needs to load a stream in one trip."""
+
+    async def read_for_load(
+        self,
+        stream_id: str,
+        state_type: str,
+        *,
+        max_version: int | None = None,
+        max_recorded_us: int | None = None,
+    ) -> LoadRows:
+        """The newest snapshot of ``state_type`` within the bounds (from the store's own
+        ``snapshots``), the id of the event at its version, and the stream's events after
+        it up to ``max_version`` (`LoadRows`)."""
+        ...
+
+
+@runtime_checkable
+class SupportsSnapshots(Protocol):
+    """A store that keeps snapshots beside its events."""
+
+    @property
+    def snapshots(self) -> SnapshotStore: ...
+
+
+@runtime_checkable
+class SupportsCommitListeners(Protocol):
+    """A store that tells listeners in this process after each append it commits."""
+
+    @property
+    def committed(self) -> CommitListeners: ...
+
+
+@runtime_checkable
+class SupportsTransform(Protocol):
+    """What a stream transformation (`eventfold.transform`) needs of a store."""
+
+    async def stream_info(self, stream_id: str) -> StreamInfo:
+        """The stream's own version and what replaced it (as `EventStore.stream_info`)."""
+        ...
+
+    async def append_copies(
+        self,
+        stream_id: str,
+        events: Sequence[NewEvent],
+        *,
+        expected_version: ExpectedVersion,
+        recorded_us: Sequence[int],
+    ) -> AppendResult:
+        """`EventStore.append`, keeping the given recorded times (one per event)."""
+        ...
+
+    async def replace_stream(
+        self, stream_id: str, target: str, *, version: int, target_version: int
+    ) -> None:
+        """Point ``stream_id`` at ``target`` atomically; `TransformConflict` unless
+        ``stream_id`` is still at ``version``, ``target`` at ``target_version``, and
+        neither is replaced."""
+        ...
+
+
+class HookOrder(IntEnum):
+    """Where a transaction participant runs among the others (lower runs first; the
+    same order runs by name)."""
+
+    INLINE_PROJECTIONS = 100
+    OUTBOX = 200
+    UNIT_OF_WORK = 300
+
+
+@runtime_checkable
+class HookTransaction(Protocol):
+    """The append's transaction, as a participant sees it.
+
+    On SQLite a participant runs synchronously on the writer connection, inside its
+    transaction: it may await ``tx`` only (its coroutines never suspend); awaiting
+    anything else fails the appends it was given. On PostgreSQL it runs on the append's
+    pooled connection and may await what it likes (the transaction stays open meanwhile,
+    so keep it short).
+    """
+
+    backend: str
+    """The store's backend name."""
+    connection: Any
+    """The driver's connection, inside the transaction (``sqlite3.Connection`` or
+    ``psycopg.AsyncConnection``). Never commit or roll it back."""
+    paramstyle: str
+    """How `execute` takes parameters, as PEP 249 names it: ``qmark`` (``?``, SQLite) or
+    ``format`` (``%s``, PostgreSQL)."""
+    may_suspend: bool
+    """Whether the participant may await I/O of its own (False on SQLite)."""
+
+    async def execute(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run one statement in the transaction; its rows (none for a write).
+
+        On PostgreSQL unqualified names resolve in the store's schema, then ``public``.
+        """
+        ...
+
+    async def read_all(self, after: Position, limit: int) -> list[RecordedEvent]:
+        """Up to ``limit`` events of the global log after ``after``: every event committed
+        so far, as this transaction sees it (for catching up in
+        `TransactionParticipant.attach`; on PostgreSQL, unlike `EventStore.read_all`, it
+        does not wait for older transactions still open elsewhere)."""
+        ...
+
+
+class TransactionParticipant(Protocol):
+    """Something that runs inside each append's transaction (see `TransactionHooks`).
+
+    Subclass it to inherit the no-op `attach` and `begin`. An `EventfoldError` a method
+    raises reaches the callers of the appends it was given; any other exception reaches
+    them as a `StoreError` naming the participant.
+    """
+
+    name: str
+    """Unique among a store's participants; adding one with a taken name replaces it."""
+    order: int
+    """Where it runs among the others (`HookOrder`; lower first, then by name)."""
+
+    async def attach(self, tx: HookTransaction) -> None:
+        """Run once when the participant is added, in a transaction of its own, with
+        appends held back: what it writes commits before the first append it sees
+        (catch up here with ``tx.read_all``)."""
+        return None  # a body, so that subclasses inherit this default
+
+    async def begin(self, tx: HookTransaction) -> None:
+        """Run at the start of each transaction it joins, before any append's write
+        (take locks here)."""
+        return None
+
+    async def apply(self, tx: HookTransaction, events: Sequence[RecordedEvent]) -> None:
+        """See the events appended (in log order) and write through ``tx``."""
+        ...
+
+
+@runtime_checkable
+class TransactionHooks(Protocol):
+    """A store's participants in its appends' own transactions.
+
+    Every append's transaction runs each participant's `TransactionParticipant.begin`,
+    then the appends' writes, then its ``apply`` with the events they stored, then
+    commits: a participant's writes commit with the events or not at all. Appends that
+    share a transaction (a group commit) are given to the participants together; if a
+    participant raises, only the appends it was given fail: the rest of the group is
+    written again without them (SQLite: a savepoint per append; PostgreSQL: one append
+    per transaction).
+    """
+
+    @property
+    def participants(self) -> Sequence[TransactionParticipant]:
+        """The participants, in the order they run."""
+        ...
+
+    async def add(self, participant: TransactionParticipant) -> None:
+        """Run ``participant.attach`` with appends held back, then run it in every
+        later append (replacing a participant of the same name). If ``attach`` raises,
+        nothing changes."""
+        ...
+
+    async def remove(self, name: str) -> None:
+        """Stop running the participant called ``name`` (nothing when there is none);
+        returns once no append in flight runs it."""
+        ...
+
+
+@runtime_checkable
+class SupportsTransactionHooks(Protocol):
+    """A store whose appends' transactions others can join."""
+
+    @property
+    def transaction_hooks(self) -> TransactionHooks: ...
+
+
+def capability(store: object, port: Callable[..., P], *, hint: str | None = None) -> P:
+    """``store`` typed as ``port`` (one of the Protocols here), or `UnsupportedCapability`
+    naming the backend and the port; ``hint`` replaces the error's advice."""
+    # `port` is typed as a callable because mypy refuses a Protocol class where a
+    # `type[P]` is expected (python/mypy#4717); it is always a runtime-checkable class.
+    if isinstance(store, cast(type, port)):
+        return cast(P, store)
+    backend = store.backend if isinstance(store, EventStore) else type(store).__name__
+    raise UnsupportedCapability(backend, getattr(port, "__name__", repr(port)), hint)
