@@ -163,6 +163,30 @@ async def test_a_sql_projection_commits_with_the_append(inline_url: str) -> None
         assert dict(rows) == {f"account-{k}": sum(range(100 + k, 130, 3)) for k in range(3)}
 
 
+async def test_an_inline_handler_reads_what_it_wrote_in_the_append(inline_url: str) -> None:
+    """``tx.execute`` returns rows inside the append's transaction, on either backend."""
+    async with eventfold.connect(inline_url) as store:
+        proj = Projection("running")
+        mark = "?" if store.backend == "sqlite" else "%s"
+        seen: list[int] = []
+
+        @proj.on_setup
+        async def setup(tx: Any) -> None:
+            await tx.execute(f"CREATE TABLE {tx.table('sums')} (total BIGINT NOT NULL)")
+
+        @proj.on(Deposited)
+        async def deposited(event: eventfold.RecordedEvent, tx: Any) -> None:
+            table = tx.table("sums")
+            rows = await tx.execute(f"SELECT coalesce(sum(total), 0) FROM {table}")
+            seen.append(int(rows[0][0]))
+            await tx.write(f"INSERT INTO {table} VALUES ({mark})", (event.data.amount,))
+
+        await attach_inline(store, [proj])
+        for amount in (1, 2, 4):
+            await store.append("account-1", [Deposited(amount=amount)], expected_version=ANY)
+        assert seen == [0, 1, 3]
+
+
 async def test_a_conflict_and_a_retry_apply_nothing_twice(inline_url: str) -> None:
     async with eventfold.connect(inline_url) as store:
         proj = balances()
@@ -357,7 +381,6 @@ async def test_postgres_inline_across_processes_survives_a_kill(postgres_url: st
         deposits = [e async for e in store.read_all(types=[Deposited])]
         assert sum(d.deposits for d in docs.values()) == len(deposits) > 400
         assert sum(d.balance for d in docs.values()) == sum(e.data.amount for e in deposits)
-
 
 
 @pytest.mark.parametrize("on_writer_thread", [False, True])

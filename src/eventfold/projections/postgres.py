@@ -348,7 +348,10 @@ class PostgresTransaction(TransactionGuard):
             params if isinstance(params, Mapping) else tuple(params)
         )
         try:
-            cur = await self._conn.execute(query, bound)
+            # A block of its own syncs a pipeline the transaction may run in (an inline
+            # one does): until then a cursor has no description and no rows.
+            async with self._conn.pipeline():
+                cur = await self._conn.execute(query, bound)
             if cur.description is None:
                 return []
             rows: list[tuple[Any, ...]] = await cur.fetchall()
