@@ -48,6 +48,12 @@ class SQLiteSnapshotStore:
         max_recorded_us: int | None = None,
     ) -> Snapshot | None:
         rows = await self._store.fetch(
-            sql.LOAD_SNAPSHOT, (stream_id, state_type, max_version, max_recorded_us)
+            sql.LOAD_SNAPSHOT,
+            {
+                "sid": stream_id,
+                "state_type": state_type,
+                "max_version": max_version,
+                "max_recorded": max_recorded_us,
+            },
         )
         return Snapshot(*rows[0]) if rows else None
