@@ -162,6 +162,7 @@ def test_read_backwards_from_a_version_with_a_limit(url: str) -> None:
 
 
 def test_read_of_an_empty_stream_says_so(url: str) -> None:
+    assert store_events(url) == []  # an empty store: inspection never creates one
     assert "stream 'nothing-here' has no events" in ok("--url", url, "read", "nothing-here").stdout
     assert ok("--url", url, "read", "nothing-here", "--format", "jsonl").stdout == ""
 
@@ -269,6 +270,7 @@ def test_info_counts(url: str) -> None:
 
 
 def test_info_on_an_empty_store(url: str) -> None:
+    assert store_events(url) == []
     data = json.loads(ok("--url", url, "info", "--json").stdout)
     assert (data["head"], data["streams"], data["events"]) == ("0", 0, 0)
 
@@ -387,6 +389,7 @@ def test_tail_follows_new_events_only(url: str) -> None:
 
 @pytest.mark.timeout(30)
 def test_tail_filter_skips_a_long_run_of_other_events(url: str) -> None:
+    assert store_events(url) == []
     writer = append_later(url, [*[("noise-1", "Noise")] * 20, ("wanted-1", "Wanted")], delay=0.3)
     out = ok(
         "--url", url, "tail", "--count", "1", "--type", "Wanted", "--interval", "0.02",

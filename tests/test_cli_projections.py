@@ -8,6 +8,7 @@ with the example bank's event types.
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -138,3 +139,156 @@ def test_an_unknown_projection_name_lists_the_known_ones(tmp_path: Path) -> None
     assert result.exit_code == 2
     assert "no projection named 'nope'" in result.stderr
     assert "balances" in result.stderr
+
+
+STRICT_APP = """
+from eventfold.projections import DocumentProjection
+
+strict = DocumentProjection("strict", document=dict)  # the default policy: stop
+fine = DocumentProjection("fine", document=dict)
+
+
+@strict.on("T")
+def refuse(doc, event):
+    raise ValueError("poison")
+
+
+@fine.on("T")
+def count(doc, event):
+    return {"n": doc.get("n", 0) + 1}
+"""
+
+
+def test_until_caught_up_exits_1_once_a_projection_has_stopped(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/events.db"
+    (tmp_path / "strict_app.py").write_text(STRICT_APP)
+    ok(url, "append", "t-1", "T", "{}")
+    result = run(url, "run", "--app", "strict_app", "--until-caught-up")
+    assert result.exit_code == 1, (result.stdout, result.stderr)
+    assert "ValueError: poison" in result.stderr
+    assert "eventfold run" in result.stderr
+    assert "eventfold replay-parked" in result.stderr
+    assert "daemon.resume" not in result.stderr
+    # The table still shows both: the other projection ran to the head.
+    assert "failed" in result.stdout
+    assert "active" in result.stdout
+    assert status(url, "strict_app:fine")["lag_events"] == 0
+
+
+PARK_APP = """
+import eventfold
+from eventfold.projections import DocumentProjection, PoisonPolicy
+
+
+class Placed(eventfold.Event):
+    __event_type__ = "{type}"
+    order_id: str
+
+
+parkme = DocumentProjection(
+    "parkme", document=dict, partitions={partitions}, poison=PoisonPolicy(action="{action}")
+)
+
+
+@parkme.on(Placed)
+def placed(doc, event):
+    return {{"id": event.data.order_id}}
+"""
+
+
+APPEND = """
+import asyncio, json, sys, eventfold
+async def main():
+    async with eventfold.connect(sys.argv[1]) as store:
+        for i, order_id in enumerate(json.loads(sys.argv[3])):
+            event = eventfold.NewEvent({"order_id": order_id}, type=sys.argv[2])
+            await store.append(f"order-{i}", [event], expected_version=0)
+asyncio.run(main())
+"""
+
+
+def append_elsewhere(url: str, type: str, order_ids: list[object]) -> None:
+    """Append as another producer would: a process that has not imported the class."""
+    subprocess.run([sys.executable, "-c", APPEND, url, type, json.dumps(order_ids)], check=True)
+
+
+@pytest.mark.parametrize("partitions", [1, 3])
+def test_an_event_that_does_not_decode_is_parked_and_status_still_shows(
+    tmp_path: Path, partitions: int
+) -> None:
+    url = f"sqlite:///{tmp_path}/events.db"
+    app, type = f"park_app{partitions}", f"shop{partitions}.Placed"
+    (tmp_path / f"{app}.py").write_text(
+        PARK_APP.format(partitions=partitions, action="park", type=type)
+    )
+    # order-1's order_id is not a str: no schema was published to refuse it.
+    append_elsewhere(url, type, ["a", 1, *(str(i) for i in range(2, 8))])
+
+    ok(url, "run", "--app", app, "--until-caught-up")
+    now = status(url, app)
+    assert (now["state"], now["lag_events"], now["parked"]) == ("active", 0, 1)
+    (line,) = ok(url, "parked", "parkme", "--app", app, "--json").stdout.strip().splitlines()
+    parked = json.loads(line)
+    assert (parked["position"], parked["stream_id"], parked["type"]) == (
+        "2",
+        "order-1",
+        type,
+    )
+    assert "order_id" in parked["error"]
+
+    still = run(url, "replay-parked", "parkme", "--app", app)
+    assert still.exit_code == 1
+    assert "does not decode" in still.stderr
+
+
+def test_a_stop_policy_stops_on_an_event_that_does_not_decode(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/events.db"
+    type = "shop_stop.Placed"
+    (tmp_path / "stop_app.py").write_text(PARK_APP.format(partitions=1, action="stop", type=type))
+    append_elsewhere(url, type, ["a", 1])
+    result = run(url, "run", "--app", "stop_app", "--until-caught-up")
+    assert result.exit_code == 1
+    assert f"cannot read the {type} event at position 2" in result.stderr
+    now = status(url, "stop_app")
+    assert (now["state"], now["position"], now["parked"]) == ("failed", "1", 0)
+
+
+def test_replaying_a_position_that_is_not_parked_is_an_error(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/events.db"
+    app = write_app(tmp_path, "balances_app5")
+    result = run(url, "replay-parked", "balances", "--app", app, "--position", "99")
+    assert result.exit_code == 2
+    assert "no parked event at position 99" in result.stderr
+
+
+def test_two_projections_of_one_name_are_refused_by_every_command(tmp_path: Path) -> None:
+    (tmp_path / "twins_app.py").write_text(
+        "from eventfold.projections import DocumentProjection\n"
+        "a = DocumentProjection('twin', document=dict)\n"
+        "b = DocumentProjection('twin', document=dict)\n"
+        "for p in (a, b):\n"
+        "    p.on('T')(lambda doc, event: doc)\n"
+    )
+    url = f"sqlite:///{tmp_path}/e.db"
+    for command in (["projections"], ["run", "--until-caught-up"]):
+        result = run(url, *command, "--app", "twins_app")
+        assert result.exit_code == 2, command
+        assert "two projections are named 'twin'" in result.stderr
+
+
+def test_the_status_table_keeps_names_and_positions_whole_at_80_columns(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/events.db"
+    (tmp_path / "wide_app.py").write_text(
+        "from eventfold.projections import DocumentProjection\n"
+        "order_summaries_by_day = DocumentProjection('order_summaries_by_day', document=dict)\n"
+        "order_summaries_by_day.on('T')(lambda doc, event: doc)\n"
+    )
+    for _ in range(3):
+        ok(url, "append", "t-1", "T", "{}")
+    environ: dict[str, str | None] = {"COLUMNS": "80", "EVENTFOLD_URL": None}
+    result = CliRunner().invoke(
+        cli, ["--url", url, "projections", "--app", "wide_app"], env=environ
+    )
+    assert result.exit_code == 0
+    assert "order_summaries_by_day" in result.stdout
+    assert "…" not in result.stdout

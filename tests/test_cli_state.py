@@ -167,6 +167,7 @@ def test_at_version_and_as_of_together_is_a_usage_error(url: str) -> None:
 
 
 def test_state_of_an_empty_stream_is_the_initial_state(url: str) -> None:
+    open_account(url)  # the store must exist: `state` never creates one
     record = state_json(url, "account-9")
     assert (record["version"], record["replayed"], record["state"]["balance"]) == (0, 0, 0)
 

@@ -1,5 +1,6 @@
 """The projection daemon as real processes (``eventfold run``): killed with SIGKILL in the
-middle of a batch, and two daemons sharing PostgreSQL with one owner per partition.
+middle of a batch, two daemons sharing PostgreSQL with one owner per partition, and
+stopped by SIGTERM at random moments (and while a handler blocks) within the bound.
 
 The read model counts deposits per account, so "nothing lost, nothing applied twice" is
 checked exactly: every account's document must hold the number and the sum of its
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -25,10 +27,12 @@ from bank import AccountOpened, Deposited
 import eventfold
 from eventfold.position import ANY
 from eventfold.projections import read_models_for
+from eventfold.projections.leases import lease_key
 from eventfold.store.postgres import PostgresStore
 
 APP = """
 import os
+import random
 import time
 from pathlib import Path
 
@@ -193,13 +197,19 @@ async def test_two_daemons_share_postgres_with_one_owner_per_partition(
     async with eventfold.connect(postgres_url) as store:
         assert isinstance(store, PostgresStore)
 
+        # Only this test's own leases: other suites on the same server hold advisory
+        # locks of their own.
+        ours = [f"eventfold:{store.schema}:{lease_key('balances', 1, p, 4)}" for p in range(4)]
+
         async def holders() -> list[tuple[int, int]]:
             conn = await store.connect_direct()
             async with conn:
                 cur = await conn.execute(
                     "SELECT pid, count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
-                    " AND pid IN (SELECT pid FROM pg_stat_activity WHERE datname ="
-                    " current_database()) GROUP BY pid"
+                    " AND (classid::bigint << 32 | objid::bigint) IN (SELECT"
+                    " hashtextextended(k, 0) FROM unnest(%s::text[]) k)"
+                    " GROUP BY pid",
+                    (ours,),
                 )
                 return [(int(p), int(n)) for p, n in await cur.fetchall()]
 
@@ -234,3 +244,93 @@ async def test_two_daemons_share_postgres_with_one_owner_per_partition(
             finish(first)
             if second is not None:
                 finish(second)
+
+
+STOP_TIMEOUT = 1.5
+EXIT_BOUND = 2 * STOP_TIMEOUT + 6.0
+"""What `eventfold run` promises (twice --stop-timeout) plus generous room for a busy
+machine; the hang this guards against lasted minutes."""
+
+
+async def exit_time(proc: subprocess.Popen[bytes], seconds: float) -> float:
+    """Seconds until ``proc`` exits, polling without blocking the loop (writers run)."""
+    started = time.monotonic()
+    while proc.poll() is None:
+        if time.monotonic() - started > seconds:
+            return float("inf")
+        await asyncio.sleep(0.02)
+    return time.monotonic() - started
+
+
+@pytest.mark.parametrize(
+    ("backend", "partitions"),
+    [("sqlite", 1), pytest.param("postgres", 4, marks=pytest.mark.postgres)],
+)
+async def test_sigterm_at_random_moments_stops_run_in_time_with_nothing_lost(
+    tmp_path: Path, backend: str, partitions: int, request: pytest.FixtureRequest
+) -> None:
+    url: str = request.getfixturevalue(f"{backend}_url")
+    if backend == "postgres":
+        url += "&pool_min_size=1&pool_max_size=2"  # workers wait for connections
+    write_app(tmp_path, partitions=partitions)
+    moments = random.Random()
+    seed = moments.randrange(2**32)
+    moments.seed(seed)
+    async with eventfold.connect(url) as store:
+        await deposit_rounds(store, 6, range(3), opened=False)
+        writing = asyncio.create_task(deposit_rounds(store, 6, range(3, 60), opened=True))
+        try:
+            for attempt in range(6):
+                proc = daemon(tmp_path, url, "--stop-timeout", str(STOP_TIMEOUT))
+                try:
+                    # From "still importing" to "at the tail": every stage gets hit.
+                    await asyncio.sleep(moments.uniform(0.0, 2.5))
+                    proc.send_signal(signal.SIGTERM)
+                    took = await exit_time(proc, EXIT_BOUND)
+                finally:
+                    finish(proc)
+                context = f"seed {seed}, attempt {attempt}: {log_of(tmp_path)}"
+                assert took < EXIT_BOUND, context
+                # 0: stopped cleanly; -SIGTERM: the signal came before the handler was up.
+                assert proc.returncode in (0, -signal.SIGTERM), context
+        finally:
+            await writing
+
+        async def all_visible() -> bool:
+            # PostgreSQL shows commits once older transactions in the cluster end.
+            found = await expected_balances(store)
+            return sum(b.deposits for b in found.values()) == 6 * 60
+
+        await wait_until(all_visible, 60, "every deposit to be readable")
+        last = daemon(tmp_path, url, "--until-caught-up")
+        try:
+            assert await exit_time(last, 60) < 60, log_of(tmp_path)
+        finally:
+            finish(last)
+        assert last.returncode == 0, log_of(tmp_path)
+        assert await documents(store) == await expected_balances(store)
+
+
+async def test_a_blocked_handler_cannot_keep_run_from_exiting(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/events.db"
+    write_app(tmp_path)
+    marker = tmp_path / "stalled"
+    async with eventfold.connect(url) as store:
+        await deposit_rounds(store, 2, range(3), opened=False)
+    env = {"STALL_ON_AMOUNT": "102", "STALL_MARKER": str(marker)}
+    for signals, status in ((1, 3), (2, 128 + signal.SIGTERM)):
+        marker.unlink(missing_ok=True)
+        proc = daemon(tmp_path, url, "--stop-timeout", str(STOP_TIMEOUT), **env)
+        try:
+            await wait_until(lambda: asyncio.sleep(0, marker.exists()), 30, "the stall")
+            for _ in range(signals):
+                proc.send_signal(signal.SIGTERM)
+                await asyncio.sleep(0.3)
+            # One signal: the bound ends it; a second one ends it at once.
+            assert await exit_time(proc, EXIT_BOUND) < EXIT_BOUND, log_of(tmp_path)
+        finally:
+            finish(proc)
+        assert proc.returncode == status, log_of(tmp_path)
+    log = log_of(tmp_path)
+    assert "did not stop within 3 s (balances v1 p0 (building) still running)" in log
+    assert "stopped at once by a second SIGTERM" in log

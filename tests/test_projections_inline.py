@@ -357,3 +357,30 @@ async def test_postgres_inline_across_processes_survives_a_kill(postgres_url: st
         deposits = [e async for e in store.read_all(types=[Deposited])]
         assert sum(d.deposits for d in docs.values()) == len(deposits) > 400
         assert sum(d.balance for d in docs.values()) == sum(e.data.amount for e in deposits)
+
+
+
+@pytest.mark.parametrize("on_writer_thread", [False, True])
+async def test_an_awaiting_sqlite_handler_fails_the_same_way_on_either_thread(
+    on_writer_thread: bool,
+) -> None:
+    """Whichever thread runs the group, awaiting real I/O is refused with one error."""
+    from eventfold.projections import inline
+
+    proj = Projection("sleepy")
+    loop = asyncio.get_running_loop()
+
+    async def handler() -> None:
+        await asyncio.sleep(0.01)
+
+    def run_it() -> BaseException | None:
+        try:
+            inline._run(proj, handler())
+        except BaseException as exc:
+            return exc
+        return None
+
+    error = await asyncio.to_thread(run_it) if on_writer_thread else run_it()
+    assert isinstance(error, InvalidProjection)
+    assert "may only use tx" in str(error)
+    assert asyncio.get_running_loop() is loop  # the real loop is back in place

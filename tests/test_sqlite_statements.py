@@ -21,6 +21,9 @@ SOURCES = sorted(
     if path != Path(__file__).resolve()  # its own examples below
 )
 NUMBERED = re.compile(r"\?\d")
+# A "?" that starts an f-string or follows SQL punctuation, with a value formatted in
+# after it (not a URL's "?" after a formatted path).
+FORMATTED = re.compile(r"[\s(,=<>]\?$")
 
 
 def numbered_placeholders(source: str) -> list[int]:
@@ -32,12 +35,11 @@ def numbered_placeholders(source: str) -> list[int]:
             if NUMBERED.search(node.value):
                 lines.append(node.lineno)
         elif isinstance(node, ast.JoinedStr):
-            parts = node.values
-            for part, after in itertools.pairwise(parts):
+            for index, (part, after) in enumerate(itertools.pairwise(node.values)):
                 if (
                     isinstance(part, ast.Constant)
-                    and str(part.value).endswith("?")
                     and isinstance(after, ast.FormattedValue)
+                    and FORMATTED.search(("" if index else " ") + str(part.value))
                 ):
                     lines.append(node.lineno)
     return sorted(set(lines))
@@ -48,8 +50,10 @@ def test_the_check_finds_numbered_placeholders() -> None:
         'A = "SELECT 1 WHERE x = ?1"\n'
         'B = ", ".join(f"?{n}" for n in range(3))\n'
         'C = "SELECT ? WHERE y = :name"\n'
+        'D = f"x IN (?{n}, ?{n + 1})"\n'
+        'E = f"file://{path}?{flags}"\n'
     )
-    assert numbered_placeholders(source) == [1, 2]
+    assert numbered_placeholders(source) == [1, 2, 4]
 
 
 def test_no_statement_numbers_its_placeholders() -> None:

@@ -13,12 +13,29 @@ from typing import Any, NamedTuple, TypeVar
 
 import msgspec
 
-from .errors import DecodeError, EncodingError, EventTooLarge, EventTypeError, InvalidEvent
+from .errors import (
+    DecodeError,
+    EncodingError,
+    EventTooLarge,
+    EventTypeError,
+    InvalidEvent,
+    UndecodableEvent,
+)
 from .events import Event, NewEvent, RecordedEvent, TypeRegistry, default_registry, fresh_id_bytes
+from .nesting import MAX_NESTING_DEPTH, nesting_depth_exceeds, too_deep_error
+from .position import Position
+from .undecodable import UndecodedPayload, keeping_undecodable, undecodable
 from .upcasting import MissingUpcaster, Step, run_steps
-from .violations import ForeignType, SchemaViolation, field_violations
+from .violations import ForeignType, SchemaViolation, field_violations, nonfinite_violations
 
-__all__ = ["DEFAULT_MAX_EVENT_SIZE", "Codec", "EncodedEvent", "Row", "SchemaViolation"]
+__all__ = [
+    "DEFAULT_MAX_EVENT_SIZE",
+    "MAX_NESTING_DEPTH",
+    "Codec",
+    "EncodedEvent",
+    "Row",
+    "SchemaViolation",
+]
 
 DEFAULT_MAX_EVENT_SIZE = 1024 * 1024
 """Default limit on one event's encoded data plus metadata, in bytes (1 MiB)."""
@@ -140,37 +157,45 @@ class Codec:
         checkers = self._checkers
         meta_base = {"producer_version": self.producer_version} if self.producer_version else None
         meta_plain = encode(meta_base) if meta_base else _EMPTY_META
-        for index, item in enumerate(events):
-            if type(item) is not NewEvent and isinstance(item, Event):
-                cls = type(item)
-                name = cls.__event_type__
-                check = checkers.get(cls, _UNSEEN)
-                if check is _UNSEEN:
-                    check = self._checker(name, cls)
-                    checkers = self._checkers
-                try:
-                    data = encode(item)
-                except (TypeError, ValueError, msgspec.EncodeError) as exc:
-                    raise EncodingError(stream_id, index, name, str(exc)) from exc
-                if check is not None:
+        index = 0
+        try:
+            for index, item in enumerate(events):
+                if type(item) is not NewEvent and isinstance(item, Event):
+                    cls = type(item)
+                    name = cls.__event_type__
+                    check = checkers.get(cls, _UNSEEN)
+                    if check is _UNSEEN:
+                        check = self._checker(name, cls)
+                        checkers = self._checkers
                     try:
-                        check(data)
-                    except msgspec.ValidationError as exc:
-                        raise self._violation(stream_id, index, cls, data, exc) from None
-                enc = EncodedEvent(
-                    ids[index], name, cls.__schema_version__, data, meta_plain, False
-                )
-            elif isinstance(item, NewEvent):
-                enc = self._encode_new(stream_id, index, item, ids[index], meta_base)
-            else:
-                raise InvalidEvent(
-                    f"event {index} for stream {stream_id!r} is a {type(item).__name__}; pass an "
-                    "eventfold.Event subclass instance or eventfold.NewEvent(data, type=...)"
-                )
-            size = len(enc.data) + len(enc.metadata)
-            if size > self.max_event_size:
-                raise EventTooLarge(stream_id, index, size, self.max_event_size)
-            out.append(enc)
+                        data = encode(item)
+                    except (TypeError, ValueError, msgspec.EncodeError) as exc:
+                        raise EncodingError(stream_id, index, name, str(exc)) from exc
+                    if nesting_depth_exceeds(data):
+                        raise too_deep_error(stream_id, index, "data")
+                    if check is not None:
+                        try:
+                            check(data)
+                        except msgspec.ValidationError as exc:
+                            raise self._violation(stream_id, index, cls, data, exc, item) from None
+                    enc = EncodedEvent(
+                        ids[index], name, cls.__schema_version__, data, meta_plain, False
+                    )
+                elif isinstance(item, NewEvent):
+                    enc = self._encode_new(stream_id, index, item, ids[index], meta_base)
+                else:
+                    raise InvalidEvent(
+                        f"event {index} for stream {stream_id!r} is a {type(item).__name__}; "
+                        "pass an eventfold.Event subclass instance or "
+                        "eventfold.NewEvent(data, type=...)"
+                    )
+                size = len(enc.data) + len(enc.metadata)
+                if size > self.max_event_size:
+                    raise EventTooLarge(stream_id, index, size, self.max_event_size)
+                out.append(enc)
+        except RecursionError:
+            # msgspec gave up before the nesting check could see the bytes: far too deep.
+            raise too_deep_error(stream_id, index, "data or metadata") from None
         return out
 
     def _checker(self, name: str, cls: type[Event]) -> Callable[[bytes], Any] | None:
@@ -195,8 +220,14 @@ class Codec:
         cls: type[Event],
         data: bytes,
         exc: msgspec.ValidationError,
+        value: Any,
     ) -> SchemaViolation:
-        found = field_violations(cls, self._generic.decode(data)) or [str(exc)]
+        """The error for encoded ``data`` (from ``value``) that its class's decoder refused."""
+        found = (
+            nonfinite_violations(value)
+            or field_violations(cls, self._generic.decode(data))
+            or [str(exc)]
+        )
         return SchemaViolation(stream_id, index, cls.__event_type__, cls.__schema_version__, found)
 
     def _encode_new(
@@ -240,7 +271,7 @@ class Codec:
                 try:
                     check(data)
                 except msgspec.ValidationError as exc:
-                    raise self._violation(stream_id, index, cls, data, exc) from None
+                    raise self._violation(stream_id, index, cls, data, exc, payload) from None
         elif isinstance(payload, Mapping):
             if not item.type or not isinstance(item.type, str):
                 raise InvalidEvent(
@@ -248,8 +279,7 @@ class Codec:
                     "pass NewEvent(data, type='OrderPlaced')"
                 )
             name = item.type
-            schema_version, converted = self._check_mapping(stream_id, index, name, wanted, payload)
-            data = self._encode_payload(stream_id, index, name, converted)
+            schema_version, data = self._check_mapping(stream_id, index, name, wanted, payload)
         else:
             raise InvalidEvent(
                 f"event {index} for stream {stream_id!r}: NewEvent data is a "
@@ -271,6 +301,8 @@ class Codec:
             meta = self._encoder.encode(meta_dict) if meta_dict else _EMPTY_META
         except (TypeError, ValueError, msgspec.EncodeError) as exc:
             raise EncodingError(stream_id, index, name, f"metadata: {exc}") from exc
+        if nesting_depth_exceeds(meta):
+            raise too_deep_error(stream_id, index, "metadata")
         if item.event_id is None:
             return EncodedEvent(fresh_id, name, schema_version, data, meta, False)
         if not isinstance(item.event_id, uuid.UUID):
@@ -285,6 +317,8 @@ class Codec:
             data: bytes = self._encoder.encode(payload)
         except (TypeError, ValueError, msgspec.EncodeError) as exc:
             raise EncodingError(stream_id, index, name, str(exc)) from exc
+        if nesting_depth_exceeds(data):
+            raise too_deep_error(stream_id, index, "data")
         return data
 
     def _check_mapping(
@@ -294,17 +328,27 @@ class Codec:
         name: str,
         wanted: int | None,
         payload: Mapping[str, Any],
-    ) -> tuple[int, Any]:
-        """Validate a mapping payload; return its schema version and what to encode."""
+    ) -> tuple[int, bytes]:
+        """Validate a mapping payload; return its schema version and the bytes to store.
+
+        Whatever the route, the last word is the read path's own decode of the bytes that
+        will be stored, so nothing is stored that its readers could not decode.
+        """
         cls = self.registry.resolve(name)
         if cls is not None and wanted in (None, cls.__schema_version__):
+            version = cls.__schema_version__
             try:
-                return cls.__schema_version__, msgspec.convert(dict(payload), cls)
+                instance = msgspec.convert(dict(payload), cls, str_keys=True)
             except msgspec.ValidationError as exc:
                 found = field_violations(cls, payload) or [str(exc)]
-                raise SchemaViolation(
-                    stream_id, index, name, cls.__schema_version__, found
-                ) from None
+                raise SchemaViolation(stream_id, index, name, version, found) from None
+            data = self._encode_payload(stream_id, index, name, instance)
+            try:
+                self.decoder(name)(data)
+            except msgspec.ValidationError as exc:
+                raise self._violation(stream_id, index, cls, data, exc, payload) from None
+            return version, data
+        data = self._encode_payload(stream_id, index, name, payload)
         if cls is not None or self.registry.upcasters.renamed_to(name) is not None:
             # An old version (or an old name) of a type the code knows: store it as given,
             # once a copy lifted through the upcasters fits the current class.
@@ -314,11 +358,11 @@ class Codec:
                     f"event {index} for stream {stream_id!r}: type {name!r} was renamed to "
                     f"{target!r}; append {target!r}, or pass schema_version= for an old shape"
                 )
-            self._check_old_mapping(stream_id, index, name, wanted, payload)
-            return wanted, payload
+            self._check_old_mapping(stream_id, index, name, wanted, data, payload)
+            return wanted, data
         foreign = self.foreign.get(name)
         if foreign is None:
-            return wanted or 1, payload
+            return wanted or 1, data
         version = wanted or foreign.latest
         validator = foreign.validators.get(version)
         if validator is None:
@@ -332,17 +376,26 @@ class Codec:
                     f"{', '.join(map(str, sorted(foreign.validators)))})"
                 ],
             )
-        found = validator(payload)
+        found = validator(self._generic.decode(data))
         if found:
-            raise SchemaViolation(stream_id, index, name, version, found)
-        return version, payload
+            raise SchemaViolation(
+                stream_id, index, name, version, nonfinite_violations(payload) or found
+            )
+        return version, data
 
     def _check_old_mapping(
-        self, stream_id: str, index: int, name: str, version: int, payload: Mapping[str, Any]
+        self,
+        stream_id: str,
+        index: int,
+        name: str,
+        version: int,
+        data: bytes,
+        payload: Mapping[str, Any],
     ) -> None:
+        """Check ``data`` (``payload`` encoded) the way a reader lifts and converts it."""
         try:
             steps, final, final_version = self._plan(name, version, "")
-            lifted = run_steps(steps, name, version, dict(payload))
+            lifted = run_steps(steps, name, version, self._generic.decode(data))
         except DecodeError as exc:
             raise SchemaViolation(stream_id, index, name, version, [str(exc)]) from None
         cls = self.registry.resolve(final)
@@ -351,7 +404,7 @@ class Codec:
         try:
             msgspec.convert(lifted, cls)
         except msgspec.ValidationError as exc:
-            found = field_violations(cls, lifted) or [str(exc)]
+            found = nonfinite_violations(payload) or field_violations(cls, lifted) or [str(exc)]
             raise SchemaViolation(
                 stream_id,
                 index,
@@ -409,8 +462,9 @@ class Codec:
             if dec is not None:
                 try:
                     payload = dec(data)
-                except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-                    raise DecodeError(typ, sv, str(exc), f"{sid}@{version}") from exc
+                except _UNDECODABLE as exc:
+                    at = Position(tx, seq) if tx or seq else None
+                    payload = self._undecoded(undecodable(sid, version, typ, sv, at, data, exc))
                 append(RecordedEvent(sid, version, typ, sv, payload, eid, tx, seq, meta, rec_us))
                 continue
             try:
@@ -444,8 +498,20 @@ class Codec:
                     )
                     continue
             # Upcasters are pure, so redoing the work here to find the failing step is safe.
-            append(self._decode_other(eid, sid, version, typ, sv, data, meta, rec_us, tx, seq))
+            try:
+                event = self._decode_other(eid, sid, version, typ, sv, data, meta, rec_us, tx, seq)
+            except UndecodableEvent as exc:
+                payload = self._undecoded(exc)
+                event = RecordedEvent(sid, version, typ, sv, payload, eid, tx, seq, meta, rec_us)
+            append(event)
         return out
+
+    @staticmethod
+    def _undecoded(error: UndecodableEvent) -> UndecodedPayload:
+        """What an undecodable row reads as inside `keep_undecodable`; else raise ``error``."""
+        if not keeping_undecodable():
+            raise error
+        return UndecodedPayload(error.raw, error)
 
     def decode_loaded(self, stream_id: str, rows: Iterable[Sequence[Any]]) -> list[LoadRow]:
         """A load's rows of one stream, ``(version, type, schema_version, data,
@@ -472,8 +538,9 @@ class Codec:
                 continue
             try:
                 payload = dec(data)
-            except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-                raise DecodeError(typ, sv, str(exc), f"{stream_id}@{version}") from exc
+            except _UNDECODABLE as exc:
+                # A fold reads no positions; the stream and version say where it is.
+                raise undecodable(stream_id, version, typ, sv, None, data, exc) from exc
             append((version, payload, rec_us))
         return out
 
@@ -509,14 +576,15 @@ class Codec:
     ) -> RecordedEvent:
         """A row off the fast path: cache how to read its kind, then read it carefully."""
         where = f"{sid}@{version}"
+        position = Position(tx, seq) if tx or seq else None
         steps, final, final_version = self._plan(typ, sv, where)
         if not steps:
             dec = self.decoder(typ)
             self._cache(self._tables, sv, typ, dec)
             try:
                 payload = dec(data)
-            except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-                raise DecodeError(typ, sv, str(exc), where) from exc
+            except _UNDECODABLE as exc:
+                raise undecodable(sid, version, typ, sv, position, data, exc) from exc
             return RecordedEvent(sid, version, typ, sv, payload, eid, tx, seq, meta, rec_us)
         cls = self.registry.resolve(final)
         fns = tuple(step.fn for step in steps if step.fn is not None)
@@ -525,21 +593,26 @@ class Codec:
         self._cache(self._lifts, sv, typ, (fns, final, final_version, target, (typ, sv)))
         try:
             raw = self._generic.decode(data)
-        except msgspec.DecodeError as exc:
-            raise DecodeError(typ, sv, str(exc), where) from exc
+        except (msgspec.DecodeError, RecursionError) as exc:
+            raise undecodable(sid, version, typ, sv, position, data, exc) from exc
         if not isinstance(raw, dict):
-            raise DecodeError(typ, sv, "the stored payload is not a JSON object", where)
+            cause = "the stored payload is not a JSON object"
+            raise undecodable(sid, version, typ, sv, position, data, cause)
         raw = run_steps(steps, typ, sv, raw, where)
         payload = raw
         if cls is not None:
             try:
                 payload = msgspec.convert(raw, cls)
-            except msgspec.ValidationError as exc:
-                cause = f"once upcast to {final!r} version {final_version}: {exc}"
-                raise DecodeError(typ, sv, cause, where) from exc
+            except (msgspec.ValidationError, RecursionError) as exc:
+                upcast = f"once upcast to {final!r} version {final_version}: "
+                raise undecodable(sid, version, typ, sv, position, data, exc, upcast) from exc
         return RecordedEvent(
             sid, version, final, final_version, payload, eid, tx, seq, meta, rec_us, (typ, sv)
         )
 
 
 _UNSEEN: Any = object()
+
+_UNDECODABLE = (msgspec.ValidationError, msgspec.DecodeError, RecursionError)
+"""What a typed decode of a stored payload raises when it does not fit (a payload nested
+deeper than the reader's stack allows raises RecursionError)."""

@@ -13,13 +13,15 @@
     │   └── EventTooLarge            an encoded event over the store's size limit
     ├── ConcurrencyError: the stream moved under the caller
     │   ├── WrongExpectedVersion     the stream is not at the version the caller expected
-    │   ├── DuplicateEventId         an event id already in the stream with other content
+    │   ├── DuplicateEventId         an event id already in the stream with other content,
+    │   │                            or given twice in one append
     │   ├── StreamReplaced           an append to a stream a transformation replaced
     │   ├── TransformConflict        a stream moved while it was being transformed
     │   └── RetriesExhausted         a command still conflicted after its last retry
     ├── NondeterministicEvolve       two folds of one stream disagree: evolve is not pure
     ├── EventTypeError               two classes claim one stable event type name
     ├── DecodeError                  a stored payload does not decode into its registered type
+    │   ├── UndecodableEvent         one stored event's payload does not decode (names where)
     │   ├── MissingUpcaster          no upcaster chain from the stored version to the code's
     │   └── UpcastFailed             an upcaster raised or returned something else
     ├── IncompatibleSchema           the code cannot read what the store's registry holds
@@ -27,7 +29,9 @@
         ├── ConfigurationError       a URL or option the store cannot use
         ├── StoreUnavailable         the database cannot be reached (names host and port)
         ├── SchemaTooNew             the database was migrated by a newer eventfold
-        └── StoreClosed              the store was used before open() or after close()
+        ├── StoreClosed              the store was used before open() or after close()
+        ├── StoreNotFound            read_only: no eventfold store at that file or schema
+        └── StoreReadOnly            a write to a store opened with read_only=True
 
 Errors carry their data as attributes; their message says what to do. Mapping errors to
 exit codes or HTTP statuses belongs to the CLI and the console only.
@@ -36,7 +40,10 @@ exit codes or HTTP statuses belongs to the CLI and the console only.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .position import Position
 
 __all__ = [
     "ConcurrencyError",
@@ -60,9 +67,12 @@ __all__ = [
     "SchemaViolation",
     "StoreClosed",
     "StoreError",
+    "StoreNotFound",
+    "StoreReadOnly",
     "StoreUnavailable",
     "StreamReplaced",
     "TransformConflict",
+    "UndecodableEvent",
     "UpcastFailed",
     "WrongExpectedVersion",
 ]
@@ -100,11 +110,16 @@ class InvalidExpectedVersion(InvalidInput):
 class InvalidPosition(InvalidInput):
     """A position string that does not parse."""
 
-    def __init__(self, text: object) -> None:
+    def __init__(self, text: object, reason: str | None = None) -> None:
         self.text = text
+        self.reason = reason
         super().__init__(
-            f"invalid position {text!r}: expected the string form of an eventfold.Position, "
-            "such as '42' (SQLite, memory) or '7301:42' (PostgreSQL)"
+            f"invalid position {text!r}: "
+            + (
+                reason
+                or "expected the string form of an eventfold.Position, such as '42' (SQLite, "
+                "memory) or '7301:42' (PostgreSQL)"
+            )
         )
 
 
@@ -186,16 +201,26 @@ class WrongExpectedVersion(ConcurrencyError):
 
 
 class DuplicateEventId(ConcurrencyError):
-    """An event id already stored in the stream, but not as an exact retry of this append."""
+    """An event id already stored in the stream, but not as an exact retry of this append,
+    or (``repeated``) one given to two events of the same append."""
 
-    def __init__(self, stream_id: str, event_id: object) -> None:
+    def __init__(self, stream_id: str, event_id: object, *, repeated: bool = False) -> None:
         self.stream_id = stream_id
         self.event_id = event_id
-        super().__init__(
-            f"event id {event_id} is already in stream {stream_id!r} with other content or at "
-            "another place; a retry must resend the same events in the same order, new events "
-            "need new ids"
-        )
+        self.repeated = repeated
+        """True when the id is repeated within one append (nothing was stored)."""
+        if repeated:
+            message = (
+                f"event id {event_id} is given to more than one event of this append to "
+                f"stream {stream_id!r}; give each event its own id (nothing was stored)"
+            )
+        else:
+            message = (
+                f"event id {event_id} is already in stream {stream_id!r} with other content or "
+                "at another place; a retry must resend the same events in the same order, new "
+                "events need new ids"
+            )
+        super().__init__(message)
 
 
 class StreamReplaced(ConcurrencyError):
@@ -289,6 +314,48 @@ class DecodeError(EventfoldError):
             or f"stored event{at} of type {event_type!r} (schema version {schema_version}) does "
             f"not decode into its registered class: {cause}; give new fields defaults, or "
             "register an upcaster for the old shape"
+        )
+
+
+class UndecodableEvent(DecodeError):
+    """One stored event whose payload does not decode into its registered class.
+
+    Every read path raises this for a payload that is not valid JSON, is nested deeper
+    than a reader can follow, or does not fit its class (once upcast). ``position`` is
+    None only for a fold of one stream, which does not fetch positions; ``field`` is the
+    JSON path of the first offending value when msgspec names one (``$.paid_at``);
+    ``detail`` is what is wrong with it; ``raw`` is the stored JSON, for repairs.
+    """
+
+    def __init__(
+        self,
+        stream_id: str,
+        version: int,
+        event_type: str,
+        schema_version: int,
+        position: Position | None,
+        detail: str,
+        *,
+        field: str | None = None,
+        raw: bytes = b"",
+    ) -> None:
+        self.stream_id = stream_id
+        self.version = version
+        self.type = event_type
+        self.position = position
+        self.detail = detail
+        self.field = field
+        self.raw = raw
+        at = f" (position {position})" if position is not None else ""
+        what = f"{detail}, in field `{field}`" if field else detail
+        message = (
+            f"stored event at {stream_id}@{version}{at} of type {event_type!r} (schema version "
+            f"{schema_version}) does not decode into its registered class: {what}; stored "
+            "events never change: register an upcaster that repairs this shape, or transform "
+            f"the stream (`eventfold read {stream_id}` shows the stored JSON)"
+        )
+        super().__init__(
+            event_type, schema_version, what, f"{stream_id}@{version}", message=message
         )
 
 
@@ -403,4 +470,25 @@ class StoreClosed(StoreError):
         super().__init__(
             "the store is not open; use `async with store:` or `await store.open()` first"
             + (f" ({detail})" if detail else "")
+        )
+
+
+class StoreNotFound(StoreError):
+    """A store opened with ``read_only=True`` where there is none: a missing file or
+    schema, or another application's database. Nothing was created or changed."""
+
+    def __init__(self, where: str, reason: str) -> None:
+        self.where = where
+        self.reason = reason
+        super().__init__(f"no eventfold store at {where}: {reason}")
+
+
+class StoreReadOnly(StoreError):
+    """A write to a store opened with ``read_only=True``."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        super().__init__(
+            f"the store at {where} was opened read-only and takes no writes; connect "
+            "without read_only=True to write"
         )

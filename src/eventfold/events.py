@@ -10,19 +10,56 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import msgspec
 
-from .errors import EventTypeError, InvalidInput
+from .errors import EventTypeError, InvalidEvent, InvalidInput
 from .position import Position
 from .upcasting import Upcaster, Upcasters
 
 __all__ = [
+    "MAX_EVENT_TYPE_LENGTH",
     "Event",
     "NewEvent",
     "RecordedEvent",
     "TypeRegistry",
+    "check_event_type",
     "default_registry",
     "event_type_name",
+    "name_problem",
     "new_event_id",
 ]
+
+MAX_EVENT_TYPE_LENGTH = 256
+"""Longest event type name, in characters (the same limit as a stream id's)."""
+
+
+def name_problem(name: str, limit: int) -> str | None:
+    """What is wrong with ``name`` as a stream id or event type name, or None.
+
+    Names are printed by every tool that lists events, so they must be printable text (no
+    newline, escape or NUL), and ``"order-1 "`` must not be a second ``"order-1"``.
+    """
+    if not name:
+        return "must not be empty"
+    if len(name) > limit:
+        return f"is {len(name)} characters, over the limit of {limit}"
+    if not name.isprintable():
+        bad = next(c for c in name if not c.isprintable())
+        return f"contains the control or unprintable character {bad!r}; use printable text"
+    if name.strip() != name:
+        if not name.strip():
+            return "must not be blank"
+        return "has leading or trailing spaces; remove them"
+    return None
+
+
+def check_event_type(name: object, what: str = "event type") -> str:
+    """Return ``name`` if it is a valid event type name; raise `InvalidEvent` saying why not."""
+    if not isinstance(name, str):
+        raise InvalidEvent(f"{what} must be a str, got {type(name).__name__} {name!r}")
+    problem = name_problem(name, MAX_EVENT_TYPE_LENGTH)
+    if problem is not None:
+        shown = name if len(name) <= MAX_EVENT_TYPE_LENGTH else name[:40] + "…"
+        raise InvalidEvent(f"invalid {what} {shown!r}: {problem}")
+    return name
 
 
 if TYPE_CHECKING:
@@ -67,6 +104,7 @@ class Event(msgspec.Struct, metaclass=_EventMeta, frozen=True):
         super().__init_subclass__(**kwargs)
         if "__event_type__" not in cls.__dict__:
             cls.__event_type__ = cls.__name__
+        check_event_type(cls.__event_type__, f"{cls.__qualname__}.__event_type__")
         version = cls.__dict__.get("__schema_version__", cls.__schema_version__)
         if isinstance(version, bool) or not isinstance(version, int) or version < 1:
             raise EventTypeError(
@@ -109,7 +147,7 @@ class TypeRegistry:
         Registering the same class twice, or a class of the same module and qualified name
         (a reloaded module), is allowed; another class under a taken name is an error.
         """
-        name = name or cls.__event_type__
+        name = check_event_type(cls.__event_type__ if name is None else name)
         known = self._by_name.get(name)
         if known is not None and known is not cls:
             same_place = (known.__module__, known.__qualname__) == (
@@ -237,6 +275,9 @@ class NewEvent:
     ``schema_version`` says which version of the type's schema a mapping is in (default:
     the current one). A producer still on an older version can keep writing it: the
     payload is checked by lifting a copy through the upcasters, and stored as given.
+
+    A ``type`` is 1 to 256 printable characters without leading or trailing spaces (as a
+    stream id); anything else raises `InvalidEvent` here.
     """
 
     __slots__ = (
@@ -262,7 +303,7 @@ class NewEvent:
     ) -> None:
         self.data = data
         self.event_id = event_id
-        self.type = type
+        self.type = type if type is None else check_event_type(type)
         self.metadata = metadata
         self.correlation_id = correlation_id
         self.causation_id = causation_id

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import re
 from typing import Final, TypeAlias
 
 import msgspec
@@ -11,6 +12,7 @@ from .errors import InvalidExpectedVersion, InvalidPosition
 
 __all__ = [
     "ANY",
+    "MAX_POSITION_PART",
     "NO_STREAM",
     "START",
     "STREAM_EXISTS",
@@ -19,6 +21,15 @@ __all__ = [
     "StreamState",
     "check_expected_version",
 ]
+
+
+MAX_POSITION_PART: Final = 2**63 - 1
+"""The largest ``tx`` or ``seq`` a position string may hold (a signed 64-bit integer)."""
+
+# ASCII digits only: int() would also take " 5 ", "1_000", "+5" and other scripts' digits,
+# and a checkpoint that is not exactly what a store wrote is a bug to hear about.
+_FORM = re.compile(r"(?:([0-9]+):)?([0-9]+)")
+_MAX_DIGITS = len(str(MAX_POSITION_PART))
 
 
 class Position(msgspec.Struct, frozen=True, order=True):
@@ -41,21 +52,25 @@ class Position(msgspec.Struct, frozen=True, order=True):
 
     @classmethod
     def parse(cls, text: str | Position) -> Position:
-        """Parse the string form back; raise `InvalidPosition` naming the bad text."""
+        """Parse the string form back; raise `InvalidPosition` naming the bad text.
+
+        Only the exact form: ASCII digits, no sign, space or ``_``, each number at most
+        `MAX_POSITION_PART`.
+        """
         if isinstance(text, Position):
             return text
         if not isinstance(text, str):
             raise InvalidPosition(text)
-        head, sep, tail = text.strip().partition(":")
-        try:
-            if sep:
-                tx, seq = int(head), int(tail)
-            else:
-                tx, seq = 0, int(head)
-        except ValueError:
-            raise InvalidPosition(text) from None
-        if tx < 0 or seq < 0 or (sep and not (head.isdigit() and tail.isdigit())):
+        found = _FORM.fullmatch(text)
+        if found is None:
             raise InvalidPosition(text)
+        parts = (found[1] or "0", found[2])
+        # Length first: int() refuses strings of thousands of digits with a ValueError.
+        if any(len(part.lstrip("0")) > _MAX_DIGITS for part in parts) or any(
+            int(part) > MAX_POSITION_PART for part in parts
+        ):
+            raise InvalidPosition(text, f"its numbers must be at most {MAX_POSITION_PART}")
+        tx, seq = int(parts[0]), int(parts[1])
         return cls(tx, seq)
 
 

@@ -7,6 +7,7 @@ violation rather than msgspec's first one.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -14,7 +15,13 @@ import msgspec
 
 from .errors import SchemaViolation
 
-__all__ = ["ForeignType", "PayloadValidator", "SchemaViolation", "field_violations"]
+__all__ = [
+    "ForeignType",
+    "PayloadValidator",
+    "SchemaViolation",
+    "field_violations",
+    "nonfinite_violations",
+]
 
 
 PayloadValidator = Callable[[Any], list[str]]
@@ -49,7 +56,8 @@ def field_violations(cls: type[msgspec.Struct], raw: Any) -> list[str]:
                 out.append(f"`{name}`: missing required field")
             continue
         try:
-            msgspec.convert(raw[name], field.type)
+            # str_keys: JSON object keys are strings, and the class's decoder parses them.
+            msgspec.convert(raw[name], field.type, str_keys=True)
         except msgspec.ValidationError as exc:
             text = str(exc)
             text = text.replace(" - at `$", f" - at `$.{name}") if " - at `$" in text else text
@@ -59,3 +67,28 @@ def field_violations(cls: type[msgspec.Struct], raw: Any) -> list[str]:
         known.add(str(config.tag_field))
         out.extend(f"`{key}`: unknown field" for key in raw if key not in known)
     return out
+
+
+def nonfinite_violations(value: Any, path: str = "$") -> list[str]:
+    """Every NaN or infinite float in ``value`` (Python values, nested), by JSON path.
+
+    JSON has no such numbers: msgspec writes them as ``null``, which a ``float`` field
+    then refuses with a message about ``null`` the caller never sent.
+    """
+    if isinstance(value, msgspec.Struct):
+        value = msgspec.structs.asdict(value)
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return []
+        shown = path.removeprefix("$.") if path != "$" else path
+        return [
+            f"`{shown}`: {value} cannot be stored (JSON has no NaN or infinity; it would be "
+            "written as null); use a finite number, or None in an optional field"
+        ]
+    if isinstance(value, Mapping):
+        items: Any = ((f"{path}.{k}", v) for k, v in value.items())
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        items = ((f"{path}[{i}]", v) for i, v in enumerate(value))
+    else:
+        return []
+    return [found for sub, v in items for found in nonfinite_violations(v, sub)]

@@ -20,8 +20,10 @@ from rich.console import Console
 from .. import schema
 from ..errors import InvalidInput
 from ..events import NewEvent, RecordedEvent
+from ..nesting import MAX_NESTING_DEPTH
 from ..position import START, ExpectedVersion, Position, StreamState
 from ..store import AppendResult, EventStore, StoreStats, StreamInfo, connect
+from ..undecodable import keep_undecodable
 from . import render
 
 __all__ = ["COMMANDS", "CliState", "demo", "run_with_store"]
@@ -40,11 +42,17 @@ class CliState:
     err: Console
 
 
-def run_with_store(url: str, work: Callable[[EventStore], Awaitable[T]]) -> T:
-    """Open the store at ``url``, run ``work`` on it, close the store, return the result."""
+def run_with_store(
+    url: str, work: Callable[[EventStore], Awaitable[T]], *, read_only: bool = False
+) -> T:
+    """Open the store at ``url``, run ``work`` on it, close the store, return the result.
+
+    ``read_only``: for the inspection commands, which must never create, migrate or write
+    a store (and can read a read-only file).
+    """
 
     async def go() -> T:
-        async with connect(url) as store:
+        async with connect(url, read_only=read_only) as store:
             return await work(store)
 
     return asyncio.run(go())
@@ -60,12 +68,24 @@ def parse_json_object(text: str, name: str) -> dict[str, Any]:
         raise InvalidInput(
             f'{name} is not valid JSON ({exc}); pass an object such as \'{{"sku": "A-1"}}\''
         ) from None
+    except RecursionError:
+        raise InvalidInput(
+            f"{name} nests objects and arrays too deeply to read; stored events may nest at "
+            f"most {MAX_NESTING_DEPTH} levels"
+        ) from None
     if not isinstance(value, dict):
         raise InvalidInput(
             f"{name} must be a JSON object, got a JSON {type(value).__name__}; "
             'pass an object such as \'{"sku": "A-1"}\''
         )
     return value
+
+
+def warn_undecodable(state: CliState, event: RecordedEvent) -> None:
+    """Say on stderr why an event is shown as stored JSON, if it is."""
+    note = render.undecodable_note(event)
+    if note is not None:
+        state.err.print(f"warning: {note}", markup=False, highlight=False)
 
 
 class ExpectedVersionParam(click.ParamType[ExpectedVersion]):
@@ -107,7 +127,7 @@ def info(state: CliState, as_json: bool) -> None:
     async def work(store: EventStore) -> StoreStats:
         return await store.stats()
 
-    stats = run_with_store(state.url, work)
+    stats = run_with_store(state.url, work, read_only=True)
     if as_json:
         click.echo(render.to_json(render.stats_record(stats, state.url)))
     else:
@@ -133,7 +153,7 @@ def streams(
         wanted = None if limit is None else limit + 1
         return [i async for i in store.streams(after=after, category=category, limit=wanted)]
 
-    found = run_with_store(state.url, work)
+    found = run_with_store(state.url, work, read_only=True)
     more = limit is not None and len(found) > limit
     found = found[:limit] if limit is not None else found
     if as_json:
@@ -185,15 +205,18 @@ def read(
     events: list[RecordedEvent] = []
 
     async def work(store: EventStore) -> None:
-        async for e in store.read_stream(
-            stream, from_version=from_version, backwards=backwards, limit=limit
-        ):
-            if fmt == "jsonl":
-                click.echo(render.event_json(e))
-            else:
-                events.append(e)
+        # An event that no longer decodes is shown as stored, so it can be repaired.
+        with keep_undecodable():
+            async for e in store.read_stream(
+                stream, from_version=from_version, backwards=backwards, limit=limit
+            ):
+                warn_undecodable(state, e)
+                if fmt == "jsonl":
+                    click.echo(render.event_json(e))
+                else:
+                    events.append(e)
 
-    run_with_store(state.url, work)
+    run_with_store(state.url, work, read_only=True)
     if fmt == "jsonl":
         return
     if not events:
@@ -261,22 +284,24 @@ def tail(
             # returns all of them that match, and the checkpoint can move past the rest.
             # Without this a filter that matches nothing would rescan a growing tail.
             head = await store.head()
-            async for e in store.read_all(
-                after=last,
-                types=list(types) or None,
-                categories=list(categories) or None,
-                limit=None if count is None else count - seen,
-            ):
-                click.echo(show(e))
-                last = e.position
-                seen += 1
+            with keep_undecodable():
+                async for e in store.read_all(
+                    after=last,
+                    types=list(types) or None,
+                    categories=list(categories) or None,
+                    limit=None if count is None else count - seen,
+                ):
+                    warn_undecodable(state, e)
+                    click.echo(show(e))
+                    last = e.position
+                    seen += 1
             if count is not None and seen >= count:
                 return
             last = max(last, head)
             await asyncio.sleep(interval)
 
     try:
-        run_with_store(state.url, work)
+        run_with_store(state.url, work, read_only=True)
     except KeyboardInterrupt:
         # Ctrl-C is how a tail ends: asyncio.run has already cancelled the read and
         # closed the store.

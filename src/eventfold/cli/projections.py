@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 from collections.abc import Sequence
 from typing import Any
 
 import click
 import msgspec
+from rich import box
+from rich.console import Group
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from ..errors import InvalidInput
 from ..position import Position
@@ -32,6 +34,11 @@ from ..projections import (
     ProjectionBase,
     ProjectionDaemon,
     ProjectionStatus,
+    ProjectionStopped,
+    WorkerInfo,
+    WorkerState,
+    check_projections,
+    check_unique_names,
     projection_status,
     read_models_for,
     rebuild,
@@ -40,6 +47,7 @@ from ..projections import (
 from ..projections.leases import Leases
 from ..store import EventStore
 from ._imports import find_attribute, import_user_module
+from ._shutdown import GracefulStop
 from .commands import CliState, run_with_store
 
 __all__ = ["COMMANDS", "load_projections"]
@@ -61,7 +69,7 @@ def load_projections(reference: str) -> list[ProjectionBase]:
         if isinstance(found, ProjectionBase):
             return [found]
         if isinstance(found, list | tuple) and all(isinstance(p, ProjectionBase) for p in found):
-            return list(found)
+            return list(check_unique_names(found).values())
         raise InvalidInput(
             f"--app {reference!r} is a {type(found).__name__}, not a projection or a list of them"
         )
@@ -74,7 +82,7 @@ def load_projections(reference: str) -> list[ProjectionBase]:
             f"--app {reference!r}: module {module_name!r} defines no projection at its top "
             "level; define them there, or pass MODULE:NAME"
         )
-    return projections
+    return list(check_unique_names(projections).values())
 
 
 def _pick(projections: list[ProjectionBase], name: str, reference: str) -> ProjectionBase:
@@ -111,27 +119,39 @@ def _status_row(s: ProjectionStatus) -> dict[str, Any]:
     }
 
 
-def _status_table(statuses: Sequence[ProjectionStatus]) -> Table:
-    table = Table(title="projections", title_justify="left")
-    for column in ("name", "version", "state", "position", "lag (events)", "lag (s)", "parked"):
-        table.add_column(column, justify="right" if column.startswith(("lag", "park")) else "left")
-    table.add_column("last error", overflow="fold")
-    for s in statuses:
-        lag = f"{s.lag_events:,}" + ("" if s.lag_exact else "+")
-        version = f"v{s.version}" + (
-            f" (readers: v{s.active_version})" if s.active_version not in (None, s.version) else ""
-        )
-        table.add_row(
+def _status_table(statuses: Sequence[ProjectionStatus]) -> Group:
+    """The statuses as a table, each last error on lines of its own below it: at 80
+    columns an error column would squeeze the names and positions readers copy."""
+    table = Table(title="projections", title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    rows = [
+        (
             s.name,
-            version,
+            f"v{s.version}"
+            + (
+                f" (readers: v{s.active_version})"
+                if s.active_version not in (None, s.version)
+                else ""
+            ),
             str(s.state),
             str(s.position),
-            lag,
+            f"{s.lag_events:,}" + ("" if s.lag_exact else "+"),
             f"{s.lag_seconds:.1f}",
             str(s.parked),
-            s.last_error or "",
         )
-    return table
+        for s in statuses
+    ]
+    columns = ("name", "version", "state", "position", "lag", "lag s", "parked")
+    for i, column in enumerate(columns):
+        table.add_column(
+            column,
+            justify="right" if column.startswith(("lag", "park")) else "left",
+            min_width=max([len(column), *(len(row[i]) for row in rows)]),
+            no_wrap=True,
+        )
+    for row in rows:
+        table.add_row(*row)
+    errors = [Text(f"{s.name} v{s.version}: {s.last_error}") for s in statuses if s.last_error]
+    return Group(table, *errors)
 
 
 @click.command("projections")
@@ -154,6 +174,38 @@ def projections_command(state: CliState, reference: str, as_json: bool) -> None:
         state.out.print(_status_table(statuses))
 
 
+STOP_ADVICE = (
+    "fix the handler, then start `eventfold run` again (it resumes from the last checkpoint), "
+    "or give the projection the 'park' poison policy to set such events aside "
+    "(see `eventfold parked` and `eventfold replay-parked`)"
+)
+
+
+def _stopped(daemon: ProjectionDaemon) -> list[WorkerInfo]:
+    return [i for i in daemon.workers() if i.state is WorkerState.FAILED]
+
+
+def _still_running(daemon: ProjectionDaemon) -> str:
+    return ", ".join(
+        f"{i.name} v{i.version} p{i.partition} ({i.state})"
+        for i in daemon.workers()
+        if i.state is not WorkerState.STOPPED
+    )
+
+
+async def _caught_up(
+    store: EventStore, daemon: ProjectionDaemon, stopped: Sequence[WorkerInfo]
+) -> list[ProjectionStatus] | None:
+    """Every projection's status once each is at the head or stopped, else None."""
+    halted = {i.name for i in stopped}
+    statuses = [
+        await projection_status(store, daemon.models, p) for p in daemon.projections.values()
+    ]
+    if all((s.lag_events == 0 and s.lag_exact) or s.name in halted for s in statuses):
+        return statuses
+    return None
+
+
 @click.command("run")
 @click.option("--app", "reference", required=True, metavar="MODULE[:NAME]", help=APP_HELP)
 @click.option(
@@ -162,10 +214,20 @@ def projections_command(state: CliState, reference: str, as_json: bool) -> None:
 @click.option(
     "--until-caught-up",
     is_flag=True,
-    help="Exit once every projection has reached the head of the log (for scripts).",
+    help="Exit once every projection has reached the head of the log, or has stopped on a "
+    "poison event (then with status 1; for scripts).",
 )
 @click.option(
     "--batch-size", type=click.IntRange(1, 100_000), default=None, help="Events per batch."
+)
+@click.option(
+    "--stop-timeout",
+    type=click.FloatRange(min=0.1, max=3600),
+    default=DaemonOptions.stop_timeout,
+    show_default=True,
+    metavar="SECONDS",
+    help="How long the workers get to stop on Ctrl-C or SIGTERM; the process exits within "
+    "twice this whatever they wait on, and at once on a second signal.",
 )
 @click.pass_obj
 def run_command(
@@ -174,40 +236,76 @@ def run_command(
     only: tuple[str, ...],
     until_caught_up: bool,
     batch_size: int | None,
+    stop_timeout: float,
 ) -> None:
-    """Run the projection daemon until interrupted (Ctrl-C or SIGTERM)."""
+    """Run the projection daemon until interrupted (Ctrl-C or SIGTERM).
+
+    Exits with status 1 if a projection stopped on a poison event.
+    """
     projections = load_projections(reference)
     if only:
         projections = [_pick(projections, name, reference) for name in only]
-    options = DaemonOptions() if batch_size is None else DaemonOptions(batch_size=batch_size)
+    check_projections(projections)
+    options = DaemonOptions(
+        batch_size=batch_size or DaemonOptions.batch_size, stop_timeout=stop_timeout
+    )
+    daemons: list[ProjectionDaemon] = []
+    shutdown = GracefulStop(
+        "eventfold run", 2 * stop_timeout, lambda: "".join(map(_still_running, daemons))
+    )
 
-    async def work(store: EventStore) -> None:
+    async def supervise(store: EventStore, daemon: ProjectionDaemon) -> list[WorkerInfo]:
+        reported: set[str] = set()
+        while True:
+            stopped = _stopped(daemon)
+            for info in stopped:
+                key = f"{info.name}/p{info.partition}"
+                if key not in reported:
+                    reported.add(key)
+                    state.err.print(
+                        f"projection {info.name!r} v{info.version} partition {info.partition} "
+                        f"stopped on a poison event; {STOP_ADVICE}",
+                        markup=False,
+                    )
+            if until_caught_up:
+                statuses = await _caught_up(store, daemon, stopped)
+                if statuses is not None:
+                    state.out.print(_status_table(statuses))
+                    return stopped
+            if shutdown.requested.is_set():
+                return stopped
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.2):
+                    await shutdown.requested.wait()
+
+    async def work(store: EventStore) -> list[WorkerInfo]:
         models = read_models_for(store)
         leases = _leases_for(store)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, stop.set)
+        shutdown.install()
         try:
             daemon = ProjectionDaemon(store, models, projections, options=options, leases=leases)
+            daemons.append(daemon)
             names = ", ".join(p.name for p in projections)
             state.err.print(f"running {names} (owner {daemon.owner}); Ctrl-C stops")
             async with daemon:
-                while not stop.is_set():
-                    if until_caught_up:
-                        statuses = [await projection_status(store, models, p) for p in projections]
-                        if all(s.lag_events == 0 and s.lag_exact for s in statuses):
-                            state.out.print(_status_table(statuses))
-                            return
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(0.2):
-                            await stop.wait()
-            state.err.print("stopped")
+                try:
+                    return await supervise(store, daemon)
+                finally:
+                    shutdown.begin()
         finally:
             await _close(leases)
 
-    run_with_store(state.url, work)
+    try:
+        stopped = run_with_store(state.url, work)
+    finally:
+        shutdown.finish()
+    if shutdown.signal is not None:
+        state.err.print("stopped")
+    if stopped:
+        first = stopped[0]
+        raise ProjectionStopped(
+            first.name, first.version, first.error or "a poison event", STOP_ADVICE
+        )
 
 
 @click.command("rebuild")

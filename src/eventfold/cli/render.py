@@ -20,6 +20,7 @@ from ..events import RecordedEvent
 from ..handler import Loaded
 from ..store import StoreStats, StreamInfo
 from ..store.connect import redact_url
+from ..undecodable import UndecodedPayload
 
 __all__ = [
     "counts_table",
@@ -36,6 +37,7 @@ __all__ = [
     "streams_table",
     "summarize",
     "to_json",
+    "undecodable_note",
 ]
 
 _encoder = msgspec.json.Encoder()
@@ -47,8 +49,12 @@ def to_json(value: Any) -> str:
 
 
 def summarize(data: Any, width: int = 60) -> str:
-    """The event's data as compact JSON, cut to ``width`` characters with an ellipsis."""
-    text = to_json(data)
+    """The event's data as compact JSON, cut to ``width`` characters with an ellipsis.
+
+    Data that does not decode is shown as stored, marked, so an operator sees what to
+    repair.
+    """
+    text = f"undecodable: {data.text}" if isinstance(data, UndecodedPayload) else to_json(data)
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
@@ -58,7 +64,18 @@ def format_time(when: _dt.datetime) -> str:
 
 
 def event_record(event: RecordedEvent) -> dict[str, Any]:
-    """Every envelope field of ``event`` as JSON-ready values."""
+    """Every envelope field of ``event`` as JSON-ready values.
+
+    Data that does not decode is ``null``, with the stored JSON as text in ``raw_data``
+    and the reason in ``undecodable``: each line stays valid JSON whatever was stored.
+    """
+    data = event.data
+    if isinstance(data, UndecodedPayload):
+        return {
+            **event_record(msgspec.structs.replace(event, data=None)),
+            "raw_data": data.text,
+            "undecodable": str(data.error),
+        }
     return {
         "event_id": str(event.event_id),
         "stream_id": event.stream_id,
@@ -75,6 +92,12 @@ def event_record(event: RecordedEvent) -> dict[str, Any]:
 def event_json(event: RecordedEvent) -> str:
     """One JSON line holding every envelope field of ``event``."""
     return to_json(event_record(event))
+
+
+def undecodable_note(event: RecordedEvent) -> str | None:
+    """Why ``event``'s data is shown as stored, or None when it decoded."""
+    data = event.data
+    return str(data.error) if isinstance(data, UndecodedPayload) else None
 
 
 def event_line(event: RecordedEvent) -> str:

@@ -179,7 +179,7 @@ def state_command(
         handler = CommandHandler(store, decider, snapshot_store=snapshots)
         return await handler.load_details(stream, at_version=at_version, as_of=as_of)
 
-    loaded = run_with_store(state.url, work)
+    loaded = run_with_store(state.url, work, read_only=True)
     value = render.state_builtins(loaded.state)
     if as_json:
         record = {

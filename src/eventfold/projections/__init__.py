@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from .backends import read_models_for
 from .bluegreen import BuildProgress, SwapPolicy, activate, drop_retired
-from .daemon import ProjectionDaemon, check_projections
+from .daemon import ProjectionDaemon, check_projections, check_unique_names
 from .definition import (
     DocumentProjection,
     Handler,
@@ -117,6 +117,7 @@ __all__ = [
     "activate",
     "attach_inline",
     "check_projections",
+    "check_unique_names",
     "detach_inline",
     "drop_retired",
     "format_progress",

@@ -34,28 +34,37 @@ from .definition import ProjectionBase
 from .errors import InvalidProjection, ProjectionStopped, StaleRead
 from .leases import Leases, MemoryLeases
 from .parked import ReplayResult, replay_parked
+from .shutdown import cancel_and_wait
 from .status import ProjectionStatus, checkpoint_positions, projection_status, wait_for
 from .store import ParkedEvent, ReadModelStore
 from .subscription import Notifier, Signal
 from .wakeups import notifier_for
 from .worker import Context, DaemonOptions, PartitionWorker, WorkerInfo, WorkerState
 
-__all__ = ["ProjectionDaemon", "check_projections"]
+__all__ = ["ProjectionDaemon", "check_projections", "check_unique_names"]
 
 log = logging.getLogger("eventfold.projections")
 
 
-def check_projections(projections: Sequence[ProjectionBase]) -> dict[str, ProjectionBase]:
-    """Validate a set of projections to run together: unique names, handlers, and
-    dependencies that are present and acyclic. Returns them by name."""
+def check_unique_names(projections: Sequence[ProjectionBase]) -> dict[str, ProjectionBase]:
+    """The projections by name; `InvalidProjection` for anything else or a repeated name
+    (two definitions would share one read model and one checkpoint)."""
     by_name: dict[str, ProjectionBase] = {}
     for p in projections:
         if not isinstance(p, ProjectionBase):
             raise InvalidProjection(f"{p!r} is not a Projection or DocumentProjection")
         if p.name in by_name:
             raise InvalidProjection(f"two projections are named {p.name!r}; names must be unique")
-        p.check_runnable()
         by_name[p.name] = p
+    return by_name
+
+
+def check_projections(projections: Sequence[ProjectionBase]) -> dict[str, ProjectionBase]:
+    """Validate a set of projections to run together: unique names, handlers, and
+    dependencies that are present and acyclic. Returns them by name."""
+    by_name = check_unique_names(projections)
+    for p in projections:
+        p.check_runnable()
     for p in projections:
         missing = [d for d in p.depends_on if d not in by_name]
         if missing:
@@ -139,15 +148,30 @@ class ProjectionDaemon:
                 self._tasks.append(asyncio.create_task(w.run(), name=f"eventfold:{w.key}"))
         self._tasks.append(asyncio.create_task(self._janitor(), name="eventfold:janitor"))
 
-    async def stop(self) -> None:
-        """Cancel every worker; a batch in flight is rolled back, never half-applied."""
+    async def stop(self) -> list[str]:
+        """Cancel every worker; a batch in flight is rolled back, never half-applied.
+
+        Returns within about ``options.stop_timeout`` seconds whatever the workers wait
+        on; the names of the tasks that had not stopped by then are logged and returned
+        (their transactions commit whole or not at all, so leaving them is safe).
+        """
         tasks, self._tasks = self._tasks, []
+        timeout = self.options.stop_timeout
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        stuck = await cancel_and_wait(tasks, timeout=timeout)
         for task in tasks:
-            task.cancel()
-        for result in await asyncio.gather(*tasks, return_exceptions=True):
-            if isinstance(result, Exception):
-                log.error("projection worker ended with %r", result)
-        await self._wakeups.close()
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                log.error("projection worker ended with %r", task.exception())
+        stuck += await self._wakeups.close(timeout=max(deadline - loop.time(), 0.1))
+        if stuck:
+            log.error(
+                "the projection daemon did not stop within %g s: %s kept running "
+                "(a handler that blocks, or a database that does not answer?)",
+                timeout,
+                ", ".join(stuck),
+            )
+        return stuck
 
     async def __aenter__(self) -> Self:
         await self.start()

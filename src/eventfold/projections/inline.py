@@ -29,6 +29,7 @@ stops it with a clear error instead of applying its events a second time.
 
 from __future__ import annotations
 
+from asyncio import events as asyncio_events
 from collections.abc import Coroutine, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
@@ -181,12 +182,38 @@ def _apply(conn: sqlite3.Connection, p: ProjectionBase, events: list[RecordedEve
     tx.flush()
 
 
+class _Awaited(BaseException):
+    """Raised by `_NoLoop` out of a handler; a BaseException so no handler wrapper keeps it."""
+
+
+class _NoLoop:
+    """Stands in for the running loop while an inline SQLite handler runs.
+
+    The group runs on the event loop's thread or on the writer's thread. Without a stand-in,
+    a handler that awaits real I/O would suspend on the first and find no loop on the
+    second, so the same mistake would surface as two different errors depending on where
+    the group happened to run. With it, both threads see one loop that refuses everything.
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        raise _Awaited(name)
+
+
+_NO_LOOP = _NoLoop()
+
+
 def _run(p: ProjectionBase, coro: Coroutine[Any, Any, Any]) -> Any:
     """Run a coroutine that only awaits `_SyncTransaction` (which never suspends)."""
+    outer = asyncio_events._get_running_loop()
+    asyncio_events._set_running_loop(cast(Any, _NO_LOOP))
     try:
         coro.send(None)
     except StopIteration as done:
         return done.value
+    except _Awaited:
+        pass
+    finally:
+        asyncio_events._set_running_loop(outer)
     coro.close()
     raise InvalidProjection(
         f"inline projection {p.name!r} awaited something other than its transaction; an "

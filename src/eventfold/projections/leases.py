@@ -22,6 +22,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from ..errors import ConfigurationError
 from ..store.protocol import EventStore
+from .shutdown import cancel_and_wait
 
 __all__ = ["Lease", "Leases", "MemoryLeases", "PostgresLeases", "lease_key"]
 
@@ -181,9 +182,7 @@ class PostgresLeases:
         """Release every lease and close the connection."""
         beat, self._beat = self._beat, None
         if beat is not None:
-            beat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await beat
+            await cancel_and_wait([beat], timeout=self.heartbeat + 5.0)
         async with self._lock:
             await self._lost()
 

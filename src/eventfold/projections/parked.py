@@ -1,7 +1,9 @@
 """Parked events: the dead-letter list of a projection, listed and replayed.
 
 A replay applies each parked event on its own, in log order, in a transaction that also
-removes it from the list; one that fails again stays parked with the new error. A
+removes it from the list; one that fails again stays parked with the new error. An event
+parked because it did not decode is read again by its position (once an upcaster or a
+fixed class reads it, it replays like any other). A
 replayed event lands after events that came later in the log (its checkpoint has long
 moved on), which is the price of parking; projections whose results depend on order
 should use the ``stop`` policy instead.
@@ -16,10 +18,13 @@ from dataclasses import dataclass, field
 
 import msgspec
 
+from ..errors import DecodeError, InvalidInput
+from ..events import RecordedEvent
 from ..position import Position
 from ..store.protocol import EventStore
 from .definition import ProjectionBase
 from .errors import HandlerFailed
+from .status import event_at
 from .store import ParkedEvent, ReadModelStore, now_us
 
 __all__ = ["ReplayResult", "replay_parked"]
@@ -49,17 +54,31 @@ async def replay_parked(
     """
     result = ReplayResult()
     name, version = projection.name, projection.version
-    for parked in await models.parked(name, version):
+    listed = await models.parked(name, version)
+    if positions is not None:
+        missing = sorted(set(positions) - {p.position for p in listed})
+        if missing:
+            there = ", ".join(str(p.position) for p in listed) or "none"
+            raise InvalidInput(
+                f"projection {name!r} v{version} has no parked event at position "
+                f"{', '.join(map(str, missing))} (parked: {there}); pass the position of a "
+                "parked event, or none to replay them all"
+            )
+    for parked in listed:
         if positions is not None and parked.position not in positions:
             continue
         async with guard(parked.partition) if guard else nullcontext():
-            found = await store.find_events(parked.stream_id, [uuid.UUID(parked.event_id)])
-            if not found:
-                error = (
-                    f"event {parked.event_id} is no longer in stream {parked.stream_id!r}; "
-                    "remove it from the list by dropping the version, or leave it"
-                )
+            try:
+                found = await _parked_event(store, parked)
+            except DecodeError as exc:
+                found, error = [], f"it still does not decode: {exc}"
             else:
+                error = (
+                    f"event {parked.event_id or 'at ' + str(parked.position)} is no longer in "
+                    f"stream {parked.stream_id!r}; remove it from the list by dropping the "
+                    "version, or leave it"
+                )
+            if found:
                 try:
                     async with models.transaction() as tx:
                         await projection.apply(found, tx)
@@ -76,3 +95,11 @@ async def replay_parked(
                 await tx.park(again)
             result.failed.append(again)
     return result
+
+
+async def _parked_event(store: EventStore, parked: ParkedEvent) -> list[RecordedEvent]:
+    if parked.event_id:
+        return await store.find_events(parked.stream_id, [uuid.UUID(parked.event_id)])
+    # Parked because it did not decode, so its id was never read: it is where it was.
+    found = await event_at(store, parked.position)
+    return [] if found is None else [found]

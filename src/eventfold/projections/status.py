@@ -15,11 +15,12 @@ Lag is measured against the event store, so any process can report it:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..errors import InvalidInput
+from ..errors import DecodeError, InvalidInput
 from ..events import RecordedEvent
 from ..position import START, Position
 from ..store.protocol import EventStore
@@ -33,6 +34,7 @@ __all__ = [
     "ProjectionState",
     "ProjectionStatus",
     "checkpoint_positions",
+    "event_at",
     "measure_lag",
     "projection_status",
     "wait_for",
@@ -100,8 +102,9 @@ async def checkpoint_positions(
     return [found.get(k, START) for k in range(partitions)]
 
 
-async def _event_at(store: EventStore, position: Position) -> RecordedEvent | None:
-    """The event at exactly ``position``, if there is one."""
+async def event_at(store: EventStore, position: Position) -> RecordedEvent | None:
+    """The event at exactly ``position``, if there is one (`DecodeError` if it does not
+    decode)."""
     if position.seq == 0:
         return None
     found: RecordedEvent | None = None
@@ -112,6 +115,14 @@ async def _event_at(store: EventStore, position: Position) -> RecordedEvent | No
     finally:
         await aclose(reader)
     return found if found is not None and found.position == position else None
+
+
+async def _decodable_at(store: EventStore, position: Position) -> RecordedEvent | None:
+    # Lag in seconds is a hint: an event that does not decode just leaves it unknown.
+    try:
+        return await event_at(store, position)
+    except DecodeError:
+        return None
 
 
 async def measure_lag(
@@ -145,16 +156,21 @@ async def measure_lag(
             if event.position > positions[k]:
                 count += 1
                 first = first or event
+    except DecodeError:
+        # A stored event that does not decode (a poison event ahead of a checkpoint) must
+        # not hide the status: the count becomes the upper bound.
+        exact = False
     finally:
         await aclose(reader)
     if exact and count == 0:
         return Lag(0, True, 0.0, head)
     events = count if exact else max(count, head.seq - low.seq)
-    at_head = await _event_at(store, head)
-    base = await _event_at(store, low) or first
+    at_head = await _decodable_at(store, head)
+    base = await _decodable_at(store, low) or first
     if base is None:
         reader = store.read_all(limit=1)
-        base = next(iter([e async for e in reader]), None)
+        with contextlib.suppress(DecodeError):
+            base = next(iter([e async for e in reader]), None)
     seconds = 0.0
     if at_head is not None and base is not None:
         seconds = max(0, at_head.recorded_us - base.recorded_us) / 1e6

@@ -18,12 +18,13 @@ import contextlib
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from ..errors import InvalidInput
 from ..events import Event, RecordedEvent
 from ..position import START, Position
 from ..store.protocol import EventStore
+from .undecodable import Undecodable, aclose, read_page
 
 __all__ = [
     "Batch",
@@ -39,13 +40,6 @@ __all__ = [
 DEFAULT_BATCH_SIZE = 500
 DEFAULT_POLL_INTERVAL = 0.25
 """Seconds between polls at the tail (Marten's fast polling default)."""
-
-
-async def aclose(iterator: AsyncIterator[Any]) -> None:
-    """Close an async iterator left early (a store's reader holds a page or a cursor)."""
-    close = getattr(iterator, "aclose", None)
-    if close is not None:
-        await close()
 
 
 def partition_of(stream_id: str, partitions: int) -> int:
@@ -138,6 +132,9 @@ class Batch:
     """Every matching event at or before this position is in this batch or an earlier one."""
     tail: bool
     """The read reached the end of the log as it then stood."""
+    undecodable: Undecodable | None = None
+    """An event of this partition, right after ``events``, that does not decode: the
+    batch's ``through`` is its position, and moving the checkpoint there skips it."""
 
 
 class Subscription:
@@ -199,21 +196,31 @@ class Subscription:
             after = self.position
             head = await self.store.head() if need_head else None
             ceiling = await self.ceiling() if self.ceiling is not None else None
-            events = await self._page(after)
-            full = len(events) == self.batch_size
-            through = events[-1].position if events else after
+            events, bad = await read_page(
+                self.store,
+                after=after,
+                types=self.types,
+                categories=self.categories,
+                limit=self.batch_size,
+            )
+            # A bad event ends the page early: there may be more after it.
+            full = len(events) == self.batch_size or bad is not None
+            through = bad.position if bad else events[-1].position if events else after
             if not full and head is not None and head > through:
                 through = head
             if ceiling is not None and through > ceiling:
                 events = [e for e in events if e.position <= ceiling]
                 through = max(after, ceiling)
-                full = False
+                full, bad = False, None
             mine = events if self.partition is None else self._mine(events)
+            if bad is not None and self.partition is not None:
+                k, n = self.partition
+                bad = bad if partition_of(bad.stream_id, n) == k else None
             # Reaching the tail is news even when nothing moved (a rebuild swaps then).
             if through > after or (not full and not at_tail):
                 self.position = through
                 at_tail = not full
-                yield Batch(mine, through, tail=not full)
+                yield Batch(mine, through, tail=not full, undecodable=bad)
             if full:
                 need_head = False
                 continue
@@ -223,15 +230,6 @@ class Subscription:
             if not self.follow:
                 return
             await self.wake.wait(self.poll_interval)
-
-    async def _page(self, after: Position) -> list[RecordedEvent]:
-        reader = self.store.read_all(
-            after=after, types=self.types, categories=self.categories, limit=self.batch_size
-        )
-        try:
-            return [event async for event in reader]
-        finally:
-            await aclose(reader)
 
     def _mine(self, events: list[RecordedEvent]) -> list[RecordedEvent]:
         assert self.partition is not None

@@ -18,12 +18,12 @@ saves time; a missed one costs the poll interval at most. What each backend offe
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from types import TracebackType
 from typing import Any, Self
 
 from ..store.protocol import EventStore
+from .shutdown import cancel_and_wait
 from .subscription import Signal, WakeUp
 
 __all__ = ["SQLITE_POLL", "StoreWakeUps", "notifier_for"]
@@ -74,17 +74,16 @@ class StoreWakeUps:
                 self._listen(), name="eventfold:wakeups"
             )
 
-    async def close(self) -> None:
-        """Stop listening; safe to call twice."""
+    async def close(self, *, timeout: float = 5.0) -> list[str]:  # noqa: ASYNC109
+        """Stop listening within ``timeout`` seconds; safe to call twice. Returns the name
+        of the background task if it had not stopped by then."""
         remove, self._remove = self._remove, None
         if remove is not None:
             remove()
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        stuck = [] if task is None else await cancel_and_wait([task], timeout=timeout)
         self.listening = False
+        return stuck
 
     async def __aenter__(self) -> Self:
         return self

@@ -31,6 +31,7 @@ from .leases import Lease, Leases, lease_key
 from .status import checkpoint_positions
 from .store import ParkedEvent, PartitionState, ReadModelStore, now_us
 from .subscription import DEFAULT_BATCH_SIZE, DEFAULT_POLL_INTERVAL, Batch, Notifier, Subscription
+from .undecodable import Undecodable
 
 __all__ = ["DaemonOptions", "PartitionWorker", "WorkerInfo", "WorkerState"]
 
@@ -58,11 +59,14 @@ class DaemonOptions:
     """Seconds between sweeps that drop retired versions past their grace period."""
     progress: Callable[[BuildProgress], None] | None = None
     """Called after each batch of a building version (a CLI renders it)."""
+    stop_timeout: float = 5.0
+    """Seconds `ProjectionDaemon.stop` waits for its workers before it gives up on them
+    (and logs which did not stop)."""
 
     def __post_init__(self) -> None:
         if isinstance(self.batch_size, bool) or self.batch_size < 1:
             raise InvalidInput(f"batch_size must be an int >= 1, got {self.batch_size!r}")
-        for name in ("poll_interval", "lease_retry", "janitor_interval"):
+        for name in ("poll_interval", "lease_retry", "janitor_interval", "stop_timeout"):
             if getattr(self, name) <= 0:
                 raise InvalidInput(f"{name} must be > 0 seconds")
         if self.grace_period < 0 or self.max_error_backoff < 0:
@@ -183,7 +187,8 @@ class PartitionWorker:
                 return
             except ProjectionStopped as exc:
                 self.state, self.error = WorkerState.FAILED, exc.error
-                log.error("%s: %s", self.key, exc)
+                # Not str(exc): its advice names library calls; callers give their own.
+                log.error("%s: stopped on a poison event: %s", self.key, exc.error)
                 self._resume.clear()
                 await self._resume.wait()
 
@@ -222,7 +227,10 @@ class PartitionWorker:
             if not lease.held():
                 raise _LeaseLost(f"lease {self.key} was lost")
             async with self.lock:
-                checkpoint = await self._apply(batch, checkpoint)
+                if batch.undecodable is None:
+                    checkpoint = await self._apply(batch, checkpoint)
+                else:
+                    checkpoint = await self._apply_undecodable(batch, batch.undecodable, checkpoint)
             self.position = batch.through
             if self.state is WorkerState.RETRYING:
                 self.state = WorkerState.BUILDING if mode is Mode.BUILDING else WorkerState.ACTIVE
@@ -304,8 +312,36 @@ class PartitionWorker:
                     await self._record_failure(str(failure))
                     stopped = ProjectionStopped(failure.name, failure.version, str(failure))
                     raise stopped from failure
-                checkpoint = await self._park(failure, attempt, checkpoint)
+                event = failure.event
+                checkpoint = await self._park(
+                    event.position,
+                    event.stream_id,
+                    str(event.event_id),
+                    event.type,
+                    str(failure),
+                    attempt,
+                    checkpoint,
+                )
                 events, attempt = events[at + 1 :], 0
+
+    async def _apply_undecodable(
+        self, batch: Batch, bad: Undecodable, checkpoint: Position | None
+    ) -> Position:
+        """Apply the events before an event that does not decode, then treat that one as
+        a poison event. Decoding is not retried: it fails the same way every time."""
+        if batch.events:
+            prefix = Batch(batch.events, batch.events[-1].position, tail=False)
+            checkpoint = await self._apply(prefix, checkpoint)
+        p = self.projection
+        error = (
+            f"projection {p.name!r} v{p.version} cannot read the {bad.type} event at position "
+            f"{bad.position}: {bad.error}"
+        )
+        if self.policy.action == "stop":
+            await self._record_failure(error)
+            raise ProjectionStopped(p.name, p.version, error) from bad.error
+        # No event id: it lives in the payload's row, which this process cannot decode.
+        return await self._park(bad.position, bad.stream_id, "", bad.type, error, 1, checkpoint)
 
     async def _commit(
         self, events: list[RecordedEvent], through: Position, checkpoint: Position | None
@@ -319,28 +355,35 @@ class PartitionWorker:
             await tx.set_checkpoint(p.name, p.version, self.partition, through, expected=checkpoint)
 
     async def _park(
-        self, failure: HandlerFailed, attempts: int, checkpoint: Position | None
+        self,
+        position: Position,
+        stream_id: str,
+        event_id: str,
+        type: str,
+        error: str,
+        attempts: int,
+        checkpoint: Position | None,
     ) -> Position:
-        p, event = self.projection, failure.event
+        p = self.projection
         parked = ParkedEvent(
             name=p.name,
             version=p.version,
             partition=self.partition,
-            position=event.position,
-            stream_id=event.stream_id,
-            event_id=str(event.event_id),
-            type=event.type,
-            error=str(failure),
+            position=position,
+            stream_id=stream_id,
+            event_id=event_id,
+            type=type,
+            error=error,
             attempts=attempts,
             parked_us=now_us(),
         )
         async with self.ctx.models.transaction() as tx:
             await tx.park(parked)
             await tx.set_checkpoint(
-                p.name, p.version, self.partition, event.position, expected=checkpoint
+                p.name, p.version, self.partition, position, expected=checkpoint
             )
-        log.warning("%s: parked %s at %s: %s", self.key, event.type, event.position, failure)
-        return event.position
+        log.warning("%s: parked %s at %s: %s", self.key, type, position, error)
+        return position
 
     async def _record_failure(self, error: str) -> None:
         p = self.projection

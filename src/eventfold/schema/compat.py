@@ -115,8 +115,12 @@ def _normal(node: Any, defs: Mapping[str, Any], depth: int = 0) -> Any:
         return node
     node = _deref(node, defs)
     if isinstance(node, Mapping):
+        # Extension keywords (``x-msgspec``) are left out: schemas recorded before they
+        # existed must still compare equal to the code's.
         return {
-            k: _normal(v, defs, depth + 1) for k, v in sorted(node.items()) if k not in _ANNOTATIONS
+            k: _normal(v, defs, depth + 1)
+            for k, v in sorted(node.items())
+            if k not in _ANNOTATIONS and not k.startswith("x-")
         }
     if isinstance(node, list):
         return [_normal(v, defs, depth + 1) for v in node]

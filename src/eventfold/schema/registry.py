@@ -27,6 +27,7 @@ import msgspec
 from ..events import Event, RecordedEvent, TypeRegistry
 from ..store.protocol import EventStore
 from ..violations import ForeignType
+from .exact import exact_schema
 from .validation import validator_for
 
 __all__ = [
@@ -75,9 +76,9 @@ class SchemaRecord(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def schema_of(cls: type[Event]) -> dict[str, Any]:
-    """The JSON Schema of an event class, as the registry records it."""
-    schema: dict[str, Any] = msgspec.json.schema(cls)
-    return schema
+    """The JSON Schema of an event class, as the registry records it: msgspec's, plus the
+    decode rules it leaves out (see `eventfold.schema.exact`)."""
+    return exact_schema(cls)
 
 
 def fingerprint(schema: Mapping[str, Any]) -> str:

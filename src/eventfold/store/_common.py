@@ -4,26 +4,40 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from typing import overload
 
 from ..codec import Codec, EncodedEvent
-from ..errors import DuplicateEventId, InvalidInput, InvalidStreamId, TransformConflict
-from ..events import Event, NewEvent
-from ..position import ExpectedVersion, Position, check_expected_version
+from ..errors import (
+    DuplicateEventId,
+    InvalidInput,
+    InvalidPosition,
+    InvalidStreamId,
+    SchemaTooNew,
+    StoreError,
+    TransformConflict,
+)
+from ..events import Event, NewEvent, name_problem
+from ..position import START, ExpectedVersion, Position, check_expected_version
 from .protocol import AppendResult, StreamInfo
 
 __all__ = [
+    "MAX_STORED_INT",
     "MAX_STREAM_ID_LENGTH",
     "PAGE_SIZE",
     "CommitListeners",
+    "bounded",
     "category_names",
     "category_of",
     "check_event_ids",
+    "check_from_version",
     "check_limit",
     "check_recorded",
     "check_retry",
     "check_stream_id",
+    "check_unmigrated",
     "duplicate_in_batch",
     "explicit_ids",
+    "log_start",
     "prepare_append",
     "switch_refused",
     "type_names",
@@ -34,6 +48,13 @@ MAX_STREAM_ID_LENGTH = 256
 
 PAGE_SIZE = 1000
 """Rows fetched per round trip by the paging readers."""
+
+MAX_STORED_INT = 2**63 - 1
+"""The largest integer a version or position column holds (a signed 64-bit integer).
+
+A bound past it (a version or a time to read up to or from) is taken as this, which no
+stored value reaches: every backend then answers "past the end" alike, where SQLite would
+raise OverflowError and PostgreSQL "bigint out of range"."""
 
 
 class CommitListeners:
@@ -72,18 +93,10 @@ def check_stream_id(stream_id: object) -> str:
     """Return ``stream_id`` if valid; raise `InvalidStreamId` saying why not."""
     if not isinstance(stream_id, str):
         raise InvalidStreamId(stream_id, f"must be a str, got {type(stream_id).__name__}")
-    if not stream_id:
-        raise InvalidStreamId(stream_id, "must not be empty")
-    if len(stream_id) > MAX_STREAM_ID_LENGTH:
-        raise InvalidStreamId(
-            stream_id[:40] + "…",
-            f"is {len(stream_id)} characters, over the limit of {MAX_STREAM_ID_LENGTH}",
-        )
-    if not stream_id.isprintable():
-        bad = next(c for c in stream_id if not c.isprintable())
-        raise InvalidStreamId(
-            stream_id, f"contains the control or unprintable character {bad!r}; use printable text"
-        )
+    problem = name_problem(stream_id, MAX_STREAM_ID_LENGTH)
+    if problem is not None:
+        shown = stream_id if len(stream_id) <= MAX_STREAM_ID_LENGTH else stream_id[:40] + "…"
+        raise InvalidStreamId(shown, problem)
     return stream_id
 
 
@@ -99,6 +112,66 @@ def check_limit(limit: object, name: str = "limit") -> int | None:
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
         raise InvalidInput(f"{name} must be None or an int >= 0, got {limit!r}")
     return limit
+
+
+def check_unmigrated(found: int, known: int, where: str) -> None:
+    """Raise unless a store opened read-only (so never migrated) is at migration ``known``,
+    the one this code reads; ``found`` is its own (at least 1)."""
+    if found > known:
+        raise SchemaTooNew(found, known)
+    if found < known:
+        raise StoreError(
+            f"the eventfold store at {where} is at migration {found}, older than this "
+            f"eventfold's {known}, and a read-only store is not migrated; open it once "
+            "without read_only=True (as the application does) to migrate it"
+        )
+
+
+@overload
+def bounded(value: int) -> int: ...
+@overload
+def bounded(value: None) -> None: ...
+def bounded(value: int | None) -> int | None:
+    """``value`` capped at `MAX_STORED_INT` (see there); None stays None."""
+    return value if value is None or value <= MAX_STORED_INT else MAX_STORED_INT
+
+
+def check_from_version(from_version: object) -> int | None:
+    """Validate `read_stream`'s ``from_version`` (None or an int >= 0), capped."""
+    return bounded(check_limit(from_version, "from_version"))
+
+
+def log_start(after: Position | str | None, *, paired: bool) -> Position:
+    """Where a read of the global log starts: ``after`` checked against the store's form.
+
+    ``paired`` is True for a store whose positions are ``tx:seq`` pairs (PostgreSQL), False
+    for one that numbers its log 1, 2, 3 … (``tx`` always 0). A position in the other
+    store's form is refused: a checkpoint taken from another store is a bug, and reading
+    from it would silently start at the wrong place.
+    """
+    if after is None:
+        return START
+    position = Position.parse(after)
+    parts = (position.tx, position.seq)
+    if any(isinstance(n, bool) or not isinstance(n, int) or n < 0 for n in parts):
+        raise InvalidPosition(after, "tx and seq must be ints >= 0")
+    if not paired and position.tx != 0:
+        raise InvalidPosition(
+            str(after),
+            "this store numbers its log 1, 2, 3 …, and 'tx:seq' is a PostgreSQL store's "
+            "position; pass a plain number such as '42' (a checkpoint from another store "
+            "does not apply here)",
+        )
+    if paired and position.tx == 0 and position.seq != 0:
+        raise InvalidPosition(
+            str(after),
+            "a PostgreSQL store's positions are 'tx:seq' such as '7301:42' (a plain number "
+            "is a SQLite or memory store's position, which does not apply here); take one "
+            "from a RecordedEvent.position or head(), or pass '0' to read from the start",
+        )
+    if position.tx > MAX_STORED_INT or position.seq > MAX_STORED_INT:
+        return Position(min(position.tx, MAX_STORED_INT), min(position.seq, MAX_STORED_INT))
+    return position
 
 
 def prepare_append(
@@ -201,7 +274,7 @@ def duplicate_in_batch(stream_id: str, encoded: Sequence[EncodedEvent]) -> None:
         seen: set[bytes] = set()
         for i in ids:
             if i in seen:
-                raise DuplicateEventId(stream_id, uuid.UUID(bytes=i))
+                raise DuplicateEventId(stream_id, uuid.UUID(bytes=i), repeated=True)
             seen.add(i)
 
 

@@ -14,7 +14,9 @@ from ..errors import ConfigurationError, SchemaTooNew
 __all__ = [
     "OPTIONS",
     "MigrationTrack",
+    "applied",
     "configure",
+    "configure_read_only",
     "int_option",
     "migrate",
     "scalar",
@@ -72,6 +74,12 @@ async def configure(conn: psycopg.AsyncConnection[Any]) -> None:
     )
 
 
+async def configure_read_only(conn: psycopg.AsyncConnection[Any]) -> None:
+    """`configure`, for a store opened read-only: the server refuses any write too."""
+    await configure(conn)
+    await conn.execute("SET default_transaction_read_only = on")
+
+
 async def scalar(cur: psycopg.AsyncCursor[Any]) -> int:
     row = await cur.fetchone()
     return int(row[0]) if row is not None and row[0] is not None else 0
@@ -97,18 +105,25 @@ class MigrationTrack(NamedTuple):
     """Records migration ``%s`` as applied."""
 
 
+async def applied(conn: psycopg.AsyncConnection[Any], track: MigrationTrack) -> int:
+    """The highest migration of ``track`` applied (0: its table does not exist), read
+    without creating or locking anything."""
+    row = await (await conn.execute(track.has_table, (track.table,))).fetchone()
+    if row is None or not row[0]:
+        return 0
+    return await scalar(await conn.execute(track.applied))
+
+
 async def migrate(conn: psycopg.AsyncConnection[Any], track: MigrationTrack) -> int:
     """Apply ``track``'s pending migrations on an autocommit connection; return the
     number reached. Idempotent; concurrent callers queue on the advisory lock and the
     later ones find the work done. A database migrated further raises `SchemaTooNew`."""
     known = len(track.migrations)
-    row = await (await conn.execute(track.has_table, (track.table,))).fetchone()
-    if row is not None and row[0]:
-        found = await scalar(await conn.execute(track.applied))
-        if found > known:
-            raise SchemaTooNew(found, known)
-        if found == known:
-            return found  # the usual case: no lock, no DDL, no CREATE privilege needed
+    found = await applied(conn, track)
+    if found > known:
+        raise SchemaTooNew(found, known)
+    if found == known:
+        return found  # the usual case: no lock, no DDL, no CREATE privilege needed
     async with conn.transaction():
         await conn.execute(track.lock, (track.lock_key,))
         for statement in track.setup:

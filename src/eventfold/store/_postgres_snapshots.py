@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Final
 
 from ..snapshots import Snapshot
+from ._common import bounded
 
 if TYPE_CHECKING:
     from .postgres import PostgresStore
@@ -48,8 +49,8 @@ class PostgresSnapshotStore:
             {
                 "sid": stream_id,
                 "type": state_type,
-                "version": _NO_BOUND if max_version is None else max_version,
-                "recorded": _NO_BOUND if max_recorded_us is None else max_recorded_us,
+                "version": _NO_BOUND if max_version is None else bounded(max_version),
+                "recorded": _NO_BOUND if max_recorded_us is None else bounded(max_recorded_us),
             },
         )
         return Snapshot(*rows[0]) if rows else None

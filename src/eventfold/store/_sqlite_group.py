@@ -78,6 +78,9 @@ class GroupWriter:
         self.commits = 0
         self.inline: Inline | None = None
         """Inline projections, run after each group's (or append's) inserts."""
+        self.guard: Callable[[], None] | None = None
+        """Run before each COMMIT; raising rolls the group back and fails its appends
+        (the store's check that its file is still there: `_sqlite_file.FileGuard`)."""
 
     def write(
         self, cur: sqlite3.Cursor, batch: list[PendingAppend], *, begun: bool = False
@@ -99,6 +102,8 @@ class GroupWriter:
                 cur.execute("ROLLBACK")
                 cur.execute("BEGIN IMMEDIATE")
                 outcomes = self._write_careful(cur, batch)
+            if self.guard is not None:
+                self.guard()
             cur.execute("COMMIT")
         except Exception as exc:
             error: EventfoldError

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import Any, TypeAlias
+from urllib.parse import quote
 
 from ..errors import ConfigurationError, SchemaTooNew
 
@@ -38,27 +40,56 @@ _AUTOCHECKPOINT = f"PRAGMA wal_autocheckpoint = {AUTOCHECKPOINT_PAGES}"
 
 
 def connect(path: str, *, reader: bool, synchronous: str, timeout: float) -> sqlite3.Connection:
-    """Open a connection to the store's file: the writer's, or a read-only reader's.
+    """Open a connection to the store's file: the writer's, or a read-only reader's
+    (which never creates the file: one that is missing raises ``unable to open``).
 
     Raises `sqlite3.Error` (the backend translates it) or `ConfigurationError`.
     """
+    if reader:
+        try:
+            return _open_reader(path, synchronous, timeout, immutable=False)
+        except sqlite3.OperationalError:
+            # A WAL file whose -shm neither exists nor can be made (a read-only directory:
+            # a backup, a mounted snapshot) has no live writer, since a writer makes one;
+            # SQLite reads it only when told the file cannot change.
+            if not os.path.exists(path) or os.path.exists(f"{path}-shm"):
+                raise
+            return _open_reader(path, synchronous, timeout, immutable=True)
+    conn = _open(path, timeout, uri=False)
+    try:
+        conn.execute(_AUTOCHECKPOINT)
+        _use_wal(conn, path, timeout)
+        conn.execute(SYNCHRONOUS[synchronous])
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _open(target: str, timeout: float, *, uri: bool) -> sqlite3.Connection:
     # isolation_level=None: no implicit BEGIN; the writer issues BEGIN IMMEDIATE itself
     # and every read runs in autocommit. A reader is used by one thread only, but closed
     # by the store from another; the writer is used by its thread and, under its lock,
     # by the event loop's (an append to an idle store); hence check_same_thread=False.
-    conn = sqlite3.connect(
-        path,
+    return sqlite3.connect(
+        target,
         timeout=timeout,  # SQLite's busy_timeout
         isolation_level=None,
         check_same_thread=False,
         cached_statements=64,
+        uri=uri,
     )
+
+
+def _open_reader(
+    path: str, synchronous: str, timeout: float, *, immutable: bool
+) -> sqlite3.Connection:
+    """A read-only connection (``mode=ro``: it never creates the file or writes to it)."""
+    flags = "mode=ro&immutable=1" if immutable else "mode=ro"
+    conn = _open(f"file://{quote(os.path.abspath(path))}?{flags}", timeout, uri=True)
     try:
-        if reader:
-            conn.execute("PRAGMA query_only = ON")
-        else:
-            conn.execute(_AUTOCHECKPOINT)
-            _use_wal(conn, path, timeout)
+        # The first read opens the file and its WAL index: fail here, not in a query.
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
         conn.execute(SYNCHRONOUS[synchronous])
     except BaseException:
         conn.close()

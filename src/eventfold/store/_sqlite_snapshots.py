@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from ..snapshots import Snapshot
 from . import _sqlite_schema as sql
+from ._common import bounded
 
 if TYPE_CHECKING:
     from .sqlite import SQLiteStore
@@ -47,13 +48,11 @@ class SQLiteSnapshotStore:
         max_version: int | None = None,
         max_recorded_us: int | None = None,
     ) -> Snapshot | None:
-        rows = await self._store.fetch(
-            sql.LOAD_SNAPSHOT,
-            {
-                "sid": stream_id,
-                "state_type": state_type,
-                "max_version": max_version,
-                "max_recorded": max_recorded_us,
-            },
-        )
+        bounds = {
+            "sid": stream_id,
+            "state_type": state_type,
+            "max_version": bounded(max_version),
+            "max_recorded": bounded(max_recorded_us),
+        }
+        rows = await self._store.fetch(sql.LOAD_SNAPSHOT, bounds)
         return Snapshot(*rows[0]) if rows else None

@@ -36,6 +36,7 @@ def connect(
     registry: TypeRegistry | None = None,
     max_event_size: int = DEFAULT_MAX_EVENT_SIZE,
     producer_version: str | None = None,
+    read_only: bool = False,
 ) -> EventStore:
     """Make a store for ``url``; open it with ``async with store:``.
 
@@ -44,6 +45,11 @@ def connect(
     default, FULL, loses nothing that was acknowledged). ``max_event_size`` bounds one
     event's encoded data plus metadata; ``producer_version`` goes into every event's
     metadata (``""``: none; default: `detect_producer_version` for the calling module).
+
+    ``read_only=True`` opens an existing store to inspect it: nothing is created, migrated
+    or written (a read-only SQLite file or directory can be read), opening raises
+    `StoreNotFound` ("no eventfold store at ...") for a missing file or schema or another
+    application's database, and a write raises `StoreReadOnly`.
     """
     if producer_version is None:
         caller = sys._getframe(1).f_globals.get("__name__")
@@ -67,7 +73,7 @@ def connect(
     if scheme == "memory":
         from .memory import MemoryStore
 
-        return MemoryStore(codec)
+        return MemoryStore(codec, read_only=read_only)
     if scheme == "sqlite":
         parts = urlsplit(url)
         path = parts.path
@@ -93,11 +99,11 @@ def connect(
             )
         from .sqlite import SQLiteStore
 
-        return SQLiteStore(path, codec, synchronous=synchronous)
+        return SQLiteStore(path, codec, synchronous=synchronous, read_only=read_only)
     if scheme in ("postgresql", "postgres"):
         from .postgres import PostgresStore
 
-        return PostgresStore(url, codec)
+        return PostgresStore(url, codec, read_only=read_only)
     raise ConfigurationError(
         f"unknown store URL scheme {scheme!r} in {redact_url(url)!r}; use {_SCHEMES}"
     )

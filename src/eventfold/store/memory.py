@@ -14,7 +14,13 @@ from types import TracebackType
 from typing import Self
 
 from ..codec import Codec, Row
-from ..errors import InvalidInput, StoreClosed, StreamReplaced, WrongExpectedVersion
+from ..errors import (
+    InvalidInput,
+    StoreClosed,
+    StoreReadOnly,
+    StreamReplaced,
+    WrongExpectedVersion,
+)
 from ..events import Event, NewEvent, RecordedEvent
 from ..position import ExpectedVersion, Position, version_matches
 from ..snapshots import MemorySnapshotStore
@@ -25,11 +31,13 @@ from ._common import (
     category_names,
     category_of,
     check_event_ids,
+    check_from_version,
     check_limit,
     check_recorded,
     check_retry,
     check_stream_id,
     explicit_ids,
+    log_start,
     prepare_append,
     switch_refused,
     type_names,
@@ -40,28 +48,36 @@ __all__ = ["MemoryStore"]
 
 
 class MemoryStore:
-    """An event store held in one process's memory (``memory://``)."""
+    """An event store held in one process's memory (``memory://``).
+
+    ``read_only``: an empty store that refuses writes with `StoreReadOnly` (what a
+    read-only connect to ``memory://`` can see).
+    """
 
     backend = "memory"
 
-    def __init__(self, codec: Codec | None = None) -> None:
+    def __init__(self, codec: Codec | None = None, *, read_only: bool = False) -> None:
         self.codec = codec or Codec()
+        self.read_only = read_only
         self._log: list[Row] = []
         self._streams: dict[str, list[int]] = {}
         self._ids: dict[str, dict[bytes, int]] = {}
         self._replaced: dict[str, str] = {}
         """Stream id -> the stream a transformation replaced it by (never itself replaced)."""
-        self._open = False
+        self._opens = 0
+        """`open` calls not yet matched by a `close` (nested ``async with`` blocks)."""
         self.snapshots = MemorySnapshotStore()
         """Snapshots kept beside the events (in memory too)."""
         self.committed = CommitListeners()
         """Called after each append (in-process wake-ups)."""
 
     async def open(self) -> None:
-        self._open = True
+        """Open the store (each `open` needs its `close`; see `EventStore.open`)."""
+        self._opens += 1
 
     async def close(self) -> None:
-        self._open = False
+        """Close the store once every `open` has had its `close`; safe to call again."""
+        self._opens = max(self._opens - 1, 0)
 
     async def __aenter__(self) -> Self:
         await self.open()
@@ -76,8 +92,13 @@ class MemoryStore:
         await self.close()
 
     def _check_open(self) -> None:
-        if not self._open:
+        if not self._opens:
             raise StoreClosed("memory store")
+
+    def _check_writable(self) -> None:
+        self._check_open()
+        if self.read_only:
+            raise StoreReadOnly("memory://")
 
     async def append(
         self,
@@ -106,7 +127,7 @@ class MemoryStore:
         expected_version: ExpectedVersion,
         recorded_us: Sequence[int] | None,
     ) -> AppendResult:
-        self._check_open()
+        self._check_writable()
         encoded, expected = prepare_append(self.codec, stream_id, events, expected_version)
         stamps = None if recorded_us is None else check_recorded(recorded_us, len(encoded))
         indexes = self._streams.get(stream_id, [])
@@ -158,7 +179,7 @@ class MemoryStore:
     ) -> None:
         """Point ``stream_id`` at ``target`` (`eventfold.transform`); `TransformConflict`
         unless both streams are where the transformation left them and not replaced."""
-        self._check_open()
+        self._check_writable()
         check_stream_id(stream_id)
         check_stream_id(target)
         if stream_id == target:
@@ -196,7 +217,7 @@ class MemoryStore:
         self._check_open()
         check_stream_id(stream_id)
         limit = check_limit(limit)
-        start = check_limit(from_version, "from_version")
+        start = check_from_version(from_version)
         if follow_alias:
             stream_id = self._follow(stream_id)
         indexes = self._streams.get(stream_id, [])
@@ -242,7 +263,7 @@ class MemoryStore:
         limit: int | None = None,
     ) -> AsyncIterator[RecordedEvent]:
         self._check_open()
-        start = Position.parse(after).seq if after is not None else 0
+        start = log_start(after, paired=False).seq
         names = type_names(types)
         wanted_types = set(self.codec.stored_type_names(names)) if names else None
         wanted_cats = set(category_names(categories) or ()) or None

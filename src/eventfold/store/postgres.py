@@ -43,6 +43,8 @@ from ..errors import (
     InvalidInput,
     StoreClosed,
     StoreError,
+    StoreNotFound,
+    StoreReadOnly,
     StoreUnavailable,
     StreamReplaced,
     WrongExpectedVersion,
@@ -51,21 +53,26 @@ from ..events import Event, NewEvent, RecordedEvent
 from ..position import ANY, NO_STREAM, START, STREAM_EXISTS, ExpectedVersion, Position
 from ..snapshots import Snapshot
 from ._common import (
+    MAX_STORED_INT,
     CommitListeners,
     StoredCopy,
+    bounded,
     category_names,
     check_event_ids,
+    check_from_version,
     check_limit,
     check_recorded,
     check_retry,
     check_stream_id,
+    check_unmigrated,
     explicit_ids,
+    log_start,
     prepare_append,
     switch_refused,
     type_names,
 )
 from ._postgres_batch import Append, Batcher, InlineHook, append_many, load_many, run_inline
-from ._postgres_conn import MigrationTrack
+from ._postgres_conn import MigrationTrack, applied, configure_read_only
 from ._postgres_conn import configure as _configure
 from ._postgres_conn import int_option as _int_option
 from ._postgres_conn import migrate as _run_migrations
@@ -85,7 +92,7 @@ _PAGE: Final = 2000
 """Rows per round trip for the paging readers. Pages overlap (see `_pages`), so a small
 page loses nothing to round trips and starts the overlap early; memory stays flat."""
 
-_MAX_VERSION: Final = 2**63 - 1
+_MAX_VERSION: Final = MAX_STORED_INT
 _APPEND_ATTEMPTS: Final = 3
 # SQLSTATE classes and codes that mean "the server is not there for us".
 _UNAVAILABLE: Final = ("08", "28", "3D", "57P01", "57P02", "57P03", "53300")
@@ -102,6 +109,10 @@ class PostgresStore:
     ``url`` is a libpq URL (``postgresql://user:password@host:5432/dbname``) plus the
     options ``schema``, ``pool_min_size`` and ``pool_max_size``. Opening fails within
     ``connect_timeout`` seconds when the server cannot be reached.
+
+    ``read_only`` opens an existing store for inspection: nothing is created or migrated
+    and every session is read-only; a schema without eventfold's tables raises
+    `StoreNotFound`, a write `StoreReadOnly`.
     """
 
     backend = "postgresql"
@@ -112,8 +123,12 @@ class PostgresStore:
         codec: Codec | None = None,
         *,
         connect_timeout: float = 5.0,
+        read_only: bool = False,
     ) -> None:
         self.codec = codec or Codec()
+        self.read_only = read_only
+        self._opens = 0
+        """`open` calls not yet matched by a `close` (nested ``async with`` blocks)."""
         conninfo, options = _split_url(url)
         try:
             params = conninfo_to_dict(conninfo)
@@ -168,8 +183,12 @@ class PostgresStore:
     # -- lifecycle -------------------------------------------------------------------
 
     async def open(self) -> None:
-        """Connect, create the schema or apply pending migrations, and start the pool."""
+        """Connect, create the schema or apply pending migrations, and start the pool.
+
+        Read-only: check that the schema holds an eventfold store, and change nothing.
+        """
         if self._pool is not None:
+            self._opens += 1
             return
         try:
             conn = await psycopg.AsyncConnection.connect(self._conninfo, **self._kwargs)
@@ -186,7 +205,7 @@ class PostgresStore:
             min_size=self._min_size,
             max_size=self._max_size,
             open=False,
-            configure=_configure,
+            configure=configure_read_only if self.read_only else _configure,
             name=f"eventfold-{self.schema}",
             timeout=30.0,
         )
@@ -196,9 +215,14 @@ class PostgresStore:
             await pool.close()
             raise self._translate(exc, connecting=True) from exc
         self._pool = pool
+        self._opens = 1
 
     async def close(self) -> None:
-        """Close the pool; safe to call twice."""
+        """Close the pool once every `open` has had its `close`; safe to call again."""
+        if self._opens > 1:
+            self._opens -= 1
+            return
+        self._opens = 0
         if self._pool is not None:
             await self._appends.drain()
             await self._loads.drain()
@@ -232,7 +256,16 @@ class PostgresStore:
             st.migrations,
             st.record_migration,
         )
-        await _run_migrations(conn, track)
+        if not self.read_only:
+            await _run_migrations(conn, track)
+            return
+        found, known = await applied(conn, track), len(st.migrations)
+        if found == 0:
+            raise StoreNotFound(
+                f"schema {self.schema!r} of the PostgreSQL database at {self.host}:{self.port}",
+                "it holds no eventfold tables; check the URL and its schema option",
+            )
+        check_unmigrated(found, known, f"schema {self.schema!r}")
 
     async def connect_direct(self) -> psycopg.AsyncConnection[Any]:
         """A new connection of its own, outside the pool, in autocommit.
@@ -266,6 +299,8 @@ class PostgresStore:
             and exc.diag.constraint_name == VERSION_KEY
         ):
             return WrongExpectedVersion(*conflict)
+        if state == "25006":  # read_only_sql_transaction
+            return StoreReadOnly(repr(self))
         message = _scrub(" ".join(str(exc).split()) or type(exc).__name__, self._password)
         if isinstance(exc, psycopg.ProgrammingError) and not state and connecting:
             return ConfigurationError(f"cannot use the PostgreSQL URL: {message}")
@@ -284,6 +319,12 @@ class PostgresStore:
         if self._pool is None:
             raise StoreClosed("postgresql store")
         return self._pool
+
+    def _require_writable(self) -> _Pool:
+        pool = self._require_pool()
+        if self.read_only:
+            raise StoreReadOnly(repr(self))
+        return pool
 
     async def _fetch(self, query: bytes, params: Any, *, raw: bool = False) -> Rows:
         """Run one statement on a pooled connection and return its rows (binary).
@@ -327,7 +368,7 @@ class PostgresStore:
         expected_version: ExpectedVersion,
     ) -> AppendResult:
         """Append all of ``events`` to the stream in one transaction, or none of them."""
-        self._require_pool()
+        self._require_writable()
         if self._inline is not None:
             await self._inline_ready()
         encoded, expected = prepare_append(self.codec, stream_id, events, expected_version)
@@ -418,7 +459,7 @@ class PostgresStore:
         recorded_us: Sequence[int],
     ) -> AppendResult:
         """`append` keeping given recorded times (for `eventfold.transform` only)."""
-        self._require_pool()
+        self._require_writable()
         if self._inline is not None:
             await self._inline_ready()
         encoded, expected = prepare_append(self.codec, stream_id, events, expected_version)
@@ -442,7 +483,7 @@ class PostgresStore:
         not replaced, and ``target`` is at ``target_version`` and not replaced. Both rows
         are locked first, so no append to either slips in between the check and the switch.
         """
-        pool = self._require_pool()
+        pool = self._require_writable()
         check_stream_id(stream_id)
         check_stream_id(target)
         if stream_id == target:
@@ -531,7 +572,7 @@ class PostgresStore:
         self._require_pool()
         check_stream_id(stream_id)
         limit = check_limit(limit)
-        start = check_limit(from_version, "from_version")
+        start = check_from_version(from_version)
         st = self._sql
         if backwards:
             query, follow, step = st.read_backwards, st.follow_backwards, -1
@@ -567,13 +608,13 @@ class PostgresStore:
         """
         self._require_pool()
         check_stream_id(stream_id)
-        upto = _MAX_VERSION if max_version is None else max_version
+        upto = _MAX_VERSION if max_version is None else bounded(max_version)
         timed = max_recorded_us is not None
         params = {
             "sid": stream_id,
             "type": state_type,
             "version": upto,
-            "recorded": _MAX_VERSION if max_recorded_us is None else max_recorded_us,
+            "recorded": _MAX_VERSION if max_recorded_us is None else bounded(max_recorded_us),
             "n": _PAGE,
             "timed": timed,
         }
@@ -643,7 +684,7 @@ class PostgresStore:
     ) -> AsyncGenerator[RecordedEvent, None]:
         """The global log after ``after``, below the horizon of running transactions."""
         self._require_pool()
-        start = Position.parse(after) if after is not None else START
+        start = log_start(after, paired=True)
         wanted = type_names(types)
         names = self.codec.stored_type_names(wanted) if wanted else None
         cats = category_names(categories) or None

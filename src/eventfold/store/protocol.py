@@ -58,18 +58,22 @@ class EventStore(Protocol):
     """An append-only event store: streams with optimistic concurrency and a global log.
 
     Open it with ``async with store:`` (or `open`/`close`); opening creates or migrates
-    the store's tables. Reads are async iterators that page through the database, so
-    memory stays flat however long the stream or the log.
+    the store's tables. Opens nest: each `open` (or ``async with`` block) needs its own
+    `close`, and the store closes at the last one, so an inner block never closes the
+    store under an outer one. Reads are async iterators that page through the database,
+    so memory stays flat however long the stream or the log.
     """
 
     backend: str
     """The backend's name: ``memory``, ``sqlite`` or ``postgresql``."""
 
     async def open(self) -> None:
-        """Connect, and create or migrate the store's tables."""
+        """Connect, and create or migrate the store's tables; on an open store, only
+        count one more open."""
 
     async def close(self) -> None:
-        """Release connections; safe to call twice."""
+        """Count one open as closed; release connections when it was the last. Closing a
+        closed store does nothing."""
 
     async def __aenter__(self) -> Self: ...
 

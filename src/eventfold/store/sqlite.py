@@ -38,7 +38,14 @@ from typing import Any, Self, TypeVar
 
 from .._loading import LoadRows
 from ..codec import Codec, Row
-from ..errors import ConfigurationError, InvalidInput, StoreClosed, StoreError, TransformConflict
+from ..errors import (
+    ConfigurationError,
+    InvalidInput,
+    StoreClosed,
+    StoreError,
+    StoreReadOnly,
+    TransformConflict,
+)
 from ..events import Event, NewEvent, RecordedEvent
 from ..position import ExpectedVersion, Position
 from ..snapshots import Snapshot
@@ -46,15 +53,19 @@ from . import _sqlite_schema as sql
 from ._common import (
     PAGE_SIZE,
     CommitListeners,
+    bounded,
     category_names,
     check_event_ids,
+    check_from_version,
     check_limit,
     check_recorded,
     check_stream_id,
+    log_start,
     prepare_append,
     switch_refused,
     type_names,
 )
+from ._sqlite_file import FileGuard, check_store
 from ._sqlite_snapshots import SQLiteSnapshotStore
 from ._sqlite_writer import PendingAppend, SQLiteWriter, deliver
 from .protocol import AppendResult, StoreStats, StreamInfo
@@ -95,6 +106,10 @@ class SQLiteStore:
     holding the loop for that commit (usually well under a millisecond; an fsync on a
     slow disk takes longer); ``False`` hands every commit to the writer's thread.
     `commits` counts the write transactions.
+
+    ``read_only`` opens an existing store for inspection: no writer, no file created, no
+    migration, nothing written (a read-only file or directory is fine); a missing file or
+    one without eventfold's tables raises `StoreNotFound`, a write `StoreReadOnly`.
     """
 
     backend = "sqlite"
@@ -107,6 +122,7 @@ class SQLiteStore:
         synchronous: str = "FULL",
         busy_timeout: float = BUSY_TIMEOUT,
         inline_writes: bool = True,
+        read_only: bool = False,
     ) -> None:
         if synchronous not in sql.SYNCHRONOUS:
             raise ConfigurationError(
@@ -123,8 +139,12 @@ class SQLiteStore:
         self.busy_timeout = busy_timeout
         self.inline_writes = inline_writes
         """Commit an append to an idle store on the event loop's own thread (see `append`)."""
+        self.read_only = read_only
         self._commits = 0
         self._open = False
+        self._opens = 0
+        """`open` calls not yet matched by a `close` (nested ``async with`` blocks)."""
+        self._guard: FileGuard | None = None
         self._writer: SQLiteWriter | None = None
         self._reader_pool: ThreadPoolExecutor | None = None
         self._local = threading.local()
@@ -147,29 +167,38 @@ class SQLiteStore:
     # -- lifecycle -------------------------------------------------------------------
 
     async def open(self) -> None:
-        """Open the file (creating it), switch it to WAL, and create or migrate the tables."""
+        """Open the file (creating it), switch it to WAL, and create or migrate the tables.
+
+        Read-only: check that the file holds an eventfold store, and change nothing.
+        """
         if self._open:
+            self._opens += 1
             return
-        writer = SQLiteWriter(self._open_writer, self._translate, f"sqlite store {self.path!r}")
-        await writer.start()
-        self._writer = writer
+        if self.read_only:
+            await asyncio.to_thread(self._check_store)
+        else:
+            writer = SQLiteWriter(self._open_writer, self._translate, f"sqlite store {self.path!r}")
+            await writer.start()
+            writer.group.guard = self._guard
+            self._writer = writer
         self._reader_pool = ThreadPoolExecutor(READERS, thread_name_prefix="eventfold-sqlite-read")
         self._pending = []
         self._flush_scheduled = self._in_flight = False
         self._open = True
+        self._opens = 1
 
     async def close(self) -> None:
         """Commit what is queued, stop the writer and close every connection."""
+        if self._opens > 1:
+            self._opens -= 1
+            return
         if not self._open:
             return
         self._open = False
+        self._opens = 0
         self._flush()
         writer, readers = self._writer, self._reader_pool
         self._reader_pool = None
-        if writer is not None:
-            await writer.stop()
-            self._commits += writer.commits
-            self._writer = None
         if readers is not None:
             # Reader connections are closed here, once the pool has stopped, so no thread
             # can be using them (the event loop's own is not in use: this is the loop).
@@ -179,6 +208,12 @@ class SQLiteStore:
         for conn in conns:
             conn.close()
         self._local = threading.local()
+        # The writer closes last: the last connection to close checkpoints the WAL and
+        # removes it, which a read-only one cannot do.
+        if writer is not None:
+            await writer.stop()
+            self._commits += writer.commits
+            self._writer = None
 
     async def __aenter__(self) -> Self:
         await self.open()
@@ -194,23 +229,40 @@ class SQLiteStore:
 
     def _connect(self, *, reader: bool) -> sqlite3.Connection:
         try:
-            return sql.connect(
-                self.path, reader=reader, synchronous=self.synchronous, timeout=self.busy_timeout
-            )
+            return self._connect_raw(reader=reader)
         except sqlite3.Error as exc:
             raise self._translate(exc) from exc
+
+    def _connect_raw(self, *, reader: bool) -> sqlite3.Connection:
+        return sql.connect(
+            self.path, reader=reader, synchronous=self.synchronous, timeout=self.busy_timeout
+        )
 
     def _open_writer(self) -> sqlite3.Connection:
         """Open the writer connection and migrate (runs on the writer's thread)."""
         conn = self._connect(reader=False)
         try:
             sql.migrate(conn)
+            self._guard = FileGuard(self.path)
         except BaseException as exc:
             conn.close()
             if isinstance(exc, sqlite3.Error):
                 raise self._translate(exc) from exc
             raise
         return conn
+
+    def _check_store(self) -> None:
+        """Check, read-only, that the file holds an eventfold store (on a worker thread)."""
+        try:
+            check_store(self.path, partial(self._connect_raw, reader=True))
+        except sqlite3.Error as exc:
+            raise self._translate(exc) from exc
+
+    def _check_writable(self) -> None:
+        if not self._open:
+            raise StoreClosed(f"sqlite store {self.path!r}")
+        if self.read_only:
+            raise StoreReadOnly(f"sqlite:///{self.path}")
 
     def _translate(self, exc: BaseException) -> StoreError:
         assert isinstance(exc, sqlite3.Error)
@@ -229,7 +281,7 @@ class SQLiteStore:
         *,
         expected_version: ExpectedVersion,
     ) -> AppendResult:
-        self._check_open()
+        self._check_writable()
         encoded, expected = prepare_append(self.codec, stream_id, events, expected_version)
         size = 0
         for enc in encoded:
@@ -278,7 +330,7 @@ class SQLiteStore:
         recorded_us: Sequence[int],
     ) -> AppendResult:
         """`append` keeping given recorded times (for `eventfold.transform` only)."""
-        self._check_open()
+        self._check_writable()
         encoded, expected = prepare_append(self.codec, stream_id, events, expected_version)
         stamps = check_recorded(recorded_us, len(encoded))
         size = sum(len(enc.data) + len(enc.metadata) for enc in encoded)
@@ -293,7 +345,7 @@ class SQLiteStore:
         Refused with `TransformConflict` unless ``stream_id`` is still at ``version`` and
         not replaced, and ``target`` is at ``target_version`` and not replaced.
         """
-        self._check_open()
+        self._check_writable()
         check_stream_id(stream_id)
         check_stream_id(target)
         if stream_id == target:
@@ -305,12 +357,16 @@ class SQLiteStore:
             "target_version": target_version,
         }
 
+        guard = self._guard
+
         def work(conn: sqlite3.Connection) -> bool:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 switched = conn.execute(sql.REPLACE_STREAM, params).rowcount == 1
                 if switched:
                     conn.execute(sql.REPOINT_ALIASES, params)
+                if guard is not None:
+                    guard()
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -468,7 +524,7 @@ class SQLiteStore:
         self._check_open()
         check_stream_id(stream_id)
         limit = check_limit(limit)
-        start = check_limit(from_version, "from_version")
+        start = check_from_version(from_version)
         if backwards:
             query, follow = sql.READ_STREAM_BACKWARDS, sql.FOLLOW_BACKWARDS
             key, step = _MAX_VERSION if start is None else start, -1
@@ -515,6 +571,7 @@ class SQLiteStore:
         """
         self._check_open()
         check_stream_id(stream_id)
+        max_version, max_recorded_us = bounded(max_version), bounded(max_recorded_us)
         bounds = {
             "sid": stream_id,
             "state_type": state_type,
@@ -568,7 +625,7 @@ class SQLiteStore:
         For the store's own side tables (snapshots): ``work`` opens and commits its own
         transaction (one left open by an error is rolled back).
         """
-        self._check_open()
+        self._check_writable()
         assert self._writer is not None
         return await self._writer.call(work)
 
@@ -600,7 +657,7 @@ class SQLiteStore:
         limit: int | None = None,
     ) -> AsyncIterator[RecordedEvent]:
         self._check_open()
-        start = Position.parse(after).seq if after is not None else 0
+        start = log_start(after, paired=False).seq
         names = type_names(types)
         wanted_types = self.codec.stored_type_names(names) if names else None
         wanted_cats = category_names(categories) or None

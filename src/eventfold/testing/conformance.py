@@ -34,6 +34,8 @@ from eventfold import (
     RecordedEvent,
 )
 
+from ._conformance_edges import EdgeConformance
+
 __all__ = ["EventStoreConformance", "SharedStoreConformance"]
 
 
@@ -96,7 +98,7 @@ async def _last_position(store: EventStore, stream_id: str) -> Position:
     return last.position
 
 
-class EventStoreConformance:
+class EventStoreConformance(EdgeConformance):
     """Behaviour every `EventStore` backend shares."""
 
     @pytest.fixture
