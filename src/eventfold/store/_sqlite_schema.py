@@ -401,6 +401,20 @@ LOAD_START = f"""SELECT t.sid, s.stream_id, s.state_type, s.version, s.schema_ve
           AND (:max_version IS NULL OR version <= :max_version)
           AND (:max_recorded IS NULL OR recorded_at <= :max_recorded)
         ORDER BY version DESC LIMIT 1) s ON 1"""
+
+
+def snapshot_bounds(
+    stream_id: str, state_type: str, max_version: int | None, max_recorded_us: int | None
+) -> dict[str, Any]:
+    """The parameters of `LOAD_SNAPSHOT` and `LOAD_START` (None: no bound)."""
+    return {
+        "sid": stream_id,
+        "state_type": state_type,
+        "max_version": max_version,
+        "max_recorded": max_recorded_us,
+    }
+
+
 # Then the events after the snapshot, with only what a fold reads: each column more costs
 # a Python object per row, so the recorded time is read only for a load bounded by time.
 LOAD_EVENTS = """SELECT version, type, schema_version, data, 0 FROM events

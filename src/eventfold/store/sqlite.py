@@ -572,12 +572,7 @@ class SQLiteStore:
         self._check_open()
         check_stream_id(stream_id)
         max_version, max_recorded_us = bounded(max_version), bounded(max_recorded_us)
-        bounds = {
-            "sid": stream_id,
-            "state_type": state_type,
-            "max_version": max_version,
-            "max_recorded": max_recorded_us,
-        }
+        bounds = sql.snapshot_bounds(stream_id, state_type, max_version, max_recorded_us)
         # The first query resolves a replaced stream's alias, and the replacement's own
         # snapshots are the only ones used (the handler checks the snapshot's stream id
         # and event id against the stream read).
