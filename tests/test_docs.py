@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -42,3 +43,17 @@ def test_quick_start_is_two_commands() -> None:
     assert "eventfold demo" in commands[0]
     ci = (README.parent / ".ci" / "run").read_text()
     assert commands[1].strip() in ci
+
+
+def test_the_pythons_named_are_the_ones_ci_runs() -> None:
+    ci = (README.parent / ".ci" / "run").read_text()
+    loop = re.search(r"^for version in ([0-9. ]+); do$", ci, flags=re.M)
+    assert loop is not None, ".ci/run loops over the Python versions it tests"
+    tested = loop.group(1).split()
+    project = tomllib.loads((README.parent / "pyproject.toml").read_text())["project"]
+    prefix = "Programming Language :: Python :: "
+    named = [c.removeprefix(prefix) for c in project["classifiers"] if c.startswith(prefix)]
+    assert named == ["3", *tested]
+    assert project["requires-python"] == f">={tested[0]}"
+    listed = f"Python {', '.join(tested[:-1])} or {tested[-1]}"
+    assert listed in README.read_text().split("## Quick start", 1)[1]

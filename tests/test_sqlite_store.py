@@ -7,7 +7,8 @@ import sqlite3
 import sys
 import textwrap
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -51,9 +52,15 @@ async def store(db: Path) -> AsyncIterator[SQLiteStore]:
         yield s
 
 
-def raw(db: Path) -> sqlite3.Connection:
-    """A plain connection to the file, as another program would open it."""
-    return sqlite3.connect(db, isolation_level=None)
+@contextmanager
+def raw(db: Path) -> Iterator[sqlite3.Connection]:
+    """A plain connection to the file, as another program would open it; closed on exit
+    (sqlite3's own context manager only ends the transaction)."""
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        yield conn
+    finally:
+        conn.close()
 
 
 async def writer_pragma(store: SQLiteStore, name: str) -> object:
@@ -210,22 +217,21 @@ async def test_an_append_on_the_loop_waits_for_another_process_lock(db: Path) ->
     # another process's write lock: it hands the append to the writer's thread instead.
     async with SQLiteStore(str(db), busy_timeout=5) as store:
         assert store.inline_writes
-        blocker = raw(db)
-        blocker.execute("BEGIN IMMEDIATE")
-        loop = asyncio.get_running_loop()
-        released = loop.create_future()
+        with raw(db) as blocker:
+            blocker.execute("BEGIN IMMEDIATE")
+            loop = asyncio.get_running_loop()
+            released = loop.create_future()
 
-        def release() -> None:
-            blocker.execute("ROLLBACK")
-            released.set_result(loop.time())
+            def release() -> None:
+                blocker.execute("ROLLBACK")
+                released.set_result(loop.time())
 
-        loop.call_later(0.2, release)
-        started = loop.time()
-        result = await store.append("tick-1", ticks(1), expected_version=NO_STREAM)
-        assert result.version == 1
-        assert loop.time() - started >= 0.19, "the append waited for the other lock"
-        assert released.done()
-        blocker.close()
+            loop.call_later(0.2, release)
+            started = loop.time()
+            result = await store.append("tick-1", ticks(1), expected_version=NO_STREAM)
+            assert result.version == 1
+            assert loop.time() - started >= 0.19, "the append waited for the other lock"
+            assert released.done()
         # The writer's own busy timeout is back in force for its thread.
         assert await writer_pragma(store, "busy_timeout") == 5000
 
@@ -367,17 +373,13 @@ def test_an_in_memory_database_is_refused() -> None:
 async def test_a_held_write_lock_times_out_with_a_clear_error(db: Path) -> None:
     async with SQLiteStore(str(db), busy_timeout=0.2) as store:
         await store.append("tick-1", ticks(1), expected_version=NO_STREAM)
-        blocker = raw(db)
-        blocker.execute("BEGIN IMMEDIATE")
-        try:
+        with raw(db) as blocker:
+            blocker.execute("BEGIN IMMEDIATE")
             with pytest.raises(eventfold.StoreError, match="locked") as info:
                 await store.append("tick-1", ticks(1), expected_version=1)
             assert str(db) in str(info.value)
             assert info.value.__cause__ is not None
             assert await store.stream_version("tick-1") == 1, "reads go on during a write lock"
-        finally:
-            blocker.execute("ROLLBACK")
-            blocker.close()
         assert (await store.append("tick-1", ticks(1), expected_version=1)).version == 2
 
 

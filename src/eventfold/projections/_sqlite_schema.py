@@ -184,9 +184,9 @@ SET_ACTIVE = (
 # -- drop ----------------------------------------------------------------------------
 
 DROP = (
-    "DELETE FROM ef_documents WHERE name = ?1 AND version = ?2",
-    "DELETE FROM ef_checkpoints WHERE name = ?1 AND version = ?2",
-    "DELETE FROM ef_parked WHERE name = ?1 AND version = ?2",
-    "DELETE FROM ef_versions WHERE name = ?1 AND version = ?2",
-    "DELETE FROM ef_active WHERE name = ?1 AND version = ?2",
+    "DELETE FROM ef_documents WHERE name = ? AND version = ?",
+    "DELETE FROM ef_checkpoints WHERE name = ? AND version = ?",
+    "DELETE FROM ef_parked WHERE name = ? AND version = ?",
+    "DELETE FROM ef_versions WHERE name = ? AND version = ?",
+    "DELETE FROM ef_active WHERE name = ? AND version = ?",
 )

@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
+from typing import Any, TypeAlias
 from urllib.parse import quote
 
 from ..errors import ConfigurationError, SchemaTooNew
@@ -26,6 +27,11 @@ AUTOCHECKPOINT_PAGES = 4000
 A small group commit dirties an index page per stream it touches; a longer WAL lets one
 checkpoint copy each hot page once, with one fsync of the database file, instead of
 several times."""
+
+Params: TypeAlias = Sequence[Any] | Mapping[str, Any]
+"""A statement's parameters: a sequence for plain ``?`` placeholders, a mapping for
+``:name`` ones. A statement that uses a value twice names it: numbered placeholders
+(``?NNN``) bound from a sequence warn on Python 3.12 and 3.13 and raise on 3.14."""
 
 SYNCHRONOUS = {"FULL": "PRAGMA synchronous = FULL", "NORMAL": "PRAGMA synchronous = NORMAL"}
 """The durability settings eventfold offers, and the pragma for each."""
@@ -254,18 +260,19 @@ BATCH_START_JSON = (
     "SELECT stream_id, version, replaced_by FROM streams "
     "WHERE stream_id IN (SELECT value FROM json_each(?))"
 )
-# The stream a read of ?1 goes to: its replacement, if a transformation replaced it.
-_FOLLOW = "coalesce((SELECT replaced_by FROM streams WHERE stream_id = ?1), ?1)"
+# The stream a read of :sid goes to: its replacement, if a transformation replaced it.
+_FOLLOW = "coalesce((SELECT replaced_by FROM streams WHERE stream_id = :sid), :sid)"
 STREAM_VERSION = f"SELECT version FROM streams WHERE stream_id = {_FOLLOW}"
 STREAM_INFO = "SELECT version, replaced_by FROM streams WHERE stream_id = ?"
 # The switch of a transformation, in one transaction: the source must still be at the
 # version copied and not replaced, the target at the version written and not replaced.
-REPLACE_STREAM = """UPDATE streams SET replaced_by = ?2
-    WHERE stream_id = ?1 AND version = ?3 AND replaced_by IS NULL
-      AND coalesce((SELECT version FROM streams WHERE stream_id = ?2), 0) = ?4
-      AND NOT EXISTS (SELECT 1 FROM streams WHERE stream_id = ?2 AND replaced_by IS NOT NULL)"""
+REPLACE_STREAM = """UPDATE streams SET replaced_by = :target
+    WHERE stream_id = :source AND version = :version AND replaced_by IS NULL
+      AND coalesce((SELECT version FROM streams WHERE stream_id = :target), 0) = :target_version
+      AND NOT EXISTS (SELECT 1 FROM streams
+                      WHERE stream_id = :target AND replaced_by IS NOT NULL)"""
 # Aliases to the source now lead to the target (keeps every alias one hop long).
-REPOINT_ALIASES = "UPDATE streams SET replaced_by = ?2 WHERE replaced_by = ?1"
+REPOINT_ALIASES = "UPDATE streams SET replaced_by = :target WHERE replaced_by = :source"
 LAST_VERSION = "SELECT coalesce(max(version), 0) FROM events WHERE stream_id = ?"
 # Positions are given, not left to AUTOINCREMENT: the writer holds the write lock and
 # computes them from the group's starting position, so no query is needed to learn them
@@ -322,26 +329,28 @@ _ROW = (
     "recorded_at, 0, position FROM events "
 )
 READ_ALL = _ROW + "WHERE position > ? ORDER BY position LIMIT ?"
-# ?2 and ?3 are JSON arrays of type names and categories, or NULL for no filter. A
+# :types and :categories are JSON arrays of type names and categories, or NULL for no filter. A
 # category is the stream id's prefix before its first '-' (instr/substr, not LIKE, whose
 # '_' and '%' are wildcards).
 READ_ALL_FILTERED = (
     _ROW
-    + """WHERE position > ?1
-    AND (?2 IS NULL OR type IN (SELECT value FROM json_each(?2)))
-    AND (?3 IS NULL OR iif(instr(stream_id, '-') > 0,
+    + """WHERE position > :after
+    AND (:types IS NULL OR type IN (SELECT value FROM json_each(:types)))
+    AND (:categories IS NULL OR iif(instr(stream_id, '-') > 0,
                            substr(stream_id, 1, instr(stream_id, '-') - 1),
-                           stream_id) IN (SELECT value FROM json_each(?3)))
-    ORDER BY position LIMIT ?4"""
+                           stream_id) IN (SELECT value FROM json_each(:categories)))
+    ORDER BY position LIMIT :limit"""
 )
-READ_STREAM_FORWARDS = _ROW + "WHERE stream_id = ?1 AND version >= ?2 ORDER BY version LIMIT ?3"
+READ_STREAM_FORWARDS = (
+    _ROW + "WHERE stream_id = :sid AND version >= :version ORDER BY version LIMIT :limit"
+)
 READ_STREAM_BACKWARDS = (
-    _ROW + "WHERE stream_id = ?1 AND version <= ?2 ORDER BY version DESC LIMIT ?3"
+    _ROW + "WHERE stream_id = :sid AND version <= :version ORDER BY version DESC LIMIT :limit"
 )
 # The first page of a read that follows a replaced stream's alias (the later pages read
 # the stream the first one found, by id).
-FOLLOW_FORWARDS = READ_STREAM_FORWARDS.replace("stream_id = ?1", f"stream_id = {_FOLLOW}")
-FOLLOW_BACKWARDS = READ_STREAM_BACKWARDS.replace("stream_id = ?1", f"stream_id = {_FOLLOW}")
+FOLLOW_FORWARDS = READ_STREAM_FORWARDS.replace("stream_id = :sid", f"stream_id = {_FOLLOW}")
+FOLLOW_BACKWARDS = READ_STREAM_BACKWARDS.replace("stream_id = :sid", f"stream_id = {_FOLLOW}")
 HEAD = "SELECT coalesce(max(position), 0) FROM events"
 STREAMS = (
     "SELECT stream_id, version, replaced_by FROM streams WHERE stream_id > ? "
@@ -356,9 +365,16 @@ STREAMS_IN_CATEGORY = (
 @lru_cache(maxsize=8)
 def find_events_sql(count: int) -> str:
     """Read the events of one stream with ``count`` given ids, in stream order (following
-    a replaced stream's alias)."""
-    marks = ", ".join(f"?{n}" for n in range(2, count + 2))
+    a replaced stream's alias); its parameters come from `find_events_params`."""
+    marks = ", ".join(f":e{n}" for n in range(count))
     return _ROW + f"WHERE stream_id = {_FOLLOW} AND event_id IN ({marks}) ORDER BY version"
+
+
+def find_events_params(stream_id: str, event_ids: Sequence[bytes]) -> dict[str, Any]:
+    """The parameters of `find_events_sql` for ``len(event_ids)`` ids."""
+    params: dict[str, Any] = {f"e{n}": event_id for n, event_id in enumerate(event_ids)}
+    params["sid"] = stream_id
+    return params
 
 
 SAVE_SNAPSHOT = (
@@ -367,8 +383,9 @@ SAVE_SNAPSHOT = (
 )
 LOAD_SNAPSHOT = """SELECT stream_id, state_type, version, schema_version, data, event_id,
     recorded_at, taken_at FROM snapshots
-    WHERE stream_id = ?1 AND state_type = ?2 AND (?3 IS NULL OR version <= ?3)
-      AND (?4 IS NULL OR recorded_at <= ?4)
+    WHERE stream_id = :sid AND state_type = :state_type
+      AND (:max_version IS NULL OR version <= :max_version)
+      AND (:max_recorded IS NULL OR recorded_at <= :max_recorded)
     ORDER BY version DESC LIMIT 1"""
 
 # A handler's load, in two short queries. The first always returns one row: the stream
@@ -380,13 +397,28 @@ LOAD_START = f"""SELECT t.sid, s.stream_id, s.state_type, s.version, s.schema_ve
     (SELECT event_id FROM events WHERE stream_id = t.sid AND version = s.version)
     FROM (SELECT {_FOLLOW} AS sid) t
     LEFT JOIN (SELECT * FROM snapshots
-        WHERE stream_id = {_FOLLOW} AND state_type = ?2 AND (?3 IS NULL OR version <= ?3)
-          AND (?4 IS NULL OR recorded_at <= ?4)
+        WHERE stream_id = {_FOLLOW} AND state_type = :state_type
+          AND (:max_version IS NULL OR version <= :max_version)
+          AND (:max_recorded IS NULL OR recorded_at <= :max_recorded)
         ORDER BY version DESC LIMIT 1) s ON 1"""
+
+
+def snapshot_bounds(
+    stream_id: str, state_type: str, max_version: int | None, max_recorded_us: int | None
+) -> dict[str, Any]:
+    """The parameters of `LOAD_SNAPSHOT` and `LOAD_START` (None: no bound)."""
+    return {
+        "sid": stream_id,
+        "state_type": state_type,
+        "max_version": max_version,
+        "max_recorded": max_recorded_us,
+    }
+
+
 # Then the events after the snapshot, with only what a fold reads: each column more costs
 # a Python object per row, so the recorded time is read only for a load bounded by time.
 LOAD_EVENTS = """SELECT version, type, schema_version, data, 0 FROM events
-    WHERE stream_id = ?1 AND version >= ?2 AND version <= ?3 ORDER BY version LIMIT ?4"""
+    WHERE stream_id = ? AND version >= ? AND version <= ? ORDER BY version LIMIT ?"""
 LOAD_EVENTS_TIMED = LOAD_EVENTS.replace("data, 0", "data, recorded_at")
 
 COUNTS = "SELECT (SELECT count(*) FROM streams), (SELECT count(*) FROM events)"

@@ -48,6 +48,8 @@ class SQLiteSnapshotStore:
         max_version: int | None = None,
         max_recorded_us: int | None = None,
     ) -> Snapshot | None:
-        bounds = (stream_id, state_type, bounded(max_version), bounded(max_recorded_us))
+        bounds = sql.snapshot_bounds(
+            stream_id, state_type, bounded(max_version), bounded(max_recorded_us)
+        )
         rows = await self._store.fetch(sql.LOAD_SNAPSHOT, bounds)
         return Snapshot(*rows[0]) if rows else None

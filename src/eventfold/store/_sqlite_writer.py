@@ -16,11 +16,12 @@ import contextlib
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 from ..errors import EventfoldError, StoreClosed, StoreError
 from ._sqlite_group import GroupWriter, Outcome, PendingAppend, Translate
+from ._sqlite_schema import Params
 from .protocol import AppendResult
 
 __all__ = ["MAX_BATCH_APPENDS", "MAX_BATCH_BYTES", "PendingAppend", "SQLiteWriter", "deliver"]
@@ -187,7 +188,7 @@ class SQLiteWriter:
             conn.close()
             _settle(loop, self._stopped, None, None)
 
-    def read_inline(self, query: str, params: Sequence[Any]) -> list[Any] | None:
+    def read_inline(self, query: str, params: Params) -> list[Any] | None:
         """Run a short read on the writer's connection, on the calling thread, if it is
         free; None: use a reader connection instead.
 

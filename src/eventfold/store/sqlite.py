@@ -353,7 +353,12 @@ class SQLiteStore:
         check_stream_id(target)
         if stream_id == target:
             raise InvalidInput(f"stream {stream_id!r} cannot replace itself")
-        params = (stream_id, target, version, target_version)
+        params = {
+            "source": stream_id,
+            "target": target,
+            "version": version,
+            "target_version": target_version,
+        }
 
         guard = self._guard
 
@@ -362,7 +367,7 @@ class SQLiteStore:
             try:
                 switched = conn.execute(sql.REPLACE_STREAM, params).rowcount == 1
                 if switched:
-                    conn.execute(sql.REPOINT_ALIASES, params[:2])
+                    conn.execute(sql.REPOINT_ALIASES, params)
                 if guard is not None:
                     guard()
                 conn.execute("COMMIT")
@@ -438,7 +443,7 @@ class SQLiteStore:
                 self._reader_conns.append(conn)
         return conn
 
-    def _fetch(self, query: str, params: Sequence[Any]) -> list[Any]:
+    def _fetch(self, query: str, params: sql.Params) -> list[Any]:
         """Run one read query to its end on this thread (an autocommit read transaction)."""
         if not self._open:
             raise StoreClosed(f"sqlite store {self.path!r}")
@@ -447,7 +452,7 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             raise _translate(exc, self.path) from exc
 
-    def _fetch_short(self, query: str, params: Sequence[Any]) -> list[Any]:
+    def _fetch_short(self, query: str, params: sql.Params) -> list[Any]:
         """`_fetch` for a query of a few rows: on the writer's connection when it is free
         (its page cache is still warm after this store's own commits)."""
         writer = self._writer
@@ -460,7 +465,7 @@ class SQLiteStore:
                 return rows
         return self._fetch(query, params)
 
-    def _submit(self, query: str, params: Sequence[Any]) -> asyncio.Future[list[Any]]:
+    def _submit(self, query: str, params: sql.Params) -> asyncio.Future[list[Any]]:
         """Run a query of unknown cost on a reader thread."""
         pool = self._reader_pool
         if not self._open or pool is None:
@@ -470,7 +475,7 @@ class SQLiteStore:
     async def _pages(
         self,
         query: str,
-        params: Callable[[_T, int], Sequence[Any]],
+        params: Callable[[_T, int], sql.Params],
         key: _T,
         next_key: Callable[[Any], _T],
         limit: int | None,
@@ -540,7 +545,7 @@ class SQLiteStore:
 
         pages = self._pages(
             follow if follow_alias else query,
-            lambda v, n: (found[0], v, n),
+            lambda v, n: {"sid": found[0], "version": v, "limit": n},
             key,
             lambda row: row[2] + step,
             limit,
@@ -570,7 +575,7 @@ class SQLiteStore:
         self._check_open()
         check_stream_id(stream_id)
         max_version, max_recorded_us = bounded(max_version), bounded(max_recorded_us)
-        bounds = (stream_id, state_type, max_version, max_recorded_us)
+        bounds = sql.snapshot_bounds(stream_id, state_type, max_version, max_recorded_us)
         # The first query resolves a replaced stream's alias, and the replacement's own
         # snapshots are the only ones used (the handler checks the snapshot's stream id
         # and event id against the stream read).
@@ -606,7 +611,9 @@ class SQLiteStore:
         for at in range(0, len(ids), sql.ID_CHUNK):
             chunk = ids[at : at + sql.ID_CHUNK]
             found += self.codec.decode_rows(
-                self._fetch_short(sql.find_events_sql(len(chunk)), (stream_id, *chunk))
+                self._fetch_short(
+                    sql.find_events_sql(len(chunk)), sql.find_events_params(stream_id, chunk)
+                )
             )
         return sorted(found, key=lambda e: e.version)
 
@@ -620,7 +627,7 @@ class SQLiteStore:
         assert self._writer is not None
         return await self._writer.call(work)
 
-    async def fetch(self, query: str, params: Sequence[Any] = ()) -> list[Any]:
+    async def fetch(self, query: str, params: sql.Params = ()) -> list[Any]:
         """Run a read-only query on a reader thread's connection (for side tables)."""
         self._check_open()
         return await self._submit(query, params)
@@ -628,7 +635,7 @@ class SQLiteStore:
     async def stream_version(self, stream_id: str) -> int:
         self._check_open()
         check_stream_id(stream_id)
-        rows = self._fetch_short(sql.STREAM_VERSION, (stream_id,))
+        rows = self._fetch_short(sql.STREAM_VERSION, {"sid": stream_id})
         return int(rows[0][0]) if rows else 0
 
     async def stream_info(self, stream_id: str) -> StreamInfo:
@@ -653,13 +660,18 @@ class SQLiteStore:
         wanted_types = self.codec.stored_type_names(names) if names else None
         wanted_cats = category_names(categories) or None
         limit = check_limit(limit)
-        params: Callable[[int, int], Sequence[Any]]
+        params: Callable[[int, int], sql.Params]
         if wanted_types is None and wanted_cats is None:
             query, params = sql.READ_ALL, lambda p, n: (p, n)
         else:
             t = json.dumps(wanted_types) if wanted_types is not None else None
             c = json.dumps(wanted_cats) if wanted_cats is not None else None
-            query, params = sql.READ_ALL_FILTERED, lambda p, n: (p, t, c, n)
+            query, params = sql.READ_ALL_FILTERED, lambda p, n: {
+                "after": p,
+                "types": t,
+                "categories": c,
+                "limit": n,
+            }
         pages = self._pages(query, params, start, _row_position, limit, self.codec.decode_rows)
         async with aclosing(pages):
             async for page in pages:
