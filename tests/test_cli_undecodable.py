@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +13,10 @@ from click.testing import CliRunner, Result
 import eventfold
 from eventfold import NO_STREAM, NewEvent, TypeRegistry
 from eventfold.cli import cli
+from eventfold.store import SupportsCodec, capability
 
-DEEP = 3000
+DEEP = 100_000
+"""Deeper than any supported interpreter decodes (3.13 follows a few thousand levels)."""
 
 
 def run(*args: str, input: str | None = None) -> Result:
@@ -27,31 +28,38 @@ def nested_text(levels: int) -> str:
     return '{"a":' * levels + "1" + "}" * levels
 
 
+class _StoresRawFor:
+    """Stands in for a codec's encoder: ``marker`` encodes as ``raw``, anything else as usual.
+
+    How a payload too deep for any reader got into a store (written before the nesting
+    limit, or by another producer): no interpreter could have encoded it through msgspec.
+    """
+
+    def __init__(self, encoder: Any, marker: object, raw: bytes) -> None:
+        self._encoder, self._marker, self._raw = encoder, marker, raw
+
+    def encode(self, value: Any) -> bytes:
+        return self._raw if value is self._marker else bytes(self._encoder.encode(value))
+
+
 @pytest.fixture
 def url_with_a_deep_event(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    """A SQLite store holding, at deep-1@2, a payload stored before the nesting limit."""
+    """A SQLite store holding, at deep-1@2, a payload nested deeper than a reader follows."""
     url = f"sqlite:///{tmp_path}/x.db"
     monkeypatch.setattr("eventfold.codec.nesting_depth_exceeds", lambda data: False)
-    deep: dict[str, Any] = {}
-    inner = deep
-    for _ in range(DEEP - 1):
-        inner["a"] = {}
-        inner = inner["a"]
+    marker: dict[str, Any] = {}
 
     async def write() -> None:
         async with eventfold.connect(url, registry=TypeRegistry()) as store:
+            codec: Any = capability(store, SupportsCodec).codec
+            codec._encoder = _StoresRawFor(codec._encoder, marker, nested_text(DEEP).encode())
             await store.append(
                 "deep-1",
-                [NewEvent({"ok": True}, type="Deep"), NewEvent(deep, type="Deep")],
+                [NewEvent({"ok": True}, type="Deep"), NewEvent(marker, type="Deep")],
                 expected_version=NO_STREAM,
             )
 
-    limit = sys.getrecursionlimit()
-    sys.setrecursionlimit(DEEP * 4)
-    try:
-        asyncio.run(write())
-    finally:
-        sys.setrecursionlimit(limit)
+    asyncio.run(write())
     monkeypatch.undo()
     return url
 

@@ -109,7 +109,8 @@ async def test_every_read_path_names_the_undecodable_event(store_url: str) -> No
 @pytest.mark.parametrize("registered", [True, False])
 def test_a_payload_too_deep_to_decode_is_an_undecodable_event(registered: bool) -> None:
     codec = Codec(registry_with(Tree) if registered else TypeRegistry())
-    deep = b'{"root":' + b'{"a":' * 5000 + b"1" + b"}" * 5000 + b"}"
+    # Deeper than any supported interpreter decodes (3.13 follows a few thousand levels).
+    deep = b'{"root":' + b'{"a":' * 100_000 + b"1" + b"}" * 100_000 + b"}"
     with pytest.raises(eventfold.UndecodableEvent, match="nested too deeply") as info:
         codec.decode_rows([row(deep, "und.Tree")])
     assert info.value.position == eventfold.Position(0, 9)
@@ -131,8 +132,13 @@ def test_a_reader_deep_in_its_stack_gets_an_undecodable_event_not_a_recursion_er
         return codec.decode_rows([row(payload, "und.Any")])
 
     limit = sys.getrecursionlimit()
-    with pytest.raises(eventfold.UndecodableEvent):
-        at_depth(limit - 60)  # leaves less stack than the payload needs
+    if sys.version_info < (3, 12):
+        # msgspec's recursion shares Python's limit: little stack left, the payload fails.
+        with pytest.raises(eventfold.UndecodableEvent):
+            at_depth(limit - 60)
+    else:
+        # From 3.12 C code has a budget of its own: a deep caller does not shrink it.
+        assert at_depth(limit - 60)[0].data == nest(MAX_NESTING_DEPTH)
     assert at_depth(10)[0].data == nest(MAX_NESTING_DEPTH)
 
 
