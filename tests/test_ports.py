@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 import pytest
 from bank import Deposit, Deposited, OpenAccount, account
@@ -88,11 +88,10 @@ class OnlyEventStore:
 
     def __init__(self, inner: EventStore) -> None:
         self._inner = inner
-
-    def __getattr__(self, name: str) -> Any:
-        if name in self.NAMES:
-            return getattr(self._inner, name)
-        raise AttributeError(name)
+        # Instance attributes, not __getattr__: from 3.12 a runtime Protocol check looks
+        # members up statically.
+        for name in self.NAMES:
+            setattr(self, name, getattr(inner, name))
 
     async def __aenter__(self) -> OnlyEventStore:
         await self._inner.open()
