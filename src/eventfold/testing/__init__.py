@@ -20,11 +20,13 @@ from __future__ import annotations
 
 from .conformance import EventStoreConformance, SharedStoreConformance, settle
 from .hooks import TransactionHookConformance
+from .read_models import ReadModelStoreConformance
 from .spec import HandlerSpec, Spec, handler_spec, spec
 
 __all__ = [
     "EventStoreConformance",
     "HandlerSpec",
+    "ReadModelStoreConformance",
     "SharedStoreConformance",
     "Spec",
     "TransactionHookConformance",
