@@ -21,6 +21,7 @@ from __future__ import annotations
 from .conformance import EventStoreConformance, SharedStoreConformance, settle
 from .hooks import TransactionHookConformance
 from .read_models import ReadModelStoreConformance
+from .snapshots import SnapshotStoreConformance
 from .spec import HandlerSpec, Spec, handler_spec, spec
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "HandlerSpec",
     "ReadModelStoreConformance",
     "SharedStoreConformance",
+    "SnapshotStoreConformance",
     "Spec",
     "TransactionHookConformance",
     "handler_spec",
