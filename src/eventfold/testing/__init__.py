@@ -20,18 +20,23 @@ from __future__ import annotations
 
 from .conformance import EventStoreConformance, SharedStoreConformance, settle
 from .hooks import TransactionHookConformance
+from .leases import LeaseConformance, LoseLease
 from .read_models import ReadModelStoreConformance
 from .snapshots import SnapshotStoreConformance
 from .spec import HandlerSpec, Spec, handler_spec, spec
+from .wakeups import WakeUpConformance
 
 __all__ = [
     "EventStoreConformance",
     "HandlerSpec",
+    "LeaseConformance",
+    "LoseLease",
     "ReadModelStoreConformance",
     "SharedStoreConformance",
     "SnapshotStoreConformance",
     "Spec",
     "TransactionHookConformance",
+    "WakeUpConformance",
     "handler_spec",
     "settle",
     "spec",
