@@ -24,6 +24,7 @@ from .leases import LeaseConformance, LoseLease
 from .read_models import ReadModelStoreConformance
 from .snapshots import SnapshotStoreConformance
 from .spec import HandlerSpec, Spec, handler_spec, spec
+from .transform import TransformConformance
 from .wakeups import WakeUpConformance
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "SnapshotStoreConformance",
     "Spec",
     "TransactionHookConformance",
+    "TransformConformance",
     "WakeUpConformance",
     "handler_spec",
     "settle",
