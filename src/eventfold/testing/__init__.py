@@ -12,8 +12,11 @@ a ``store`` fixture (and, for backends shared by several processes, ``store_url`
             async with eventfold.connect("mystore://…") as s:
                 yield s
 
-A backend with transaction hooks also passes `eventfold.testing.hooks`
-(`TransactionHookConformance`, the same ``store`` fixture).
+A backend with transaction hooks also passes `TransactionHookConformance` (the same
+``store`` fixture). Each port has its suite: `ReadModelStoreConformance` (a ``models``
+fixture), `SnapshotStoreConformance` and `TransformConformance` (``store``),
+`LeaseConformance` (``leases``, ``rival``, ``lose_lease``) and `WakeUpConformance`
+(``store``, ``other_store``, ``notifier``); docs/architecture.md lists them.
 """
 
 from __future__ import annotations
