@@ -34,6 +34,7 @@ from eventfold.projections import Subscription
 from eventfold.snapshots import every
 from eventfold.store import SupportsTransform, capability
 from eventfold.testing import TransformConformance
+from eventfold.testing.transform import keep, read, suffix
 
 
 class Line(Event):
@@ -66,24 +67,7 @@ def events_of(n: int) -> list[Line]:
     return [Line(sku=f"s{i}", n=i) for i in range(1, n + 1)]
 
 
-async def read(
-    store: eventfold.EventStore, stream: str, follow: bool = True
-) -> list[RecordedEvent]:
-    return [e async for e in store.read_stream(stream, follow_alias=follow)]
-
-
-def keep(event: RecordedEvent) -> list[RecordedEvent]:
-    return [event]
-
-
-def suffix(stream_id: str) -> str:
-    return f"{stream_id}.v2"
-
-
-# -- copying -------------------------------------------------------------------------------
-
-
-# -- the alias -----------------------------------------------------------------------------
+# -- snapshots of the old stream ----------------------------------------------------------
 
 
 async def test_the_handler_never_uses_the_old_streams_snapshots(
@@ -120,9 +104,6 @@ async def test_the_handler_never_uses_the_old_streams_snapshots(
     result = await handler.handle("account-1.v2", Deposit(amount=1))
     assert (result.version, result.state.balance) == (4, 121)
     assert (await handler.load_details("account-1")).state.balance == 121
-
-
-# -- dry runs, categories, conflicts ---------------------------------------------------------
 
 
 # -- renamed types in read_all filters -------------------------------------------------------

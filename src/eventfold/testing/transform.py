@@ -26,6 +26,8 @@ from eventfold import (
 )
 from eventfold.store import SupportsTransform, capability
 
+from .conformance import settle
+
 __all__ = ["TransformConformance"]
 
 
@@ -181,7 +183,8 @@ class TransformConformance:
         assert (again.version, again.retry) == (3, True)
 
         # The new stream takes appends; the originals and the copies are all in the log.
-        await store.append("order-1.v2", [Note(text="next")], expected_version=4)
+        last = await store.append("order-1.v2", [Note(text="next")], expected_version=4)
+        await settle(store, last.position)
         log = [(e.stream_id, e.version) async for e in store.read_all()]
         assert log[:3] == [("order-1", 1), ("order-1", 2), ("order-1", 3)]
         assert log[-1] == ("order-1.v2", 5)
