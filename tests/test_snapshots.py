@@ -1,4 +1,4 @@
-"""Snapshots over every backend: each strategy, and every way a snapshot is distrusted."""
+"""Snapshots over every backend: the shipped snapshot-store suite, and each strategy."""
 
 from __future__ import annotations
 
@@ -13,12 +13,17 @@ from orders import order
 import eventfold
 from eventfold import CommandHandler, HandlerOptions, Snapshot
 from eventfold.snapshots import every, older_than, on_replay, when
+from eventfold.testing import SnapshotStoreConformance
 
 
 @pytest.fixture
 async def store(store_url: str) -> AsyncIterator[eventfold.EventStore]:
     async with eventfold.connect(store_url) as store:
         yield store
+
+
+class TestSnapshotStore(SnapshotStoreConformance):
+    """The shipped suite over `store`: each backend in turn."""
 
 
 def snapshots_of(store: eventfold.EventStore) -> eventfold.SnapshotStore:
@@ -50,22 +55,6 @@ async def test_every_n_events(store: eventfold.EventStore) -> None:
     older = await snapshots_of(store).load_snapshot("account-1", "Account", max_version=9)
     assert older is not None
     assert older.version == 5
-
-
-async def test_past_states_use_snapshots_at_or_before_the_point(
-    store: eventfold.EventStore,
-) -> None:
-    handler = CommandHandler(store, account, options=HandlerOptions(snapshots=every(4)))
-    await deposits(handler, 9)  # snapshots at 4 and 8
-    at7 = await handler.load_details("account-1", at_version=7)
-    assert (at7.snapshot_version, at7.replayed) == (4, 3)
-    assert at7.state.balance == sum(range(1, 7))
-    at3 = await handler.load_details("account-1", at_version=3)
-    assert (at3.snapshot_version, at3.state.balance) == (0, 1 + 2)
-    events = [e async for e in store.read_stream("account-1")]
-    as_of = await handler.load_details("account-1", as_of=events[8].recorded_at)
-    assert as_of.version >= 9
-    assert as_of.snapshot_version == 8
 
 
 async def test_older_than(store: eventfold.EventStore) -> None:
@@ -118,26 +107,6 @@ async def test_strategies_combine(store: eventfold.EventStore) -> None:
     assert snap.version == 4
 
 
-async def test_snapshot_of_another_schema_version_is_replaced(
-    store: eventfold.EventStore, caplog: pytest.LogCaptureFixture
-) -> None:
-    old = CommandHandler(store, account, options=HandlerOptions(snapshots=every(3)))
-    await deposits(old, 5)
-    v2 = eventfold.Decider(
-        initial_state=Account(), evolve=account.evolve, decide=account.decide, state_version=2
-    )
-    handler = CommandHandler(store, v2)
-    with caplog.at_level(logging.WARNING, logger="eventfold.handler"):
-        loaded = await handler.load_details("account-1")
-    assert "schema version 1" in caplog.text
-    assert (loaded.snapshot_version, loaded.state.balance) == (0, 15)
-    snap = await latest(store)
-    assert snap is not None
-    assert (snap.version, snap.schema_version) == (6, 2)
-    again = await handler.load_details("account-1")
-    assert (again.snapshot_version, again.replayed) == (6, 0)
-
-
 async def test_snapshot_of_an_older_schema_version_is_upcast_when_a_chain_exists(
     store_url: str,
 ) -> None:
@@ -162,72 +131,6 @@ async def test_snapshot_of_an_older_schema_version_is_upcast_when_a_chain_exists
         loaded = await handler.load_details("account-1")
         assert (loaded.snapshot_version, loaded.replayed) == (6, 0)
         assert (loaded.state.balance, loaded.state.overdraft_limit) == (15, 100)
-
-
-async def test_corrupt_snapshot_is_discarded_and_rebuilt(
-    store: eventfold.EventStore, caplog: pytest.LogCaptureFixture
-) -> None:
-    handler = CommandHandler(store, account, options=HandlerOptions(snapshots=every(3)))
-    await deposits(handler, 5)
-    good = await latest(store)
-    assert good is not None
-    await snapshots_of(store).save_snapshot(
-        Snapshot(
-            good.stream_id,
-            good.state_type,
-            good.version,
-            good.schema_version,
-            b'{"balance": "lots',
-            good.event_id,
-            good.recorded_us,
-            good.taken_us,
-        )
-    )
-    with caplog.at_level(logging.WARNING, logger="eventfold.handler"):
-        state = await CommandHandler(store, account).load("account-1")
-    assert "does not decode" in caplog.text
-    assert state.balance == 15
-    rebuilt = await latest(store)
-    assert rebuilt is not None
-    assert rebuilt.data != b'{"balance": "lots'
-
-
-async def test_snapshot_of_a_replaced_stream_is_not_trusted(
-    store: eventfold.EventStore, caplog: pytest.LogCaptureFixture
-) -> None:
-    handler = CommandHandler(store, account, options=HandlerOptions(snapshots=every(3)))
-    await deposits(handler, 2)
-    good = await latest(store)
-    assert good is not None
-    forged = Snapshot(
-        good.stream_id,
-        good.state_type,
-        good.version,
-        good.schema_version,
-        b'{"opened": true, "owner": "mallory", "balance": 1000000, "overdraft_limit": 0}',
-        b"\x00" * 16,
-        good.recorded_us,
-        good.taken_us,
-    )
-    await snapshots_of(store).save_snapshot(forged)
-    with caplog.at_level(logging.WARNING, logger="eventfold.handler"):
-        state = await CommandHandler(store, account).load("account-1")
-    assert "does not match" in caplog.text
-    assert (state.owner, state.balance) == ("ann", 3)
-
-
-async def test_snapshot_ahead_of_the_stream_is_not_trusted(
-    store: eventfold.EventStore, caplog: pytest.LogCaptureFixture
-) -> None:
-    handler = CommandHandler(store, account)
-    await deposits(handler, 1)
-    await snapshots_of(store).save_snapshot(
-        Snapshot("account-1", "Account", 50, 1, b"{}", b"\x01" * 16, 0, 0)
-    )
-    with caplog.at_level(logging.WARNING, logger="eventfold.handler"):
-        state = await handler.load("account-1")
-    assert "fewer events" in caplog.text
-    assert state.balance == 1
 
 
 async def test_failing_snapshot_store_never_fails_the_command(

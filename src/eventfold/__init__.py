@@ -58,7 +58,7 @@ from .projections import DocumentProjection, Projection, ProjectionDaemon, Stale
 from .snapshots import Snapshot, SnapshotStore, SnapshotStrategy
 from .store import DEFAULT_URL, AppendResult, EventStore, StoreStats, StreamInfo, connect
 from .store._common import MAX_STREAM_ID_LENGTH, category_of
-from .transform import StreamReport, TransformReport, transform
+from .transform import StreamReport, TransformReport, transform, transformed_event_id
 
 __all__ = [
     "ANY",
@@ -135,4 +135,5 @@ __all__ = [
     "new_event_id",
     "schema",
     "transform",
+    "transformed_event_id",
 ]

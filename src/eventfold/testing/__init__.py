@@ -12,22 +12,36 @@ a ``store`` fixture (and, for backends shared by several processes, ``store_url`
             async with eventfold.connect("mystore://…") as s:
                 yield s
 
-A backend with transaction hooks also passes `eventfold.testing.hooks`
-(`TransactionHookConformance`, the same ``store`` fixture).
+A backend with transaction hooks also passes `TransactionHookConformance` (the same
+``store`` fixture). Each port has its suite: `ReadModelStoreConformance` (a ``models``
+fixture), `SnapshotStoreConformance` and `TransformConformance` (``store``),
+`LeaseConformance` (``leases``, ``rival``, ``lose_lease``) and `WakeUpConformance`
+(``store``, ``other_store``, ``notifier``); docs/architecture.md lists them.
 """
 
 from __future__ import annotations
 
 from .conformance import EventStoreConformance, SharedStoreConformance, settle
 from .hooks import TransactionHookConformance
+from .leases import LeaseConformance, LoseLease
+from .read_models import ReadModelStoreConformance
+from .snapshots import SnapshotStoreConformance
 from .spec import HandlerSpec, Spec, handler_spec, spec
+from .transform import TransformConformance
+from .wakeups import WakeUpConformance
 
 __all__ = [
     "EventStoreConformance",
     "HandlerSpec",
+    "LeaseConformance",
+    "LoseLease",
+    "ReadModelStoreConformance",
     "SharedStoreConformance",
+    "SnapshotStoreConformance",
     "Spec",
     "TransactionHookConformance",
+    "TransformConformance",
+    "WakeUpConformance",
     "handler_spec",
     "settle",
     "spec",
