@@ -12,7 +12,7 @@ from orders import order
 
 import eventfold
 from eventfold import CommandHandler, HandlerOptions, Snapshot
-from eventfold.snapshots import every, older_than, on_replay, when
+from eventfold.write import every, older_than, on_replay, when
 
 
 @pytest.fixture

@@ -31,9 +31,9 @@ from eventfold import (
 )
 from eventfold.cli import cli
 from eventfold.projections import Subscription
-from eventfold.snapshots import every
 from eventfold.store import SupportsTransform, capability
 from eventfold.transform import transformed_event_id
+from eventfold.write import every
 
 
 class Line(Event):

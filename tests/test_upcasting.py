@@ -23,9 +23,9 @@ from hypothesis import strategies as st
 import eventfold
 from eventfold import NO_STREAM, NewEvent, TypeRegistry
 from eventfold.codec import Codec, Row
-from eventfold.snapshots import Snapshot
 from eventfold.store.connect import detect_producer_version
 from eventfold.testing import settle
+from eventfold.write import Snapshot
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 if str(FIXTURES) not in sys.path:

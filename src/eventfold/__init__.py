@@ -8,9 +8,7 @@ from __future__ import annotations
 
 from . import schema
 from ._version import __version__
-from .aggregate import Aggregate, applies
 from .codec import DEFAULT_MAX_EVENT_SIZE
-from .decider import Decider, fold
 from .errors import (
     ConcurrencyError,
     ConfigurationError,
@@ -52,13 +50,25 @@ from .events import (
     event_type_name,
     new_event_id,
 )
-from .handler import CommandHandler, CommandResult, HandlerOptions, Loaded, command_event_ids
 from .position import ANY, NO_STREAM, START, STREAM_EXISTS, ExpectedVersion, Position, StreamState
 from .projections import DocumentProjection, Projection, ProjectionDaemon, StaleRead
-from .snapshots import Snapshot, SnapshotStore, SnapshotStrategy
 from .store import DEFAULT_URL, AppendResult, EventStore, StoreStats, StreamInfo, connect
 from .store._common import MAX_STREAM_ID_LENGTH, category_of
 from .transform import StreamReport, TransformReport, transform
+from .write import (
+    Aggregate,
+    CommandHandler,
+    CommandResult,
+    Decider,
+    HandlerOptions,
+    Loaded,
+    Snapshot,
+    SnapshotStore,
+    SnapshotStrategy,
+    applies,
+    command_event_ids,
+    fold,
+)
 
 __all__ = [
     "ANY",

@@ -23,10 +23,8 @@ from pathlib import Path
 import msgspec
 from rich.console import Console
 
-from ..decider import Decider
 from ..errors import DuplicateEventId, WrongExpectedVersion
 from ..events import Event, NewEvent, RecordedEvent, new_event_id
-from ..handler import CommandHandler, CommandResult, HandlerOptions
 from ..position import NO_STREAM, START, Position
 from ..projections import (
     BuildProgress,
@@ -42,8 +40,8 @@ from ..projections import (
     read_models_for,
     rebuild,
 )
-from ..snapshots import every
 from ..store import AppendResult, EventStore, connect
+from ..write import CommandHandler, CommandResult, Decider, HandlerOptions, every
 from . import render
 
 __all__ = [
