@@ -31,8 +31,8 @@ from eventfold import (
 )
 from eventfold.cli import cli
 from eventfold.projections import Subscription
+from eventfold.schema import transformed_event_id
 from eventfold.store import SupportsTransform, capability
-from eventfold.transform import transformed_event_id
 from eventfold.write import every
 
 

@@ -52,9 +52,9 @@ from .events import (
 )
 from .position import ANY, NO_STREAM, START, STREAM_EXISTS, ExpectedVersion, Position, StreamState
 from .projections import DocumentProjection, Projection, ProjectionDaemon, StaleRead
+from .schema import StreamReport, TransformReport, transform
 from .store import DEFAULT_URL, AppendResult, EventStore, StoreStats, StreamInfo, connect
 from .store._common import MAX_STREAM_ID_LENGTH, category_of
-from .transform import StreamReport, TransformReport, transform
 from .write import (
     Aggregate,
     CommandHandler,

@@ -17,8 +17,8 @@ from rich.text import Text
 
 from ..errors import InvalidInput
 from ..events import RecordedEvent
+from ..schema import TransformFn, TransformReport, transform
 from ..store import EventStore
-from ..transform import TransformFn, TransformReport, transform
 from . import render
 from ._imports import find_attribute, import_user_module
 from ._usercode import call_user

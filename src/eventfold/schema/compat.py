@@ -22,7 +22,7 @@ import msgspec
 
 from ..errors import IncompatibleSchema
 from ..events import Event, TypeRegistry
-from ..upcasting import CurrentVersion, MissingUpcaster
+from ._upcasting import CurrentVersion, MissingUpcaster
 from .registry import schema_of
 
 if TYPE_CHECKING:

@@ -27,7 +27,7 @@ import msgspec
 from ..events import Event, RecordedEvent, TypeRegistry
 from ..store.ports import SupportsCodec
 from ..store.protocol import EventStore
-from ..violations import ForeignType
+from ._violations import ForeignType
 from .exact import exact_schema
 from .validation import validator_for
 

@@ -31,7 +31,7 @@ from typing import Annotated, Any, Literal, Union, cast
 
 import msgspec
 
-from ..violations import PayloadValidator, field_violations
+from ._violations import PayloadValidator, field_violations
 
 __all__ = ["type_from_schema", "validator_for"]
 

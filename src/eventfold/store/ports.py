@@ -102,7 +102,6 @@ class LoadRows(NamedTuple):
     """The further pages, None when ``first`` was the last."""
 
 
-
 @runtime_checkable
 class SupportsCodec(Protocol):
     """A store that encodes and decodes events with a `Codec` (its type registry, its

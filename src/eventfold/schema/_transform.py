@@ -43,11 +43,11 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from .errors import InvalidInput, TransformConflict
-from .events import Event, NewEvent, RecordedEvent
-from .store._common import check_stream_id
-from .store.ports import SupportsTransform, capability
-from .store.protocol import EventStore, StreamInfo
+from ..errors import InvalidInput, TransformConflict
+from ..events import Event, NewEvent, RecordedEvent
+from ..store._common import check_stream_id
+from ..store.ports import SupportsTransform, capability
+from ..store.protocol import EventStore, StreamInfo
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
