@@ -10,6 +10,7 @@ from . import schema
 from ._version import __version__
 from .codec import DEFAULT_MAX_EVENT_SIZE
 from .errors import (
+    CheckpointConflict,
     ConcurrencyError,
     ConfigurationError,
     DecodeError,
@@ -18,17 +19,22 @@ from .errors import (
     EventfoldError,
     EventTooLarge,
     EventTypeError,
+    HandlerFailed,
     IncompatibleSchema,
     InvalidEvent,
     InvalidExpectedVersion,
     InvalidInput,
     InvalidPosition,
+    InvalidProjection,
     InvalidStreamId,
     MissingUpcaster,
     NondeterministicEvolve,
+    ProjectionError,
+    ProjectionStopped,
     RetriesExhausted,
     SchemaTooNew,
     SchemaViolation,
+    StaleRead,
     StoreClosed,
     StoreError,
     StoreNotFound,
@@ -51,7 +57,7 @@ from .events import (
     new_event_id,
 )
 from .position import ANY, NO_STREAM, START, STREAM_EXISTS, ExpectedVersion, Position, StreamState
-from .projections import DocumentProjection, Projection, ProjectionDaemon, StaleRead
+from .projections import DocumentProjection, Projection, ProjectionDaemon
 from .schema import StreamReport, TransformReport, transform
 from .store import DEFAULT_URL, AppendResult, EventStore, StoreStats, StreamInfo, connect
 from .store._common import MAX_STREAM_ID_LENGTH, category_of
@@ -80,6 +86,7 @@ __all__ = [
     "STREAM_EXISTS",
     "Aggregate",
     "AppendResult",
+    "CheckpointConflict",
     "CommandHandler",
     "CommandResult",
     "ConcurrencyError",
@@ -95,12 +102,14 @@ __all__ = [
     "EventTypeError",
     "EventfoldError",
     "ExpectedVersion",
+    "HandlerFailed",
     "HandlerOptions",
     "IncompatibleSchema",
     "InvalidEvent",
     "InvalidExpectedVersion",
     "InvalidInput",
     "InvalidPosition",
+    "InvalidProjection",
     "InvalidStreamId",
     "Loaded",
     "MissingUpcaster",
@@ -109,6 +118,8 @@ __all__ = [
     "Position",
     "Projection",
     "ProjectionDaemon",
+    "ProjectionError",
+    "ProjectionStopped",
     "RecordedEvent",
     "RetriesExhausted",
     "SchemaTooNew",

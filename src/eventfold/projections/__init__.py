@@ -17,6 +17,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ..errors import (
+    CheckpointConflict,
+    HandlerFailed,
+    InvalidProjection,
+    ProjectionError,
+    ProjectionStopped,
+    StaleRead,
+)
 from .backends import read_models_for
 from .bluegreen import BuildProgress, SwapPolicy, activate, drop_retired
 from .daemon import ProjectionDaemon, check_projections, check_unique_names
@@ -27,14 +35,6 @@ from .definition import (
     Projection,
     ProjectionBase,
     ProjectionTransaction,
-)
-from .errors import (
-    CheckpointConflict,
-    HandlerFailed,
-    InvalidProjection,
-    ProjectionError,
-    ProjectionStopped,
-    StaleRead,
 )
 from .inline import attach_inline, detach_inline
 from .leases import Lease, Leases, MemoryLeases, PostgresLeases, lease_key

@@ -16,11 +16,11 @@ import asyncio
 import dataclasses
 from collections.abc import Callable, Sequence
 
+from ..errors import InvalidProjection, ProjectionStopped, StaleRead
 from ..store.protocol import EventStore
 from .bluegreen import BuildProgress
 from .daemon import ProjectionDaemon
 from .definition import ProjectionBase
-from .errors import InvalidProjection, ProjectionStopped, StaleRead
 from .leases import Leases
 from .status import ProjectionStatus, checkpoint_positions, projection_status
 from .store import ReadModelStore
