@@ -35,7 +35,6 @@ from ..projections import (
     ReadModelStore,
     attach_inline,
     detach_inline,
-    format_progress,
     live,
     read_models_for,
     rebuild,
@@ -43,6 +42,7 @@ from ..projections import (
 from ..store import AppendResult, EventStore, connect
 from ..write import CommandHandler, CommandResult, Decider, HandlerOptions, every
 from . import render
+from .progress import format_progress
 
 __all__ = [
     "STEPS",

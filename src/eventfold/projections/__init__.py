@@ -41,7 +41,7 @@ from .leases import Lease, Leases, MemoryLeases, PostgresLeases, lease_key
 from .live import LiveView, live, replay
 from .memory import MemoryReadModelStore
 from .parked import ReplayResult, replay_parked
-from .rebuild import format_progress, rebuild
+from .rebuild import rebuild
 from .status import (
     Lag,
     ProjectionState,
@@ -120,7 +120,6 @@ __all__ = [
     "check_unique_names",
     "detach_inline",
     "drop_retired",
-    "format_progress",
     "lease_key",
     "live",
     "measure_lag",
