@@ -450,7 +450,7 @@ def test_the_producer_version_is_found_from_the_calling_package(
     found = detect_producer_version("click.core")
     assert found is not None
     assert found.startswith("click ")
-    assert detect_producer_version("eventfold.cli.commands") is None  # the CLI is no producer
+    assert detect_producer_version("eventfold.cli.store_commands") is None  # the CLI is no producer
     assert detect_producer_version("test_upcasting") is None  # no distribution
     assert detect_producer_version(None) is None
     monkeypatch.setenv("EVENTFOLD_PRODUCER_VERSION", "")

@@ -23,8 +23,8 @@ from ..store import EventStore
 from . import render
 from ._imports import find_attribute, import_user_module
 from ._usercode import call_user
-from .commands import CliState, run_with_store
 from .progress import TransformBar
+from .store_commands import CliState, run_with_store
 
 __all__ = ["COMMANDS", "guard_function", "load_function", "transform_command"]
 

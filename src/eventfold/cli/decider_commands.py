@@ -30,7 +30,7 @@ from ..write import (
 from . import render
 from ._imports import find_attribute, import_user_module
 from ._usercode import guard_decider
-from .commands import CliState, run_with_store
+from .store_commands import CliState, run_with_store
 
 __all__ = ["COMMANDS", "AsOfParam", "ReadOnlySnapshots", "load_decider"]
 
