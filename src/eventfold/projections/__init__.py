@@ -15,7 +15,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import typing
 
 from ..errors import (
     CheckpointConflict,
@@ -64,7 +64,7 @@ from .view import DocumentView
 from .wakeups import StoreWakeUps, notifier_for
 from .worker import DaemonOptions, WorkerInfo, WorkerState
 
-if TYPE_CHECKING:
+if typing.TYPE_CHECKING:
     from .postgres import PostgresReadModelStore
     from .sqlite import SQLiteReadModelStore
 
@@ -136,7 +136,7 @@ __all__ = [
 _LAZY = {"PostgresReadModelStore": ".postgres", "SQLiteReadModelStore": ".sqlite"}
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> typing.Any:
     """The SQL read-model stores, imported on first use (their drivers load only then)."""
     if name in _LAZY:
         import importlib

@@ -33,7 +33,7 @@ from ..errors import (
 )
 from ..events import Event, NewEvent, RecordedEvent
 from ..position import NO_STREAM, ExpectedVersion, Position
-from ..schema.state import can_upcast_state, upcast_snapshot
+from ..schema._state import can_upcast_state, upcast_snapshot
 from ..store.ports import Snapshot, SnapshotStore, SupportsCodec, SupportsLoad, SupportsSnapshots
 from ..store.protocol import EventStore
 from ._decider import Decider
