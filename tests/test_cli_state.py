@@ -21,7 +21,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from eventfold.cli import cli
-from eventfold.cli.state import AsOfParam, load_decider
+from eventfold.cli.decider_commands import AsOfParam, load_decider
 
 
 @pytest.fixture(autouse=True)

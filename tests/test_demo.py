@@ -16,7 +16,6 @@ from rich.console import Console
 
 import eventfold
 from eventfold.cli import cli
-from eventfold.cli import demo as demo_module
 from eventfold.cli.demo import (
     Account,
     Demo,
@@ -28,8 +27,10 @@ from eventfold.cli.demo import (
     OrderPlaced,
     OrderShipped,
     account,
+    checks,
     evolve,
     run_demo,
+    tour,
 )
 from eventfold.cli.render import redact_url
 
@@ -204,9 +205,9 @@ def test_demo_honours_the_group_url_given_on_the_command_line() -> None:
 
 def test_a_failed_check_exits_1_with_a_message(monkeypatch: pytest.MonkeyPatch) -> None:
     async def broken(demo: Demo) -> None:
-        demo_module.check(False, "two winners")
+        checks.check(False, "two winners")
 
-    monkeypatch.setattr(demo_module, "STEPS", (broken,))
+    monkeypatch.setattr(tour, "STEPS", (broken,))
     result = run("demo", "--url", "memory://")
     assert result.exit_code == 1
     assert "the demo caught the store misbehaving: two winners" in result.stderr
@@ -224,7 +225,7 @@ async def test_steps_compose() -> None:
         url="memory://",
         orders=4,
         tasks=2,
-        steps=(demo_module.concurrent_writers, count_streams, demo_module.store_contents),
+        steps=(tour.concurrent_writers, count_streams, tour.store_contents),
     )
     assert seen == [4]
     assert "the store holds 12 events in 4 streams" in out.getvalue()
@@ -254,6 +255,6 @@ def test_the_account_decider() -> None:
     events = account.decide(Deposit(amount=7), account.initial_state)
     assert events == [Deposited(amount=7)]
     assert account.fold([*events, Deposited(amount=3)]) == Account(balance=10, deposits=2)
-    with pytest.raises(demo_module.DemoCheckFailed, match="cannot deposit 0"):
+    with pytest.raises(checks.DemoCheckFailed, match="cannot deposit 0"):
         account.decide(Deposit(amount=0), Account())
     assert eventfold.event_type_name(Deposited) == "demo.Deposited"

@@ -281,7 +281,8 @@ async def test_loads_read_as_much_as_they_need_on_every_path(store: eventfold.Ev
     # SQLite and PostgreSQL read a snapshot and the events after it in one trip
     # (`read_for_load`), other stores and other snapshot stores snapshot then stream: the
     # outcome is the same, including for streams longer than one page.
-    from eventfold.snapshots import MemorySnapshotStore, every
+    from eventfold.store.memory import MemorySnapshotStore
+    from eventfold.write import every
 
     own = CommandHandler(store, account, options=HandlerOptions(snapshots=every(1000)))
     apart = CommandHandler(

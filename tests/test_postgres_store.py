@@ -19,10 +19,10 @@ import pytest
 
 import eventfold
 from eventfold import ANY, NO_STREAM, START, Event, NewEvent, Position, RecordedEvent
-from eventfold.snapshots import Snapshot
 from eventfold.store._postgres_conn import configure
 from eventfold.store._postgres_schema import MIGRATIONS
 from eventfold.store.postgres import DEFAULT_SCHEMA, PostgresStore
+from eventfold.write import Snapshot
 
 ENV = "EVENTFOLD_TEST_POSTGRES_URL"
 BASE_URL = os.environ.get(ENV, "")

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 import eventfold
+from eventfold.cli.progress import format_progress
 from eventfold.projections import (
     BuildProgress,
     DaemonOptions,
@@ -26,7 +27,6 @@ from eventfold.projections import (
     WorkerState,
     activate,
     drop_retired,
-    format_progress,
     live,
     read_models_for,
     rebuild,
@@ -54,7 +54,6 @@ def totals(version: int, factor: int = 1, **options: Any) -> DocumentProjection[
 OPTIONS = DaemonOptions(
     batch_size=4, poll_interval=0.01, lease_retry=0.02, swap=SwapPolicy(max_lag_events=0)
 )
-
 
 
 @pytest.fixture

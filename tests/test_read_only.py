@@ -17,7 +17,7 @@ from click.testing import CliRunner, Result
 import eventfold
 from eventfold import ANY, NO_STREAM, NewEvent
 from eventfold.cli import cli
-from eventfold.snapshots import Snapshot, SnapshotStore
+from eventfold.write import Snapshot, SnapshotStore
 
 
 def note(i: int) -> list[NewEvent]:

@@ -12,8 +12,8 @@ from orders import order
 
 import eventfold
 from eventfold import CommandHandler, HandlerOptions, Snapshot
-from eventfold.snapshots import every, older_than, on_replay, when
 from eventfold.testing import SnapshotStoreConformance
+from eventfold.write import every, older_than, on_replay, when
 
 
 @pytest.fixture

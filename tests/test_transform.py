@@ -30,11 +30,13 @@ from eventfold import (
     TypeRegistry,
 )
 from eventfold.cli import cli
+from eventfold.cli.progress import TransformBar
 from eventfold.projections import Subscription
-from eventfold.snapshots import every
+from eventfold.schema import TransformProgress
 from eventfold.store import SupportsTransform, capability
 from eventfold.testing import TransformConformance
 from eventfold.testing.transform import keep, read, suffix
+from eventfold.write import every
 
 
 class Line(Event):
@@ -396,11 +398,35 @@ async def stream_info(url: str, stream_id: str) -> eventfold.StreamInfo:
         return await store.stream_info(stream_id)
 
 
-async def test_progress_goes_to_stderr(
+async def test_progress_is_reported_to_the_callback(
     store: eventfold.EventStore, capsys: pytest.CaptureFixture[str]
 ) -> None:
     await store.append("order-1", events_of(3), expected_version=eventfold.NO_STREAM)
-    await eventfold.transform(store, "order-1", target=suffix, fn=keep, progress=True)
+    await store.append("order-2", events_of(2), expected_version=eventfold.NO_STREAM)
+    reports: list[TransformProgress] = []
+    await eventfold.transform(
+        store, category="order", target=suffix, fn=keep, progress=reports.append
+    )
+    assert reports[0] == TransformProgress(streams=2, events=5, streams_done=0, events_done=0)
+    assert reports[-1] == TransformProgress(streams=2, events=5, streams_done=2, events_done=5)
+    done = [(r.streams_done, r.events_done) for r in reports]
+    assert done == sorted(done)
+    assert capsys.readouterr() == ("", "")
+
+
+async def test_progress_must_be_a_callable(store: eventfold.EventStore) -> None:
+    await store.append("order-1", events_of(1), expected_version=eventfold.NO_STREAM)
+    with pytest.raises(eventfold.InvalidInput, match="progress must be a callable"):
+        await eventfold.transform(store, "order-1", target=suffix, fn=keep, progress=True)  # type: ignore[arg-type]
+    assert (await store.stream_info("order-1")).replaced_by is None
+
+
+async def test_the_cli_bar_goes_to_stderr(
+    store: eventfold.EventStore, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await store.append("order-1", events_of(3), expected_version=eventfold.NO_STREAM)
+    with TransformBar() as bar:
+        await eventfold.transform(store, "order-1", target=suffix, fn=keep, progress=bar)
     captured = capsys.readouterr()
     assert captured.out == ""
     assert "streams" in captured.err

@@ -23,9 +23,9 @@ from hypothesis import strategies as st
 import eventfold
 from eventfold import NO_STREAM, NewEvent, TypeRegistry
 from eventfold.codec import Codec, Row
-from eventfold.snapshots import Snapshot
 from eventfold.store.connect import detect_producer_version
 from eventfold.testing import settle
+from eventfold.write import Snapshot
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 if str(FIXTURES) not in sys.path:
@@ -450,7 +450,7 @@ def test_the_producer_version_is_found_from_the_calling_package(
     found = detect_producer_version("click.core")
     assert found is not None
     assert found.startswith("click ")
-    assert detect_producer_version("eventfold.cli.commands") is None  # the CLI is no producer
+    assert detect_producer_version("eventfold.cli.store_commands") is None  # the CLI is no producer
     assert detect_producer_version("test_upcasting") is None  # no distribution
     assert detect_producer_version(None) is None
     monkeypatch.setenv("EVENTFOLD_PRODUCER_VERSION", "")

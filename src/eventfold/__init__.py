@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from . import schema
 from ._version import __version__
-from .aggregate import Aggregate, applies
 from .codec import DEFAULT_MAX_EVENT_SIZE
-from .decider import Decider, fold
 from .errors import (
+    CheckpointConflict,
     ConcurrencyError,
     ConfigurationError,
     DecodeError,
@@ -20,17 +19,22 @@ from .errors import (
     EventfoldError,
     EventTooLarge,
     EventTypeError,
+    HandlerFailed,
     IncompatibleSchema,
     InvalidEvent,
     InvalidExpectedVersion,
     InvalidInput,
     InvalidPosition,
+    InvalidProjection,
     InvalidStreamId,
     MissingUpcaster,
     NondeterministicEvolve,
+    ProjectionError,
+    ProjectionStopped,
     RetriesExhausted,
     SchemaTooNew,
     SchemaViolation,
+    StaleRead,
     StoreClosed,
     StoreError,
     StoreNotFound,
@@ -52,13 +56,25 @@ from .events import (
     event_type_name,
     new_event_id,
 )
-from .handler import CommandHandler, CommandResult, HandlerOptions, Loaded, command_event_ids
 from .position import ANY, NO_STREAM, START, STREAM_EXISTS, ExpectedVersion, Position, StreamState
-from .projections import DocumentProjection, Projection, ProjectionDaemon, StaleRead
-from .snapshots import Snapshot, SnapshotStore, SnapshotStrategy
+from .projections import DocumentProjection, Projection, ProjectionDaemon
+from .schema import StreamReport, TransformReport, transform, transformed_event_id
 from .store import DEFAULT_URL, AppendResult, EventStore, StoreStats, StreamInfo, connect
 from .store._common import MAX_STREAM_ID_LENGTH, category_of
-from .transform import StreamReport, TransformReport, transform, transformed_event_id
+from .write import (
+    Aggregate,
+    CommandHandler,
+    CommandResult,
+    Decider,
+    HandlerOptions,
+    Loaded,
+    Snapshot,
+    SnapshotStore,
+    SnapshotStrategy,
+    applies,
+    command_event_ids,
+    fold,
+)
 
 __all__ = [
     "ANY",
@@ -70,6 +86,7 @@ __all__ = [
     "STREAM_EXISTS",
     "Aggregate",
     "AppendResult",
+    "CheckpointConflict",
     "CommandHandler",
     "CommandResult",
     "ConcurrencyError",
@@ -85,12 +102,14 @@ __all__ = [
     "EventTypeError",
     "EventfoldError",
     "ExpectedVersion",
+    "HandlerFailed",
     "HandlerOptions",
     "IncompatibleSchema",
     "InvalidEvent",
     "InvalidExpectedVersion",
     "InvalidInput",
     "InvalidPosition",
+    "InvalidProjection",
     "InvalidStreamId",
     "Loaded",
     "MissingUpcaster",
@@ -99,6 +118,8 @@ __all__ = [
     "Position",
     "Projection",
     "ProjectionDaemon",
+    "ProjectionError",
+    "ProjectionStopped",
     "RecordedEvent",
     "RetriesExhausted",
     "SchemaTooNew",

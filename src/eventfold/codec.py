@@ -24,9 +24,14 @@ from .errors import (
 from .events import Event, NewEvent, RecordedEvent, TypeRegistry, default_registry, fresh_id_bytes
 from .nesting import MAX_NESTING_DEPTH, nesting_depth_exceeds, too_deep_error
 from .position import Position
+from .schema._upcasting import MissingUpcaster, Step, run_steps
+from .schema._violations import (
+    ForeignType,
+    SchemaViolation,
+    field_violations,
+    nonfinite_violations,
+)
 from .undecodable import UndecodedPayload, keeping_undecodable, undecodable
-from .upcasting import MissingUpcaster, Step, run_steps
-from .violations import ForeignType, SchemaViolation, field_violations, nonfinite_violations
 
 __all__ = [
     "DEFAULT_MAX_EVENT_SIZE",

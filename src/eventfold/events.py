@@ -12,7 +12,7 @@ import msgspec
 
 from .errors import EventTypeError, InvalidEvent, InvalidInput
 from .position import Position
-from .upcasting import Upcaster, Upcasters
+from .schema._upcasting import Upcaster, Upcasters
 
 __all__ = [
     "MAX_EVENT_TYPE_LENGTH",

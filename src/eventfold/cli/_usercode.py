@@ -14,9 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..decider import Decider
 from ..errors import EventfoldError
 from ..events import Event
+from ..write import Decider
 
 __all__ = ["DEBUG_ENV", "UserCodeError", "call_user", "guard_decider", "user_traceback"]
 

@@ -12,9 +12,9 @@ from rich.text import Text
 from .._version import __version__
 from ..errors import ConcurrencyError, EventfoldError, InvalidInput, StoreError
 from ..store import DEFAULT_URL
-from . import commands, projections, schema, state, transform
+from . import decider_commands, projections, schema, store_commands, transform
 from ._usercode import user_traceback
-from .commands import CliState
+from .store_commands import CliState
 
 __all__ = ["COMMANDS", "EXIT_CODES", "cli", "exit_code_for", "main"]
 
@@ -84,12 +84,12 @@ def cli(ctx: click.Context, url: str) -> None:
 
 
 COMMANDS: tuple[click.Command, ...] = (
-    *commands.COMMANDS,
-    *state.COMMANDS,
+    *store_commands.COMMANDS,
+    *decider_commands.COMMANDS,
     *schema.COMMANDS,
     *transform.COMMANDS,
     *projections.COMMANDS,
-    commands.demo,
+    store_commands.demo,
 )
 """Every command, in the order ``--help`` lists them: the store, the decider, the schemas,
 stream transformation, the projections, the tour."""

@@ -48,7 +48,7 @@ from ..projections.leases import Leases
 from ..store import EventStore
 from ._imports import find_attribute, import_user_module
 from ._shutdown import GracefulStop
-from .commands import CliState, run_with_store
+from .store_commands import CliState, run_with_store
 
 __all__ = ["COMMANDS", "load_projections"]
 

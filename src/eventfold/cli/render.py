@@ -15,12 +15,11 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from ..aggregate import Aggregate
 from ..events import RecordedEvent
-from ..handler import Loaded
 from ..store import StoreStats, StreamInfo
 from ..store.connect import redact_url
 from ..undecodable import UndecodedPayload
+from ..write import Aggregate, Loaded
 
 __all__ = [
     "counts_table",

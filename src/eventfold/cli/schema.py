@@ -25,7 +25,7 @@ from ..events import Event, TypeRegistry, default_registry
 from ..store import EventStore, connect
 from . import render
 from ._imports import find_attribute, import_user_module
-from .commands import CliState
+from .store_commands import CliState
 
 __all__ = ["import_app", "schema_group"]
 

@@ -8,6 +8,7 @@ the module is imported from the working directory or the Python path. Everything
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from typing import Any
 
 import click
@@ -17,12 +18,13 @@ from rich.text import Text
 
 from ..errors import InvalidInput
 from ..events import RecordedEvent
+from ..schema import TransformFn, TransformReport, transform
 from ..store import EventStore
-from ..transform import TransformFn, TransformReport, transform
 from . import render
 from ._imports import find_attribute, import_user_module
 from ._usercode import call_user
-from .commands import CliState, run_with_store
+from .progress import TransformBar
+from .store_commands import CliState, run_with_store
 
 __all__ = ["COMMANDS", "guard_function", "load_function", "transform_command"]
 
@@ -126,16 +128,17 @@ def transform_command(
     target = _target(to, suffix)
 
     async def work(store: EventStore) -> TransformReport:
-        return await transform(
-            store,
-            source,
-            category=category,
-            target=target,
-            fn=fn,
-            dry_run=dry_run,
-            progress=state.err.is_terminal,
-            batch_size=batch_size,
-        )
+        with TransformBar() if state.err.is_terminal else nullcontext() as bar:
+            return await transform(
+                store,
+                source,
+                category=category,
+                target=target,
+                fn=fn,
+                dry_run=dry_run,
+                progress=bar,
+                batch_size=batch_size,
+            )
 
     report = run_with_store(state.url, work)
     if as_json:

@@ -15,8 +15,16 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import typing
 
+from ..errors import (
+    CheckpointConflict,
+    HandlerFailed,
+    InvalidProjection,
+    ProjectionError,
+    ProjectionStopped,
+    StaleRead,
+)
 from .backends import read_models_for
 from .bluegreen import BuildProgress, SwapPolicy, activate, drop_retired
 from .daemon import ProjectionDaemon, check_projections, check_unique_names
@@ -28,20 +36,12 @@ from .definition import (
     ProjectionBase,
     ProjectionTransaction,
 )
-from .errors import (
-    CheckpointConflict,
-    HandlerFailed,
-    InvalidProjection,
-    ProjectionError,
-    ProjectionStopped,
-    StaleRead,
-)
 from .inline import attach_inline, detach_inline
 from .leases import Lease, Leases, MemoryLeases, PostgresLeases, lease_key
 from .live import LiveView, live, replay
 from .memory import MemoryReadModelStore
 from .parked import ReplayResult, replay_parked
-from .rebuild import format_progress, rebuild
+from .rebuild import rebuild
 from .status import (
     Lag,
     ProjectionState,
@@ -64,7 +64,7 @@ from .view import DocumentView
 from .wakeups import StoreWakeUps, notifier_for
 from .worker import DaemonOptions, WorkerInfo, WorkerState
 
-if TYPE_CHECKING:
+if typing.TYPE_CHECKING:
     from .postgres import PostgresReadModelStore
     from .sqlite import SQLiteReadModelStore
 
@@ -120,7 +120,6 @@ __all__ = [
     "check_unique_names",
     "detach_inline",
     "drop_retired",
-    "format_progress",
     "lease_key",
     "live",
     "measure_lag",
@@ -137,7 +136,7 @@ __all__ = [
 _LAZY = {"PostgresReadModelStore": ".postgres", "SQLiteReadModelStore": ".sqlite"}
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> typing.Any:
     """The SQL read-model stores, imported on first use (their drivers load only then)."""
     if name in _LAZY:
         import importlib

@@ -13,10 +13,10 @@ import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from ..errors import CheckpointConflict
 from ..position import Position
 from . import _sqlite_schema as sql
 from ._rows import checkpoint_of, ordered, parked_row, version_of
-from .errors import CheckpointConflict
 from .store import (
     Checkpoint,
     ParkedEvent,

@@ -19,11 +19,10 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from ..errors import InvalidInput
+from ..errors import CheckpointConflict, InvalidInput
 from ..position import Position
 from ..store.protocol import EventStore
 from .definition import ProjectionBase
-from .errors import CheckpointConflict
 from .status import checkpoint_positions, measure_lag
 from .store import PartitionState, ReadModelStore, VersionState, now_us
 

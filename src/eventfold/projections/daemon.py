@@ -27,11 +27,11 @@ from collections.abc import AsyncIterator, Collection, Sequence
 from types import TracebackType
 from typing import Self
 
+from ..errors import InvalidProjection, ProjectionStopped, StaleRead
 from ..position import Position
 from ..store.protocol import EventStore
 from .bluegreen import drop_retired
 from .definition import ProjectionBase
-from .errors import InvalidProjection, ProjectionStopped, StaleRead
 from .leases import Leases, MemoryLeases
 from .parked import ReplayResult, replay_parked
 from .shutdown import cancel_and_wait

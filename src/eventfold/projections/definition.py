@@ -41,9 +41,8 @@ from typing import Any, Generic, Literal, TypeVar, overload
 
 import msgspec
 
-from ..errors import ConfigurationError, StoreError
+from ..errors import ConfigurationError, HandlerFailed, InvalidProjection, StoreError
 from ..events import Event, RecordedEvent
-from .errors import HandlerFailed, InvalidProjection
 from .store import ReadModelTransaction
 
 __all__ = [

@@ -35,6 +35,7 @@ from collections.abc import Coroutine, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 from .._coro import WouldSuspend, run_sync
+from ..errors import InvalidProjection
 from ..events import RecordedEvent
 from ..position import START, Position
 from ..store.ports import (
@@ -46,7 +47,6 @@ from ..store.ports import (
 )
 from ..store.protocol import EventStore
 from .definition import ProjectionBase
-from .errors import InvalidProjection
 from .store import ReadModelTransaction, VersionState
 
 if TYPE_CHECKING:

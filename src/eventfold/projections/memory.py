@@ -12,9 +12,8 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-from ..errors import ConfigurationError, InvalidInput
+from ..errors import CheckpointConflict, ConfigurationError, InvalidInput
 from ..position import START, Position
-from .errors import CheckpointConflict
 from .store import (
     Checkpoint,
     ParkedEvent,

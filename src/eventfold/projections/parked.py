@@ -18,12 +18,11 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from ..errors import DecodeError, InvalidInput
+from ..errors import DecodeError, HandlerFailed, InvalidInput
 from ..events import RecordedEvent
 from ..position import Position
 from ..store.protocol import EventStore
 from .definition import ProjectionBase
-from .errors import HandlerFailed
 from .status import event_at
 from .store import ParkedEvent, ReadModelStore, now_us
 

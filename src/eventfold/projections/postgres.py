@@ -38,12 +38,11 @@ from typing import Any
 import psycopg
 from psycopg import sql as pgsql
 
-from ..errors import ConfigurationError, InvalidInput
+from ..errors import CheckpointConflict, ConfigurationError, InvalidInput
 from ..position import Position
 from ..store.postgres import PostgresStore
 from ._postgres_schema import Statements, ensure_schema
 from ._rows import TransactionGuard, checkpoint_of, ordered, parked_of, parked_row, version_of
-from .errors import CheckpointConflict
 from .store import (
     Checkpoint,
     ParkedEvent,

@@ -16,18 +16,18 @@ import asyncio
 import dataclasses
 from collections.abc import Callable, Sequence
 
+from ..errors import InvalidProjection, ProjectionStopped, StaleRead
 from ..store.protocol import EventStore
 from .bluegreen import BuildProgress
 from .daemon import ProjectionDaemon
 from .definition import ProjectionBase
-from .errors import InvalidProjection, ProjectionStopped, StaleRead
 from .leases import Leases
 from .status import ProjectionStatus, checkpoint_positions, projection_status
 from .store import ReadModelStore
 from .subscription import Notifier
 from .worker import DaemonOptions, WorkerState
 
-__all__ = ["format_progress", "rebuild"]
+__all__ = ["rebuild"]
 
 
 async def rebuild(
@@ -99,12 +99,3 @@ async def rebuild(
                 )
             await wake.wait(0.1)
     return await projection_status(store, models, projection)
-
-
-def format_progress(p: BuildProgress) -> str:
-    """One line for a terminal: ``orders v2 p0: 45% (4,500/10,000), 1,234 ev/s, 4 s left``."""
-    left = "?" if p.eta is None else f"{p.eta:,.0f} s"
-    return (
-        f"{p.name} v{p.version} p{p.partition}: {p.fraction:.0%} ({p.done:,}/{p.total:,}), "
-        f"{p.rate:,.0f} ev/s, {left} left"
-    )

@@ -46,7 +46,7 @@ from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any, TypeVar
 
-from ..errors import ConfigurationError, InvalidInput
+from ..errors import CheckpointConflict, ConfigurationError, InvalidInput
 from ..position import START, Position
 from ..store.sqlite import SQLiteStore
 from . import _sqlite_schema as sql
@@ -67,7 +67,6 @@ from ._sqlite_sync import (
     set_version_sync,
     unpark_sync,
 )
-from .errors import CheckpointConflict
 from .store import (
     Checkpoint,
     ParkedEvent,

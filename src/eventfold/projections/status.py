@@ -20,12 +20,11 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..errors import DecodeError, InvalidInput
+from ..errors import DecodeError, InvalidInput, StaleRead
 from ..events import RecordedEvent
 from ..position import START, Position
 from ..store.protocol import EventStore
 from .definition import ProjectionBase
-from .errors import StaleRead
 from .store import Checkpoint, PartitionState, ReadModelStore, VersionState
 from .subscription import WakeUp, aclose, partition_of
 

@@ -20,13 +20,12 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from ..errors import InvalidInput
+from ..errors import CheckpointConflict, HandlerFailed, InvalidInput, ProjectionStopped
 from ..events import RecordedEvent
 from ..position import START, Position
 from ..store.protocol import EventStore
 from .bluegreen import BuildProgress, Mode, SwapPolicy, prepare_version, try_swap
 from .definition import PoisonPolicy, ProjectionBase
-from .errors import CheckpointConflict, HandlerFailed, ProjectionStopped
 from .leases import Lease, Leases, lease_key
 from .status import checkpoint_positions
 from .store import ParkedEvent, PartitionState, ReadModelStore, now_us

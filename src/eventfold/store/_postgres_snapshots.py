@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
 
-from ..snapshots import Snapshot
 from ._common import bounded
+from .ports import Snapshot
 
 if TYPE_CHECKING:
     from .postgres import PostgresStore

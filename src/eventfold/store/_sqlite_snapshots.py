@@ -5,9 +5,9 @@ from __future__ import annotations
 import sqlite3
 from typing import TYPE_CHECKING
 
-from ..snapshots import Snapshot
 from . import _sqlite_schema as sql
 from ._common import bounded
+from .ports import Snapshot
 
 if TYPE_CHECKING:
     from .sqlite import SQLiteStore

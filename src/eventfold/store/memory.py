@@ -23,7 +23,6 @@ from ..errors import (
 )
 from ..events import Event, NewEvent, RecordedEvent
 from ..position import ExpectedVersion, Position, version_matches
-from ..snapshots import MemorySnapshotStore
 from ._common import (
     PAGE_SIZE,
     CommitListeners,
@@ -42,9 +41,38 @@ from ._common import (
     switch_refused,
     type_names,
 )
+from .ports import Snapshot
 from .protocol import AppendResult, StoreStats, StreamInfo
 
-__all__ = ["MemoryStore"]
+__all__ = ["MemorySnapshotStore", "MemoryStore"]
+
+
+class MemorySnapshotStore:
+    """Snapshots in a dict: for the memory backend and tests."""
+
+    def __init__(self) -> None:
+        self._by_stream: dict[tuple[str, str], dict[int, Snapshot]] = {}
+
+    async def save_snapshot(self, snapshot: Snapshot) -> None:
+        self._by_stream.setdefault((snapshot.stream_id, snapshot.state_type), {})[
+            snapshot.version
+        ] = snapshot
+
+    async def load_snapshot(
+        self,
+        stream_id: str,
+        state_type: str,
+        *,
+        max_version: int | None = None,
+        max_recorded_us: int | None = None,
+    ) -> Snapshot | None:
+        found = [
+            s
+            for s in self._by_stream.get((stream_id, state_type), {}).values()
+            if (max_version is None or s.version <= max_version)
+            and (max_recorded_us is None or s.recorded_us <= max_recorded_us)
+        ]
+        return max(found, key=lambda s: s.version, default=None)
 
 
 class MemoryStore:

@@ -18,25 +18,26 @@ fails only the appends it was given.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from enum import IntEnum
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast, runtime_checkable
+from typing import Any, NamedTuple, Protocol, TypeVar, cast, runtime_checkable
 
-from ..codec import Codec
+import msgspec
+
+from ..codec import Codec, LoadRow
 from ..errors import UnsupportedCapability
 from ..events import NewEvent, RecordedEvent
 from ..position import ExpectedVersion, Position
 from ._common import CommitListeners
 from .protocol import AppendResult, EventStore, StreamInfo
 
-if TYPE_CHECKING:
-    from .._loading import LoadRows
-    from ..snapshots import SnapshotStore
-
 __all__ = [
     "EventStore",
     "HookOrder",
     "HookTransaction",
+    "LoadRows",
+    "Snapshot",
+    "SnapshotStore",
     "SupportsCodec",
     "SupportsCommitListeners",
     "SupportsLoad",
@@ -49,6 +50,56 @@ __all__ = [
 ]
 
 P = TypeVar("P")
+
+
+class Snapshot(msgspec.Struct, frozen=True):
+    """A stream's encoded state after the event at ``version``."""
+
+    stream_id: str
+    state_type: str
+    version: int
+    schema_version: int
+    data: bytes
+    event_id: bytes
+    """The id of the event at ``version`` (16 bytes): detects a replaced stream."""
+    recorded_us: int
+    """When the event at ``version`` was recorded (microseconds since the epoch, UTC)."""
+    taken_us: int
+    """When the snapshot was taken."""
+
+
+@runtime_checkable
+class SnapshotStore(Protocol):
+    """Where a backend keeps snapshots (a table beside its events)."""
+
+    async def save_snapshot(self, snapshot: Snapshot) -> None:
+        """Keep ``snapshot`` (replacing one of the same stream, state type and version)."""
+
+    async def load_snapshot(
+        self,
+        stream_id: str,
+        state_type: str,
+        *,
+        max_version: int | None = None,
+        max_recorded_us: int | None = None,
+    ) -> Snapshot | None:
+        """The newest snapshot at or before the bounds, or None."""
+
+
+class LoadRows(NamedTuple):
+    """What a load reads: the snapshot to start from and the events after it."""
+
+    snapshot: Snapshot | None
+    """The newest snapshot within the bounds, None when there is none."""
+    stream_id: str
+    """The stream the events come from: a replaced stream's replacement."""
+    anchor: bytes | None
+    """The id of the event stored at the snapshot's version in ``stream_id`` (None: there
+    is none, or no snapshot): the snapshot is used only when it is the snapshot's own."""
+    first: list[LoadRow]
+    """The first page of events after the snapshot's version (from 1 without one)."""
+    rest: AsyncIterator[list[LoadRow]] | None
+    """The further pages, None when ``first`` was the last."""
 
 
 @runtime_checkable

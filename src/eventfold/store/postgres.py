@@ -41,7 +41,6 @@ from psycopg import errors as pg_errors
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool
 
-from .._loading import LoadRows
 from ..codec import Codec, EncodedEvent, LoadRow
 from ..errors import (
     ConfigurationError,
@@ -57,7 +56,6 @@ from ..errors import (
 )
 from ..events import Event, NewEvent, RecordedEvent
 from ..position import ANY, NO_STREAM, START, STREAM_EXISTS, ExpectedVersion, Position
-from ..snapshots import Snapshot
 from ._common import (
     MAX_STORED_INT,
     CommitListeners,
@@ -89,7 +87,7 @@ from ._postgres_hooks import PostgresTransactionHooks, run_with_participants
 from ._postgres_notify import NotifySender, channel_name
 from ._postgres_schema import EVENT_ID_KEY, VERSION_KEY, Statements, lock_key
 from ._postgres_snapshots import PostgresSnapshotStore
-from .ports import TransactionParticipant
+from .ports import LoadRows, Snapshot, TransactionParticipant
 from .protocol import AppendResult, StoreStats, StreamInfo
 
 __all__ = ["DEFAULT_SCHEMA", "PostgresStore"]

@@ -36,7 +36,6 @@ from functools import partial
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-from .._loading import LoadRows
 from ..codec import Codec, Row
 from ..errors import (
     ConfigurationError,
@@ -48,7 +47,6 @@ from ..errors import (
 )
 from ..events import Event, NewEvent, RecordedEvent
 from ..position import ExpectedVersion, Position
-from ..snapshots import Snapshot
 from . import _sqlite_schema as sql
 from ._common import (
     PAGE_SIZE,
@@ -69,6 +67,7 @@ from ._sqlite_file import FileGuard, check_store
 from ._sqlite_hooks import SQLiteTransactionHooks
 from ._sqlite_snapshots import SQLiteSnapshotStore
 from ._sqlite_writer import PendingAppend, SQLiteWriter, deliver
+from .ports import LoadRows, Snapshot
 from .protocol import AppendResult, StoreStats, StreamInfo
 
 __all__ = ["PAGE_BUDGET", "SQLiteStore"]

@@ -17,11 +17,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from ..decider import Decider
 from ..events import Event
-from ..handler import CommandHandler, CommandResult, HandlerOptions
 from ..position import ANY
 from ..store.memory import MemoryStore
+from ..write import CommandHandler, CommandResult, Decider, HandlerOptions
 
 __all__ = ["HandlerSpec", "Spec", "handler_spec", "spec"]
 

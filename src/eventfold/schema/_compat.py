@@ -22,11 +22,11 @@ import msgspec
 
 from ..errors import IncompatibleSchema
 from ..events import Event, TypeRegistry
-from ..upcasting import CurrentVersion, MissingUpcaster
-from .registry import schema_of
+from ._registry import schema_of
+from ._upcasting import CurrentVersion, MissingUpcaster
 
 if TYPE_CHECKING:
-    from .registry import StoredSchemas
+    from ._registry import StoredSchemas
 
 __all__ = [
     "Change",

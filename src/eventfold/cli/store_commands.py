@@ -473,6 +473,6 @@ def demo(state: CliState, demo_url: str | None, tasks: int, orders: int) -> None
 COMMANDS: tuple[click.Command, ...] = (info, streams, read, tail, append)
 """The commands over the store itself, in the order ``--help`` lists them.
 
-`eventfold.cli.app` puts the decider commands (`eventfold.cli.state`) after them and
+`eventfold.cli.app` puts the decider commands (`eventfold.cli.decider_commands`) after them and
 ``demo`` last.
 """

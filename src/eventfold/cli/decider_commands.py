@@ -16,16 +16,21 @@ import click
 import msgspec
 from rich.pretty import Pretty
 
-from ..aggregate import Aggregate
-from ..decider import Decider
 from ..errors import ConfigurationError, InvalidInput
-from ..handler import CommandHandler, Loaded
-from ..snapshots import Snapshot, SnapshotStore, encode_state
 from ..store import EventStore
+from ..write import (
+    Aggregate,
+    CommandHandler,
+    Decider,
+    Loaded,
+    Snapshot,
+    SnapshotStore,
+    encode_state,
+)
 from . import render
 from ._imports import find_attribute, import_user_module
 from ._usercode import guard_decider
-from .commands import CliState, run_with_store
+from .store_commands import CliState, run_with_store
 
 __all__ = ["COMMANDS", "AsOfParam", "ReadOnlySnapshots", "load_decider"]
 

@@ -37,26 +37,23 @@ fails with `TransformConflict`, and a rerun picks the new events up.
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
-from .errors import InvalidInput, TransformConflict
-from .events import Event, NewEvent, RecordedEvent
-from .store._common import check_stream_id
-from .store.ports import SupportsTransform, capability
-from .store.protocol import EventStore, StreamInfo
-
-if TYPE_CHECKING:
-    from rich.progress import Progress, TaskID
+from ..errors import InvalidInput, TransformConflict
+from ..events import Event, NewEvent, RecordedEvent
+from ..store._common import check_stream_id
+from ..store.ports import SupportsTransform, capability
+from ..store.protocol import EventStore, StreamInfo
 
 __all__ = [
     "TRANSFORM_NAMESPACE",
     "Output",
     "StreamReport",
     "TransformFn",
+    "TransformProgress",
     "TransformReport",
     "transform",
     "transformed_event_id",
@@ -119,6 +116,19 @@ class TransformReport:
         return sum(int(getattr(s, name)) for s in self.streams)
 
 
+@dataclass(frozen=True)
+class TransformProgress:
+    """How far a transformation is: reported to ``transform(progress=...)`` once at the
+    start and after each event and each stream."""
+
+    streams: int
+    """Streams to transform."""
+    events: int
+    """Source events in those streams."""
+    streams_done: int
+    events_done: int
+
+
 def transformed_event_id(source_event_id: uuid.UUID, n: int) -> uuid.UUID:
     """The id of the ``n``-th event (from 0) a transformation makes from a source event."""
     return uuid.uuid5(TRANSFORM_NAMESPACE, f"{source_event_id}/{n}")
@@ -132,23 +142,27 @@ async def transform(
     target: Callable[[str], str],
     fn: TransformFn,
     dry_run: bool = False,
-    progress: bool = False,
+    progress: Callable[[TransformProgress], None] | None = None,
     batch_size: int = BATCH_SIZE,
 ) -> TransformReport:
     """Copy ``source`` (or every stream of ``category``) through ``fn`` into
     ``target(stream_id)``, then switch readers to the copy; see the module's docs.
 
-    ``dry_run`` reads and counts but writes nothing. ``progress`` draws a progress bar
-    (streams, events, rate) on stderr. In a category run, streams that are targets of
-    other streams in it are left alone, and so are streams already replaced by another
-    stream. Raises `TransformConflict` when a stream moved during its copy (rerun to
-    finish), `InvalidInput` for bad arguments, and whatever ``fn`` raises (nothing is
-    switched for that stream; a rerun resumes).
+    ``dry_run`` reads and counts but writes nothing. ``progress`` is called with a
+    `TransformProgress` as the work advances (the CLI draws it as a bar). In a category
+    run, streams that are targets of other streams in it are left alone, and so are
+    streams already replaced by another stream. Raises `TransformConflict` when a stream
+    moved during its copy (rerun to finish), `InvalidInput` for bad arguments, and
+    whatever ``fn`` raises (nothing is switched for that stream; a rerun resumes).
     """
     if (source is None) == (category is None):
         raise InvalidInput("pass a source stream id or category=..., not both or neither")
     if not callable(fn) or not callable(target):
         raise InvalidInput("fn and target must be callables")
+    if progress is not None and not callable(progress):
+        raise InvalidInput(
+            f"progress must be a callable taking a TransformProgress, got {progress!r}"
+        )
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InvalidInput(f"batch_size must be an int >= 1, got {batch_size!r}")
     hooks = _hooks(store)
@@ -165,16 +179,16 @@ async def transform(
         targets = {_target_of(target, info.stream_id) for info in listed}
         plan = [info for info in listed if info.stream_id not in targets]
     report = TransformReport(dry_run)
-    bar = _Bar(progress, len(plan), sum(info.version for info in plan))
-    with bar:
-        for info in plan:
-            dest = _target_of(target, info.stream_id)
-            if info.replaced_by is not None and info.replaced_by != dest and category is not None:
-                report.streams.append(StreamReport(info.stream_id, dest, "skipped"))
-            else:
-                one = _StreamCopy(store, hooks, info, dest, fn, dry_run, batch_size, bar)
-                report.streams.append(await one.run())
-            bar.stream_done()
+    bar = _Tracker(progress, len(plan), sum(info.version for info in plan))
+    bar.report()
+    for info in plan:
+        dest = _target_of(target, info.stream_id)
+        if info.replaced_by is not None and info.replaced_by != dest and category is not None:
+            report.streams.append(StreamReport(info.stream_id, dest, "skipped"))
+        else:
+            one = _StreamCopy(store, hooks, info, dest, fn, dry_run, batch_size, bar)
+            report.streams.append(await one.run())
+        bar.stream_done()
     return report
 
 
@@ -212,7 +226,7 @@ class _StreamCopy:
         fn: TransformFn,
         dry_run: bool,
         batch_size: int,
-        bar: _Bar,
+        bar: _Tracker,
     ) -> None:
         self.store = store
         self.hooks = hooks
@@ -394,53 +408,30 @@ def _copy_of(event: RecordedEvent) -> NewEvent:
     )
 
 
-class _Bar:
-    """Progress on stderr (streams done, events done, events per second), or nothing."""
+class _Tracker:
+    """Counts streams and events done and reports them to ``progress`` (if any)."""
 
-    def __init__(self, enabled: bool, streams: int, events: int) -> None:
-        self._progress: Progress | None = None
-        if not enabled:
-            return
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-        )
+    def __init__(
+        self, progress: Callable[[TransformProgress], None] | None, streams: int, events: int
+    ) -> None:
+        self._progress = progress
+        self._streams = streams
+        self._events = events
+        self._streams_done = 0
+        self._events_done = 0
 
-        self._progress = Progress(
-            TextColumn("{task.description:<8}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]}"),
-            TimeElapsedColumn(),
-            console=Console(stderr=True),
-            transient=False,
-        )
-        self._streams: TaskID = self._progress.add_task("streams", total=streams, rate="")
-        self._events: TaskID = self._progress.add_task("events", total=events, rate="")
-        self._began = time.monotonic()
-        self._count = 0
-
-    def __enter__(self) -> _Bar:
+    def report(self) -> None:
         if self._progress is not None:
-            self._progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._progress is not None:
-            self._progress.stop()
+            self._progress(
+                TransformProgress(
+                    self._streams, self._events, self._streams_done, self._events_done
+                )
+            )
 
     def stream_done(self) -> None:
-        if self._progress is not None:
-            self._progress.advance(self._streams)
+        self._streams_done += 1
+        self.report()
 
     def events_done(self, n: int) -> None:
-        if self._progress is None:
-            return
-        self._count += n
-        took = time.monotonic() - self._began
-        rate = f"{self._count / took:,.0f} events/s" if took > 0 else ""
-        self._progress.update(self._events, advance=n, rate=rate)
+        self._events_done += n
+        self.report()

@@ -29,8 +29,8 @@ import copy
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Self, TypeVar
 
-from .decider import Decider
-from .events import Event
+from ..events import Event
+from ._decider import Decider
 
 __all__ = ["Aggregate", "applies"]
 

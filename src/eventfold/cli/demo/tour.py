@@ -1,11 +1,4 @@
-"""``eventfold demo``: a short, self-contained tour of the store on a small order domain,
-then of the command handler on a bank account.
-
-The tour is a sequence of small async steps (`STEPS`) over one `Demo` context, so later
-features add a step rather than grow one function. Each step checks what it shows: if the
-store ever misbehaves (two winners of a race, a duplicated retry) the demo fails with
-`DemoCheckFailed` instead of printing a pleasant story.
-"""
+"""The demo's tour: one `Demo` context and the steps that run over it, in order."""
 
 from __future__ import annotations
 
@@ -17,18 +10,16 @@ import shlex
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgspec
 from rich.console import Console
 
-from ..decider import Decider
-from ..errors import DuplicateEventId, WrongExpectedVersion
-from ..events import Event, NewEvent, RecordedEvent, new_event_id
-from ..handler import CommandHandler, CommandResult, HandlerOptions
-from ..position import NO_STREAM, START, Position
-from ..projections import (
+from ...errors import DuplicateEventId, WrongExpectedVersion
+from ...events import Event, NewEvent, RecordedEvent, new_event_id
+from ...position import NO_STREAM, START, Position
+from ...projections import (
     BuildProgress,
     DaemonOptions,
     DocumentProjection,
@@ -37,221 +28,30 @@ from ..projections import (
     ReadModelStore,
     attach_inline,
     detach_inline,
-    format_progress,
     live,
     read_models_for,
     rebuild,
 )
-from ..snapshots import every
-from ..store import AppendResult, EventStore, connect
-from . import render
-
-__all__ = [
-    "STEPS",
-    "Account",
-    "Demo",
-    "DemoCheckFailed",
-    "Deposit",
-    "Deposited",
-    "Order",
-    "OrderCancelled",
-    "OrderPaid",
-    "OrderPlaced",
-    "OrderShipped",
-    "account",
-    "decide_account",
-    "default_demo_url",
-    "evolve",
-    "evolve_account",
-    "run_demo",
-]
-
-
-# -- the domain ----------------------------------------------------------------------------
-# Type names carry a "demo." prefix so they never clash with a user's own OrderPlaced.
-
-
-class OrderPlaced(Event):
-    """A customer placed an order."""
-
-    __event_type__ = "demo.OrderPlaced"
-    order_id: str
-    sku: str
-    quantity: int
-    unit_price_cents: int
-    currency: str
-
-
-class OrderPaid(Event):
-    """The order's total was paid."""
-
-    __event_type__ = "demo.OrderPaid"
-    order_id: str
-    amount_cents: int
-    currency: str
-
-
-class OrderShipped(Event):
-    """The order left the warehouse."""
-
-    __event_type__ = "demo.OrderShipped"
-    order_id: str
-    carrier: str
-
-
-class OrderCancelled(Event):
-    """The order was cancelled before it shipped."""
-
-    __event_type__ = "demo.OrderCancelled"
-    order_id: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class Order:
-    """An order's state, folded from its events."""
-
-    order_id: str = ""
-    total_cents: int = 0
-    currency: str = ""
-    placed: bool = False
-    paid: bool = False
-    shipped: bool = False
-    cancelled: bool = False
-
-    @property
-    def status(self) -> str:
-        """One word for people: new, placed, paid, shipped or cancelled."""
-        if self.cancelled:
-            return "cancelled"
-        if self.shipped:
-            return "shipped"
-        if self.paid:
-            return "paid"
-        return "placed" if self.placed else "new"
-
-
-def evolve(order: Order, event: object) -> Order:
-    """The order after ``event``; pure, so replaying a stream always gives the same state."""
-    match event:
-        case OrderPlaced():
-            total = event.quantity * event.unit_price_cents
-            return replace(
-                order,
-                order_id=event.order_id,
-                total_cents=total,
-                currency=event.currency,
-                placed=True,
-            )
-        case OrderPaid():
-            return replace(order, paid=True)
-        case OrderShipped():
-            return replace(order, shipped=True)
-        case OrderCancelled():
-            return replace(order, cancelled=True)
-    return order
-
-
-class DemoCheckFailed(Exception):
-    """The store did not behave as the demo shows it should (a bug, never user error)."""
-
-
-def check(condition: bool, message: str) -> None:
-    """Stop the demo with `DemoCheckFailed` unless ``condition`` holds."""
-    if not condition:
-        raise DemoCheckFailed(message)
-
-
-# Decisions: pure functions from the state to new events. Paying and shipping do not
-# depend on each other (orders may ship on invoice), which is what lets the conflict step
-# end well whichever writer wins the race.
-
-
-def pay(order: Order) -> list[Event]:
-    """Pay the order's total."""
-    check(order.placed and not order.paid and not order.cancelled, f"cannot pay {order}")
-    return [
-        OrderPaid(order_id=order.order_id, amount_cents=order.total_cents, currency=order.currency)
-    ]
-
-
-def ship(order: Order, carrier: str) -> list[Event]:
-    """Hand the order to a carrier."""
-    check(order.placed and not order.shipped and not order.cancelled, f"cannot ship {order}")
-    return [OrderShipped(order_id=order.order_id, carrier=carrier)]
-
-
-def cancel(order: Order, reason: str) -> list[Event]:
-    """Cancel an order that has not shipped."""
-    check(order.placed and not order.shipped and not order.cancelled, f"cannot cancel {order}")
-    return [OrderCancelled(order_id=order.order_id, reason=reason)]
-
-
-_SKUS = ("KB-01 keyboard", "MS-02 mouse", "MN-27 monitor", "CB-10 cable", "DK-05 dock")
-_CARRIERS = ("DHL", "UPS", "PostNL")
-
-
-def place(order_id: str, n: int) -> OrderPlaced:
-    """A deterministic order number ``n``: varied SKUs, quantities and prices."""
-    return OrderPlaced(
-        order_id=order_id,
-        sku=_SKUS[n % len(_SKUS)],
-        quantity=1 + n % 4,
-        unit_price_cents=1_990 + 500 * (n % 7),
-        currency="EUR",
-    )
-
-
-async def load(store: EventStore, stream_id: str) -> tuple[Order, int]:
-    """Fold the order's stream; return its state and the version read."""
-    order, version = Order(), 0
-    async for e in store.read_stream(stream_id):
-        order, version = evolve(order, e.data), e.version
-    return order, version
-
-
-# -- a bank account, for the command handler's steps ---------------------------------------
-
-
-class Deposited(Event):
-    """Money was paid into an account."""
-
-    __event_type__ = "demo.Deposited"
-    amount: int
-
-
-@dataclass(frozen=True)
-class Deposit:
-    """Command: pay ``amount`` (cents) into the account."""
-
-    amount: int
-
-
-@dataclass(frozen=True)
-class Account:
-    """An account's state, folded from its events."""
-
-    balance: int = 0
-    deposits: int = 0
-
-
-def evolve_account(state: Account, event: object) -> Account:
-    """The account after ``event``."""
-    if isinstance(event, Deposited):
-        return Account(state.balance + event.amount, state.deposits + 1)
-    return state
-
-
-def decide_account(command: Deposit, state: Account) -> list[Event]:
-    """The events a deposit produces (positive amounts only)."""
-    check(command.amount > 0, f"cannot deposit {command.amount}")
-    return [Deposited(amount=command.amount)]
-
-
-account: Decider[Deposit, Account, Event] = Decider(
-    initial_state=Account(), evolve=evolve_account, decide=decide_account
+from ...store import AppendResult, EventStore, connect
+from ...write import CommandHandler, CommandResult, HandlerOptions, every
+from .. import render
+from ..progress import format_progress
+from .bank import Account, Deposit, Deposited, account
+from .checks import check
+from .orders import (
+    CARRIERS,
+    OrderCancelled,
+    OrderPaid,
+    OrderPlaced,
+    OrderShipped,
+    cancel,
+    load,
+    pay,
+    place,
+    ship,
 )
-"""The account as a decider: ``eventfold state ... --decider eventfold.cli.demo:account``."""
+
+__all__ = ["STEPS", "Demo", "Step", "default_demo_url", "run_demo"]
 
 
 # -- the tour ------------------------------------------------------------------------------
@@ -319,7 +119,7 @@ async def concurrent_writers(demo: Demo) -> None:
             elif action == "pay":
                 events = pay(order)
             else:
-                events = ship(order, _CARRIERS[n % len(_CARRIERS)])
+                events = ship(order, CARRIERS[n % len(CARRIERS)])
             # The exact version read: a concurrent change would fail this append.
             await store.append(stream, events, expected_version=version)
             appends += 1

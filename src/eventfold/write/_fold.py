@@ -4,34 +4,18 @@ has one, pages of events, and the fold of each page onto the state it starts fro
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, Generic, NamedTuple, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
-from .codec import LoadRow
-from .events import RecordedEvent
-from .snapshots import Snapshot
+from ..codec import LoadRow
+from ..events import RecordedEvent
+from ..store.ports import LoadRows, Snapshot
 
 if TYPE_CHECKING:
-    from .store.protocol import EventStore
+    from ..store.protocol import EventStore
 
 __all__ = ["Fold", "LoadRow", "LoadRows", "ReadForLoad", "rows_from_stream", "snapshot_fits"]
 
 S = TypeVar("S")
-
-
-class LoadRows(NamedTuple):
-    """What a load reads: the snapshot to start from and the events after it."""
-
-    snapshot: Snapshot | None
-    """The newest snapshot within the bounds, None when there is none."""
-    stream_id: str
-    """The stream the events come from: a replaced stream's replacement."""
-    anchor: bytes | None
-    """The id of the event stored at the snapshot's version in ``stream_id`` (None: there
-    is none, or no snapshot): the snapshot is used only when it is the snapshot's own."""
-    first: list[LoadRow]
-    """The first page of events after the snapshot's version (from 1 without one)."""
-    rest: AsyncIterator[list[LoadRow]] | None
-    """The further pages, None when ``first`` was the last."""
 
 
 class ReadForLoad(Protocol):

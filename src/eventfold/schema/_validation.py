@@ -1,7 +1,7 @@
 """Checking payloads of types with no Python class against their stored JSON Schema.
 
 The schema registry holds the JSON Schema msgspec generates for each event type, plus the
-decode rules msgspec's schema leaves out (`eventfold.schema.exact`). A producer without
+decode rules msgspec's schema leaves out (`eventfold/schema/_exact.py`). A producer without
 the Python classes (another language, the ``eventfold append`` command) sends raw JSON; to
 check it, this module turns the stored schema back into a msgspec type and decodes the
 payload's JSON with it, exactly as a reader with the class would, field by field, so a
@@ -31,7 +31,7 @@ from typing import Annotated, Any, Literal, Union, cast
 
 import msgspec
 
-from ..violations import PayloadValidator, field_violations
+from ._violations import PayloadValidator, field_violations
 
 __all__ = ["type_from_schema", "validator_for"]
 

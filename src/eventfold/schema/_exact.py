@@ -11,7 +11,7 @@ tools) that say exactly what the class decodes:
 - ``"x-msgspec-keys": {schema}`` on an object whose keys are not plain strings;
 - ``"x-msgspec-bytes": {"min": n, "max": m}`` on base64 data with a length in bytes.
 
-`eventfold.schema.validation` reads them back. They are found by walking msgspec's type
+`eventfold/schema/_validation.py` reads them back. They are found by walking msgspec's type
 information beside the schema it generated, in the order its generator lays it out.
 """
 

@@ -23,9 +23,7 @@ from typing import Any, Generic, TypeVar
 
 import msgspec
 
-from ._loading import Fold, ReadForLoad, rows_from_stream, snapshot_fits
-from .decider import Decider
-from .errors import (
+from ..errors import (
     DecodeError,
     DuplicateEventId,
     InvalidInput,
@@ -33,19 +31,14 @@ from .errors import (
     RetriesExhausted,
     WrongExpectedVersion,
 )
-from .events import Event, NewEvent, RecordedEvent
-from .position import NO_STREAM, ExpectedVersion, Position
-from .schema.state import can_upcast_state, upcast_snapshot
-from .snapshots import (
-    Snapshot,
-    SnapshotContext,
-    SnapshotStore,
-    SnapshotStrategy,
-    decode_state,
-    encode_state,
-)
-from .store.ports import SupportsCodec, SupportsLoad, SupportsSnapshots
-from .store.protocol import EventStore
+from ..events import Event, NewEvent, RecordedEvent
+from ..position import NO_STREAM, ExpectedVersion, Position
+from ..schema._state import can_upcast_state, upcast_snapshot
+from ..store.ports import Snapshot, SnapshotStore, SupportsCodec, SupportsLoad, SupportsSnapshots
+from ..store.protocol import EventStore
+from ._decider import Decider
+from ._fold import Fold, ReadForLoad, rows_from_stream, snapshot_fits
+from ._snapshots import SnapshotContext, SnapshotStrategy, decode_state, encode_state
 
 __all__ = ["CommandHandler", "CommandResult", "HandlerOptions", "Loaded", "command_event_ids"]
 

@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 
 import msgspec
 
-from .errors import SchemaViolation
+from ..errors import SchemaViolation
 
 __all__ = [
     "ForeignType",

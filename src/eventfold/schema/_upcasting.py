@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import EventTypeError, InvalidInput, MissingUpcaster, UpcastFailed
+from ..errors import EventTypeError, InvalidInput, MissingUpcaster, UpcastFailed
 
 __all__ = [
     "MissingUpcaster",

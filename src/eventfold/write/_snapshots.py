@@ -16,17 +16,14 @@ import datetime as dt
 import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import msgspec
 
-from .errors import InvalidInput
+from ..errors import InvalidInput
 
 __all__ = [
-    "MemorySnapshotStore",
-    "Snapshot",
     "SnapshotContext",
-    "SnapshotStore",
     "SnapshotStrategy",
     "decode_state",
     "encode_state",
@@ -35,68 +32,6 @@ __all__ = [
     "on_replay",
     "when",
 ]
-
-
-class Snapshot(msgspec.Struct, frozen=True):
-    """A stream's encoded state after the event at ``version``."""
-
-    stream_id: str
-    state_type: str
-    version: int
-    schema_version: int
-    data: bytes
-    event_id: bytes
-    """The id of the event at ``version`` (16 bytes): detects a replaced stream."""
-    recorded_us: int
-    """When the event at ``version`` was recorded (microseconds since the epoch, UTC)."""
-    taken_us: int
-    """When the snapshot was taken."""
-
-
-@runtime_checkable
-class SnapshotStore(Protocol):
-    """Where a backend keeps snapshots (a table beside its events)."""
-
-    async def save_snapshot(self, snapshot: Snapshot) -> None:
-        """Keep ``snapshot`` (replacing one of the same stream, state type and version)."""
-
-    async def load_snapshot(
-        self,
-        stream_id: str,
-        state_type: str,
-        *,
-        max_version: int | None = None,
-        max_recorded_us: int | None = None,
-    ) -> Snapshot | None:
-        """The newest snapshot at or before the bounds, or None."""
-
-
-class MemorySnapshotStore:
-    """Snapshots in a dict: for the memory backend and tests."""
-
-    def __init__(self) -> None:
-        self._by_stream: dict[tuple[str, str], dict[int, Snapshot]] = {}
-
-    async def save_snapshot(self, snapshot: Snapshot) -> None:
-        self._by_stream.setdefault((snapshot.stream_id, snapshot.state_type), {})[
-            snapshot.version
-        ] = snapshot
-
-    async def load_snapshot(
-        self,
-        stream_id: str,
-        state_type: str,
-        *,
-        max_version: int | None = None,
-        max_recorded_us: int | None = None,
-    ) -> Snapshot | None:
-        found = [
-            s
-            for s in self._by_stream.get((stream_id, state_type), {}).values()
-            if (max_version is None or s.version <= max_version)
-            and (max_recorded_us is None or s.recorded_us <= max_recorded_us)
-        ]
-        return max(found, key=lambda s: s.version, default=None)
 
 
 @dataclass(frozen=True)
@@ -172,7 +107,7 @@ def on_replay(k: int) -> SnapshotStrategy:
 
 def encode_state(state: Any) -> bytes:
     """Encode a state for a snapshot (msgspec; an aggregate's instance fields)."""
-    from .aggregate import Aggregate
+    from ._aggregate import Aggregate
 
     if isinstance(state, Aggregate):
         return msgspec.json.encode(
@@ -186,7 +121,7 @@ def decode_state(data: bytes, like: Any) -> Any:
 
     Aggregates get each field converted to its class annotation when it has one.
     """
-    from .aggregate import Aggregate
+    from ._aggregate import Aggregate
 
     cls = type(like)
     if isinstance(like, Aggregate):

@@ -11,7 +11,7 @@ should skip ``$`` streams and ``$`` types.
 A version may be recorded more than once: when a class gains an optional field without a
 version bump (a compatible change), publishing appends the new schema under the same
 version, and the newest record of a version is its schema. Recording is explicit —
-`eventfold.schema.publish` or ``eventfold schema publish`` — a step of deploying, after
+`eventfold/schema/_publish.py` or ``eventfold schema publish`` — a step of deploying, after
 ``eventfold schema check`` passed; it is never a side effect of an append.
 """
 
@@ -27,9 +27,9 @@ import msgspec
 from ..events import Event, RecordedEvent, TypeRegistry
 from ..store.ports import SupportsCodec
 from ..store.protocol import EventStore
-from ..violations import ForeignType
-from .exact import exact_schema
-from .validation import validator_for
+from ._exact import exact_schema
+from ._validation import validator_for
+from ._violations import ForeignType
 
 __all__ = [
     "SCHEMA_CATEGORY",
@@ -78,7 +78,7 @@ class SchemaRecord(msgspec.Struct, frozen=True, kw_only=True):
 
 def schema_of(cls: type[Event]) -> dict[str, Any]:
     """The JSON Schema of an event class, as the registry records it: msgspec's, plus the
-    decode rules it leaves out (see `eventfold.schema.exact`)."""
+    decode rules it leaves out (see `eventfold/schema/_exact.py`)."""
     return exact_schema(cls)
 
 

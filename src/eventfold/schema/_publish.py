@@ -9,8 +9,8 @@ from ..errors import WrongExpectedVersion
 from ..events import Event, NewEvent, TypeRegistry, default_registry
 from ..store.ports import SupportsCodec
 from ..store.protocol import EventStore
-from .compat import IncompatibleSchema, check
-from .registry import (
+from ._compat import IncompatibleSchema, check
+from ._registry import (
     SchemaRecord,
     SchemaRegistered,
     fingerprint,
