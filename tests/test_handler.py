@@ -18,6 +18,7 @@ from orders import Order, OrderError, order
 
 import eventfold
 from eventfold import CommandHandler, HandlerOptions
+from eventfold.testing.conformance import settle
 
 
 @pytest.fixture
@@ -38,6 +39,8 @@ async def test_handle_appends_decided_events_with_ids_and_metadata(
     assert result.events == [Deposited(amount=10)]
     assert result.version == 2
     assert result.state.balance == 10
+    assert result.position is not None
+    await settle(store, result.position)  # PostgreSQL: readable once older writes end
     assert result.position == await store.head()
     events = [e async for e in store.read_stream("account-1")]
     assert events[1].metadata["actor"] == "ann"

@@ -22,6 +22,7 @@ from eventfold import ANY, NO_STREAM, START, Event, NewEvent, Position, Recorded
 from eventfold.store._postgres_conn import configure
 from eventfold.store._postgres_schema import MIGRATIONS
 from eventfold.store.postgres import DEFAULT_SCHEMA, PostgresStore
+from eventfold.testing.conformance import settle
 from eventfold.write import Snapshot
 
 ENV = "EVENTFOLD_TEST_POSTGRES_URL"
@@ -494,6 +495,7 @@ async def test_appends_asked_for_together_share_one_commit(store: PostgresStore)
     assert len(appended) == 11
     assert len({r.position.tx for r in appended}) == 1, "one transaction, one commit"
     assert len({r.position for r in appended}) == 11
+    await settle(store, max(r.position for r in appended))
     events = await collect(store.read_all())
     in_stream_order = sorted(f"order-{i}" for i in range(1, 12))  # the batch's lock order
     assert [e.stream_id for e in events] == ["order-0", *in_stream_order]

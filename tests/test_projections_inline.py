@@ -26,6 +26,7 @@ from eventfold.projections import (
     read_models_for,
     wait_for,
 )
+from eventfold.testing.conformance import settle
 
 
 class Balance(msgspec.Struct):
@@ -202,6 +203,8 @@ async def test_a_conflict_and_a_retry_apply_nothing_twice(inline_url: str) -> No
             return_exceptions=True,
         )
         assert sum(isinstance(r, WrongExpectedVersion) for r in results) == 1
+        [appended] = [r for r in results if isinstance(r, eventfold.AppendResult)]
+        await settle(store, appended.position)  # the live fold reads the global log
         view = DocumentView(read_models_for(store), proj)
         assert await view.all() == await live(store, proj).all()
         assert (await view.get("account-1")).deposits == 2  # type: ignore[union-attr]

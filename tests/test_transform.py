@@ -35,6 +35,7 @@ from eventfold.projections import Subscription
 from eventfold.schema import TransformProgress
 from eventfold.store import SupportsTransform, capability
 from eventfold.testing import TransformConformance
+from eventfold.testing.conformance import settle
 from eventfold.testing.transform import keep, read, suffix
 from eventfold.write import every
 
@@ -118,7 +119,10 @@ async def test_a_types_filter_finds_events_stored_under_an_old_name(store_url: s
     async with eventfold.connect(store_url, registry=registry) as store:
         old = NewEvent({"total": 1}, type="xf.OldPlaced", schema_version=1)
         await store.append("order-1", [old, Placed(total=2)], expected_version=eventfold.NO_STREAM)
-        await store.append("order-2", [Note(text="other")], expected_version=eventfold.NO_STREAM)
+        note = await store.append(
+            "order-2", [Note(text="other")], expected_version=eventfold.NO_STREAM
+        )
+        await settle(store, note.position)
         for types in (["xf.Placed"], [Placed]):
             found = [e async for e in store.read_all(types=types)]
             assert [(e.type, e.data) for e in found] == [
