@@ -312,7 +312,8 @@ async def test_loads_page_through_long_streams(
 ) -> None:
     """Loads longer than a backend's first page read the rest in pages, with every bound,
     from a snapshot, and through a replaced stream's alias."""
-    from eventfold.store import postgres, sqlite
+    from eventfold.backends.postgres import _store as postgres
+    from eventfold.backends.sqlite import _store as sqlite
 
     monkeypatch.setattr(sqlite, "_FIRST_PAGE", 7)
     monkeypatch.setattr(sqlite, "PAGE_SIZE", 5)

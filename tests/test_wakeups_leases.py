@@ -10,10 +10,10 @@ import psycopg
 import pytest
 
 from eventfold import Event, connect
+from eventfold.backends.postgres import PostgresStore
 from eventfold.errors import ConfigurationError
 from eventfold.position import ANY
 from eventfold.projections import PostgresLeases, StoreWakeUps, notifier_for
-from eventfold.store.postgres import PostgresStore
 
 
 class Pinged(Event, frozen=True):

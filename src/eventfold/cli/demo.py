@@ -43,7 +43,7 @@ from ..projections import (
     rebuild,
 )
 from ..snapshots import every
-from ..store import AppendResult, EventStore, connect
+from ..store import AppendResult, EventStore, backend_of, connect
 from . import render
 
 __all__ = [
@@ -664,7 +664,8 @@ class Totals(msgspec.Struct):
 async def inline_projection(demo: Demo) -> None:
     """(j) A projection written in the append's own transaction (SQLite, PostgreSQL)."""
     demo.heading("10. An inline projection: current the moment the append returns")
-    if demo.store.backend not in ("sqlite", "postgresql"):
+    backend = backend_of(demo.store)
+    if backend is None or backend.inline is None:
         demo.say(f"inline projections run on SQLite and PostgreSQL, not {demo.store.backend}")
         return
     totals = DocumentProjection(

@@ -17,11 +17,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from ..backends.memory import MemoryStore
 from ..decider import Decider
 from ..events import Event
 from ..handler import CommandHandler, CommandResult, HandlerOptions
 from ..position import ANY
-from ..store.memory import MemoryStore
 
 __all__ = ["HandlerSpec", "Spec", "handler_spec", "spec"]
 

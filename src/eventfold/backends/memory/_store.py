@@ -13,18 +13,18 @@ from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
 from typing import Self
 
-from ..codec import Codec, Row
-from ..errors import (
+from ...codec import Codec, Row
+from ...errors import (
     InvalidInput,
     StoreClosed,
     StoreReadOnly,
     StreamReplaced,
     WrongExpectedVersion,
 )
-from ..events import Event, NewEvent, RecordedEvent
-from ..position import ExpectedVersion, Position, version_matches
-from ..snapshots import MemorySnapshotStore
-from ._common import (
+from ...events import Event, NewEvent, RecordedEvent
+from ...position import ExpectedVersion, Position, version_matches
+from ...snapshots import MemorySnapshotStore
+from ...store._common import (
     PAGE_SIZE,
     CommitListeners,
     StoredCopy,
@@ -42,7 +42,7 @@ from ._common import (
     switch_refused,
     type_names,
 )
-from .protocol import AppendResult, StoreStats, StreamInfo
+from ...store.protocol import AppendResult, StoreStats, StreamInfo
 
 __all__ = ["MemoryStore"]
 

@@ -12,10 +12,10 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-from ..errors import ConfigurationError, InvalidInput
-from ..position import START, Position
-from .errors import CheckpointConflict
-from .store import (
+from ...errors import ConfigurationError, InvalidInput
+from ...position import START, Position
+from ...projections.errors import CheckpointConflict
+from ...projections.store import (
     Checkpoint,
     ParkedEvent,
     PartitionState,
