@@ -52,3 +52,12 @@ def test_unregistering_forgets_the_scheme(dict_url: str) -> None:
     unregister_backend(dict_backend.NAME)
     with pytest.raises(eventfold.ConfigurationError, match="unknown store URL scheme 'dict'"):
         eventfold.connect(dict_url)
+
+
+def test_a_store_that_only_says_it_is_sqlite_is_refused(dict_url: str) -> None:
+    store = eventfold.connect(dict_url)
+    store.backend = "sqlite"
+    with pytest.raises(
+        eventfold.ConfigurationError, match="calls itself a sqlite store but is not a SQLiteStore"
+    ):
+        read_models_for(store)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import ConfigurationError
 from .protocol import EventStore
@@ -25,7 +25,16 @@ if TYPE_CHECKING:
     from ..projections.wakeups import StoreWakeUps
     from .ports import TransactionParticipant
 
-__all__ = ["Backend", "backend_for_scheme", "backend_of", "register_backend", "unregister_backend"]
+__all__ = [
+    "Backend",
+    "backend_for_scheme",
+    "backend_of",
+    "own_store",
+    "register_backend",
+    "unregister_backend",
+]
+
+_S = TypeVar("_S")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -98,6 +107,17 @@ def backend_of(store: EventStore) -> Backend | None:
     an unregistered backend."""
     entry = _BY_NAME.get(getattr(store, "backend", None) or "")
     return None if entry is None else _load(entry)
+
+
+def own_store(store: EventStore, kind: type[_S]) -> _S:
+    """``store`` as its backend's own class (what a `Backend`'s callables take), or
+    `ConfigurationError` for a store that only says it is of that backend."""
+    if not isinstance(store, kind):
+        raise ConfigurationError(
+            f"{type(store).__name__} calls itself a {store.backend} store but is not a "
+            f"{kind.__name__}"
+        )
+    return store
 
 
 def _load(entry: _Entry) -> Backend:

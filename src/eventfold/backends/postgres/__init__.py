@@ -8,12 +8,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ...codec import Codec
-from ...errors import ConfigurationError
 from ...projections.definition import ProjectionBase
 from ...projections.inline import INLINE_PARTICIPANT
 from ...projections.leases import Leases
 from ...projections.store import ReadModelStore
-from ...store._registry import Backend
+from ...store._registry import Backend, own_store
 from ...store.ports import TransactionParticipant
 from ...store.protocol import EventStore
 from ._inline import PostgresInline
@@ -35,16 +34,9 @@ def _open_store(url: str, codec: Codec, read_only: bool) -> EventStore:
     return PostgresStore(url, codec, read_only=read_only)
 
 
-def _own(store: EventStore) -> PostgresStore:
-    if not isinstance(store, PostgresStore):
-        raise ConfigurationError(
-            f"{type(store).__name__} calls itself a postgresql store but is not a PostgresStore"
-        )
-    return store
-
 
 def _read_model_store(store: EventStore) -> ReadModelStore:
-    return PostgresReadModelStore(_own(store))
+    return PostgresReadModelStore(own_store(store, PostgresStore))
 
 
 def _leases_of(store: EventStore) -> Leases:
@@ -54,7 +46,7 @@ def _leases_of(store: EventStore) -> Leases:
 async def _inline_participant(
     store: EventStore, projections: Sequence[ProjectionBase]
 ) -> TransactionParticipant:
-    participant = PostgresInline(INLINE_PARTICIPANT, _own(store), projections)
+    participant = PostgresInline(INLINE_PARTICIPANT, own_store(store, PostgresStore), projections)
     await participant.prepare()
     return participant
 

@@ -11,7 +11,7 @@ from ...codec import Codec
 from ...errors import ConfigurationError
 from ...projections.definition import ProjectionBase
 from ...projections.store import ReadModelStore
-from ...store._registry import Backend
+from ...store._registry import Backend, own_store
 from ...store.ports import TransactionParticipant
 from ...store.protocol import EventStore
 from ._inline import SQLiteInline
@@ -46,16 +46,9 @@ def _open_store(url: str, codec: Codec, read_only: bool) -> EventStore:
     return SQLiteStore(path, codec, synchronous=synchronous, read_only=read_only)
 
 
-def _own(store: EventStore) -> SQLiteStore:
-    if not isinstance(store, SQLiteStore):
-        raise ConfigurationError(
-            f"{type(store).__name__} calls itself a sqlite store but is not a SQLiteStore"
-        )
-    return store
-
 
 def _read_model_store(store: EventStore) -> ReadModelStore:
-    return SQLiteReadModelStore(_own(store))
+    return SQLiteReadModelStore(own_store(store, SQLiteStore))
 
 
 async def _inline_participant(
