@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -56,3 +58,57 @@ async def test_smaller_size_limit_applies(tmp_path: Path) -> None:
         with pytest.raises(eventfold.EventTooLarge, match="limit of 100 bytes"):
             await store.append("s-1", [Sized(text="x" * 100)], expected_version=eventfold.ANY)
         assert await store.head() == eventfold.START
+
+
+_WITHOUT_PSYCOPG = """
+import sys
+sys.modules["psycopg"] = None  # what an environment without the driver looks like
+sys.modules["psycopg_pool"] = None
+"""
+
+
+def _run_without_psycopg(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", _WITHOUT_PSYCOPG + code], capture_output=True, text=True
+    )
+
+
+def test_postgresql_without_its_driver_says_how_to_install_it() -> None:
+    code = """
+import eventfold
+try:
+    eventfold.connect("postgresql://ann@localhost/db")
+except eventfold.ConfigurationError as exc:
+    print(type(exc).__name__, exc)
+"""
+    out = _run_without_psycopg(code)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("ConfigurationError the postgresql backend needs psycopg")
+    assert "pip install 'eventfold[postgres]'" in out.stdout
+
+
+def test_the_cli_without_the_postgresql_driver_gives_the_hint_not_a_traceback() -> None:
+    code = """
+from eventfold.cli import cli
+cli(["--url", "postgres://ann@localhost/db", "info"])
+"""
+    out = _run_without_psycopg(code)
+    assert out.returncode != 0
+    assert "Traceback" not in out.stderr
+    assert "error: " in out.stderr
+    assert "pip install 'eventfold[postgres]'" in out.stderr
+
+
+def test_a_registered_backend_whose_module_is_missing_names_it() -> None:
+    from eventfold.store import register_backend, unregister_backend
+
+    register_backend(
+        "nowhere", ["nowhere"], "eventfold_missing_backend:BACKEND", install="pip install it"
+    )
+    try:
+        with pytest.raises(eventfold.ConfigurationError, match="needs eventfold_missing_backend"):
+            eventfold.connect("nowhere://x")
+    finally:
+        unregister_backend("nowhere")
+    with pytest.raises(eventfold.ConfigurationError, match="unknown store URL scheme 'nowhere'"):
+        eventfold.connect("nowhere://x")

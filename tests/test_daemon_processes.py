@@ -25,10 +25,10 @@ import pytest
 from bank import AccountOpened, Deposited
 
 import eventfold
+from eventfold.backends.postgres import PostgresStore
 from eventfold.position import ANY
 from eventfold.projections import read_models_for
 from eventfold.projections.leases import lease_key
-from eventfold.store.postgres import PostgresStore
 
 APP = """
 import os

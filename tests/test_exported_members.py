@@ -13,6 +13,7 @@ import eventfold
 
 PUBLIC_MODULES: dict[str, set[str]] = {
     "eventfold": {
+        "backends",
         "cli",
         "projections",
         "schema",
@@ -51,7 +52,7 @@ PUBLIC_MODULES: dict[str, set[str]] = {
         "worker",
     },
     "eventfold.schema": set(),
-    "eventfold.store": {"connect", "memory", "ports", "postgres", "protocol", "sqlite"},
+    "eventfold.store": {"connect", "kit", "ports", "protocol"},
     "eventfold.testing": {
         "conformance",
         "hooks",

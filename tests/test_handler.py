@@ -284,7 +284,7 @@ async def test_loads_read_as_much_as_they_need_on_every_path(store: eventfold.Ev
     # SQLite and PostgreSQL read a snapshot and the events after it in one trip
     # (`read_for_load`), other stores and other snapshot stores snapshot then stream: the
     # outcome is the same, including for streams longer than one page.
-    from eventfold.store.memory import MemorySnapshotStore
+    from eventfold.backends.memory import MemorySnapshotStore
     from eventfold.write import every
 
     own = CommandHandler(store, account, options=HandlerOptions(snapshots=every(1000)))
@@ -316,7 +316,8 @@ async def test_loads_page_through_long_streams(
 ) -> None:
     """Loads longer than a backend's first page read the rest in pages, with every bound,
     from a snapshot, and through a replaced stream's alias."""
-    from eventfold.store import postgres, sqlite
+    from eventfold.backends.postgres import _store as postgres
+    from eventfold.backends.sqlite import _store as sqlite
 
     monkeypatch.setattr(sqlite, "_FIRST_PAGE", 7)
     monkeypatch.setattr(sqlite, "PAGE_SIZE", 5)

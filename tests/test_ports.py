@@ -11,6 +11,8 @@ from bank import Deposit, Deposited, OpenAccount, account
 
 import eventfold
 from eventfold import CommandHandler, ConfigurationError, UnsupportedCapability
+from eventfold.backends.memory import MemoryStore
+from eventfold.backends.sqlite import SQLiteStore
 from eventfold.store import (
     EventStore,
     SupportsCodec,
@@ -21,8 +23,6 @@ from eventfold.store import (
     SupportsTransform,
     capability,
 )
-from eventfold.store.memory import MemoryStore
-from eventfold.store.sqlite import SQLiteStore
 
 # Checked by mypy: each backend class fits the ports it declares.
 _memory_ports: tuple[SupportsCodec, SupportsSnapshots, SupportsCommitListeners, SupportsTransform]

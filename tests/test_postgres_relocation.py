@@ -27,6 +27,8 @@ from psycopg import sql
 
 import eventfold
 from eventfold import ANY, RecordedEvent
+from eventfold.backends.postgres import PostgresStore
+from eventfold.backends.postgres._schema import Statements
 from eventfold.cli import cli
 from eventfold.projections import (
     DaemonOptions,
@@ -34,8 +36,6 @@ from eventfold.projections import (
     ProjectionDaemon,
     read_models_for,
 )
-from eventfold.store._postgres_schema import Statements
-from eventfold.store.postgres import PostgresStore
 from eventfold.testing import settle
 
 pytestmark = pytest.mark.postgres

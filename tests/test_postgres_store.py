@@ -19,9 +19,9 @@ import pytest
 
 import eventfold
 from eventfold import ANY, NO_STREAM, START, Event, NewEvent, Position, RecordedEvent
-from eventfold.store._postgres_conn import configure
-from eventfold.store._postgres_schema import MIGRATIONS
-from eventfold.store.postgres import DEFAULT_SCHEMA, PostgresStore
+from eventfold.backends.postgres import DEFAULT_SCHEMA, PostgresStore
+from eventfold.backends.postgres._conn import configure
+from eventfold.backends.postgres._schema import MIGRATIONS
 from eventfold.testing.conformance import settle
 from eventfold.write import Snapshot
 
@@ -172,7 +172,7 @@ async def test_readers_that_stop_early_leave_the_pool_healthy(store: PostgresSto
     await reader.aclose()
     assert len(await collect(store.read_all(limit=4500))) == 4500
     assert await store.stream_version("long-1") == 6000
-    pool = store._require_pool()
+    pool = store.require_pool()
     await store.close()  # waits for pages still being fetched ahead
     stats = pool.get_stats()
     assert stats.get("returns_bad", 0) == stats.get("connections_lost", 0) == 0
@@ -205,7 +205,7 @@ async def test_read_all_pages_walk_the_index_at_any_depth(store: PostgresStore) 
             await store.append(f"one{i % 7}-{i}", [Opened(n=i)], expected_version=ANY)
 
     await asyncio.gather(*(single(i) for i in range(400)))
-    assert await store._fetch(b"SHOW enable_sort", ()) == [("off",)]
+    assert await store.fetch_rows(b"SHOW enable_sort", ()) == [("off",)]
     conn = await psycopg.AsyncConnection.connect(BASE_URL, autocommit=True)
     try:
         await configure(conn)  # the session settings of the store's own pool

@@ -391,7 +391,7 @@ async def test_an_awaiting_sqlite_handler_fails_the_same_way_on_either_thread(
     on_writer_thread: bool,
 ) -> None:
     """Whichever thread runs the group, awaiting real I/O is refused with one error."""
-    from eventfold.projections import inline
+    from eventfold.backends.sqlite import _inline as inline
 
     proj = Projection("sleepy")
     loop = asyncio.get_running_loop()

@@ -20,6 +20,9 @@ import pytest
 
 import eventfold
 from eventfold import Position
+from eventfold.backends.sqlite import SQLiteStore
+from eventfold.backends.sqlite import _read_model_schema as rm_schema
+from eventfold.backends.sqlite import _read_model_sync as rm_sync
 from eventfold.projections import (
     CheckpointConflict,
     DaemonOptions,
@@ -35,9 +38,6 @@ from eventfold.projections import (
     VersionState,
     read_models_for,
 )
-from eventfold.projections import _sqlite_schema as rm_schema
-from eventfold.projections import _sqlite_sync as rm_sync
-from eventfold.store.sqlite import SQLiteStore
 from eventfold.testing import ReadModelStoreConformance
 
 
@@ -466,14 +466,14 @@ async def test_a_failing_queued_write_fails_the_commit_and_keeps_nothing(
 async def test_postgres_read_models_migrate_once_and_refuse_a_newer_track(
     postgres_url: str,
 ) -> None:
+    from eventfold.backends.postgres import PostgresStore
+    from eventfold.backends.postgres._read_model_schema import MIGRATIONS
     from eventfold.projections import PostgresReadModelStore
-    from eventfold.projections._postgres_schema import MIGRATIONS
-    from eventfold.store.postgres import PostgresStore
 
     async with PostgresStore(postgres_url) as store:
         # Concurrent first uses: the advisory lock lets one apply the migrations.
         await asyncio.gather(*(PostgresReadModelStore(store).ensure_schema() for _ in range(4)))
-        pool = store._require_pool()
+        pool = store.require_pool()
         table = f'"{store.schema}".ef_read_model_migrations'
         async with pool.connection() as conn:
             cur = await conn.execute(f"SELECT version FROM {table} ORDER BY 1")

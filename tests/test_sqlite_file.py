@@ -15,7 +15,7 @@ import pytest
 
 import eventfold
 from eventfold import ANY, NO_STREAM, NewEvent
-from eventfold.store.sqlite import SQLiteStore
+from eventfold.backends.sqlite import SQLiteStore
 
 
 def note(i: int) -> list[NewEvent]:

@@ -15,10 +15,10 @@ import pytest
 
 import eventfold
 from eventfold import ANY, NO_STREAM, Event, NewEvent, RecordedEvent
+from eventfold.backends.sqlite import SQLiteStore
+from eventfold.backends.sqlite._schema import MIGRATIONS
+from eventfold.backends.sqlite._writer import SQLiteWriter
 from eventfold.store._common import PAGE_SIZE
-from eventfold.store._sqlite_schema import MIGRATIONS
-from eventfold.store._sqlite_writer import SQLiteWriter
-from eventfold.store.sqlite import SQLiteStore
 from eventfold.write import Snapshot
 
 

@@ -12,6 +12,7 @@ import psycopg
 import pytest
 
 from eventfold import Event, EventStore, connect
+from eventfold.backends.postgres import PostgresStore
 from eventfold.errors import ConfigurationError
 from eventfold.position import ANY
 from eventfold.projections import (
@@ -22,7 +23,6 @@ from eventfold.projections import (
     PostgresLeases,
     StoreWakeUps,
 )
-from eventfold.store.postgres import PostgresStore
 from eventfold.testing import LeaseConformance, LoseLease, WakeUpConformance
 
 

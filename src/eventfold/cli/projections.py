@@ -30,7 +30,6 @@ from ..projections import (
     BuildProgress,
     DaemonOptions,
     MemoryLeases,
-    PostgresLeases,
     ProjectionBase,
     ProjectionDaemon,
     ProjectionStatus,
@@ -45,7 +44,7 @@ from ..projections import (
     replay_parked,
 )
 from ..projections.leases import Leases
-from ..store import EventStore
+from ..store import EventStore, backend_of
 from ._imports import find_attribute, import_user_module
 from ._shutdown import GracefulStop
 from .store_commands import CliState, run_with_store
@@ -94,7 +93,10 @@ def _pick(projections: list[ProjectionBase], name: str, reference: str) -> Proje
 
 
 def _leases_for(store: EventStore) -> Leases:
-    return PostgresLeases(store) if store.backend == "postgresql" else MemoryLeases()
+    backend = backend_of(store)
+    if backend is None or backend.leases is None:
+        return MemoryLeases()
+    return backend.leases(store)
 
 
 async def _close(leases: Leases) -> None:

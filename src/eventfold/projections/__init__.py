@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import typing
 
+from ..backends.memory import MemoryReadModelStore
 from ..errors import (
     CheckpointConflict,
     HandlerFailed,
@@ -37,9 +38,8 @@ from .definition import (
     ProjectionTransaction,
 )
 from .inline import attach_inline, detach_inline
-from .leases import Lease, Leases, MemoryLeases, PostgresLeases, lease_key
+from .leases import Lease, Leases, MemoryLeases, lease_key
 from .live import LiveView, live, replay
-from .memory import MemoryReadModelStore
 from .parked import ReplayResult, replay_parked
 from .rebuild import rebuild
 from .status import (
@@ -65,8 +65,8 @@ from .wakeups import StoreWakeUps, notifier_for
 from .worker import DaemonOptions, WorkerInfo, WorkerState
 
 if typing.TYPE_CHECKING:
-    from .postgres import PostgresReadModelStore
-    from .sqlite import SQLiteReadModelStore
+    from ..backends.postgres import PostgresLeases, PostgresReadModelStore
+    from ..backends.sqlite import SQLiteReadModelStore
 
 __all__ = [
     "Batch",
@@ -133,13 +133,17 @@ __all__ = [
     "wait_for",
 ]
 
-_LAZY = {"PostgresReadModelStore": ".postgres", "SQLiteReadModelStore": ".sqlite"}
+_LAZY = {
+    "PostgresLeases": "eventfold.backends.postgres",
+    "PostgresReadModelStore": "eventfold.backends.postgres",
+    "SQLiteReadModelStore": "eventfold.backends.sqlite",
+}
 
 
 def __getattr__(name: str) -> typing.Any:
-    """The SQL read-model stores, imported on first use (their drivers load only then)."""
+    """The SQL backends' classes, imported on first use (their drivers load only then)."""
     if name in _LAZY:
         import importlib
 
-        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from ..errors import ConfigurationError
+from ..store import backend_of
 from ..store.protocol import EventStore
-from .memory import MemoryReadModelStore
 from .store import ReadModelStore
 
 __all__ = ["read_models_for"]
@@ -20,22 +20,11 @@ def read_models_for(store: EventStore) -> ReadModelStore:
 
     The SQL ones create their tables on first use, and need ``store`` to be open then.
     """
-    backend = getattr(store, "backend", None)
-    if backend == "memory":
-        return MemoryReadModelStore()
-    if backend == "sqlite":
-        from ..store.sqlite import SQLiteStore
-        from .sqlite import SQLiteReadModelStore
-
-        if isinstance(store, SQLiteStore):
-            return SQLiteReadModelStore(store)
-    if backend == "postgresql":
-        from ..store.postgres import PostgresStore
-        from .postgres import PostgresReadModelStore
-
-        if isinstance(store, PostgresStore):
-            return PostgresReadModelStore(store)
+    backend = backend_of(store)
+    if backend is not None and backend.read_models is not None:
+        return backend.read_models(store)
+    name = getattr(store, "backend", None)
     raise ConfigurationError(
         f"eventfold has no read-model store for {type(store).__name__} (backend "
-        f"{backend!r}); pass a ReadModelStore yourself, e.g. MemoryReadModelStore()"
+        f"{name!r}); pass a ReadModelStore yourself, e.g. MemoryReadModelStore()"
     )

@@ -5,26 +5,21 @@ cannot stop a worker that lost it without noticing from writing once more; the
 compare-and-set checkpoint fences that write out (`CheckpointConflict`), so leases keep
 the work from being done twice and checkpoints keep it from being *applied* twice.
 
-`MemoryLeases` is the in-process one. `PostgresLeases` is a session advisory lock per
-key, held on one direct connection in autocommit (storage design §3.2: it holds no
-transaction, so it cannot hold back the log's horizon). When the process dies, or its
-connection drops, PostgreSQL releases every lock of that session and another worker
-takes over on its next try; the holder notices within one heartbeat and stops writing,
-and the checkpoint's compare-and-set fences out the one write it may still attempt.
+`MemoryLeases` is the in-process one. `PostgresLeases` (`eventfold.backends.postgres`)
+is a session advisory lock per key, held on one direct connection in autocommit (storage
+design §3.2: it holds no transaction, so it cannot hold back the log's horizon). When the
+process dies, or its connection drops, PostgreSQL releases every lock of that session and
+another worker takes over on its next try; the holder notices within one heartbeat and
+stops writing, and the checkpoint's compare-and-set fences out the one write it may still
+attempt.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
-from ..errors import ConfigurationError
-from ..store.protocol import EventStore
-from .shutdown import cancel_and_wait
-
-__all__ = ["Lease", "Leases", "MemoryLeases", "PostgresLeases", "lease_key"]
+__all__ = ["Lease", "Leases", "MemoryLeases", "lease_key"]
 
 log = logging.getLogger("eventfold.projections")
 
@@ -92,112 +87,3 @@ class _MemoryLease:
     async def release(self) -> None:
         if self.held():
             del self._leases._owners[self.key]
-
-
-class PostgresLeases:
-    """Leases as PostgreSQL session advisory locks, shared by every process and machine.
-
-    ``store`` is the `PostgresStore` whose database arbitrates; keys are namespaced by its
-    schema. One direct connection holds all of this object's locks and is checked every
-    ``heartbeat`` seconds; if it fails, every lease reads as lost at once (`Lease.held`).
-    Not for PgBouncer in transaction mode, which cannot keep session locks.
-    """
-
-    def __init__(self, store: EventStore, *, heartbeat: float = 1.0) -> None:
-        if store.backend != "postgresql":
-            raise ConfigurationError(
-                f"PostgresLeases needs a PostgreSQL store, not {store.backend!r}; "
-                "use MemoryLeases for a single process"
-            )
-        self.store: Any = store
-        self.heartbeat = heartbeat
-        self._conn: Any = None
-        self._lock = asyncio.Lock()
-        self._held: dict[str, _PostgresLease] = {}
-        self._beat: asyncio.Task[None] | None = None
-
-    def _lock_id(self, key: str) -> str:
-        return f"eventfold:{self.store.schema}:{key}"
-
-    async def acquire(self, key: str, owner: str) -> Lease | None:
-        async with self._lock:
-            lease = self._held.get(key)
-            if lease is not None:
-                return lease if lease.owner == owner else None
-            try:
-                if self._conn is None or self._conn.closed:
-                    self._conn = await self.store.connect_direct()
-                cur = await self._conn.execute(
-                    "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (self._lock_id(key),)
-                )
-                row = await cur.fetchone()
-            except Exception as exc:
-                log.warning("cannot take lease %s (%s); will try again", key, exc)
-                await self._lost()
-                return None
-            if not row or not row[0]:
-                return None
-            lease = _PostgresLease(self, key, owner)
-            self._held[key] = lease
-            if self._beat is None or self._beat.done():
-                self._beat = asyncio.get_running_loop().create_task(
-                    self._heartbeat(), name="eventfold:leases"
-                )
-            return lease
-
-    async def _release(self, lease: _PostgresLease) -> None:
-        async with self._lock:
-            if self._held.get(lease.key) is not lease:
-                return
-            del self._held[lease.key]
-            with contextlib.suppress(Exception):
-                await self._conn.execute(
-                    "SELECT pg_advisory_unlock(hashtextextended(%s, 0))",
-                    (self._lock_id(lease.key),),
-                )
-
-    async def _lost(self) -> None:
-        """The session is gone (or unusable): so is every lock it held."""
-        for lease in self._held.values():
-            lease._valid = False
-        self._held.clear()
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                await conn.close()
-
-    async def _heartbeat(self) -> None:
-        while self._held:
-            await asyncio.sleep(self.heartbeat)
-            async with self._lock:
-                if not self._held:
-                    break
-                try:
-                    await self._conn.execute("SELECT 1")
-                except Exception as exc:
-                    log.warning("the lease connection failed (%s); leases are lost", exc)
-                    await self._lost()
-
-    async def close(self) -> None:
-        """Release every lease and close the connection."""
-        beat, self._beat = self._beat, None
-        if beat is not None:
-            await cancel_and_wait([beat], timeout=self.heartbeat + 5.0)
-        async with self._lock:
-            await self._lost()
-
-
-class _PostgresLease:
-    def __init__(self, leases: PostgresLeases, key: str, owner: str) -> None:
-        self._leases = leases
-        self.key = key
-        self.owner = owner
-        self._valid = True
-
-    def held(self) -> bool:
-        return self._valid
-
-    async def release(self) -> None:
-        if self._valid:
-            self._valid = False
-            await self._leases._release(self)

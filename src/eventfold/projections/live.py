@@ -17,11 +17,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Generic, TypeVar
 
+from ..backends.memory import MemoryReadModelStore
 from ..events import RecordedEvent
 from ..position import Position
 from ..store.protocol import EventStore
 from .definition import DocumentProjection, ProjectionBase
-from .memory import MemoryReadModelStore
 from .subscription import DEFAULT_BATCH_SIZE, Subscription, aclose
 
 __all__ = ["LiveView", "live", "replay"]

@@ -18,10 +18,10 @@ saves time; a missed one costs the poll interval at most. What each backend offe
 from __future__ import annotations
 
 import asyncio
-import logging
 from types import TracebackType
 from typing import Any, Self
 
+from ..store import backend_of
 from ..store.ports import SupportsCommitListeners
 from ..store.protocol import EventStore
 from .shutdown import cancel_and_wait
@@ -31,9 +31,6 @@ __all__ = ["SQLITE_POLL", "StoreWakeUps", "notifier_for"]
 
 SQLITE_POLL = 0.01
 """Seconds between two ``PRAGMA data_version`` polls of a SQLite file."""
-
-log = logging.getLogger("eventfold.projections")
-
 
 class StoreWakeUps:
     """The wake-ups of one event store (see the module docstring for what each hears).
@@ -68,14 +65,10 @@ class StoreWakeUps:
             self._remove = store.committed.add(self.notify)
         else:
             self._remove = lambda: None
-        backend = self.store.backend
-        if backend == "sqlite":
+        backend = backend_of(store)
+        if backend is not None and backend.wake_ups is not None:
             self._task = asyncio.get_running_loop().create_task(
-                self._poll_sqlite(), name="eventfold:wakeups"
-            )
-        elif backend == "postgresql":
-            self._task = asyncio.get_running_loop().create_task(
-                self._listen(), name="eventfold:wakeups"
+                backend.wake_ups(self), name="eventfold:wakeups"
             )
 
     async def close(self, *, timeout: float = 5.0) -> list[str]:  # noqa: ASYNC109
@@ -99,53 +92,6 @@ class StoreWakeUps:
         tb: TracebackType | None,
     ) -> None:
         await self.close()
-
-    async def _poll_sqlite(self) -> None:
-        import sqlite3
-
-        path: str = self.store.path  # type: ignore[attr-defined]
-        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        try:
-            seen = conn.execute("PRAGMA data_version").fetchone()[0]
-            while True:
-                await asyncio.sleep(self.sqlite_poll)
-                try:
-                    now = conn.execute("PRAGMA data_version").fetchone()[0]
-                except sqlite3.Error as exc:  # a hint: subscribers poll anyway
-                    log.debug("cannot poll %s for changes: %s", path, exc)
-                    continue
-                if now != seen:
-                    seen = now
-                    self.notify()
-        finally:
-            conn.close()
-
-    async def _listen(self) -> None:
-        from psycopg import sql as _pgsql
-
-        store: Any = self.store
-        statement = _pgsql.SQL("LISTEN {}").format(_pgsql.Identifier(store.channel))
-        backoff = 0.1
-        while True:
-            try:
-                conn = await store.connect_direct()
-                async with conn:
-                    await conn.execute(statement)
-                    self.listening = True
-                    backoff = 0.1
-                    self.notify()  # anything appended while we were not listening
-                    async for _ in conn.notifies():
-                        self.notify()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning(
-                    "the LISTEN connection for wake-ups failed (%s); polling until it is back",
-                    exc,
-                )
-            self.listening = False
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 5.0)
 
 
 def notifier_for(store: EventStore, **options: Any) -> StoreWakeUps:

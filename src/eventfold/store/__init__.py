@@ -1,8 +1,9 @@
-"""The event store port and its declared capabilities, `connect`, and the backends
-(imported lazily)."""
+"""The event store port and its declared capabilities, `connect`, and the table of
+backends it reads (each imported on first use; see `register_backend`)."""
 
 from __future__ import annotations
 
+from ._registry import Backend, backend_of, register_backend, unregister_backend
 from .connect import DEFAULT_URL, connect
 from .ports import (
     HookOrder,
@@ -22,6 +23,7 @@ from .protocol import AppendResult, EventStore, StoreStats, StreamInfo
 __all__ = [
     "DEFAULT_URL",
     "AppendResult",
+    "Backend",
     "EventStore",
     "HookOrder",
     "HookTransaction",
@@ -35,6 +37,9 @@ __all__ = [
     "SupportsTransform",
     "TransactionHooks",
     "TransactionParticipant",
+    "backend_of",
     "capability",
     "connect",
+    "register_backend",
+    "unregister_backend",
 ]

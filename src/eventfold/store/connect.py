@@ -6,11 +6,12 @@ import functools
 import os
 import sys
 from importlib import metadata
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
 from ..codec import DEFAULT_MAX_EVENT_SIZE, Codec
 from ..errors import ConfigurationError
 from ..events import TypeRegistry
+from ._registry import backend_for_scheme
 from .protocol import EventStore
 
 __all__ = [
@@ -70,40 +71,9 @@ def connect(
     if not sep:
         raise ConfigurationError(f"cannot read the store URL {redact_url(url)!r}; use {_SCHEMES}")
     scheme = scheme.lower()
-    if scheme == "memory":
-        from .memory import MemoryStore
-
-        return MemoryStore(codec, read_only=read_only)
-    if scheme == "sqlite":
-        parts = urlsplit(url)
-        path = parts.path
-        if parts.netloc not in ("", "localhost"):
-            raise ConfigurationError(
-                f"sqlite URL {url!r} names a host; use sqlite:///relative.db or "
-                "sqlite:////absolute/path.db"
-            )
-        path = path[1:] if path.startswith("/") else path
-        if not path:
-            raise ConfigurationError(
-                f"sqlite URL {url!r} names no file; use sqlite:///eventfold.db"
-            )
-        options = dict(parse_qsl(parts.query))
-        synchronous = options.pop("synchronous", "FULL").upper()
-        if synchronous not in ("FULL", "NORMAL"):
-            raise ConfigurationError(
-                f"sqlite synchronous={synchronous!r} is not supported; use FULL (default) or NORMAL"
-            )
-        if options:
-            raise ConfigurationError(
-                f"unknown sqlite URL options {sorted(options)}; the only one is synchronous"
-            )
-        from .sqlite import SQLiteStore
-
-        return SQLiteStore(path, codec, synchronous=synchronous, read_only=read_only)
-    if scheme in ("postgresql", "postgres"):
-        from .postgres import PostgresStore
-
-        return PostgresStore(url, codec, read_only=read_only)
+    backend = backend_for_scheme(scheme)
+    if backend is not None:
+        return backend.open(url, codec, read_only)
     raise ConfigurationError(
         f"unknown store URL scheme {scheme!r} in {redact_url(url)!r}; use {_SCHEMES}"
     )

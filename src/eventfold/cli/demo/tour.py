@@ -32,7 +32,7 @@ from ...projections import (
     read_models_for,
     rebuild,
 )
-from ...store import AppendResult, EventStore, connect
+from ...store import AppendResult, EventStore, backend_of, connect
 from ...write import CommandHandler, CommandResult, HandlerOptions, every
 from .. import render
 from ..progress import format_progress
@@ -464,7 +464,8 @@ class Totals(msgspec.Struct):
 async def inline_projection(demo: Demo) -> None:
     """(j) A projection written in the append's own transaction (SQLite, PostgreSQL)."""
     demo.heading("10. An inline projection: current the moment the append returns")
-    if demo.store.backend not in ("sqlite", "postgresql"):
+    backend = backend_of(demo.store)
+    if backend is None or backend.inline is None:
         demo.say(f"inline projections run on SQLite and PostgreSQL, not {demo.store.backend}")
         return
     totals = DocumentProjection(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from ..store import _sqlite_schema as events_schema
+from . import _schema as events_schema
 
 __all__ = ["MIGRATIONS", "ensure_schema_sync", "schema_number"]
 
@@ -87,7 +87,7 @@ def ensure_schema_sync(conn: sqlite3.Connection) -> int:
     """Create or migrate the read-model tables on a writer connection; return the number
     reached. Idempotent, and safe when several processes open one file at once; inside
     the caller's transaction (an append on the writer's thread) it becomes part of it
-    (see `eventfold.store._sqlite_schema.apply_migrations`)."""
+    (see `_schema.apply_migrations`)."""
     return events_schema.apply_migrations(conn, MIGRATIONS, MIGRATIONS_TABLE)
 
 

@@ -2,7 +2,7 @@
 
 The store hands over a group at a time (`submit`): the appends made during one turn of the
 loop, or all that gathered while the previous group was being committed. The thread
-writes it (`_sqlite_group`) and hands the outcomes back with one ``call_soon_threadsafe``:
+writes it (`_group`) and hands the outcomes back with one ``call_soon_threadsafe``:
 waking a sleeping thread costs tens of microseconds on a virtual machine, so there is one
 wake-up each way per group, none per append. The same connection also serves the loop's
 thread, under a lock, when the writer is idle: a short read (`read_inline`), or a whole
@@ -19,10 +19,10 @@ import threading
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-from ..errors import EventfoldError, StoreClosed, StoreError
-from ._sqlite_group import GroupWriter, Outcome, PendingAppend, Translate
-from ._sqlite_schema import Params
-from .protocol import AppendResult
+from ...errors import EventfoldError, StoreClosed, StoreError
+from ...store.protocol import AppendResult
+from ._group import GroupWriter, Outcome, PendingAppend, Translate
+from ._schema import Params
 
 __all__ = ["MAX_BATCH_APPENDS", "MAX_BATCH_BYTES", "PendingAppend", "SQLiteWriter", "deliver"]
 

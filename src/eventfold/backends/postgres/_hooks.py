@@ -4,7 +4,7 @@ A transaction with participants runs on one pooled connection, pipelined: each
 participant's ``begin``, the appends, one read of the rows they inserted, each
 participant's ``apply``, the commit. A batch of appends shares one such transaction; when
 it fails, the store runs each append again in a transaction of its own
-(`_postgres_batch.append_many`), so a participant that raises fails only that append.
+(`_batch.append_many`), so a participant that raises fails only that append.
 
 Adding a participant holds appends back while it attaches: the appends submitted before
 are drained (they run without it), and later ones wait until its ``attach`` has
@@ -20,15 +20,15 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from psycopg import sql as pgsql
 
-from ..errors import EventfoldError
-from ..events import RecordedEvent
-from ..position import Position
-from ._common import participant_failed, participant_order
-from .ports import TransactionParticipant
+from ...errors import EventfoldError
+from ...events import RecordedEvent
+from ...position import Position
+from ...store._common import participant_failed, participant_order
+from ...store.ports import TransactionParticipant
 
 if TYPE_CHECKING:
-    from ._postgres_batch import Append
-    from .postgres import PostgresStore
+    from ._batch import Append
+    from ._store import PostgresStore
 
 __all__ = ["PostgresHookTransaction", "PostgresTransactionHooks", "run_with_participants"]
 
@@ -135,7 +135,7 @@ class PostgresTransactionHooks:
 
     async def add(self, participant: TransactionParticipant) -> None:
         store = self._store
-        pool = store._require_pool()
+        pool = store.require_pool()
         entry = _Entry(participant)
         previous = self._entries
         self._set([e for e in previous if e.participant.name != participant.name] + [entry])
@@ -149,7 +149,7 @@ class PostgresTransactionHooks:
         except BaseException as exc:
             self._set(previous)
             if isinstance(exc, psycopg.Error):
-                raise store._translate(exc) from exc
+                raise store.translate_error(exc) from exc
             raise
         finally:
             self.holding.remove(entry.attached)

@@ -1,6 +1,6 @@
 """Epochs of the PostgreSQL global log: its order survives a move to another server.
 
-The log is ordered by the writing transaction's id (see `eventfold.store.postgres`). A
+The log is ordered by the writing transaction's id (see `_store`). A
 logical copy of a store (``pg_dump`` / ``pg_restore``, logical replication) carries the
 stored ids to a server whose transaction counter may lie far behind them. Left alone, the
 horizon there (the oldest running id) would hide the copied history until the counter
@@ -29,8 +29,8 @@ from typing import Any, Final, NamedTuple
 
 import psycopg
 
-from ..errors import EventfoldError
-from ._postgres_schema import Statements
+from ...errors import EventfoldError
+from ._schema import Statements
 
 __all__ = ["Epoch", "HorizonWatch", "current_epoch", "settle_epoch"]
 

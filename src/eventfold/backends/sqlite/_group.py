@@ -20,19 +20,19 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
-from ..codec import EncodedEvent
-from ..errors import (
+from ...codec import EncodedEvent
+from ...errors import (
     DuplicateEventId,
     EventfoldError,
     StoreError,
     StreamReplaced,
     WrongExpectedVersion,
 )
-from ..position import ExpectedVersion, Position, version_matches
-from . import _sqlite_schema as sql
-from ._common import StoredCopy, category_of, check_retry, explicit_ids
-from ._sqlite_hooks import HookRunner
-from .protocol import AppendResult
+from ...position import ExpectedVersion, Position, version_matches
+from ...store._common import StoredCopy, category_of, check_retry, explicit_ids
+from ...store.protocol import AppendResult
+from . import _schema as sql
+from ._hooks import HookRunner
 
 __all__ = ["GroupWriter", "Outcome", "PendingAppend", "Translate", "batch_failed"]
 
@@ -80,7 +80,7 @@ class GroupWriter:
         append's) inserts; raising fails the appends whose rows they were given."""
         self.guard: Callable[[], None] | None = None
         """Run before each COMMIT; raising rolls the group back and fails its appends
-        (the store's check that its file is still there: `_sqlite_file.FileGuard`)."""
+        (the store's check that its file is still there: `_file.FileGuard`)."""
 
     def write(
         self, cur: sqlite3.Cursor, batch: list[PendingAppend], *, begun: bool = False

@@ -13,11 +13,10 @@ import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from ..errors import CheckpointConflict
-from ..position import Position
-from . import _sqlite_schema as sql
-from ._rows import checkpoint_of, ordered, parked_row, version_of
-from .store import (
+from ...errors import CheckpointConflict
+from ...position import Position
+from ...projections._rows import checkpoint_of, ordered, parked_row, version_of
+from ...projections.store import (
     Checkpoint,
     ParkedEvent,
     PartitionState,
@@ -25,6 +24,7 @@ from .store import (
     VersionState,
     now_us,
 )
+from . import _read_model_schema as sql
 
 __all__ = [
     "activate_sync",

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
 
-from ._common import bounded
-from .ports import Snapshot
+from ...store._common import bounded
+from ...store.ports import Snapshot
 
 if TYPE_CHECKING:
-    from .postgres import PostgresStore
+    from ._store import PostgresStore
 
 __all__ = ["PostgresSnapshotStore"]
 
@@ -33,7 +33,7 @@ class PostgresSnapshotStore:
             snapshot.recorded_us,
             snapshot.taken_us,
         )
-        await self._store._fetch(self._store._sql.save_snapshot, row)
+        await self._store.fetch_rows(self._store._sql.save_snapshot, row)
 
     async def load_snapshot(
         self,
@@ -44,7 +44,7 @@ class PostgresSnapshotStore:
         max_recorded_us: int | None = None,
     ) -> Snapshot | None:
         """The newest snapshot at or before the bounds, or None."""
-        rows = await self._store._fetch(
+        rows = await self._store.fetch_rows(
             self._store._sql.load_snapshot,
             {
                 "sid": stream_id,

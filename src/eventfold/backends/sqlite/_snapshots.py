@@ -5,12 +5,12 @@ from __future__ import annotations
 import sqlite3
 from typing import TYPE_CHECKING
 
-from . import _sqlite_schema as sql
-from ._common import bounded
-from .ports import Snapshot
+from ...store._common import bounded
+from ...store.ports import Snapshot
+from . import _schema as sql
 
 if TYPE_CHECKING:
-    from .sqlite import SQLiteStore
+    from ._store import SQLiteStore
 
 __all__ = ["SQLiteSnapshotStore"]
 

@@ -10,7 +10,7 @@ from functools import lru_cache
 from typing import Any, TypeAlias
 from urllib.parse import quote
 
-from ..errors import ConfigurationError, SchemaTooNew
+from ...errors import ConfigurationError, SchemaTooNew
 
 __all__ = [
     "MIGRATIONS",

@@ -13,17 +13,17 @@ from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
 from typing import Self
 
-from ..codec import Codec, Row
-from ..errors import (
+from ...codec import Codec, Row
+from ...errors import (
     InvalidInput,
     StoreClosed,
     StoreReadOnly,
     StreamReplaced,
     WrongExpectedVersion,
 )
-from ..events import Event, NewEvent, RecordedEvent
-from ..position import ExpectedVersion, Position, version_matches
-from ._common import (
+from ...events import Event, NewEvent, RecordedEvent
+from ...position import ExpectedVersion, Position, version_matches
+from ...store._common import (
     PAGE_SIZE,
     CommitListeners,
     StoredCopy,
@@ -41,8 +41,8 @@ from ._common import (
     switch_refused,
     type_names,
 )
-from .ports import Snapshot
-from .protocol import AppendResult, StoreStats, StreamInfo
+from ...store.ports import Snapshot
+from ...store.protocol import AppendResult, StoreStats, StreamInfo
 
 __all__ = ["MemorySnapshotStore", "MemoryStore"]
 

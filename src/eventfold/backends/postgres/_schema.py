@@ -85,7 +85,7 @@ MIGRATIONS: tuple[sql.SQL, ...] = (
             WHERE replaced_by IS NOT NULL;
         """
     ),
-    # 4: epochs of the global log (see `_postgres_epoch`). A logical copy of the store on
+    # 4: epochs of the global log (see `_epoch`). A logical copy of the store on
     # another server (pg_dump / pg_restore, logical replication) keeps the stored
     # transaction ids but not the server's counter; an epoch's base, added to the server's
     # ids, keeps new events after the copied history. Epoch 0 (base 0) is every store so
@@ -421,7 +421,7 @@ class Statements:
             AND e.version >= %(at)s AND e.version <= %(upto)s ORDER BY e.version LIMIT %(n)s""",
             load_row=_LOAD_ROW,
         )
-        # Epochs (see `_postgres_epoch`). Both read the newest stored row by the index.
+        # Epochs (see `_epoch`). Both read the newest stored row by the index.
         self.epoch_state = render(
             """SELECT ep.epoch, ep.base, pg_snapshot_xmax(pg_current_snapshot())::text::int8,
                 (SELECT e.transaction_id::text::int8 FROM {events} e

@@ -1,7 +1,7 @@
 """Read models in the PostgreSQL store's schema, on its connection pool.
 
 ``PostgresReadModelStore(store)`` keeps documents, checkpoints, parked events and version
-records in ``ef_*`` tables beside the events (`_postgres_schema`, a migration track of its
+records in ``ef_*`` tables beside the events (`_read_model_schema`, a migration track of its
 own, applied on first use). A transaction is one pooled connection in one database
 transaction, so a SQL read model's own statements (`execute`, with psycopg's ``%s`` or
 ``%(name)s`` parameters) commit atomically with the documents and the checkpoint.
@@ -38,12 +38,17 @@ from typing import Any
 import psycopg
 from psycopg import sql as pgsql
 
-from ..errors import CheckpointConflict, ConfigurationError, InvalidInput
-from ..position import Position
-from ..store.postgres import PostgresStore
-from ._postgres_schema import Statements, ensure_schema
-from ._rows import TransactionGuard, checkpoint_of, ordered, parked_of, parked_row, version_of
-from .store import (
+from ...errors import CheckpointConflict, ConfigurationError, InvalidInput
+from ...position import Position
+from ...projections._rows import (
+    TransactionGuard,
+    checkpoint_of,
+    ordered,
+    parked_of,
+    parked_row,
+    version_of,
+)
+from ...projections.store import (
     Checkpoint,
     ParkedEvent,
     PartitionState,
@@ -51,6 +56,8 @@ from .store import (
     VersionState,
     now_us,
 )
+from ._read_model_schema import Statements, ensure_schema
+from ._store import PostgresStore
 
 __all__ = ["PostgresReadModelStore", "PostgresTransaction"]
 
@@ -95,12 +102,12 @@ class PostgresReadModelStore:
         """Create or migrate the read-model tables (idempotent; safe from many processes)."""
         if self._ready:
             return
-        pool = self.store._require_pool()
+        pool = self.store.require_pool()
         try:
             async with pool.connection() as conn:
                 await ensure_schema(conn, self._sql)
         except psycopg.Error as exc:
-            raise self.store._translate(exc) from exc
+            raise self.store.translate_error(exc) from exc
         self._ready = True
 
     @asynccontextmanager
@@ -108,7 +115,7 @@ class PostgresReadModelStore:
         """A transaction on one pooled connection: committed when the block ends, rolled
         back if it raises."""
         await self.ensure_schema()
-        pool = self.store._require_pool()
+        pool = self.store.require_pool()
         try:
             async with pool.connection() as conn, conn.transaction():
                 tx = PostgresTransaction(self, conn)
@@ -118,14 +125,14 @@ class PostgresReadModelStore:
                 finally:
                     tx._closed = True
         except psycopg.Error as exc:
-            raise self.store._translate(exc) from exc
+            raise self.store.translate_error(exc) from exc
         self.commits += 1
 
     # -- committed reads ---------------------------------------------------------------
 
     async def _rows(self, query: bytes, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         await self.ensure_schema()
-        return await self.store._fetch(query, params)
+        return await self.store.fetch_rows(query, params)
 
     async def get_documents(self, name: str, version: int, ids: Sequence[str]) -> dict[str, bytes]:
         if not ids:
@@ -202,7 +209,7 @@ class PostgresTransaction(TransactionGuard):
         try:
             return await self._conn.execute(query, params, binary=True)
         except psycopg.Error as exc:
-            error = self._models.store._translate(exc)
+            error = self._models.store.translate_error(exc)
             self._fail(error)
             raise error from exc
 
@@ -397,7 +404,7 @@ class PostgresTransaction(TransactionGuard):
         if state.startswith(_INFRASTRUCTURE) or (
             not state and isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
         ):
-            return self._models.store._translate(exc)
+            return self._models.store.translate_error(exc)
         message = " ".join(str(exc).split()) or type(exc).__name__
         code = f" ({state})" if state else ""
         return InvalidInput(

@@ -19,14 +19,14 @@ from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
 import psycopg
 
-from ..codec import EncodedEvent
-from ..errors import EventfoldError, StoreError
-from ..position import ExpectedVersion, Position
-from ._postgres_hooks import run_with_participants
-from .protocol import AppendResult
+from ...codec import EncodedEvent
+from ...errors import EventfoldError, StoreError
+from ...position import ExpectedVersion, Position
+from ...store.protocol import AppendResult
+from ._hooks import run_with_participants
 
 if TYPE_CHECKING:
-    from .postgres import PostgresStore
+    from ._store import PostgresStore
 
 __all__ = ["Append", "Batcher", "append_many", "load_many"]
 
@@ -169,7 +169,7 @@ async def append_many(store: PostgresStore, items: list[Append]) -> list[Any]:
     """
     participants = store.transaction_hooks.active
     order = sorted(range(len(items)), key=lambda i: items[i].stream_id)
-    pool = store._require_pool()
+    pool = store.require_pool()
     conn: psycopg.AsyncConnection[Any] | None = None
     try:
         async with pool.connection() as conn:
@@ -208,7 +208,7 @@ async def append_many(store: PostgresStore, items: list[Append]) -> list[Any]:
 
 
 def _interrupted(store: PostgresStore, item: Append, exc: psycopg.Error) -> EventfoldError:
-    error = store._translate(exc)
+    error = store.translate_error(exc)
     failed = StoreError(
         f"append to {item.stream_id!r} was interrupted before its commit was confirmed "
         f"({error}); read the stream to see whether it landed"
@@ -219,7 +219,7 @@ def _interrupted(store: PostgresStore, item: Append, exc: psycopg.Error) -> Even
 
 async def load_many(store: PostgresStore, batch: list[dict[str, Any]]) -> list[Any]:
     """Loads asked for together, pipelined on one connection (one round trip)."""
-    pool = store._require_pool()
+    pool = store.require_pool()
     query = store._sql.read_for_load
     try:
         async with pool.connection() as conn:
@@ -227,7 +227,7 @@ async def load_many(store: PostgresStore, batch: list[dict[str, Any]]) -> list[A
                 cursors = [await conn.execute(query, params, binary=True) for params in batch]
             return [await cur.fetchall() for cur in cursors]
     except psycopg.Error:
-        # One failed (or the connection did): each on its own, with `_fetch`'s
+        # One failed (or the connection did): each on its own, with `fetch_rows`'s
         # retry on a dropped connection and its errors.
         outcomes = await asyncio.gather(
             *(store._load_one(params) for params in batch), return_exceptions=True

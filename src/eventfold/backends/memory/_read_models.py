@@ -12,9 +12,9 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-from ..errors import CheckpointConflict, ConfigurationError, InvalidInput
-from ..position import START, Position
-from .store import (
+from ...errors import CheckpointConflict, ConfigurationError, InvalidInput
+from ...position import START, Position
+from ...projections.store import (
     Checkpoint,
     ParkedEvent,
     PartitionState,

@@ -13,7 +13,7 @@ Epochs. A logical copy of the store on another server (``pg_dump``/``pg_restore`
 logical replication) keeps the stored transaction ids but not the server's counter;
 opening it there starts a new epoch whose base the store adds to the server's ids, so the
 history stays readable, new events sort after it and old checkpoints stay valid
-(`eventfold.store._postgres_epoch`; ``docs/operations.md``).
+(`_epoch`; ``docs/operations.md``).
 
 Concurrency. A ``streams`` row per stream holds its version; an append moves it with a
 conditional ``UPDATE``/``INSERT`` and inserts its events in the same statement, so an
@@ -41,8 +41,8 @@ from psycopg import errors as pg_errors
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool
 
-from ..codec import Codec, EncodedEvent, LoadRow
-from ..errors import (
+from ...codec import Codec, EncodedEvent, LoadRow
+from ...errors import (
     ConfigurationError,
     EventfoldError,
     InvalidInput,
@@ -54,9 +54,9 @@ from ..errors import (
     StreamReplaced,
     WrongExpectedVersion,
 )
-from ..events import Event, NewEvent, RecordedEvent
-from ..position import ANY, NO_STREAM, START, STREAM_EXISTS, ExpectedVersion, Position
-from ._common import (
+from ...events import Event, NewEvent, RecordedEvent
+from ...position import ANY, NO_STREAM, START, STREAM_EXISTS, ExpectedVersion, Position
+from ...store._common import (
     MAX_STORED_INT,
     CommitListeners,
     StoredCopy,
@@ -75,20 +75,20 @@ from ._common import (
     switch_refused,
     type_names,
 )
-from ._postgres_batch import Append, Batcher, append_many, load_many
-from ._postgres_conn import MigrationTrack, applied, configure_read_only
-from ._postgres_conn import configure as _configure
-from ._postgres_conn import int_option as _int_option
-from ._postgres_conn import migrate as _run_migrations
-from ._postgres_conn import scrub as _scrub
-from ._postgres_conn import split_url as _split_url
-from ._postgres_epoch import Epoch, HorizonWatch, current_epoch, settle_epoch
-from ._postgres_hooks import PostgresTransactionHooks, run_with_participants
-from ._postgres_notify import NotifySender, channel_name
-from ._postgres_schema import EVENT_ID_KEY, VERSION_KEY, Statements, lock_key
-from ._postgres_snapshots import PostgresSnapshotStore
-from .ports import LoadRows, Snapshot, TransactionParticipant
-from .protocol import AppendResult, StoreStats, StreamInfo
+from ...store.ports import LoadRows, Snapshot, TransactionParticipant
+from ...store.protocol import AppendResult, StoreStats, StreamInfo
+from ._batch import Append, Batcher, append_many, load_many
+from ._conn import MigrationTrack, applied, configure_read_only
+from ._conn import configure as _configure
+from ._conn import int_option as _int_option
+from ._conn import migrate as _run_migrations
+from ._conn import scrub as _scrub
+from ._conn import split_url as _split_url
+from ._epoch import Epoch, HorizonWatch, current_epoch, settle_epoch
+from ._hooks import PostgresTransactionHooks, run_with_participants
+from ._notify import NotifySender, channel_name
+from ._schema import EVENT_ID_KEY, VERSION_KEY, Statements, lock_key
+from ._snapshots import PostgresSnapshotStore
 
 __all__ = ["DEFAULT_SCHEMA", "PostgresStore"]
 
@@ -167,7 +167,7 @@ class PostgresStore:
         self._sql = Statements(self.schema)
         self.epoch = Epoch(0, 0)
         """The epoch of the global log this store writes in (set at open)."""
-        self.horizon = HorizonWatch(self._sql, self._fetch)
+        self.horizon = HorizonWatch(self._sql, self.fetch_rows)
         """Warns when the horizon hides rows for longer than ``horizon.after`` seconds."""
         self._pool: _Pool | None = None
         self._fetching: set[asyncio.Task[Rows]] = set()
@@ -204,12 +204,12 @@ class PostgresStore:
         try:
             conn = await psycopg.AsyncConnection.connect(self._conninfo, **self._kwargs)
         except psycopg.Error as exc:
-            raise self._translate(exc, connecting=True) from exc
+            raise self.translate_error(exc, connecting=True) from exc
         try:
             async with conn:
                 await self._migrate(conn)
         except psycopg.Error as exc:
-            raise self._translate(exc) from exc
+            raise self.translate_error(exc) from exc
         pool: _Pool = AsyncConnectionPool(
             self._conninfo,
             kwargs=self._kwargs,
@@ -224,7 +224,7 @@ class PostgresStore:
             await pool.open(wait=True, timeout=self._timeout)
         except psycopg.Error as exc:
             await pool.close()
-            raise self._translate(exc, connecting=True) from exc
+            raise self.translate_error(exc, connecting=True) from exc
         self._pool = pool
         self._opens = 1
 
@@ -292,22 +292,24 @@ class PostgresStore:
         try:
             return await psycopg.AsyncConnection.connect(self._conninfo, **self._kwargs)
         except psycopg.Error as exc:
-            raise self._translate(exc, connecting=True) from exc
+            raise self.translate_error(exc, connecting=True) from exc
 
     async def _send_notify(self) -> None:
         if self._pool is not None:
-            await self._fetch(b"SELECT 1 FROM pg_notify(%s, '')", (self.channel,), raw=True)
+            await self.fetch_rows(b"SELECT 1 FROM pg_notify(%s, '')", (self.channel,), raw=True)
 
     # -- the one boundary where driver errors become eventfold errors ----------------
 
-    def _translate(
+    def translate_error(
         self,
         exc: psycopg.Error,
         *,
         connecting: bool = False,
         conflict: tuple[str, ExpectedVersion, int] | None = None,
     ) -> EventfoldError:
-        """Map a psycopg error to an eventfold error (raise it ``from exc``)."""
+        """Map a psycopg error to an eventfold error (raise it ``from exc``).
+        (For this backend's own modules, the read-model store first: not part of the
+        `EventStore` port.)"""
         state = exc.sqlstate or ""
         if (
             isinstance(exc, pg_errors.UniqueViolation)
@@ -331,23 +333,27 @@ class PostgresStore:
             "check the server log and that this schema belongs to eventfold"
         )
 
-    def _require_pool(self) -> _Pool:
+    def require_pool(self) -> _Pool:
+        """The open pool, or `StoreClosed`. (For this backend's own modules, the
+        read-model store first: not part of the `EventStore` port.)"""
         if self._pool is None:
             raise StoreClosed("postgresql store")
         return self._pool
 
     def _require_writable(self) -> _Pool:
-        pool = self._require_pool()
+        pool = self.require_pool()
         if self.read_only:
             raise StoreReadOnly(repr(self))
         return pool
 
-    async def _fetch(self, query: bytes, params: Any, *, raw: bool = False) -> Rows:
+    async def fetch_rows(self, query: bytes, params: Any, *, raw: bool = False) -> Rows:
         """Run one statement on a pooled connection and return its rows (binary).
 
         ``raw``: leave driver errors untranslated and never retry (appends).
+        (For this backend's own modules, the read-model store first: not part of the
+        `EventStore` port.)
         """
-        pool = self._require_pool()
+        pool = self.require_pool()
         for attempt in range(2):
             conn: psycopg.AsyncConnection[Any] | None = None
             try:
@@ -371,7 +377,7 @@ class PostgresStore:
                         continue
                 if raw:
                     raise
-                raise self._translate(exc) from exc
+                raise self.translate_error(exc) from exc
         raise AssertionError("unreachable")
 
     # -- writing ---------------------------------------------------------------------
@@ -406,20 +412,20 @@ class PostgresStore:
             try:
                 participants = self.transaction_hooks.active
                 if not participants:
-                    rows = await self._fetch(query, params, raw=True)
+                    rows = await self.fetch_rows(query, params, raw=True)
                 else:
                     rows = await self._run_participants(participants, item)
             except pg_errors.UniqueViolation as exc:
                 if exc.diag.constraint_name != EVENT_ID_KEY:
                     actual = (await self.stream_info(stream_id)).version
-                    raise self._translate(exc, conflict=(stream_id, expected, actual)) from exc
+                    raise self.translate_error(exc, conflict=(stream_id, expected, actual)) from exc
                 # An earlier or concurrent append stored one of these ids: a retry?
                 retry = await self._find_retry(stream_id, encoded)
                 if retry is not None:
                     return retry
                 continue  # the racer that held the id rolled back: try again
             except psycopg.Error as exc:
-                raise self._translate(exc) from exc
+                raise self.translate_error(exc) from exc
             base, tx, seq = rows[0]
             if base is not None:
                 return AppendResult(base + len(encoded), Position(tx, seq))
@@ -432,7 +438,7 @@ class PostgresStore:
     async def _run_participants(
         self, participants: Sequence[TransactionParticipant], item: Append
     ) -> Rows:
-        pool = self._require_pool()
+        pool = self.require_pool()
         conn: psycopg.AsyncConnection[Any] | None = None
         try:
             async with pool.connection() as conn:
@@ -440,7 +446,7 @@ class PostgresStore:
         except psycopg.Error:
             if conn is not None and conn.broken:
                 with contextlib.suppress(psycopg.Error):
-                    await pool.check()  # as `_fetch` does: replace every dropped one
+                    await pool.check()  # as `fetch_rows` does: replace every dropped one
             raise
 
     async def _not_appended(self, item: Append) -> AppendResult:
@@ -513,7 +519,7 @@ class PostgresStore:
                 await conn.execute(st.replace_stream, names)
                 await conn.execute(st.repoint_aliases, names)
         except psycopg.Error as exc:
-            raise self._translate(exc) from exc
+            raise self.translate_error(exc) from exc
 
     def _mode(self, expected: ExpectedVersion) -> str:
         if expected is ANY:
@@ -556,7 +562,7 @@ class PostgresStore:
         ids = [uuid.UUID(bytes=i) for i in explicit_ids(encoded)]
         if not ids:
             return None
-        rows = await self._fetch(self._sql.find_ids, (stream_id, ids))
+        rows = await self.fetch_rows(self._sql.find_ids, (stream_id, ids))
         found: dict[bytes, StoredCopy] = {
             eid: (version, typ, data, Position(tx, seq))
             for eid, version, typ, data, tx, seq in rows
@@ -575,7 +581,7 @@ class PostgresStore:
         follow_alias: bool = True,
     ) -> AsyncGenerator[RecordedEvent, None]:
         """The stream's events from ``from_version`` (inclusive), paged by version."""
-        self._require_pool()
+        self.require_pool()
         check_stream_id(stream_id)
         limit = check_limit(limit)
         start = check_from_version(from_version)
@@ -612,7 +618,7 @@ class PostgresStore:
         version, and the stream's events after it (from version 1 without one) up to
         ``max_version``, a first page and the further ones (see `LoadRows`).
         """
-        self._require_pool()
+        self.require_pool()
         check_stream_id(stream_id)
         upto = _MAX_VERSION if max_version is None else bounded(max_version)
         timed = max_recorded_us is not None
@@ -638,7 +644,7 @@ class PostgresStore:
         return LoadRows(snapshot, sid, anchor, first, rest)
 
     async def _load_one(self, params: dict[str, Any]) -> Rows:
-        return await self._fetch(self._sql.read_for_load, params)
+        return await self.fetch_rows(self._sql.read_for_load, params)
 
     async def _load_pages(
         self, stream_id: str, start: int, upto: int, timed: bool
@@ -655,27 +661,27 @@ class PostgresStore:
         self, stream_id: str, event_ids: Sequence[uuid.UUID]
     ) -> list[RecordedEvent]:
         """The stream's events with these ids, in stream order (missing ids are skipped)."""
-        self._require_pool()
+        self.require_pool()
         check_stream_id(stream_id)
         ids = check_event_ids(event_ids)
         if not ids:
             return []
-        rows = await self._fetch(self._sql.find_events, {"sid": stream_id, "ids": ids})
+        rows = await self.fetch_rows(self._sql.find_events, {"sid": stream_id, "ids": ids})
         rows.sort(key=itemgetter(2))
         return self.codec.decode_rows(rows)
 
     async def stream_version(self, stream_id: str) -> int:
         """The stream's version: its number of events, 0 when it has none."""
-        self._require_pool()
+        self.require_pool()
         check_stream_id(stream_id)
-        rows = await self._fetch(self._sql.stream_version, {"sid": stream_id})
+        rows = await self.fetch_rows(self._sql.stream_version, {"sid": stream_id})
         return int(rows[0][0]) if rows else 0
 
     async def stream_info(self, stream_id: str) -> StreamInfo:
         """The stream's own version and what replaced it, without following any alias."""
-        self._require_pool()
+        self.require_pool()
         check_stream_id(stream_id)
-        rows = await self._fetch(self._sql.stream_info, {"sid": stream_id})
+        rows = await self.fetch_rows(self._sql.stream_info, {"sid": stream_id})
         if not rows:
             return StreamInfo(stream_id, 0)
         return StreamInfo(stream_id, int(rows[0][0]), rows[0][1])
@@ -689,7 +695,7 @@ class PostgresStore:
         limit: int | None = None,
     ) -> AsyncGenerator[RecordedEvent, None]:
         """The global log after ``after``, below the horizon of running transactions."""
-        self._require_pool()
+        self.require_pool()
         start = log_start(after, paired=True)
         wanted = type_names(types)
         names = self.codec.stored_type_names(wanted) if wanted else None
@@ -708,7 +714,7 @@ class PostgresStore:
 
     async def head(self) -> Position:
         """The position of the newest event below the horizon (`START` when none)."""
-        rows = await self._fetch(self._sql.head, ())
+        rows = await self.fetch_rows(self._sql.head, ())
         await self.horizon.poke()
         return Position(rows[0][0], rows[0][1]) if rows else START
 
@@ -720,7 +726,7 @@ class PostgresStore:
         limit: int | None = None,
     ) -> AsyncGenerator[StreamInfo, None]:
         """Streams with their versions, ordered by id, paged by id."""
-        self._require_pool()
+        self.require_pool()
         limit = check_limit(limit)
         query = self._sql.streams if category is None else self._sql.streams_in_category
         params: dict[str, Any] = {"after": after or "", "cat": category}
@@ -775,7 +781,7 @@ class PostgresStore:
                 return
 
     def _prefetch(self, query: bytes, params: dict[str, Any]) -> asyncio.Task[Rows]:
-        task = asyncio.ensure_future(self._fetch(query, params))
+        task = asyncio.ensure_future(self.fetch_rows(query, params))
         self._fetching.add(task)  # held until done, even when its reader is gone
         task.add_done_callback(self._fetched)
         return task
@@ -787,7 +793,7 @@ class PostgresStore:
 
     async def stats(self) -> StoreStats:
         """The backend's name, the head, and how many streams and events it holds."""
-        rows = await self._fetch(self._sql.counts, ())
+        rows = await self.fetch_rows(self._sql.counts, ())
         return StoreStats(
             self.backend, await self.head(), int(rows[0][0]), int(rows[0][1]), self.epoch.number
         )

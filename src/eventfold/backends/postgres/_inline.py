@@ -31,13 +31,13 @@ from typing import Any
 
 import psycopg
 
-from ..events import RecordedEvent
-from ..position import START, Position
-from ..store.ports import HookOrder, HookTransaction, TransactionParticipant
-from ..store.postgres import PostgresStore
-from .definition import ProjectionBase
-from .postgres import PostgresReadModelStore, PostgresTransaction
-from .store import VersionState, now_us
+from ...events import RecordedEvent
+from ...position import START, Position
+from ...projections.definition import ProjectionBase
+from ...projections.store import VersionState, now_us
+from ...store.ports import HookOrder, HookTransaction, TransactionParticipant
+from ._read_models import PostgresReadModelStore, PostgresTransaction
+from ._store import PostgresStore
 
 __all__ = ["PostgresInline"]
 

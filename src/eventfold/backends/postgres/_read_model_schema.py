@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from ..store._postgres_conn import MigrationTrack, migrate
+from ._conn import MigrationTrack, migrate
 
 __all__ = ["MIGRATIONS", "Statements", "ensure_schema", "lock_key"]
 
@@ -219,7 +219,7 @@ class Statements:
 
 async def ensure_schema(conn: psycopg.AsyncConnection[Any], st: Statements) -> int:
     """Create or migrate the read-model tables on an autocommit connection; return the
-    number reached (see `eventfold.store._postgres_conn.migrate`)."""
+    number reached (see `_conn.migrate`)."""
     track = MigrationTrack(
         st.migrations_table,
         st.has_migrations,

@@ -1,6 +1,6 @@
 """Transaction hooks on SQLite: participants run inside the writer's transaction.
 
-The group writer (`_sqlite_group`) holds a `HookRunner`, or None while no participant is
+The group writer (`_group`) holds a `HookRunner`, or None while no participant is
 registered (then an append pays nothing for hooks). It calls `HookRunner.begin` once
 each transaction begins and `HookRunner.apply` with the rows of each group (or, on the
 careful path, of each append under its own savepoint). Participants' coroutines run to
@@ -14,17 +14,17 @@ import sqlite3
 from collections.abc import Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .._coro import WouldSuspend, run_sync
-from ..codec import Codec
-from ..errors import EventfoldError, StoreError
-from ..events import RecordedEvent
-from ..position import Position
-from . import _sqlite_schema as sql
-from ._common import participant_failed, participant_order
-from .ports import TransactionParticipant
+from ..._coro import WouldSuspend, run_sync
+from ...codec import Codec
+from ...errors import EventfoldError, StoreError
+from ...events import RecordedEvent
+from ...position import Position
+from ...store._common import participant_failed, participant_order
+from ...store.ports import TransactionParticipant
+from . import _schema as sql
 
 if TYPE_CHECKING:
-    from .sqlite import SQLiteStore
+    from ._store import SQLiteStore
 
 __all__ = ["HookRunner", "SQLiteHookTransaction", "SQLiteTransactionHooks", "run_participant"]
 

@@ -22,10 +22,10 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
-from ..errors import InvalidInput, StoreError
+from ...errors import InvalidInput, StoreError
 
 if TYPE_CHECKING:
-    from ..store.sqlite import SQLiteStore
+    from ._store import SQLiteStore
 
 __all__ = ["WriterSession", "rollback"]
 
@@ -71,7 +71,7 @@ class WriterSession:
             try:
                 return work(conn)
             except sqlite3.Error as exc:
-                raise self._store._translate(exc) from exc
+                raise self._store.translate_error(exc) from exc
 
     async def finish(self, work: Callable[[sqlite3.Connection], None]) -> None:
         """Hand the final ``work`` (it commits or rolls back) to the writer's thread and
@@ -105,7 +105,7 @@ class WriterSession:
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
-            refused = self._store._translate(exc)
+            refused = self._store.translate_error(exc)
             with self._lock:
                 self._ended = refused
             self._settle(self._begun, refused)
@@ -139,7 +139,7 @@ class WriterSession:
                     rollback(conn)
                 error: BaseException = exc
                 if isinstance(exc, sqlite3.Error):
-                    error = self._store._translate(exc)
+                    error = self._store.translate_error(exc)
                 self._ended = error
                 self._settle(self._finished, error)
                 return

@@ -13,9 +13,9 @@ import os
 import sqlite3
 from collections.abc import Callable
 
-from ..errors import StoreError, StoreNotFound
-from . import _sqlite_schema as sql
-from ._common import check_unmigrated
+from ...errors import StoreError, StoreNotFound
+from ...store._common import check_unmigrated
+from . import _schema as sql
 
 __all__ = ["FileGuard", "check_store"]
 

@@ -1,7 +1,7 @@
 """Read models in the SQLite store's own file, written through its single writer.
 
 ``SQLiteReadModelStore(store)`` keeps documents, checkpoints, parked events and version
-records in ``ef_*`` tables beside the events (`_sqlite_schema`, a migration track of its
+records in ``ef_*`` tables beside the events (`_read_model_schema`, a migration track of its
 own, applied on first use). Every write goes through the event store's writer connection
 (`SQLiteStore.on_writer`), so read models never fight the appends for the file's write
 lock, and several processes may share one file.
@@ -16,7 +16,7 @@ A transaction has two modes:
   that writes nothing never touches the writer.
 - **On the writer** (from its first `execute`): a SQL read model's statements must run
   in order with the other writes and return their rows at once, so the transaction
-  takes the writer for itself until it ends (`_sqlite_session`): a job on the writer's
+  takes the writer for itself until it ends (`_read_model_session`): a job on the writer's
   thread begins a write transaction and parks, the writes buffered so far are applied,
   then the statement, and from then on every call runs in that transaction (writes that
   cannot fail are sent along with the next call). Statements run on the event loop's
@@ -34,7 +34,7 @@ the writer. A transaction that failed (a conflict, a statement error) keeps noth
 end raises the first error, even if the block swallowed it.
 
 Its statements run on the writer connection through the synchronous helpers of
-`_sqlite_sync`, which inline projections use too.
+`_read_model_sync`, which inline projections use too.
 """
 
 from __future__ import annotations
@@ -46,14 +46,21 @@ from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any, TypeVar
 
-from ..errors import CheckpointConflict, ConfigurationError, InvalidInput
-from ..position import START, Position
-from ..store.sqlite import SQLiteStore
-from . import _sqlite_schema as sql
-from ._rows import TransactionGuard, checkpoint_of, ordered, parked_of, version_of
-from ._sqlite_schema import ensure_schema_sync
-from ._sqlite_session import WriterSession, rollback
-from ._sqlite_sync import (
+from ...errors import CheckpointConflict, ConfigurationError, InvalidInput
+from ...position import START, Position
+from ...projections._rows import TransactionGuard, checkpoint_of, ordered, parked_of, version_of
+from ...projections.store import (
+    Checkpoint,
+    ParkedEvent,
+    PartitionState,
+    VersionRecord,
+    VersionState,
+    now_us,
+)
+from . import _read_model_schema as sql
+from ._read_model_schema import ensure_schema_sync
+from ._read_model_session import WriterSession, rollback
+from ._read_model_sync import (
     activate_sync,
     apply_documents_sync,
     documents_query,
@@ -67,14 +74,7 @@ from ._sqlite_sync import (
     set_version_sync,
     unpark_sync,
 )
-from .store import (
-    Checkpoint,
-    ParkedEvent,
-    PartitionState,
-    VersionRecord,
-    VersionState,
-    now_us,
-)
+from ._store import SQLiteStore
 
 __all__ = ["SQLiteReadModelStore", "SQLiteTransaction"]
 
@@ -130,7 +130,7 @@ class SQLiteReadModelStore:
     # -- committed reads ---------------------------------------------------------------
 
     def _read(self, query: str, params: Sequence[Any]) -> list[Any]:
-        return self.store._fetch_short(query, params)
+        return self.store.fetch_few(query, params)
 
     async def get_documents(self, name: str, version: int, ids: Sequence[str]) -> dict[str, bytes]:
         await self.ensure_schema()
@@ -149,9 +149,9 @@ class SQLiteReadModelStore:
         while remaining is None or remaining > 0:
             n = _PAGE if remaining is None else min(_PAGE, remaining)
             if key is None:
-                rows = self.store._fetch(sql.ITER_DOCUMENTS_FIRST, (name, version, n))
+                rows = self.store.fetch_rows(sql.ITER_DOCUMENTS_FIRST, (name, version, n))
             else:
-                rows = self.store._fetch(sql.ITER_DOCUMENTS, (name, version, key, n))
+                rows = self.store.fetch_rows(sql.ITER_DOCUMENTS, (name, version, key, n))
             for doc_id, data in rows:
                 yield doc_id, data
             if len(rows) < n:
@@ -497,7 +497,7 @@ def _statement(
         if isinstance(exc, sqlite3.OperationalError) and any(
             word in lowered for word in ("locked", "busy", "disk", "i/o", "unable to open")
         ):
-            raise store._translate(exc) from exc
+            raise store.translate_error(exc) from exc
         raise InvalidInput(
             f"a read model's SQL statement failed: {exc} (statement: {query.strip()[:200]!r}); "
             "fix the statement or its parameters (SQLite takes ? or :name parameters)"

@@ -9,7 +9,7 @@ from urllib.parse import unquote, urlsplit
 
 import psycopg
 
-from ..errors import ConfigurationError, SchemaTooNew
+from ...errors import ConfigurationError, SchemaTooNew
 
 __all__ = [
     "OPTIONS",

@@ -1,6 +1,6 @@
 """The SQLite backend (``sqlite:///path.db``): the embedded default.
 
-Writes. One writer connection per store (`_sqlite_writer`). Appends made during one turn of
+Writes. One writer connection per store (`_writer`). Appends made during one turn of
 the event loop are committed together in one ``BEGIN IMMEDIATE`` transaction (group
 commit), and a conflict fails only its own append. When the loop has nothing else ready to
 run, that transaction runs right on the loop's thread: a thread hand-off costs tens of
@@ -36,8 +36,8 @@ from functools import partial
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-from ..codec import Codec, Row
-from ..errors import (
+from ...codec import Codec, Row
+from ...errors import (
     ConfigurationError,
     InvalidInput,
     StoreClosed,
@@ -45,10 +45,9 @@ from ..errors import (
     StoreReadOnly,
     TransformConflict,
 )
-from ..events import Event, NewEvent, RecordedEvent
-from ..position import ExpectedVersion, Position
-from . import _sqlite_schema as sql
-from ._common import (
+from ...events import Event, NewEvent, RecordedEvent
+from ...position import ExpectedVersion, Position
+from ...store._common import (
     PAGE_SIZE,
     CommitListeners,
     bounded,
@@ -63,12 +62,13 @@ from ._common import (
     switch_refused,
     type_names,
 )
-from ._sqlite_file import FileGuard, check_store
-from ._sqlite_hooks import SQLiteTransactionHooks
-from ._sqlite_snapshots import SQLiteSnapshotStore
-from ._sqlite_writer import PendingAppend, SQLiteWriter, deliver
-from .ports import LoadRows, Snapshot
-from .protocol import AppendResult, StoreStats, StreamInfo
+from ...store.ports import LoadRows, Snapshot
+from ...store.protocol import AppendResult, StoreStats, StreamInfo
+from . import _schema as sql
+from ._file import FileGuard, check_store
+from ._hooks import SQLiteTransactionHooks
+from ._snapshots import SQLiteSnapshotStore
+from ._writer import PendingAppend, SQLiteWriter, deliver
 
 __all__ = ["PAGE_BUDGET", "SQLiteStore"]
 
@@ -179,7 +179,9 @@ class SQLiteStore:
         if self.read_only:
             await asyncio.to_thread(self._check_store)
         else:
-            writer = SQLiteWriter(self._open_writer, self._translate, f"sqlite store {self.path!r}")
+            writer = SQLiteWriter(
+                self._open_writer, self.translate_error, f"sqlite store {self.path!r}"
+            )
             await writer.start()
             writer.group.guard = self._guard
             self._writer = writer
@@ -233,7 +235,7 @@ class SQLiteStore:
         try:
             return self._connect_raw(reader=reader)
         except sqlite3.Error as exc:
-            raise self._translate(exc) from exc
+            raise self.translate_error(exc) from exc
 
     def _connect_raw(self, *, reader: bool) -> sqlite3.Connection:
         return sql.connect(
@@ -249,7 +251,7 @@ class SQLiteStore:
         except BaseException as exc:
             conn.close()
             if isinstance(exc, sqlite3.Error):
-                raise self._translate(exc) from exc
+                raise self.translate_error(exc) from exc
             raise
         return conn
 
@@ -258,7 +260,7 @@ class SQLiteStore:
         try:
             check_store(self.path, partial(self._connect_raw, reader=True))
         except sqlite3.Error as exc:
-            raise self._translate(exc) from exc
+            raise self.translate_error(exc) from exc
 
     def _check_writable(self) -> None:
         if not self._open:
@@ -266,7 +268,10 @@ class SQLiteStore:
         if self.read_only:
             raise StoreReadOnly(f"sqlite:///{self.path}")
 
-    def _translate(self, exc: BaseException) -> StoreError:
+    def translate_error(self, exc: BaseException) -> StoreError:
+        """The eventfold error for a sqlite3 error on this store's file. (For this
+        backend's own modules, the read-model store first: not part of the `EventStore`
+        port.)"""
         assert isinstance(exc, sqlite3.Error)
         return _translate(exc, self.path)
 
@@ -379,7 +384,7 @@ class SQLiteStore:
         try:
             switched = await self.on_writer(work)
         except sqlite3.Error as exc:
-            raise self._translate(exc) from exc
+            raise self.translate_error(exc) from exc
         if not switched:
             raise await self._switch_refused(stream_id, target, version, target_version)
 
@@ -442,8 +447,10 @@ class SQLiteStore:
                 self._reader_conns.append(conn)
         return conn
 
-    def _fetch(self, query: str, params: sql.Params) -> list[Any]:
-        """Run one read query to its end on this thread (an autocommit read transaction)."""
+    def fetch_rows(self, query: str, params: sql.Params) -> list[Any]:
+        """Run one read query to its end on this thread (an autocommit read transaction).
+        (For this backend's own modules, the read-model store first: not part of the
+        `EventStore` port.)"""
         if not self._open:
             raise StoreClosed(f"sqlite store {self.path!r}")
         try:
@@ -451,8 +458,8 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             raise _translate(exc, self.path) from exc
 
-    def _fetch_short(self, query: str, params: sql.Params) -> list[Any]:
-        """`_fetch` for a query of a few rows: on the writer's connection when it is free
+    def fetch_few(self, query: str, params: sql.Params) -> list[Any]:
+        """`fetch_rows` for a query of a few rows: on the writer's connection when it is free
         (its page cache is still warm after this store's own commits)."""
         writer = self._writer
         if writer is not None and self._open:
@@ -462,14 +469,14 @@ class SQLiteStore:
                 raise _translate(exc, self.path) from exc
             if rows is not None:
                 return rows
-        return self._fetch(query, params)
+        return self.fetch_rows(query, params)
 
     def _submit(self, query: str, params: sql.Params) -> asyncio.Future[list[Any]]:
         """Run a query of unknown cost on a reader thread."""
         pool = self._reader_pool
         if not self._open or pool is None:
             raise StoreClosed(f"sqlite store {self.path!r}")
-        return asyncio.get_running_loop().run_in_executor(pool, self._fetch, query, params)
+        return asyncio.get_running_loop().run_in_executor(pool, self.fetch_rows, query, params)
 
     async def _pages(
         self,
@@ -491,7 +498,7 @@ class SQLiteStore:
         """
         remaining = limit
         size = PAGE_SIZE
-        fetch = self._fetch
+        fetch = self.fetch_rows
         clock = time.perf_counter
         while remaining is None or remaining > 0:
             n = size if remaining is None else min(size, remaining)
@@ -578,7 +585,7 @@ class SQLiteStore:
         # The first query resolves a replaced stream's alias, and the replacement's own
         # snapshots are the only ones used (the handler checks the snapshot's stream id
         # and event id against the stream read).
-        ((resolved, *found, anchor),) = self._fetch_short(sql.LOAD_START, bounds)
+        ((resolved, *found, anchor),) = self.fetch_few(sql.LOAD_START, bounds)
         snapshot = Snapshot(*found) if found[0] is not None else None
         if snapshot is not None and snapshot.version < 1:
             snapshot = None
@@ -586,7 +593,7 @@ class SQLiteStore:
         upto = _MAX_VERSION if max_version is None else max_version
         query = sql.LOAD_EVENTS if max_recorded_us is None else sql.LOAD_EVENTS_TIMED
         decode = partial(self.codec.decode_loaded, resolved)
-        rows = self._fetch_short(query, (resolved, start, upto, _FIRST_PAGE))
+        rows = self.fetch_few(query, (resolved, start, upto, _FIRST_PAGE))
         first = decode(rows)
         if len(rows) < _FIRST_PAGE:
             return LoadRows(snapshot, resolved, anchor, first, None)
@@ -610,7 +617,7 @@ class SQLiteStore:
         for at in range(0, len(ids), sql.ID_CHUNK):
             chunk = ids[at : at + sql.ID_CHUNK]
             found += self.codec.decode_rows(
-                self._fetch_short(
+                self.fetch_few(
                     sql.find_events_sql(len(chunk)), sql.find_events_params(stream_id, chunk)
                 )
             )
@@ -634,13 +641,13 @@ class SQLiteStore:
     async def stream_version(self, stream_id: str) -> int:
         self._check_open()
         check_stream_id(stream_id)
-        rows = self._fetch_short(sql.STREAM_VERSION, {"sid": stream_id})
+        rows = self.fetch_few(sql.STREAM_VERSION, {"sid": stream_id})
         return int(rows[0][0]) if rows else 0
 
     async def stream_info(self, stream_id: str) -> StreamInfo:
         self._check_open()
         check_stream_id(stream_id)
-        rows = self._fetch_short(sql.STREAM_INFO, (stream_id,))
+        rows = self.fetch_few(sql.STREAM_INFO, (stream_id,))
         if not rows:
             return StreamInfo(stream_id, 0)
         return StreamInfo(stream_id, int(rows[0][0]), rows[0][1])
@@ -679,7 +686,7 @@ class SQLiteStore:
 
     async def head(self) -> Position:
         self._check_open()
-        rows = self._fetch_short(sql.HEAD, ())
+        rows = self.fetch_few(sql.HEAD, ())
         return Position(0, int(rows[0][0]))
 
     async def streams(

@@ -1,0 +1,37 @@
+"""Wake-ups from other processes on the same SQLite file: poll ``PRAGMA data_version``
+on a connection of its own (see `eventfold.projections.wakeups`)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ...projections.wakeups import StoreWakeUps
+
+__all__ = ["poll_data_version"]
+
+log = logging.getLogger("eventfold.projections")
+
+
+async def poll_data_version(wakeups: StoreWakeUps) -> None:
+    """Call ``wakeups.notify()`` whenever the file changes, every ``wakeups.sqlite_poll``
+    seconds, until cancelled."""
+    path: str = wakeups.store.path  # type: ignore[attr-defined]
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        seen = conn.execute("PRAGMA data_version").fetchone()[0]
+        while True:
+            await asyncio.sleep(wakeups.sqlite_poll)
+            try:
+                now = conn.execute("PRAGMA data_version").fetchone()[0]
+            except sqlite3.Error as exc:  # a hint: subscribers poll anyway
+                log.debug("cannot poll %s for changes: %s", path, exc)
+                continue
+            if now != seen:
+                seen = now
+                wakeups.notify()
+    finally:
+        conn.close()
