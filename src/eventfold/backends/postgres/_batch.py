@@ -13,7 +13,6 @@ exactly as it would without a batcher, so an idle store answers as fast as befor
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
@@ -23,6 +22,7 @@ from ...codec import EncodedEvent
 from ...errors import EventfoldError, StoreError
 from ...position import ExpectedVersion, Position
 from ...store.protocol import AppendResult
+from ._errors import dropped, is_driver_error, recheck, translate
 from ._hooks import run_with_participants
 
 if TYPE_CHECKING:
@@ -184,10 +184,9 @@ async def append_many(store: PostgresStore, items: list[Append]) -> list[Any]:
                     ]
                 heads = [row for cur in cursors if (row := await cur.fetchone()) is not None]
     except Exception as exc:
-        if isinstance(exc, psycopg.Error) and conn is not None and conn.broken:
+        if dropped(exc, conn):
             # Whether the batch committed is unknown: never run it again.
-            with contextlib.suppress(psycopg.Error):
-                await pool.check()
+            await recheck(pool)
             return [Batcher.failed(_interrupted(store, item, exc)) for item in items]
         # The batch was rolled back: run each append on its own.
         outcomes = await asyncio.gather(
@@ -208,7 +207,7 @@ async def append_many(store: PostgresStore, items: list[Append]) -> list[Any]:
 
 
 def _interrupted(store: PostgresStore, item: Append, exc: psycopg.Error) -> EventfoldError:
-    error = store.translate_error(exc)
+    error = translate(exc, store.where)
     failed = StoreError(
         f"append to {item.stream_id!r} was interrupted before its commit was confirmed "
         f"({error}); read the stream to see whether it landed"
@@ -226,7 +225,9 @@ async def load_many(store: PostgresStore, batch: list[dict[str, Any]]) -> list[A
             async with conn.pipeline():
                 cursors = [await conn.execute(query, params, binary=True) for params in batch]
             return [await cur.fetchall() for cur in cursors]
-    except psycopg.Error:
+    except Exception as exc:
+        if not is_driver_error(exc):
+            raise
         # One failed (or the connection did): each on its own, with `fetch_rows`'s
         # retry on a dropped connection and its errors.
         outcomes = await asyncio.gather(

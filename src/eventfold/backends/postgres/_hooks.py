@@ -25,6 +25,7 @@ from ...events import RecordedEvent
 from ...position import Position
 from ...store._common import participant_failed, participant_order
 from ...store.ports import TransactionParticipant
+from ._errors import is_driver_error, translate
 
 if TYPE_CHECKING:
     from ._batch import Append
@@ -70,9 +71,9 @@ async def _run(participant: TransactionParticipant, step: Awaitable[None]) -> No
     """Await one of ``participant``'s coroutines; errors say whose it was."""
     try:
         await step
-    except (EventfoldError, psycopg.Error):
-        raise
     except Exception as exc:
+        if isinstance(exc, EventfoldError) or is_driver_error(exc):
+            raise
         raise participant_failed(participant, exc) from exc
 
 
@@ -148,8 +149,8 @@ class PostgresTransactionHooks:
                 await _run(participant, participant.attach(tx))
         except BaseException as exc:
             self._set(previous)
-            if isinstance(exc, psycopg.Error):
-                raise store.translate_error(exc) from exc
+            if is_driver_error(exc):
+                raise translate(exc, store.where) from exc
             raise
         finally:
             self.holding.remove(entry.attached)

@@ -38,7 +38,7 @@ from typing import Any
 import psycopg
 from psycopg import sql as pgsql
 
-from ...errors import CheckpointConflict, ConfigurationError, InvalidInput
+from ...errors import CheckpointConflict, ConfigurationError, EventfoldError, InvalidInput
 from ...position import Position
 from ...projections._rows import (
     TransactionGuard,
@@ -56,6 +56,7 @@ from ...projections.store import (
     VersionState,
     now_us,
 )
+from ._errors import driver_errors
 from ._read_model_schema import Statements, ensure_schema
 from ._store import PostgresStore
 
@@ -68,9 +69,6 @@ _PAGE = 1000
 _PRELUDE = b"""SELECT set_config(name, reset_val, true) FROM pg_settings
     WHERE name IN ('enable_sort', 'max_parallel_workers_per_gather', 'jit')
     UNION ALL SELECT set_config('search_path', %s, true)"""
-# SQLSTATE classes that mean the database (not the statement) failed: retried as
-# `StoreError`. Anything else a read model's statement raises is its own mistake.
-_INFRASTRUCTURE = ("08", "40", "53", "57", "58", "XX")
 
 
 class PostgresReadModelStore:
@@ -103,11 +101,9 @@ class PostgresReadModelStore:
         if self._ready:
             return
         pool = self.store.require_pool()
-        try:
+        with driver_errors(self.store.where):
             async with pool.connection() as conn:
                 await ensure_schema(conn, self._sql)
-        except psycopg.Error as exc:
-            raise self.store.translate_error(exc) from exc
         self._ready = True
 
     @asynccontextmanager
@@ -116,7 +112,7 @@ class PostgresReadModelStore:
         back if it raises."""
         await self.ensure_schema()
         pool = self.store.require_pool()
-        try:
+        with driver_errors(self.store.where):
             async with pool.connection() as conn, conn.transaction():
                 tx = PostgresTransaction(self, conn)
                 try:
@@ -124,8 +120,6 @@ class PostgresReadModelStore:
                     await tx._finish()
                 finally:
                     tx._closed = True
-        except psycopg.Error as exc:
-            raise self.store.translate_error(exc) from exc
         self.commits += 1
 
     # -- committed reads ---------------------------------------------------------------
@@ -207,11 +201,11 @@ class PostgresTransaction(TransactionGuard):
 
     async def _send(self, query: bytes, params: Sequence[Any] | Mapping[str, Any]) -> Any:
         try:
-            return await self._conn.execute(query, params, binary=True)
-        except psycopg.Error as exc:
-            error = self._models.store.translate_error(exc)
+            with driver_errors(self._models.store.where):
+                return await self._conn.execute(query, params, binary=True)
+        except EventfoldError as error:
             self._fail(error)
-            raise error from exc
+            raise
 
     async def _flush(self) -> None:
         if self._queued:
@@ -354,17 +348,17 @@ class PostgresTransaction(TransactionGuard):
             params if isinstance(params, Mapping) else tuple(params)
         )
         try:
-            # A block of its own syncs a pipeline the transaction may run in (an inline
-            # one does): until then a cursor has no description and no rows.
-            async with self._conn.pipeline():
-                cur = await self._conn.execute(query, bound)
-            if cur.description is None:
-                return []
-            rows: list[tuple[Any, ...]] = await cur.fetchall()
-        except psycopg.Error as exc:
-            error = self._statement_error(exc, query)
+            with driver_errors(self._models.store.where, query=query):
+                # A block of its own syncs a pipeline the transaction may run in (an
+                # inline one does): until then a cursor has no description and no rows.
+                async with self._conn.pipeline():
+                    cur = await self._conn.execute(query, bound)
+                if cur.description is None:
+                    return []
+                rows: list[tuple[Any, ...]] = await cur.fetchall()
+        except EventfoldError as error:
             self._fail(error)
-            raise error from exc
+            raise
         return rows
 
     async def write(self, query: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> None:
@@ -391,24 +385,10 @@ class PostgresTransaction(TransactionGuard):
             while end < len(queued) and queued[end][0] == query:
                 end += 1
             try:
-                async with self._conn.cursor() as cur:
-                    await cur.executemany(query, [params for _, params in queued[at:end]])
-            except psycopg.Error as exc:
-                error = self._statement_error(exc, query)
+                with driver_errors(self._models.store.where, query=query):
+                    async with self._conn.cursor() as cur:
+                        await cur.executemany(query, [params for _, params in queued[at:end]])
+            except EventfoldError as error:
                 self._fail(error)
-                raise error from exc
+                raise
             at = end
-
-    def _statement_error(self, exc: psycopg.Error, query: str) -> BaseException:
-        state = exc.sqlstate or ""
-        if state.startswith(_INFRASTRUCTURE) or (
-            not state and isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
-        ):
-            return self._models.store.translate_error(exc)
-        message = " ".join(str(exc).split()) or type(exc).__name__
-        code = f" ({state})" if state else ""
-        return InvalidInput(
-            f"a read model's SQL statement failed{code}: {message} (statement: "
-            f"{query.strip()[:200]!r}); fix the statement or its parameters (PostgreSQL "
-            "takes %s or %(name)s parameters)"
-        )

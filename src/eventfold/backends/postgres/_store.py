@@ -28,7 +28,6 @@ created if missing), ``pool_min_size`` and ``pool_max_size``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from collections.abc import AsyncGenerator, Callable, Sequence
 from functools import partial
@@ -37,8 +36,6 @@ from types import TracebackType
 from typing import Any, Final, Self
 
 import psycopg
-from psycopg import errors as pg_errors
-from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool
 
 from ...codec import Codec, EncodedEvent, LoadRow
@@ -50,7 +47,6 @@ from ...errors import (
     StoreError,
     StoreNotFound,
     StoreReadOnly,
-    StoreUnavailable,
     StreamReplaced,
     WrongExpectedVersion,
 )
@@ -82,12 +78,21 @@ from ._conn import MigrationTrack, applied, configure_read_only
 from ._conn import configure as _configure
 from ._conn import int_option as _int_option
 from ._conn import migrate as _run_migrations
-from ._conn import scrub as _scrub
 from ._conn import split_url as _split_url
 from ._epoch import Epoch, HorizonWatch, current_epoch, settle_epoch
+from ._errors import (
+    KeyCollision,
+    Where,
+    driver_errors,
+    dropped,
+    is_driver_error,
+    read_conninfo,
+    recheck,
+    translate,
+)
 from ._hooks import PostgresTransactionHooks, run_with_participants
 from ._notify import NotifySender, channel_name
-from ._schema import EVENT_ID_KEY, VERSION_KEY, Statements, lock_key
+from ._schema import EVENT_ID_KEY, Statements, lock_key
 from ._snapshots import PostgresSnapshotStore
 
 __all__ = ["DEFAULT_SCHEMA", "PostgresStore"]
@@ -101,8 +106,6 @@ page loses nothing to round trips and starts the overlap early; memory stays fla
 
 _MAX_VERSION: Final = MAX_STORED_INT
 _APPEND_ATTEMPTS: Final = 3
-# SQLSTATE classes and codes that mean "the server is not there for us".
-_UNAVAILABLE: Final = ("08", "28", "3D", "57P01", "57P02", "57P03", "53300")
 
 Rows = list[tuple[Any, ...]]
 
@@ -137,14 +140,7 @@ class PostgresStore:
         self._opens = 0
         """`open` calls not yet matched by a `close` (nested ``async with`` blocks)."""
         conninfo, options = _split_url(url)
-        try:
-            params = conninfo_to_dict(conninfo)
-        except psycopg.Error as exc:
-            raise ConfigurationError(
-                f"cannot read the PostgreSQL URL: {_scrub(str(exc), url)}; use "
-                "postgresql://user@host:5432/dbname"
-            ) from None
-        self._password = str(params.get("password") or "")
+        params = read_conninfo(conninfo, url)
         self.schema = options.get("schema", DEFAULT_SCHEMA)
         if not self.schema or len(self.schema.encode()) > 63:
             raise ConfigurationError(
@@ -157,6 +153,15 @@ class PostgresStore:
         self.host = str(params.get("host") or params.get("hostaddr") or "localhost")
         port = str(params.get("port") or "5432")
         self.port: int | None = int(port) if port.isdigit() else None
+        self.where = Where(
+            repr(self),
+            self.backend,
+            self.host,
+            self.port,
+            self.schema,
+            str(params.get("password") or ""),
+        )
+        """What a driver error's translation names (`_errors`)."""
         self._timeout = connect_timeout
         self._conninfo = conninfo
         self._kwargs: dict[str, Any] = {"autocommit": True}
@@ -201,15 +206,11 @@ class PostgresStore:
         if self._pool is not None:
             self._opens += 1
             return
-        try:
+        with driver_errors(self.where, connecting=True):
             conn = await psycopg.AsyncConnection.connect(self._conninfo, **self._kwargs)
-        except psycopg.Error as exc:
-            raise self.translate_error(exc, connecting=True) from exc
-        try:
+        with driver_errors(self.where):
             async with conn:
                 await self._migrate(conn)
-        except psycopg.Error as exc:
-            raise self.translate_error(exc) from exc
         pool: _Pool = AsyncConnectionPool(
             self._conninfo,
             kwargs=self._kwargs,
@@ -221,10 +222,11 @@ class PostgresStore:
             timeout=30.0,
         )
         try:
-            await pool.open(wait=True, timeout=self._timeout)
-        except psycopg.Error as exc:
+            with driver_errors(self.where, connecting=True):
+                await pool.open(wait=True, timeout=self._timeout)
+        except EventfoldError:
             await pool.close()
-            raise self.translate_error(exc, connecting=True) from exc
+            raise
         self._pool = pool
         self._opens = 1
 
@@ -289,49 +291,12 @@ class PostgresStore:
         For what must hold a session: ``LISTEN`` and session advisory locks (leases).
         The caller closes it.
         """
-        try:
+        with driver_errors(self.where, connecting=True):
             return await psycopg.AsyncConnection.connect(self._conninfo, **self._kwargs)
-        except psycopg.Error as exc:
-            raise self.translate_error(exc, connecting=True) from exc
 
     async def _send_notify(self) -> None:
         if self._pool is not None:
             await self.fetch_rows(b"SELECT 1 FROM pg_notify(%s, '')", (self.channel,), raw=True)
-
-    # -- the one boundary where driver errors become eventfold errors ----------------
-
-    def translate_error(
-        self,
-        exc: psycopg.Error,
-        *,
-        connecting: bool = False,
-        conflict: tuple[str, ExpectedVersion, int] | None = None,
-    ) -> EventfoldError:
-        """Map a psycopg error to an eventfold error (raise it ``from exc``).
-        (For this backend's own modules, the read-model store first: not part of the
-        `EventStore` port.)"""
-        state = exc.sqlstate or ""
-        if (
-            isinstance(exc, pg_errors.UniqueViolation)
-            and conflict is not None
-            and exc.diag.constraint_name == VERSION_KEY
-        ):
-            return WrongExpectedVersion(*conflict)
-        if state == "25006":  # read_only_sql_transaction
-            return StoreReadOnly(repr(self))
-        message = _scrub(" ".join(str(exc).split()) or type(exc).__name__, self._password)
-        if isinstance(exc, psycopg.ProgrammingError) and not state and connecting:
-            return ConfigurationError(f"cannot use the PostgreSQL URL: {message}")
-        if connecting or (
-            isinstance(exc, psycopg.OperationalError)
-            and (not state or state.startswith(_UNAVAILABLE))
-        ):
-            return StoreUnavailable(self.backend, self.host, self.port, message)
-        code = f" {state}" if state else ""
-        return StoreError(
-            f"PostgreSQL error{code} in schema {self.schema!r}: {message}; if it persists, "
-            "check the server log and that this schema belongs to eventfold"
-        )
 
     def require_pool(self) -> _Pool:
         """The open pool, or `StoreClosed`. (For this backend's own modules, the
@@ -366,18 +331,17 @@ class PostgresStore:
                     return await cur.fetchall()
                 finally:
                     await pool.putconn(conn)
-            except psycopg.Error as exc:
-                if conn is not None and conn.broken:
-                    # The server dropped a pooled connection (a restart, a failover): let
-                    # the pool replace every such one, then retry a read once. An append
-                    # is not retried: it may have committed before the connection broke.
-                    with contextlib.suppress(psycopg.Error):
-                        await pool.check()
+            except Exception as exc:
+                if dropped(exc, conn):
+                    # Let the pool replace every dropped connection, then retry a read
+                    # once. An append is not retried: it may have committed before the
+                    # connection broke.
+                    await recheck(pool)
                     if attempt == 0 and not raw:
                         continue
-                if raw:
+                if raw or not is_driver_error(exc):
                     raise
-                raise self.translate_error(exc) from exc
+                raise translate(exc, self.where) from exc
         raise AssertionError("unreachable")
 
     # -- writing ---------------------------------------------------------------------
@@ -410,22 +374,22 @@ class PostgresStore:
         stream_id, encoded, expected, query, params = item
         for _ in range(_APPEND_ATTEMPTS):
             try:
-                participants = self.transaction_hooks.active
-                if not participants:
-                    rows = await self.fetch_rows(query, params, raw=True)
-                else:
-                    rows = await self._run_participants(participants, item)
-            except pg_errors.UniqueViolation as exc:
-                if exc.diag.constraint_name != EVENT_ID_KEY:
+                with driver_errors(self.where, collisions=True):
+                    participants = self.transaction_hooks.active
+                    if not participants:
+                        rows = await self.fetch_rows(query, params, raw=True)
+                    else:
+                        rows = await self._run_participants(participants, item)
+            except KeyCollision as hit:
+                if hit.key != EVENT_ID_KEY:
                     actual = (await self.stream_info(stream_id)).version
-                    raise self.translate_error(exc, conflict=(stream_id, expected, actual)) from exc
+                    conflict = (stream_id, expected, actual)
+                    raise translate(hit.error, self.where, conflict=conflict) from hit.error
                 # An earlier or concurrent append stored one of these ids: a retry?
                 retry = await self._find_retry(stream_id, encoded)
                 if retry is not None:
                     return retry
                 continue  # the racer that held the id rolled back: try again
-            except psycopg.Error as exc:
-                raise self.translate_error(exc) from exc
             base, tx, seq = rows[0]
             if base is not None:
                 return AppendResult(base + len(encoded), Position(tx, seq))
@@ -443,10 +407,9 @@ class PostgresStore:
         try:
             async with pool.connection() as conn:
                 return await run_with_participants(self, conn, participants, [item])
-        except psycopg.Error:
-            if conn is not None and conn.broken:
-                with contextlib.suppress(psycopg.Error):
-                    await pool.check()  # as `fetch_rows` does: replace every dropped one
+        except Exception as exc:
+            if dropped(exc, conn):
+                await recheck(pool)  # as `fetch_rows` does: replace every dropped one
             raise
 
     async def _not_appended(self, item: Append) -> AppendResult:
@@ -502,7 +465,7 @@ class PostgresStore:
             raise InvalidInput(f"stream {stream_id!r} cannot replace itself")
         st = self._sql
         names = {"sid": stream_id, "target": target}
-        try:
+        with driver_errors(self.where):
             async with pool.connection() as conn, conn.transaction():
                 cur = await conn.execute(st.lock_streams, {"ids": [stream_id, target]})
                 found = {sid: StreamInfo(sid, v, r) for sid, v, r in await cur.fetchall()}
@@ -518,8 +481,6 @@ class PostgresStore:
                     raise switch_refused(source, dest, version, target_version)
                 await conn.execute(st.replace_stream, names)
                 await conn.execute(st.repoint_aliases, names)
-        except psycopg.Error as exc:
-            raise self.translate_error(exc) from exc
 
     def _mode(self, expected: ExpectedVersion) -> str:
         if expected is ANY:
