@@ -23,14 +23,19 @@ if str(examples_path) not in sys.path:
     sys.path.insert(0, str(examples_path))
 
 
-def postgres_base_url() -> str:
-    """The test server's URL, or skip (locally) / fail (CI) when there is none."""
-    url = os.environ.get(POSTGRES_ENV)
+def server_url(env: str, how: str) -> str:
+    """A test server's URL from ``env``, or skip (locally) / fail (CI) when there is none."""
+    url = os.environ.get(env)
     if not url:
         if os.environ.get("CI"):
-            pytest.fail(f"CI is set but {POSTGRES_ENV} is not: the PostgreSQL tests must run")
-        pytest.skip(f"set {POSTGRES_ENV} to run the PostgreSQL tests")
+            pytest.fail(f"CI is set but {env} is not: {how}", pytrace=False)
+        pytest.skip(f"set {env} to run these tests ({how})")
     return url
+
+
+def postgres_base_url() -> str:
+    """The test server's URL, or skip (locally) / fail (CI) when there is none."""
+    return server_url(POSTGRES_ENV, "the PostgreSQL tests must run")
 
 
 def with_schema(url: str, schema: str) -> str:

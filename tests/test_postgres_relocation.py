@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import shutil
 import subprocess
 import uuid
@@ -26,6 +25,7 @@ from click.testing import CliRunner
 from psycopg import sql
 
 import eventfold
+from conftest import server_url
 from eventfold import ANY, RecordedEvent
 from eventfold.backends.postgres import PostgresStore
 from eventfold.backends.postgres._schema import Statements
@@ -52,16 +52,6 @@ class Moved(eventfold.Event):
 
 class Tally(msgspec.Struct):
     count: int = 0
-
-
-def server_url(env: str, how: str) -> str:
-    """A server's URL from ``env``, or skip (locally) / fail (CI) when there is none."""
-    url = os.environ.get(env)
-    if not url:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI is set but {env} is not: {how}", pytrace=False)
-        pytest.skip(f"set {env} to run the move tests ({how})")
-    return url
 
 
 def with_schema(url: str, schema: str) -> str:
