@@ -36,11 +36,13 @@ __all__ = [
     "HookOrder",
     "HookTransaction",
     "LoadRows",
+    "OutboxMessage",
     "Snapshot",
     "SnapshotStore",
     "SupportsCodec",
     "SupportsCommitListeners",
     "SupportsLoad",
+    "SupportsOutbox",
     "SupportsSnapshots",
     "SupportsTransactionHooks",
     "SupportsTransform",
@@ -170,6 +172,44 @@ class SupportsTransform(Protocol):
         """Point ``stream_id`` at ``target`` atomically; `TransformConflict` unless
         ``stream_id`` is still at ``version``, ``target`` at ``target_version``, and
         neither is replaced."""
+        ...
+
+
+class OutboxMessage(msgspec.Struct, frozen=True):
+    """A message for a bus, enqueued in a unit of work and committed with it.
+
+    Outbox messages are ordered among themselves (``position``, in commit order, with the
+    same never-skip rule as the global log); their positions are not comparable with event
+    positions.
+    """
+
+    position: Position
+    message_id: bytes
+    """16 bytes (a UUID): the de-duplication id a relay gives the bus."""
+    destination: str
+    """A destination declared on the store (the relay that delivers it)."""
+    key: str | None
+    """The ordering key: messages with the same key are delivered in commit order."""
+    payload: bytes
+    headers: dict[str, str]
+    recorded_us: int
+    """When it was committed (microseconds since the epoch, UTC)."""
+
+
+@runtime_checkable
+class SupportsOutbox(Protocol):
+    """A store that keeps outbox messages beside its events (see `OutboxMessage`)."""
+
+    async def read_outbox(
+        self, after: Position, limit: int, *, destination: str | None = None
+    ) -> list[OutboxMessage]:
+        """Up to ``limit`` committed messages after ``after`` (of one destination, or
+        all), in commit order; like `EventStore.read_all`, it never skips a message that
+        commits late."""
+        ...
+
+    async def outbox_head(self, destination: str | None = None) -> Position:
+        """The position of the newest committed message (`START` when there is none)."""
         ...
 
 
