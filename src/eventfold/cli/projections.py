@@ -29,6 +29,7 @@ from ..position import Position
 from ..projections import (
     BuildProgress,
     DaemonOptions,
+    Leases,
     MemoryLeases,
     ProjectionBase,
     ProjectionDaemon,
@@ -43,7 +44,6 @@ from ..projections import (
     rebuild,
     replay_parked,
 )
-from ..projections.leases import Leases
 from ..store import EventStore, backend_of
 from ._imports import find_attribute, import_user_module
 from ._shutdown import GracefulStop

@@ -26,6 +26,15 @@ from ..errors import (
     ProjectionStopped,
     StaleRead,
 )
+from ..store.ports import (
+    Checkpoint,
+    ParkedEvent,
+    PartitionState,
+    ReadModelStore,
+    ReadModelTransaction,
+    VersionRecord,
+    VersionState,
+)
 from .backends import read_models_for
 from .bluegreen import BuildProgress, SwapPolicy, activate, drop_retired
 from .daemon import ProjectionDaemon, check_projections, check_unique_names
@@ -49,15 +58,6 @@ from .status import (
     measure_lag,
     projection_status,
     wait_for,
-)
-from .store import (
-    Checkpoint,
-    ParkedEvent,
-    PartitionState,
-    ReadModelStore,
-    ReadModelTransaction,
-    VersionRecord,
-    VersionState,
 )
 from .subscription import Batch, Notifier, Polling, Signal, Subscription, WakeUp, partition_of
 from .view import DocumentView

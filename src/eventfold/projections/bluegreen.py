@@ -21,10 +21,10 @@ from dataclasses import dataclass
 
 from ..errors import CheckpointConflict, InvalidInput
 from ..position import Position
+from ..store.ports import PartitionState, ReadModelStore, VersionState, now_us
 from ..store.protocol import EventStore
 from .definition import ProjectionBase
 from .status import checkpoint_positions, measure_lag
-from .store import PartitionState, ReadModelStore, VersionState, now_us
 
 __all__ = [
     "BuildProgress",

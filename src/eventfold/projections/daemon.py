@@ -27,16 +27,16 @@ from collections.abc import AsyncIterator, Collection, Sequence
 from types import TracebackType
 from typing import Self
 
+from .._cancel import cancel_and_wait
 from ..errors import InvalidProjection, ProjectionStopped, StaleRead
 from ..position import Position
+from ..store.ports import ParkedEvent, ReadModelStore
 from ..store.protocol import EventStore
 from .bluegreen import drop_retired
 from .definition import ProjectionBase
 from .leases import Leases, MemoryLeases
 from .parked import ReplayResult, replay_parked
-from .shutdown import cancel_and_wait
 from .status import ProjectionStatus, checkpoint_positions, projection_status, wait_for
-from .store import ParkedEvent, ReadModelStore
 from .subscription import Notifier, Signal
 from .wakeups import notifier_for
 from .worker import Context, DaemonOptions, PartitionWorker, WorkerInfo, WorkerState

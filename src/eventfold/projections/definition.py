@@ -43,7 +43,7 @@ import msgspec
 
 from ..errors import ConfigurationError, HandlerFailed, InvalidProjection, StoreError
 from ..events import Event, RecordedEvent
-from .store import ReadModelTransaction
+from ..store.ports import ReadModelTransaction
 
 __all__ = [
     "DocumentProjection",

@@ -21,10 +21,10 @@ import msgspec
 from ..errors import DecodeError, HandlerFailed, InvalidInput
 from ..events import RecordedEvent
 from ..position import Position
+from ..store.ports import ParkedEvent, ReadModelStore, now_us
 from ..store.protocol import EventStore
 from .definition import ProjectionBase
 from .status import event_at
-from .store import ParkedEvent, ReadModelStore, now_us
 
 __all__ = ["ReplayResult", "replay_parked"]
 

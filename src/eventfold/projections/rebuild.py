@@ -17,13 +17,13 @@ import dataclasses
 from collections.abc import Callable, Sequence
 
 from ..errors import InvalidProjection, ProjectionStopped, StaleRead
+from ..store.ports import ReadModelStore
 from ..store.protocol import EventStore
 from .bluegreen import BuildProgress
 from .daemon import ProjectionDaemon
 from .definition import ProjectionBase
 from .leases import Leases
 from .status import ProjectionStatus, checkpoint_positions, projection_status
-from .store import ReadModelStore
 from .subscription import Notifier
 from .worker import DaemonOptions, WorkerState
 

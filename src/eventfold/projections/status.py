@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from ..errors import DecodeError, InvalidInput, StaleRead
 from ..events import RecordedEvent
 from ..position import START, Position
+from ..store.ports import Checkpoint, PartitionState, ReadModelStore, VersionState
 from ..store.protocol import EventStore
 from .definition import ProjectionBase
-from .store import Checkpoint, PartitionState, ReadModelStore, VersionState
 from .subscription import WakeUp, aclose, partition_of
 
 __all__ = [

@@ -11,10 +11,10 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Generic, TypeVar
 
 from ..position import Position
+from ..store.ports import ReadModelStore
 from ..store.protocol import EventStore
 from .definition import DocumentProjection
 from .status import wait_for_version
-from .store import ReadModelStore
 from .subscription import WakeUp
 
 __all__ = ["DocumentView"]

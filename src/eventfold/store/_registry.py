@@ -19,11 +19,13 @@ from .protocol import EventStore
 
 if TYPE_CHECKING:
     from ..codec import Codec
-    from ..projections.definition import ProjectionBase
-    from ..projections.leases import Leases
-    from ..projections.store import ReadModelStore
-    from ..projections.wakeups import StoreWakeUps
-    from .ports import TransactionParticipant
+    from .ports import (
+        InlineProjection,
+        Leases,
+        ReadModelStore,
+        TransactionParticipant,
+        WakeUpTarget,
+    )
 
 __all__ = [
     "Backend",
@@ -56,9 +58,9 @@ class Backend:
     open: Callable[[str, Codec, bool], EventStore]
     read_models: Callable[[EventStore], ReadModelStore] | None = None
     leases: Callable[[EventStore], Leases] | None = None
-    wake_ups: Callable[[StoreWakeUps], Coroutine[Any, Any, None]] | None = None
+    wake_ups: Callable[[WakeUpTarget], Coroutine[Any, Any, None]] | None = None
     inline: (
-        Callable[[EventStore, Sequence[ProjectionBase]], Awaitable[TransactionParticipant]] | None
+        Callable[[EventStore, Sequence[InlineProjection]], Awaitable[TransactionParticipant]] | None
     ) = None
 
 

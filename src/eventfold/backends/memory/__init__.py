@@ -4,8 +4,8 @@ demos."""
 from __future__ import annotations
 
 from ...codec import Codec
-from ...projections.store import ReadModelStore
 from ...store._registry import Backend
+from ...store.ports import ReadModelStore
 from ...store.protocol import EventStore
 from ._read_models import MemoryReadModelStore
 from ._store import MemorySnapshotStore, MemoryStore

@@ -14,7 +14,7 @@ from typing import Any
 
 from ...errors import CheckpointConflict, ConfigurationError, InvalidInput
 from ...position import START, Position
-from ...projections.store import (
+from ...store.ports import (
     Checkpoint,
     ParkedEvent,
     PartitionState,

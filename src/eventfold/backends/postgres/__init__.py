@@ -8,12 +8,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ...codec import Codec
-from ...projections.definition import ProjectionBase
-from ...projections.inline import INLINE_PARTICIPANT
-from ...projections.leases import Leases
-from ...projections.store import ReadModelStore
 from ...store._registry import Backend, own_store
-from ...store.ports import TransactionParticipant
+from ...store.ports import (
+    INLINE_PARTICIPANT,
+    InlineProjection,
+    Leases,
+    ReadModelStore,
+    TransactionParticipant,
+)
 from ...store.protocol import EventStore
 from ._inline import PostgresInline
 from ._leases import PostgresLeases
@@ -34,7 +36,6 @@ def _open_store(url: str, codec: Codec, read_only: bool) -> EventStore:
     return PostgresStore(url, codec, read_only=read_only)
 
 
-
 def _read_model_store(store: EventStore) -> ReadModelStore:
     return PostgresReadModelStore(own_store(store, PostgresStore))
 
@@ -44,7 +45,7 @@ def _leases_of(store: EventStore) -> Leases:
 
 
 async def _inline_participant(
-    store: EventStore, projections: Sequence[ProjectionBase]
+    store: EventStore, projections: Sequence[InlineProjection]
 ) -> TransactionParticipant:
     participant = PostgresInline(INLINE_PARTICIPANT, own_store(store, PostgresStore), projections)
     await participant.prepare()

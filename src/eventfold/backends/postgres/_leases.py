@@ -1,5 +1,5 @@
 """`PostgresLeases`: projection leases as PostgreSQL session advisory locks (see
-`eventfold.projections.leases` for what a lease guards)."""
+`eventfold.store.ports.Leases` for what a lease guards)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import contextlib
 import logging
 from typing import Any
 
+from ..._cancel import cancel_and_wait
 from ...errors import ConfigurationError
-from ...projections.leases import Lease
-from ...projections.shutdown import cancel_and_wait
+from ...store.ports import Lease
 from ...store.protocol import EventStore
 from ._store import PostgresStore
 

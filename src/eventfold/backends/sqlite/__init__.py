@@ -9,10 +9,9 @@ from urllib.parse import parse_qsl, urlsplit
 
 from ...codec import Codec
 from ...errors import ConfigurationError
-from ...projections.definition import ProjectionBase
-from ...projections.store import ReadModelStore
 from ...store._registry import Backend, own_store
-from ...store.ports import TransactionParticipant
+from ...store.ports import InlineProjection as ProjectionBase
+from ...store.ports import ReadModelStore, TransactionParticipant
 from ...store.protocol import EventStore
 from ._inline import SQLiteInline
 from ._read_models import SQLiteReadModelStore
@@ -44,7 +43,6 @@ def _open_store(url: str, codec: Codec, read_only: bool) -> EventStore:
             f"unknown sqlite URL options {sorted(options)}; the only one is synchronous"
         )
     return SQLiteStore(path, codec, synchronous=synchronous, read_only=read_only)
-
 
 
 def _read_model_store(store: EventStore) -> ReadModelStore:

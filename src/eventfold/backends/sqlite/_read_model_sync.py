@@ -15,8 +15,8 @@ from typing import Any
 
 from ...errors import CheckpointConflict
 from ...position import Position
-from ...projections._rows import checkpoint_of, ordered, parked_row, version_of
-from ...projections.store import (
+from ...store._read_model_rows import checkpoint_of, ordered, parked_row, version_of
+from ...store.ports import (
     Checkpoint,
     ParkedEvent,
     PartitionState,
