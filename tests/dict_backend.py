@@ -25,8 +25,8 @@ from eventfold import (
     StoreReadOnly,
     WrongExpectedVersion,
 )
-from eventfold.codec import Codec, Row
 from eventfold.store import AppendResult, Backend, EventStore, StoreStats, StreamInfo, kit
+from eventfold.store.kit import Codec, Row
 
 SCHEME = "dict"
 NAME = "dict"

@@ -20,13 +20,7 @@ PUBLIC_MODULES: dict[str, set[str]] = {
         "store",
         "testing",
         "write",
-        # Public today; they join the private modules once the backends have moved.
-        "codec",
         "errors",
-        "events",
-        "nesting",
-        "position",
-        "undecodable",
     },
     # Public today; they join the private modules once the backends have moved.
     "eventfold.projections": {

@@ -18,8 +18,8 @@ import msgspec
 import pytest
 
 import eventfold
+from eventfold import ANY
 from eventfold._cancel import cancel_and_wait
-from eventfold.position import ANY
 from eventfold.projections import (
     DaemonOptions,
     DocumentProjection,

@@ -24,8 +24,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
 
+from .._position import Position
 from ..errors import InvalidInput
-from ..position import Position
 from ..projections import (
     BuildProgress,
     DaemonOptions,

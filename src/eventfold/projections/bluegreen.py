@@ -19,8 +19,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from .._position import Position
 from ..errors import CheckpointConflict, InvalidInput
-from ..position import Position
 from ..store.ports import PartitionState, ReadModelStore, VersionState, now_us
 from ..store.protocol import EventStore
 from .definition import ProjectionBase

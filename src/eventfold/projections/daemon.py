@@ -28,8 +28,8 @@ from types import TracebackType
 from typing import Self
 
 from .._cancel import cancel_and_wait
+from .._position import Position
 from ..errors import InvalidProjection, ProjectionStopped, StaleRead
-from ..position import Position
 from ..store.ports import ParkedEvent, ReadModelStore
 from ..store.protocol import EventStore
 from .bluegreen import drop_retired

@@ -41,8 +41,8 @@ from typing import Any, Generic, Literal, TypeVar, overload
 
 import msgspec
 
+from .._events import Event, RecordedEvent
 from ..errors import ConfigurationError, HandlerFailed, InvalidProjection, StoreError
-from ..events import Event, RecordedEvent
 from ..store.ports import ReadModelTransaction
 
 __all__ = [

@@ -20,9 +20,9 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from .._events import RecordedEvent
+from .._position import START, Position
 from ..errors import DecodeError, InvalidInput, StaleRead
-from ..events import RecordedEvent
-from ..position import START, Position
 from ..store.ports import Checkpoint, PartitionState, ReadModelStore, VersionState
 from ..store.protocol import EventStore
 from .definition import ProjectionBase

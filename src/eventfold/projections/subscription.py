@@ -19,9 +19,9 @@ import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+from .._events import Event, RecordedEvent
+from .._position import START, Position
 from ..errors import InvalidInput
-from ..events import Event, RecordedEvent
-from ..position import START, Position
 from ..store.ports import Notifier, WakeUp
 from ..store.protocol import EventStore
 from .undecodable import Undecodable, aclose, read_page

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from typing import Generic, TypeVar
 
-from ..position import Position
+from .._position import Position
 from ..store.ports import ReadModelStore
 from ..store.protocol import EventStore
 from .definition import DocumentProjection

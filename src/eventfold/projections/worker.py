@@ -20,9 +20,9 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from .._events import RecordedEvent
+from .._position import START, Position
 from ..errors import CheckpointConflict, HandlerFailed, InvalidInput, ProjectionStopped
-from ..events import RecordedEvent
-from ..position import START, Position
 from ..store.ports import ParkedEvent, PartitionState, ReadModelStore, now_us
 from ..store.protocol import EventStore
 from .bluegreen import BuildProgress, Mode, SwapPolicy, prepare_version, try_swap

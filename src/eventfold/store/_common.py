@@ -6,7 +6,9 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, overload
 
-from ..codec import Codec, EncodedEvent
+from .._codec import Codec, EncodedEvent
+from .._events import Event, NewEvent, name_problem
+from .._position import START, ExpectedVersion, Position, check_expected_version
 from ..errors import (
     DuplicateEventId,
     InvalidInput,
@@ -16,8 +18,6 @@ from ..errors import (
     StoreError,
     TransformConflict,
 )
-from ..events import Event, NewEvent, name_problem
-from ..position import START, ExpectedVersion, Position, check_expected_version
 from .protocol import AppendResult, StreamInfo
 
 if TYPE_CHECKING:

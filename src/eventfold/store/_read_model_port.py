@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import msgspec
 
-from ..events import RecordedEvent
-from ..position import Position
+from .._events import RecordedEvent
+from .._position import Position
 
 if TYPE_CHECKING:
     from .protocol import EventStore

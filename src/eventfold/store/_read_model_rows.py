@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from .._position import Position
 from ..errors import InvalidInput
-from ..position import Position
 from ._read_model_port import Checkpoint, ParkedEvent, PartitionState, VersionRecord, VersionState
 
 __all__ = [

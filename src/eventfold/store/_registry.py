@@ -18,7 +18,7 @@ from ..errors import ConfigurationError
 from .protocol import EventStore
 
 if TYPE_CHECKING:
-    from ..codec import Codec
+    from .._codec import Codec
     from .ports import (
         InlineProjection,
         Leases,

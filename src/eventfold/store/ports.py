@@ -27,10 +27,10 @@ from typing import Any, NamedTuple, Protocol, TypeVar, cast, runtime_checkable
 
 import msgspec
 
-from ..codec import Codec, LoadRow
+from .._codec import Codec, LoadRow
+from .._events import NewEvent, RecordedEvent
+from .._position import ExpectedVersion, Position
 from ..errors import UnsupportedCapability
-from ..events import NewEvent, RecordedEvent
-from ..position import ExpectedVersion, Position
 from ._common import CommitListeners
 from ._read_model_port import (
     INLINE_PARTICIPANT,

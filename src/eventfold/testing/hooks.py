@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
+from .._events import Event, RecordedEvent
+from .._position import ANY, NO_STREAM, START, Position
 from ..errors import EventfoldError, StoreError
-from ..events import Event, RecordedEvent
-from ..position import ANY, NO_STREAM, START, Position
 from ..store.ports import (
     HookOrder,
     HookTransaction,

@@ -17,9 +17,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from .._events import Event
+from .._position import ANY
 from ..backends.memory import MemoryStore
-from ..events import Event
-from ..position import ANY
 from ..write import CommandHandler, CommandResult, Decider, HandlerOptions
 
 __all__ = ["HandlerSpec", "Spec", "handler_spec", "spec"]

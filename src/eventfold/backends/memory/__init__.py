@@ -3,7 +3,7 @@ demos."""
 
 from __future__ import annotations
 
-from ...codec import Codec
+from ..._codec import Codec
 from ...store._registry import Backend
 from ...store.ports import ReadModelStore
 from ...store.protocol import EventStore

@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
+from ..._position import START, Position
 from ...errors import CheckpointConflict, ConfigurationError, InvalidInput
-from ...position import START, Position
 from ...store.ports import (
     Checkpoint,
     ParkedEvent,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ...codec import Codec
+from ..._codec import Codec
 from ...store._registry import Backend, own_store
 from ...store.ports import (
     INLINE_PARTICIPANT,

@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
 import psycopg
 
-from ...codec import EncodedEvent
+from ..._codec import EncodedEvent
+from ..._position import ExpectedVersion, Position
 from ...errors import EventfoldError, StoreError
-from ...position import ExpectedVersion, Position
 from ...store.protocol import AppendResult
 from ._errors import dropped, is_driver_error, recheck, translate
 from ._hooks import run_with_participants

@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from psycopg import sql as pgsql
 
+from ..._events import RecordedEvent
+from ..._position import Position
 from ...errors import EventfoldError
-from ...events import RecordedEvent
-from ...position import Position
 from ...store._common import participant_failed, participant_order
 from ...store.ports import TransactionParticipant
 from ._errors import is_driver_error, translate

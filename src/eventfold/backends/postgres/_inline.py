@@ -31,8 +31,8 @@ from typing import Any
 
 import psycopg
 
-from ...events import RecordedEvent
-from ...position import START, Position
+from ..._events import RecordedEvent
+from ..._position import START, Position
 from ...store.ports import (
     HookOrder,
     HookTransaction,

@@ -38,8 +38,8 @@ from typing import Any
 import psycopg
 from psycopg import sql as pgsql
 
+from ..._position import Position
 from ...errors import CheckpointConflict, ConfigurationError, EventfoldError, InvalidInput
-from ...position import Position
 from ...store._read_model_rows import (
     TransactionGuard,
     checkpoint_of,

@@ -38,7 +38,9 @@ from typing import Any, Final, Self
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from ...codec import Codec, EncodedEvent, LoadRow
+from ..._codec import Codec, EncodedEvent, LoadRow
+from ..._events import Event, NewEvent, RecordedEvent
+from ..._position import ANY, NO_STREAM, START, STREAM_EXISTS, ExpectedVersion, Position
 from ...errors import (
     ConfigurationError,
     EventfoldError,
@@ -50,8 +52,6 @@ from ...errors import (
     StreamReplaced,
     WrongExpectedVersion,
 )
-from ...events import Event, NewEvent, RecordedEvent
-from ...position import ANY, NO_STREAM, START, STREAM_EXISTS, ExpectedVersion, Position
 from ...store._common import (
     MAX_STORED_INT,
     CommitListeners,

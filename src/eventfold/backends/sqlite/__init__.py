@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from urllib.parse import parse_qsl, urlsplit
 
-from ...codec import Codec
+from ..._codec import Codec
 from ...errors import ConfigurationError
 from ...store._registry import Backend, own_store
 from ...store.ports import InlineProjection as ProjectionBase

@@ -9,9 +9,9 @@ from collections.abc import Coroutine, Mapping, Sequence
 from typing import Any, cast
 
 from ..._coro import WouldSuspend, run_sync
+from ..._events import RecordedEvent
+from ..._position import START, Position
 from ...errors import InvalidProjection
-from ...events import RecordedEvent
-from ...position import START, Position
 from ...store.ports import (
     INLINE_PARTICIPANT,
     HookOrder,

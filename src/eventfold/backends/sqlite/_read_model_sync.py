@@ -13,8 +13,8 @@ import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from ..._position import Position
 from ...errors import CheckpointConflict
-from ...position import Position
 from ...store._read_model_rows import checkpoint_of, ordered, parked_row, version_of
 from ...store.ports import (
     Checkpoint,

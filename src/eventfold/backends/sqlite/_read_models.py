@@ -46,8 +46,8 @@ from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any, TypeVar
 
+from ..._position import START, Position
 from ...errors import CheckpointConflict, ConfigurationError, InvalidInput
-from ...position import START, Position
 from ...store._read_model_rows import (
     TransactionGuard,
     checkpoint_of,
