@@ -35,10 +35,10 @@ from ..store.ports import (
     VersionRecord,
     VersionState,
 )
-from .backends import read_models_for
-from .bluegreen import BuildProgress, SwapPolicy, activate, drop_retired
-from .daemon import ProjectionDaemon, check_projections, check_unique_names
-from .definition import (
+from ._backends import read_models_for
+from ._bluegreen import BuildProgress, SwapPolicy, activate, drop_retired
+from ._daemon import ProjectionDaemon, check_projections, check_unique_names
+from ._definition import (
     DocumentProjection,
     Handler,
     PoisonPolicy,
@@ -46,12 +46,12 @@ from .definition import (
     ProjectionBase,
     ProjectionTransaction,
 )
-from .inline import attach_inline, detach_inline
-from .leases import Lease, Leases, MemoryLeases, lease_key
-from .live import LiveView, live, replay
-from .parked import ReplayResult, replay_parked
-from .rebuild import rebuild
-from .status import (
+from ._inline import attach_inline, detach_inline
+from ._leases import Lease, Leases, MemoryLeases, lease_key
+from ._live import LiveView, live, replay
+from ._parked import ReplayResult, replay_parked
+from ._rebuild import rebuild
+from ._status import (
     Lag,
     ProjectionState,
     ProjectionStatus,
@@ -59,10 +59,10 @@ from .status import (
     projection_status,
     wait_for,
 )
-from .subscription import Batch, Notifier, Polling, Signal, Subscription, WakeUp, partition_of
-from .view import DocumentView
-from .wakeups import StoreWakeUps, notifier_for
-from .worker import DaemonOptions, WorkerInfo, WorkerState
+from ._subscription import Batch, Notifier, Polling, Signal, Subscription, WakeUp, partition_of
+from ._view import DocumentView
+from ._wakeups import StoreWakeUps, notifier_for
+from ._worker import DaemonOptions, WorkerInfo, WorkerState
 
 if typing.TYPE_CHECKING:
     from ..backends.postgres import PostgresLeases, PostgresReadModelStore

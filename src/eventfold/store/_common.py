@@ -66,7 +66,7 @@ class CommitListeners:
     """Callbacks run on the event loop's thread after each append this process commits.
 
     A store's ``committed`` attribute: subscribers in the same process use it to wake at
-    once instead of polling (`eventfold.projections.wakeups`). A callback must be quick
+    once instead of polling (`eventfold.projections.StoreWakeUps`). A callback must be quick
     and must not raise; it learns only that the log has grown.
     """
 

@@ -25,7 +25,7 @@ from .._cancel import cancel_and_wait
 from ..store import backend_of
 from ..store.ports import SupportsCommitListeners
 from ..store.protocol import EventStore
-from .subscription import Signal, WakeUp
+from ._subscription import Signal, WakeUp
 
 __all__ = ["SQLITE_POLL", "StoreWakeUps", "notifier_for"]
 

@@ -37,7 +37,7 @@ from ..errors import InvalidProjection, UnsupportedCapability
 from ..store import backend_of
 from ..store.ports import INLINE_PARTICIPANT, SupportsTransactionHooks, capability
 from ..store.protocol import EventStore
-from .definition import ProjectionBase
+from ._definition import ProjectionBase
 
 __all__ = ["INLINE_PARTICIPANT", "attach_inline", "detach_inline"]
 

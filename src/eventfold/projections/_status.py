@@ -25,8 +25,8 @@ from .._position import START, Position
 from ..errors import DecodeError, InvalidInput, StaleRead
 from ..store.ports import Checkpoint, PartitionState, ReadModelStore, VersionState
 from ..store.protocol import EventStore
-from .definition import ProjectionBase
-from .subscription import WakeUp, aclose, partition_of
+from ._definition import ProjectionBase
+from ._subscription import WakeUp, aclose, partition_of
 
 __all__ = [
     "Lag",

@@ -23,8 +23,8 @@ from .._position import Position
 from ..errors import CheckpointConflict, InvalidInput
 from ..store.ports import PartitionState, ReadModelStore, VersionState, now_us
 from ..store.protocol import EventStore
-from .definition import ProjectionBase
-from .status import checkpoint_positions, measure_lag
+from ._definition import ProjectionBase
+from ._status import checkpoint_positions, measure_lag
 
 __all__ = [
     "BuildProgress",

@@ -21,8 +21,8 @@ from .._events import RecordedEvent
 from .._position import Position
 from ..backends.memory import MemoryReadModelStore
 from ..store.protocol import EventStore
-from .definition import DocumentProjection, ProjectionBase
-from .subscription import DEFAULT_BATCH_SIZE, Subscription, aclose
+from ._definition import DocumentProjection, ProjectionBase
+from ._subscription import DEFAULT_BATCH_SIZE, Subscription, aclose
 
 __all__ = ["LiveView", "live", "replay"]
 

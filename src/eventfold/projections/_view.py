@@ -13,9 +13,9 @@ from typing import Generic, TypeVar
 from .._position import Position
 from ..store.ports import ReadModelStore
 from ..store.protocol import EventStore
-from .definition import DocumentProjection
-from .status import wait_for_version
-from .subscription import WakeUp
+from ._definition import DocumentProjection
+from ._status import wait_for_version
+from ._subscription import WakeUp
 
 __all__ = ["DocumentView"]
 

@@ -24,7 +24,7 @@ from .._position import START, Position
 from ..errors import InvalidInput
 from ..store.ports import Notifier, WakeUp
 from ..store.protocol import EventStore
-from .undecodable import Undecodable, aclose, read_page
+from ._undecodable import Undecodable, aclose, read_page
 
 __all__ = [
     "Batch",

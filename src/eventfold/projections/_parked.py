@@ -23,8 +23,8 @@ from .._position import Position
 from ..errors import DecodeError, HandlerFailed, InvalidInput
 from ..store.ports import ParkedEvent, ReadModelStore, now_us
 from ..store.protocol import EventStore
-from .definition import ProjectionBase
-from .status import event_at
+from ._definition import ProjectionBase
+from ._status import event_at
 
 __all__ = ["ReplayResult", "replay_parked"]
 
