@@ -143,11 +143,11 @@ def _load(entry: _Entry) -> Backend:
     return backend
 
 
-register_backend("memory", ["memory"], "eventfold.backends.memory:BACKEND")
-register_backend("sqlite", ["sqlite"], "eventfold.backends.sqlite:BACKEND")
+register_backend("memory", ["memory"], "eventfold.backends.memory._backend:BACKEND")
+register_backend("sqlite", ["sqlite"], "eventfold.backends.sqlite._backend:BACKEND")
 register_backend(
     "postgresql",
     ["postgresql", "postgres"],
-    "eventfold.backends.postgres:BACKEND",
+    "eventfold.backends.postgres._backend:BACKEND",
     install="pip install 'eventfold[postgres]'",
 )
