@@ -65,6 +65,7 @@ from ...store._common import (
 )
 from ...store.ports import LoadRows, Snapshot
 from ...store.protocol import AppendResult, StoreStats, StreamInfo
+from . import _paging
 from ._append import append_one, append_statement, mode_of
 from ._batch import Append, Batcher, append_many, load_many, load_one
 from ._conn import MigrationTrack, applied, configure_read_only
@@ -84,7 +85,7 @@ from ._errors import (
 )
 from ._hooks import PostgresTransactionHooks
 from ._notify import NotifySender, channel_name
-from ._paging import PAGE, Pager, Rows
+from ._paging import Pager, Rows
 from ._schema import Statements, lock_key
 from ._snapshots import PostgresSnapshotStore
 
@@ -473,7 +474,7 @@ class PostgresStore:
             "type": state_type,
             "version": upto,
             "recorded": _MAX_VERSION if max_recorded_us is None else bounded(max_recorded_us),
-            "n": PAGE,
+            "n": _paging.PAGE,
             "timed": timed,
         }
         rows = await self._loads.submit(params)
@@ -485,7 +486,7 @@ class PostgresStore:
             )
         first = self.codec.decode_loaded(sid, rows[1:])
         rest = None
-        if len(rows) - 1 == PAGE:
+        if len(rows) - 1 == _paging.PAGE:
             rest = self._load_pages(sid, rows[-1][0] + 1, upto, timed)
         return LoadRows(snapshot, sid, anchor, first, rest)
 
