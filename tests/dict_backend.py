@@ -25,8 +25,8 @@ from eventfold import (
     StoreReadOnly,
     WrongExpectedVersion,
 )
-from eventfold.codec import Codec, Row
 from eventfold.store import AppendResult, Backend, EventStore, StoreStats, StreamInfo, kit
+from eventfold.store.kit import Codec, Row
 
 SCHEME = "dict"
 NAME = "dict"
@@ -196,8 +196,7 @@ class DictStore:
         names = sorted(
             s
             for s in self._streams
-            if (after is None or s > after)
-            and (category is None or kit.category_of(s) == category)
+            if (after is None or s > after) and (category is None or kit.category_of(s) == category)
         )
         for name in names[:limit]:
             yield StreamInfo(name, len(self._streams[name]), None)

@@ -46,7 +46,7 @@ class _StoresRawFor:
 def url_with_a_deep_event(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """A SQLite store holding, at deep-1@2, a payload nested deeper than a reader follows."""
     url = f"sqlite:///{tmp_path}/x.db"
-    monkeypatch.setattr("eventfold.codec.nesting_depth_exceeds", lambda data: False)
+    monkeypatch.setattr("eventfold._codec.nesting_depth_exceeds", lambda data: False)
     marker: dict[str, Any] = {}
 
     async def write() -> None:

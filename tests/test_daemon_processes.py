@@ -25,10 +25,9 @@ import pytest
 from bank import AccountOpened, Deposited
 
 import eventfold
+from eventfold import ANY
 from eventfold.backends.postgres import PostgresStore
-from eventfold.position import ANY
-from eventfold.projections import read_models_for
-from eventfold.projections.leases import lease_key
+from eventfold.projections import lease_key, read_models_for
 
 APP = """
 import os

@@ -9,7 +9,7 @@ import pytest
 
 import eventfold
 from eventfold import Event, NewEvent, TypeRegistry
-from eventfold.codec import Codec
+from eventfold.store.kit import Codec
 
 
 class ItemAdded(Event):

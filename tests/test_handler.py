@@ -316,12 +316,12 @@ async def test_loads_page_through_long_streams(
 ) -> None:
     """Loads longer than a backend's first page read the rest in pages, with every bound,
     from a snapshot, and through a replaced stream's alias."""
-    from eventfold.backends.postgres import _store as postgres
+    from eventfold.backends.postgres import _paging as postgres
     from eventfold.backends.sqlite import _store as sqlite
 
     monkeypatch.setattr(sqlite, "_FIRST_PAGE", 7)
     monkeypatch.setattr(sqlite, "PAGE_SIZE", 5)
-    monkeypatch.setattr(postgres, "_PAGE", 6)
+    monkeypatch.setattr(postgres, "PAGE", 6)
     opened = AccountOpened(owner="ann")
     deposits = [Deposited(amount=k) for k in range(1, 41)]
     await store.append("account-1", [opened, *deposits[:8]], expected_version=eventfold.NO_STREAM)

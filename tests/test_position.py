@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 import eventfold
 from eventfold import START, Position
-from eventfold.position import MAX_POSITION_PART
+from eventfold._position import MAX_POSITION_PART
 
 positions = st.builds(
     Position, st.integers(0, MAX_POSITION_PART), st.integers(0, MAX_POSITION_PART)

@@ -20,6 +20,7 @@ import pytest
 import eventfold
 from eventfold import ANY, NO_STREAM, START, Event, NewEvent, Position, RecordedEvent
 from eventfold.backends.postgres import DEFAULT_SCHEMA, PostgresStore
+from eventfold.backends.postgres._append import append_statement
 from eventfold.backends.postgres._conn import configure
 from eventfold.backends.postgres._schema import MIGRATIONS
 from eventfold.testing.conformance import settle
@@ -101,7 +102,7 @@ async def test_a_late_commit_is_never_skipped(
     slow = await psycopg.AsyncConnection.connect(BASE_URL)
     try:
         encoded = store.codec.encode("slow-1", [Opened(n=1)])
-        query, params = store._append_statement("slow-1", encoded, NO_STREAM)
+        query, params = append_statement(store.statements, "slow-1", encoded, NO_STREAM)
         await slow.execute(query, params)
         # ... while a younger transaction B appends and commits.
         fast = await store.append("fast-1", [Opened(n=2)], expected_version=NO_STREAM)
@@ -226,7 +227,7 @@ async def test_read_all_pages_walk_the_index_at_any_depth(store: PostgresStore) 
             (["pgtest.Opened", "nothing.Here"], ["one2", "cat1"]),
         ]
         for types, cats in filters:
-            query = store._sql.read_all[(types is not None, cats is not None)]
+            query = store.statements.read_all[(types is not None, cats is not None)]
             text, names = numbered(query)
             await conn.execute("SET plan_cache_mode = force_generic_plan")
             await conn.execute(f"PREPARE page AS {text}")
@@ -260,7 +261,7 @@ async def test_read_stream_walks_the_stream_index(store: PostgresStore) -> None:
     conn = await psycopg.AsyncConnection.connect(BASE_URL, autocommit=True)
     try:
         await configure(conn)
-        for query in (store._sql.read_forwards, store._sql.read_backwards):
+        for query in (store.statements.read_forwards, store.statements.read_backwards):
             cur = await conn.execute(b"EXPLAIN " + query, {"sid": "big-1", "at": 10, "n": 5000})
             plan = [row[0] for row in await cur.fetchall()]
             assert plan[0].startswith("Limit"), plan

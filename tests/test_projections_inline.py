@@ -12,8 +12,8 @@ import pytest
 from bank import AccountOpened, Deposited
 
 import eventfold
+from eventfold import ANY, NO_STREAM
 from eventfold.errors import ConfigurationError, WrongExpectedVersion
-from eventfold.position import ANY, NO_STREAM
 from eventfold.projections import (
     DocumentProjection,
     DocumentView,
@@ -305,7 +305,7 @@ APPENDER = """
 import asyncio, os, sys
 import msgspec
 import eventfold
-from eventfold.position import ANY
+from eventfold import ANY
 from eventfold.projections import DocumentProjection, attach_inline
 from bank import Deposited
 

@@ -18,7 +18,8 @@ import msgspec
 import pytest
 
 import eventfold
-from eventfold.position import ANY
+from eventfold import ANY
+from eventfold._cancel import cancel_and_wait
 from eventfold.projections import (
     DaemonOptions,
     DocumentProjection,
@@ -27,7 +28,6 @@ from eventfold.projections import (
     ReadModelStore,
 )
 from eventfold.projections import read_models_for as models_for
-from eventfold.projections.shutdown import cancel_and_wait
 
 STOP_TIMEOUT = 2.0
 SLACK = 3.0

@@ -12,10 +12,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import eventfold
-from eventfold import NO_STREAM, NewEvent, TypeRegistry
-from eventfold.codec import MAX_NESTING_DEPTH, Codec
-from eventfold.nesting import nesting_depth_exceeds
-from eventfold.undecodable import UndecodedPayload, keep_undecodable
+from eventfold import (
+    MAX_NESTING_DEPTH,
+    NO_STREAM,
+    NewEvent,
+    TypeRegistry,
+    UndecodedPayload,
+    keep_undecodable,
+)
+from eventfold._nesting import nesting_depth_exceeds
+from eventfold.store.kit import Codec
 
 
 class Paid(eventfold.Event):

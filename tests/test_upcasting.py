@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 
 import eventfold
 from eventfold import NO_STREAM, NewEvent, TypeRegistry
-from eventfold.codec import Codec, Row
 from eventfold.store.connect import detect_producer_version
+from eventfold.store.kit import Codec, Row
 from eventfold.testing import settle
 from eventfold.write import Snapshot
 

@@ -11,10 +11,9 @@ from collections.abc import AsyncIterator
 import psycopg
 import pytest
 
-from eventfold import Event, EventStore, connect
+from eventfold import ANY, Event, EventStore, connect
 from eventfold.backends.postgres import PostgresStore
 from eventfold.errors import ConfigurationError
-from eventfold.position import ANY
 from eventfold.projections import (
     Lease,
     Leases,

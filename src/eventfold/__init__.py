@@ -7,8 +7,19 @@ subscribers never skip events in; SQLite embedded by default, PostgreSQL for pro
 from __future__ import annotations
 
 from . import schema
+from ._codec import DEFAULT_MAX_EVENT_SIZE, MAX_NESTING_DEPTH
+from ._events import (
+    Event,
+    NewEvent,
+    RecordedEvent,
+    TypeRegistry,
+    default_registry,
+    event_type_name,
+    new_event_id,
+)
+from ._position import ANY, NO_STREAM, START, STREAM_EXISTS, ExpectedVersion, Position, StreamState
+from ._undecodable import UndecodedPayload, keep_undecodable
 from ._version import __version__
-from .codec import DEFAULT_MAX_EVENT_SIZE
 from .errors import (
     CheckpointConflict,
     ConcurrencyError,
@@ -47,16 +58,6 @@ from .errors import (
     UpcastFailed,
     WrongExpectedVersion,
 )
-from .events import (
-    Event,
-    NewEvent,
-    RecordedEvent,
-    TypeRegistry,
-    default_registry,
-    event_type_name,
-    new_event_id,
-)
-from .position import ANY, NO_STREAM, START, STREAM_EXISTS, ExpectedVersion, Position, StreamState
 from .projections import DocumentProjection, Projection, ProjectionDaemon
 from .schema import StreamReport, TransformReport, transform, transformed_event_id
 from .store import DEFAULT_URL, AppendResult, EventStore, StoreStats, StreamInfo, connect
@@ -80,6 +81,7 @@ __all__ = [
     "ANY",
     "DEFAULT_MAX_EVENT_SIZE",
     "DEFAULT_URL",
+    "MAX_NESTING_DEPTH",
     "MAX_STREAM_ID_LENGTH",
     "NO_STREAM",
     "START",
@@ -142,6 +144,7 @@ __all__ = [
     "TransformReport",
     "TypeRegistry",
     "UndecodableEvent",
+    "UndecodedPayload",
     "UnsupportedCapability",
     "UpcastFailed",
     "WrongExpectedVersion",
@@ -153,6 +156,7 @@ __all__ = [
     "default_registry",
     "event_type_name",
     "fold",
+    "keep_undecodable",
     "new_event_id",
     "schema",
     "transform",

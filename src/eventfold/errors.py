@@ -50,8 +50,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .events import RecordedEvent
-    from .position import Position
+    from ._events import RecordedEvent
+    from ._position import Position
 
 __all__ = [
     "CheckpointConflict",

@@ -14,8 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .._events import Event
 from ..errors import EventfoldError
-from ..events import Event
 from ..write import Decider
 
 __all__ = ["DEBUG_ENV", "UserCodeError", "call_user", "guard_decider", "user_traceback"]

@@ -24,11 +24,12 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
 
+from .._position import Position
 from ..errors import InvalidInput
-from ..position import Position
 from ..projections import (
     BuildProgress,
     DaemonOptions,
+    Leases,
     MemoryLeases,
     ProjectionBase,
     ProjectionDaemon,
@@ -43,7 +44,6 @@ from ..projections import (
     rebuild,
     replay_parked,
 )
-from ..projections.leases import Leases
 from ..store import EventStore, backend_of
 from ._imports import find_attribute, import_user_module
 from ._shutdown import GracefulStop

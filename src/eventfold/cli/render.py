@@ -15,10 +15,10 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from ..events import RecordedEvent
+from .._events import RecordedEvent
+from .._undecodable import UndecodedPayload
 from ..store import StoreStats, StreamInfo
 from ..store.connect import redact_url
-from ..undecodable import UndecodedPayload
 from ..write import Aggregate, Loaded
 
 __all__ = [

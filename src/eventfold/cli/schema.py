@@ -20,8 +20,8 @@ from rich.table import Table
 from rich.text import Text
 
 from .. import schema
+from .._events import Event, TypeRegistry, default_registry
 from ..errors import InvalidInput
-from ..events import Event, TypeRegistry, default_registry
 from ..store import EventStore, connect
 from . import render
 from ._imports import find_attribute, import_user_module

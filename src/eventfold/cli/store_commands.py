@@ -20,12 +20,12 @@ import msgspec
 from rich.console import Console
 
 from .. import schema
+from .._events import NewEvent, RecordedEvent
+from .._nesting import MAX_NESTING_DEPTH
+from .._position import START, ExpectedVersion, Position, StreamState
+from .._undecodable import keep_undecodable
 from ..errors import InvalidInput
-from ..events import NewEvent, RecordedEvent
-from ..nesting import MAX_NESTING_DEPTH
-from ..position import START, ExpectedVersion, Position, StreamState
 from ..store import AppendResult, EventStore, StoreStats, StreamInfo, connect
-from ..undecodable import keep_undecodable
 from . import render
 
 __all__ = ["COMMANDS", "CliState", "demo", "run_with_store"]

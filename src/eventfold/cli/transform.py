@@ -16,8 +16,8 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
+from .._events import RecordedEvent
 from ..errors import InvalidInput
-from ..events import RecordedEvent
 from ..schema import TransformFn, TransformReport, transform
 from ..store import EventStore
 from . import render

@@ -26,31 +26,7 @@ from ..errors import (
     ProjectionStopped,
     StaleRead,
 )
-from .backends import read_models_for
-from .bluegreen import BuildProgress, SwapPolicy, activate, drop_retired
-from .daemon import ProjectionDaemon, check_projections, check_unique_names
-from .definition import (
-    DocumentProjection,
-    Handler,
-    PoisonPolicy,
-    Projection,
-    ProjectionBase,
-    ProjectionTransaction,
-)
-from .inline import attach_inline, detach_inline
-from .leases import Lease, Leases, MemoryLeases, lease_key
-from .live import LiveView, live, replay
-from .parked import ReplayResult, replay_parked
-from .rebuild import rebuild
-from .status import (
-    Lag,
-    ProjectionState,
-    ProjectionStatus,
-    measure_lag,
-    projection_status,
-    wait_for,
-)
-from .store import (
+from ..store.ports import (
     Checkpoint,
     ParkedEvent,
     PartitionState,
@@ -59,10 +35,34 @@ from .store import (
     VersionRecord,
     VersionState,
 )
-from .subscription import Batch, Notifier, Polling, Signal, Subscription, WakeUp, partition_of
-from .view import DocumentView
-from .wakeups import StoreWakeUps, notifier_for
-from .worker import DaemonOptions, WorkerInfo, WorkerState
+from ._backends import read_models_for
+from ._bluegreen import BuildProgress, SwapPolicy, activate, drop_retired
+from ._daemon import ProjectionDaemon, check_projections, check_unique_names
+from ._definition import (
+    DocumentProjection,
+    Handler,
+    PoisonPolicy,
+    Projection,
+    ProjectionBase,
+    ProjectionTransaction,
+)
+from ._inline import attach_inline, detach_inline
+from ._leases import Lease, Leases, MemoryLeases, lease_key
+from ._live import LiveView, live, replay
+from ._parked import ReplayResult, replay_parked
+from ._rebuild import rebuild
+from ._status import (
+    Lag,
+    ProjectionState,
+    ProjectionStatus,
+    measure_lag,
+    projection_status,
+    wait_for,
+)
+from ._subscription import Batch, Notifier, Polling, Signal, Subscription, WakeUp, partition_of
+from ._view import DocumentView
+from ._wakeups import StoreWakeUps, notifier_for
+from ._worker import DaemonOptions, WorkerInfo, WorkerState
 
 if typing.TYPE_CHECKING:
     from ..backends.postgres import PostgresLeases, PostgresReadModelStore

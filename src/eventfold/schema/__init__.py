@@ -26,7 +26,7 @@
 
 from __future__ import annotations
 
-from ..codec import SchemaViolation
+from .._codec import SchemaViolation
 from ._compat import Change, CompatReport, IncompatibleSchema, TypeCheck, check, diff_schemas
 from ._publish import publish
 from ._registry import (

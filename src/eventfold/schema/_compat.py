@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from .._events import Event, TypeRegistry
 from ..errors import IncompatibleSchema
-from ..events import Event, TypeRegistry
 from ._registry import schema_of
 from ._upcasting import CurrentVersion, MissingUpcaster
 

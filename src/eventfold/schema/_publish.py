@@ -5,8 +5,8 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 
+from .._events import Event, NewEvent, TypeRegistry, default_registry
 from ..errors import WrongExpectedVersion
-from ..events import Event, NewEvent, TypeRegistry, default_registry
 from ..store.ports import SupportsCodec
 from ..store.protocol import EventStore
 from ._compat import IncompatibleSchema, check

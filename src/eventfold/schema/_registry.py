@@ -24,7 +24,7 @@ from typing import Any
 
 import msgspec
 
-from ..events import Event, RecordedEvent, TypeRegistry
+from .._events import Event, RecordedEvent, TypeRegistry
 from ..store.ports import SupportsCodec
 from ..store.protocol import EventStore
 from ._exact import exact_schema

@@ -14,8 +14,8 @@ from typing import Any, Protocol, TypeVar
 
 import msgspec
 
+from .._events import TypeRegistry, default_registry
 from ..errors import DecodeError, InvalidInput
-from ..events import TypeRegistry, default_registry
 
 __all__ = ["SnapshotLike", "can_upcast_state", "upcast_snapshot", "upcast_state"]
 

@@ -42,8 +42,8 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from .._events import Event, NewEvent, RecordedEvent
 from ..errors import InvalidInput, TransformConflict
-from ..events import Event, NewEvent, RecordedEvent
 from ..store._common import check_stream_id
 from ..store.ports import SupportsTransform, capability
 from ..store.protocol import EventStore, StreamInfo

@@ -1,7 +1,7 @@
 """Checking payloads on write: every field that does not fit its schema, by name.
 
 The codec checks each event against its type's schema before anything is stored (see
-`eventfold.codec.Codec`); this module holds what the check reports and how it finds every
+`eventfold.store.kit.Codec`); this module holds what the check reports and how it finds every
 violation rather than msgspec's first one.
 """
 

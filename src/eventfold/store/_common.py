@@ -6,7 +6,9 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, overload
 
-from ..codec import Codec, EncodedEvent
+from .._codec import Codec, EncodedEvent
+from .._events import Event, NewEvent, name_problem
+from .._position import START, ExpectedVersion, Position, check_expected_version
 from ..errors import (
     DuplicateEventId,
     InvalidInput,
@@ -16,8 +18,6 @@ from ..errors import (
     StoreError,
     TransformConflict,
 )
-from ..events import Event, NewEvent, name_problem
-from ..position import START, ExpectedVersion, Position, check_expected_version
 from .protocol import AppendResult, StreamInfo
 
 if TYPE_CHECKING:
@@ -66,7 +66,7 @@ class CommitListeners:
     """Callbacks run on the event loop's thread after each append this process commits.
 
     A store's ``committed`` attribute: subscribers in the same process use it to wake at
-    once instead of polling (`eventfold.projections.wakeups`). A callback must be quick
+    once instead of polling (`eventfold.projections.StoreWakeUps`). A callback must be quick
     and must not raise; it learns only that the log has grown.
     """
 

@@ -18,12 +18,14 @@ from ..errors import ConfigurationError
 from .protocol import EventStore
 
 if TYPE_CHECKING:
-    from ..codec import Codec
-    from ..projections.definition import ProjectionBase
-    from ..projections.leases import Leases
-    from ..projections.store import ReadModelStore
-    from ..projections.wakeups import StoreWakeUps
-    from .ports import TransactionParticipant
+    from .._codec import Codec
+    from .ports import (
+        InlineProjection,
+        Leases,
+        ReadModelStore,
+        TransactionParticipant,
+        WakeUpTarget,
+    )
 
 __all__ = [
     "Backend",
@@ -56,9 +58,9 @@ class Backend:
     open: Callable[[str, Codec, bool], EventStore]
     read_models: Callable[[EventStore], ReadModelStore] | None = None
     leases: Callable[[EventStore], Leases] | None = None
-    wake_ups: Callable[[StoreWakeUps], Coroutine[Any, Any, None]] | None = None
+    wake_ups: Callable[[WakeUpTarget], Coroutine[Any, Any, None]] | None = None
     inline: (
-        Callable[[EventStore, Sequence[ProjectionBase]], Awaitable[TransactionParticipant]] | None
+        Callable[[EventStore, Sequence[InlineProjection]], Awaitable[TransactionParticipant]] | None
     ) = None
 
 
@@ -141,11 +143,11 @@ def _load(entry: _Entry) -> Backend:
     return backend
 
 
-register_backend("memory", ["memory"], "eventfold.backends.memory:BACKEND")
-register_backend("sqlite", ["sqlite"], "eventfold.backends.sqlite:BACKEND")
+register_backend("memory", ["memory"], "eventfold.backends.memory._backend:BACKEND")
+register_backend("sqlite", ["sqlite"], "eventfold.backends.sqlite._backend:BACKEND")
 register_backend(
     "postgresql",
     ["postgresql", "postgres"],
-    "eventfold.backends.postgres:BACKEND",
+    "eventfold.backends.postgres._backend:BACKEND",
     install="pip install 'eventfold[postgres]'",
 )

@@ -8,9 +8,9 @@ import sys
 from importlib import metadata
 from urllib.parse import urlsplit
 
-from ..codec import DEFAULT_MAX_EVENT_SIZE, Codec
+from .._codec import DEFAULT_MAX_EVENT_SIZE, Codec
+from .._events import TypeRegistry
 from ..errors import ConfigurationError
-from ..events import TypeRegistry
 from ._registry import backend_for_scheme
 from .protocol import EventStore
 

@@ -3,12 +3,13 @@
 A store built on these refuses bad input with the same errors as eventfold's own (what
 `eventfold.testing.EventStoreConformance` checks), and decides retries and conflicts
 alike. A backend is then registered with `eventfold.store.register_backend`; its ``open``
-gets the `eventfold.codec.Codec` that encodes and decodes the events.
+gets the `Codec` that encodes and decodes the events (rows in `Row` order).
 """
 
 from __future__ import annotations
 
-from ..position import version_matches
+from .._codec import Codec, Row
+from .._position import version_matches
 from ._common import (
     PAGE_SIZE,
     CommitListeners,
@@ -28,7 +29,9 @@ from ._common import (
 
 __all__ = [
     "PAGE_SIZE",
+    "Codec",
     "CommitListeners",
+    "Row",
     "StoredCopy",
     "category_names",
     "category_of",

@@ -10,6 +10,9 @@ which returns the store typed as the port, or raises `UnsupportedCapability` nam
 backend and the port. Code to which a capability is optional tests
 ``isinstance(store, SupportsLoad)`` and falls back.
 
+The read path's ports (the read-model store and its rows, leases, wake-ups, and what an
+inline participant runs) are declared in ``_read_model_port`` and re-exported here.
+
 Transaction hooks are how anything joins an append's own transaction (see
 `TransactionHooks`): participants run in a declared order (`HookOrder`), each sees the
 events appended and writes through the same transaction, and a participant that raises
@@ -24,19 +27,46 @@ from typing import Any, NamedTuple, Protocol, TypeVar, cast, runtime_checkable
 
 import msgspec
 
-from ..codec import Codec, LoadRow
+from .._codec import Codec, LoadRow
+from .._events import NewEvent, RecordedEvent
+from .._position import ExpectedVersion, Position
 from ..errors import UnsupportedCapability
-from ..events import NewEvent, RecordedEvent
-from ..position import ExpectedVersion, Position
 from ._common import CommitListeners
+from ._read_model_port import (
+    INLINE_PARTICIPANT,
+    Checkpoint,
+    InlineProjection,
+    Lease,
+    Leases,
+    Notifier,
+    ParkedEvent,
+    PartitionState,
+    ReadModelStore,
+    ReadModelTransaction,
+    VersionRecord,
+    VersionState,
+    WakeUp,
+    WakeUpTarget,
+    now_us,
+)
 from .protocol import AppendResult, EventStore, StreamInfo
 
 __all__ = [
+    "INLINE_PARTICIPANT",
+    "Checkpoint",
     "EventStore",
     "HookOrder",
     "HookTransaction",
+    "InlineProjection",
+    "Lease",
+    "Leases",
     "LoadRows",
+    "Notifier",
     "OutboxMessage",
+    "ParkedEvent",
+    "PartitionState",
+    "ReadModelStore",
+    "ReadModelTransaction",
     "Snapshot",
     "SnapshotStore",
     "SupportsCodec",
@@ -48,7 +78,12 @@ __all__ = [
     "SupportsTransform",
     "TransactionHooks",
     "TransactionParticipant",
+    "VersionRecord",
+    "VersionState",
+    "WakeUp",
+    "WakeUpTarget",
     "capability",
+    "now_us",
 ]
 
 P = TypeVar("P")

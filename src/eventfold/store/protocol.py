@@ -10,8 +10,8 @@ from typing import Protocol, Self, runtime_checkable
 
 import msgspec
 
-from ..events import Event, NewEvent, RecordedEvent
-from ..position import ExpectedVersion, Position
+from .._events import Event, NewEvent, RecordedEvent
+from .._position import ExpectedVersion, Position
 
 __all__ = ["AppendResult", "EventStore", "StoreStats", "StreamInfo"]
 

@@ -16,10 +16,18 @@ from typing import Any
 
 import pytest
 
-from ..errors import EventfoldError, StoreError
-from ..events import Event, RecordedEvent
-from ..position import ANY, NO_STREAM, START, Position
-from ..store.ports import (
+from eventfold import (
+    ANY,
+    NO_STREAM,
+    START,
+    Event,
+    EventfoldError,
+    EventStore,
+    Position,
+    RecordedEvent,
+    StoreError,
+)
+from eventfold.store.ports import (
     HookOrder,
     HookTransaction,
     SupportsTransactionHooks,
@@ -27,7 +35,7 @@ from ..store.ports import (
     TransactionParticipant,
     capability,
 )
-from ..store.protocol import EventStore
+
 from .conformance import settle
 
 __all__ = ["TransactionHookConformance"]

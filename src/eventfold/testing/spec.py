@@ -17,10 +17,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from ..backends.memory import MemoryStore
-from ..events import Event
-from ..position import ANY
-from ..write import CommandHandler, CommandResult, Decider, HandlerOptions
+from eventfold import ANY, Event
+from eventfold.backends.memory import MemoryStore
+from eventfold.write import CommandHandler, CommandResult, Decider, HandlerOptions
 
 __all__ = ["HandlerSpec", "Spec", "handler_spec", "spec"]
 

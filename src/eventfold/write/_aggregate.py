@@ -29,7 +29,7 @@ import copy
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Self, TypeVar
 
-from ..events import Event
+from .._events import Event
 from ._decider import Decider
 
 __all__ = ["Aggregate", "applies"]

@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
-from ..codec import LoadRow
-from ..events import RecordedEvent
+from .._codec import LoadRow
+from .._events import RecordedEvent
 from ..store.ports import LoadRows, Snapshot
 
 if TYPE_CHECKING:

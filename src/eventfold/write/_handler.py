@@ -23,6 +23,8 @@ from typing import Any, Generic, TypeVar
 
 import msgspec
 
+from .._events import Event, NewEvent, RecordedEvent
+from .._position import NO_STREAM, ExpectedVersion, Position
 from ..errors import (
     DecodeError,
     DuplicateEventId,
@@ -31,8 +33,6 @@ from ..errors import (
     RetriesExhausted,
     WrongExpectedVersion,
 )
-from ..events import Event, NewEvent, RecordedEvent
-from ..position import NO_STREAM, ExpectedVersion, Position
 from ..schema._state import can_upcast_state, upcast_snapshot
 from ..store.ports import Snapshot, SnapshotStore, SupportsCodec, SupportsLoad, SupportsSnapshots
 from ..store.protocol import EventStore

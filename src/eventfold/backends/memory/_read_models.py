@@ -12,9 +12,9 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
+from ..._position import START, Position
 from ...errors import CheckpointConflict, ConfigurationError, InvalidInput
-from ...position import START, Position
-from ...projections.store import (
+from ...store.ports import (
     Checkpoint,
     ParkedEvent,
     PartitionState,
@@ -30,33 +30,41 @@ _CpKey = tuple[str, int, int]
 _PAGE = 1000
 
 
+class _Tables:
+    """What a `MemoryReadModelStore` holds, committed: its transactions apply to it."""
+
+    def __init__(self) -> None:
+        self.docs: dict[_Slot, dict[str, bytes]] = {}
+        self.checkpoints: dict[_CpKey, Checkpoint] = {}
+        self.parked: dict[_Slot, dict[Position, ParkedEvent]] = {}
+        self.versions: dict[_Slot, VersionRecord] = {}
+        self.active: dict[str, int] = {}
+
+
 class MemoryReadModelStore:
     """A `ReadModelStore` held in dicts; nothing survives the process."""
 
     backend = "memory"
 
     def __init__(self) -> None:
-        self._docs: dict[_Slot, dict[str, bytes]] = {}
-        self._checkpoints: dict[_CpKey, Checkpoint] = {}
-        self._parked: dict[_Slot, dict[Position, ParkedEvent]] = {}
-        self._versions: dict[_Slot, VersionRecord] = {}
-        self._active: dict[str, int] = {}
+        self._tables = _Tables()
         self.commits = 0
         """Transactions committed (for tests and metrics)."""
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[MemoryTransaction]:
         """A transaction whose writes apply together when the block ends without error."""
-        tx = MemoryTransaction(self)
+        tx = MemoryTransaction(self._tables)
         try:
             yield tx
         except BaseException:
-            tx._closed = True
+            tx.close()
             raise
-        tx._commit()
+        tx.commit()
+        self.commits += 1
 
     async def get_documents(self, name: str, version: int, ids: Sequence[str]) -> dict[str, bytes]:
-        docs = self._docs.get((name, version), {})
+        docs = self._tables.docs.get((name, version), {})
         return {i: docs[i] for i in ids if i in docs}
 
     async def iter_documents(
@@ -64,7 +72,7 @@ class MemoryReadModelStore:
     ) -> AsyncIterator[tuple[str, bytes]]:
         if limit is not None and (isinstance(limit, bool) or limit < 0):
             raise InvalidInput(f"limit must be None or an int >= 0, got {limit!r}")
-        docs = self._docs.get((name, version), {})
+        docs = self._tables.docs.get((name, version), {})
         items = sorted(
             (k, v) for k, v in list(docs.items()) if after is None or k > after
         )  # a snapshot: later commits do not change what this listing yields
@@ -76,25 +84,26 @@ class MemoryReadModelStore:
             await asyncio.sleep(0)
 
     async def checkpoints(self, name: str, version: int) -> list[Checkpoint]:
-        found = [c for k, c in self._checkpoints.items() if k[:2] == (name, version)]
+        found = [c for k, c in self._tables.checkpoints.items() if k[:2] == (name, version)]
         return sorted(found, key=lambda c: c.partition)
 
     async def active_version(self, name: str) -> int | None:
-        return self._active.get(name)
+        return self._tables.active.get(name)
 
     async def versions(self, name: str | None = None) -> list[VersionRecord]:
-        found = [r for k, r in self._versions.items() if name is None or k[0] == name]
+        found = [r for k, r in self._tables.versions.items() if name is None or k[0] == name]
         return sorted(found, key=lambda r: (r.name, r.version))
 
     async def parked(self, name: str, version: int) -> list[ParkedEvent]:
-        return sorted(self._parked.get((name, version), {}).values(), key=lambda p: p.position)
+        parked = self._tables.parked.get((name, version), {})
+        return sorted(parked.values(), key=lambda p: p.position)
 
 
 class MemoryTransaction:
     """A `ReadModelTransaction` over a `MemoryReadModelStore`."""
 
-    def __init__(self, store: MemoryReadModelStore) -> None:
-        self._store = store
+    def __init__(self, tables: _Tables) -> None:
+        self._tables = tables
         self._closed = False
         self._dropped: set[_Slot] = set()
         self._docs: dict[_Slot, dict[str, bytes | None]] = {}
@@ -116,7 +125,7 @@ class MemoryTransaction:
         self._check()
         slot = (name, version)
         overlay = self._docs.get(slot, {})
-        committed = {} if slot in self._dropped else self._store._docs.get(slot, {})
+        committed = {} if slot in self._dropped else self._tables.docs.get(slot, {})
         found: dict[str, bytes] = {}
         for i in ids:
             data = overlay[i] if i in overlay else committed.get(i)
@@ -142,7 +151,7 @@ class MemoryTransaction:
             return self._checkpoints[key], False
         if key[:2] in self._dropped:
             return None, False
-        return self._store._checkpoints.get(key), True
+        return self._tables.checkpoints.get(key), True
 
     async def get_checkpoint(self, name: str, version: int, partition: int) -> Checkpoint | None:
         self._check()
@@ -195,7 +204,7 @@ class MemoryTransaction:
             return self._versions[slot], False
         if slot in self._dropped:
             return None, False
-        return self._store._versions.get(slot), True
+        return self._tables.versions.get(slot), True
 
     async def get_version(self, name: str, version: int) -> VersionRecord | None:
         self._check()
@@ -216,7 +225,7 @@ class MemoryTransaction:
 
     async def activate(self, name: str, version: int) -> int | None:
         self._check()
-        previous = self._active[name] if name in self._active else self._store._active.get(name)
+        previous = self._active[name] if name in self._active else self._tables.active.get(name)
         now = now_us()
         if previous is not None and previous != version:
             old, _ = self._version_view((name, previous))
@@ -237,7 +246,7 @@ class MemoryTransaction:
         self._versions.pop(slot, None)
         for key in [k for k in self._checkpoints if k[:2] == slot]:
             del self._checkpoints[key]
-        current = self._active[name] if name in self._active else self._store._active.get(name)
+        current = self._active[name] if name in self._active else self._tables.active.get(name)
         if current == version:
             self._active[name] = None
 
@@ -254,29 +263,33 @@ class MemoryTransaction:
 
     # -- commit ------------------------------------------------------------------------
 
-    def _commit(self) -> None:
+    def close(self) -> None:
+        """End the transaction without applying anything (it is rolled back)."""
+        self._closed = True
+
+    def commit(self) -> None:
         """Check every compare-and-set condition, then apply all writes (no awaits)."""
         self._check()
         self._closed = True
-        store = self._store
+        tables = self._tables
         for key, expected in self._cp_conditions.items():
-            row = store._checkpoints.get(key)
+            row = tables.checkpoints.get(key)
             actual = None if row is None else row.position
             if actual != expected:
                 raise CheckpointConflict(*key, expected=expected, actual=actual)
         for slot, state in self._version_conditions.items():
-            record = store._versions.get(slot)
+            record = tables.versions.get(slot)
             actual_state = None if record is None else record.state
             if actual_state != state:
                 raise CheckpointConflict(*slot, None, expected=state, actual=actual_state)
         for slot in self._dropped:
-            store._docs.pop(slot, None)
-            store._parked.pop(slot, None)
-            store._versions.pop(slot, None)
-            for key in [k for k in store._checkpoints if k[:2] == slot]:
-                del store._checkpoints[key]
+            tables.docs.pop(slot, None)
+            tables.parked.pop(slot, None)
+            tables.versions.pop(slot, None)
+            for key in [k for k in tables.checkpoints if k[:2] == slot]:
+                del tables.checkpoints[key]
         for slot, docs in self._docs.items():
-            target = store._docs.setdefault(slot, {})
+            target = tables.docs.setdefault(slot, {})
             for doc_id, data in docs.items():
                 if data is None:
                     target.pop(doc_id, None)
@@ -284,9 +297,9 @@ class MemoryTransaction:
                     target[doc_id] = data
         for key, row in self._checkpoints.items():
             if row is not None:
-                store._checkpoints[key] = row
+                tables.checkpoints[key] = row
         for slot, parked in self._parked.items():
-            target_parked = store._parked.setdefault(slot, {})
+            target_parked = tables.parked.setdefault(slot, {})
             for position, event in parked.items():
                 if event is None:
                     target_parked.pop(position, None)
@@ -294,10 +307,9 @@ class MemoryTransaction:
                     target_parked[position] = event
         for slot, record in self._versions.items():
             if record is not None:
-                store._versions[slot] = record
+                tables.versions[slot] = record
         for name, active in self._active.items():
             if active is None:
-                store._active.pop(name, None)
+                tables.active.pop(name, None)
             else:
-                store._active[name] = active
-        store.commits += 1
+                tables.active[name] = active

@@ -13,7 +13,9 @@ from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
 from typing import Self
 
-from ...codec import Codec, Row
+from ..._codec import Codec, Row
+from ..._events import Event, NewEvent, RecordedEvent
+from ..._position import ExpectedVersion, Position, version_matches
 from ...errors import (
     InvalidInput,
     StoreClosed,
@@ -21,8 +23,6 @@ from ...errors import (
     StreamReplaced,
     WrongExpectedVersion,
 )
-from ...events import Event, NewEvent, RecordedEvent
-from ...position import ExpectedVersion, Position, version_matches
 from ...store._common import (
     PAGE_SIZE,
     CommitListeners,

@@ -18,17 +18,18 @@ from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
 import psycopg
 
-from ...codec import EncodedEvent
+from ..._codec import EncodedEvent
+from ..._position import ExpectedVersion, Position
 from ...errors import EventfoldError, StoreError
-from ...position import ExpectedVersion, Position
 from ...store.protocol import AppendResult
+from ._append import append_one, not_appended
 from ._errors import dropped, is_driver_error, recheck, translate
 from ._hooks import run_with_participants
 
 if TYPE_CHECKING:
     from ._store import PostgresStore
 
-__all__ = ["Append", "Batcher", "append_many", "load_many"]
+__all__ = ["Append", "Batcher", "append_many", "load_many", "load_one"]
 
 _I = TypeVar("_I")
 _R = TypeVar("_R")
@@ -190,7 +191,7 @@ async def append_many(store: PostgresStore, items: list[Append]) -> list[Any]:
             return [Batcher.failed(_interrupted(store, item, exc)) for item in items]
         # The batch was rolled back: run each append on its own.
         outcomes = await asyncio.gather(
-            *(store._append_one(item) for item in items), return_exceptions=True
+            *(append_one(store, item) for item in items), return_exceptions=True
         )
         return [Batcher.failed(o) if isinstance(o, BaseException) else o for o in outcomes]
     results: list[Any] = [None] * len(items)
@@ -200,7 +201,7 @@ async def append_many(store: PostgresStore, items: list[Append]) -> list[Any]:
             results[i] = AppendResult(base + len(items[i].encoded), Position(tx, seq))
         else:
             try:
-                results[i] = await store._not_appended(items[i])
+                results[i] = await not_appended(store, items[i])
             except EventfoldError as exc:
                 results[i] = Batcher.failed(exc)
     return results
@@ -216,10 +217,15 @@ def _interrupted(store: PostgresStore, item: Append, exc: psycopg.Error) -> Even
     return failed
 
 
+async def load_one(store: PostgresStore, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """One load, on its own (with `fetch_rows`'s retry on a dropped connection)."""
+    return await store.fetch_rows(store.statements.read_for_load, params)
+
+
 async def load_many(store: PostgresStore, batch: list[dict[str, Any]]) -> list[Any]:
     """Loads asked for together, pipelined on one connection (one round trip)."""
     pool = store.require_pool()
-    query = store._sql.read_for_load
+    query = store.statements.read_for_load
     try:
         async with pool.connection() as conn:
             async with conn.pipeline():
@@ -231,6 +237,6 @@ async def load_many(store: PostgresStore, batch: list[dict[str, Any]]) -> list[A
         # One failed (or the connection did): each on its own, with `fetch_rows`'s
         # retry on a dropped connection and its errors.
         outcomes = await asyncio.gather(
-            *(store._load_one(params) for params in batch), return_exceptions=True
+            *(load_one(store, params) for params in batch), return_exceptions=True
         )
         return [Batcher.failed(o) if isinstance(o, BaseException) else o for o in outcomes]

@@ -18,6 +18,7 @@ from psycopg import errors as pg_errors
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool
 
+from ..._position import ExpectedVersion
 from ...errors import (
     ConfigurationError,
     EventfoldError,
@@ -27,7 +28,6 @@ from ...errors import (
     StoreUnavailable,
     WrongExpectedVersion,
 )
-from ...position import ExpectedVersion
 from ._conn import scrub
 from ._schema import VERSION_KEY
 

@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from psycopg import sql as pgsql
 
+from ..._events import RecordedEvent
+from ..._position import Position
 from ...errors import EventfoldError
-from ...events import RecordedEvent
-from ...position import Position
 from ...store._common import participant_failed, participant_order
 from ...store.ports import TransactionParticipant
 from ._errors import is_driver_error, translate
@@ -61,7 +61,7 @@ class PostgresHookTransaction:
 
     async def read_all(self, after: Position, limit: int) -> list[RecordedEvent]:
         store = self._store
-        query = store._sql.read_committed
+        query = store.statements.read_committed
         params = {"x": str(after.tx), "s": after.seq, "types": None, "cats": None, "n": limit}
         cur = await self.connection.execute(query, params, binary=True)
         return store.codec.decode_rows(await cur.fetchall())
@@ -93,7 +93,7 @@ async def run_with_participants(
         for p in participants:
             await _run(p, p.begin(tx))
         cursors = [await conn.execute(item.query, item.params, binary=True) for item in items]
-        inserted = await conn.execute(store._sql.this_transaction, binary=True)
+        inserted = await conn.execute(store.statements.this_transaction, binary=True)
         heads = [await cur.fetchone() for cur in cursors]
         rows = await inserted.fetchall()
         if rows:
@@ -142,7 +142,7 @@ class PostgresTransactionHooks:
         self._set([e for e in previous if e.participant.name != participant.name] + [entry])
         self.holding.append(entry.attached)
         try:
-            await store._appends.drain()  # these ran without it: caught up below
+            await store.drain_appends()  # these ran without it: caught up below
             async with pool.connection() as conn, conn.transaction():
                 tx = PostgresHookTransaction(store, conn)
                 await _run(participant, participant.begin(tx))
@@ -159,7 +159,7 @@ class PostgresTransactionHooks:
 
     async def remove(self, name: str) -> None:
         self._set([e for e in self._entries if e.participant.name != name])
-        await self._store._appends.drain()
+        await self._store.drain_appends()
 
     def _set(self, entries: list[_Entry]) -> None:
         self._entries = sorted(entries, key=lambda e: participant_order(e.participant))

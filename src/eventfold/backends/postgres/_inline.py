@@ -31,11 +31,16 @@ from typing import Any
 
 import psycopg
 
-from ...events import RecordedEvent
-from ...position import START, Position
-from ...projections.definition import ProjectionBase
-from ...projections.store import VersionState, now_us
-from ...store.ports import HookOrder, HookTransaction, TransactionParticipant
+from ..._events import RecordedEvent
+from ..._position import START, Position
+from ...store.ports import (
+    HookOrder,
+    HookTransaction,
+    InlineProjection,
+    TransactionParticipant,
+    VersionState,
+    now_us,
+)
 from ._read_models import PostgresReadModelStore, PostgresTransaction
 from ._store import PostgresStore
 
@@ -52,13 +57,13 @@ class PostgresInline(TransactionParticipant):
     order = HookOrder.INLINE_PROJECTIONS
 
     def __init__(
-        self, name: str, store: PostgresStore, projections: Sequence[ProjectionBase]
+        self, name: str, store: PostgresStore, projections: Sequence[InlineProjection]
     ) -> None:
         self.name = name
         self._models = PostgresReadModelStore(store)
         self._projections = sorted(projections, key=lambda p: p.name)
         self._keys = [f"eventfold.inline:{store.schema}:{p.name}" for p in self._projections]
-        self._put_checkpoint = self._models._sql.put_checkpoint
+        self._put_checkpoint = self._models.statements.put_checkpoint
 
     async def prepare(self) -> None:
         """Create or migrate the read-model tables (before attaching)."""
@@ -72,15 +77,11 @@ class PostgresInline(TransactionParticipant):
     async def apply(self, tx: HookTransaction, events: Sequence[RecordedEvent]) -> None:
         conn: psycopg.AsyncConnection[Any] = tx.connection
         last = events[-1].position
-        models_tx = PostgresTransaction(self._models, conn)
-        try:
+        async with self._models.joined(conn) as models_tx:
             for p in self._projections:
                 mine = [e for e in events if p.handles(e)]
                 if mine:
                     await p.apply(mine, models_tx)
-            await models_tx._finish()
-        finally:
-            models_tx._closed = True
         now = now_us()
         for p in self._projections:
             params = (p.name, p.version, 0, last.tx, last.seq, now)
@@ -90,14 +91,12 @@ class PostgresInline(TransactionParticipant):
         """Make each projection's version active and fold the log's events after its
         checkpoint (in the attach transaction, which holds the locks: no inline append in
         between)."""
-        models_tx = PostgresTransaction(self._models, tx.connection)
-        for p in self._projections:
-            await self._catch_up(tx, models_tx, p)
-        await models_tx._finish()
-        models_tx._closed = True
+        async with self._models.joined(tx.connection) as models_tx:
+            for p in self._projections:
+                await self._catch_up(tx, models_tx, p)
 
     async def _catch_up(
-        self, tx: HookTransaction, models_tx: PostgresTransaction, p: ProjectionBase
+        self, tx: HookTransaction, models_tx: PostgresTransaction, p: InlineProjection
     ) -> None:
         if await models_tx.get_version(p.name, p.version) is None:
             await models_tx.set_version(p.name, p.version, VersionState.BUILDING, expected=None)

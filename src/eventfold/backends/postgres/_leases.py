@@ -1,16 +1,17 @@
 """`PostgresLeases`: projection leases as PostgreSQL session advisory locks (see
-`eventfold.projections.leases` for what a lease guards)."""
+`eventfold.store.ports.Leases` for what a lease guards)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+from ..._cancel import cancel_and_wait
 from ...errors import ConfigurationError
-from ...projections.leases import Lease
-from ...projections.shutdown import cancel_and_wait
+from ...store.ports import Lease
 from ...store.protocol import EventStore
 from ._store import PostgresStore
 
@@ -62,7 +63,7 @@ class PostgresLeases:
                 return None
             if not row or not row[0]:
                 return None
-            lease = _PostgresLease(self, key, owner)
+            lease = _PostgresLease(key, owner, self._release)
             self._held[key] = lease
             if self._beat is None or self._beat.done():
                 self._beat = asyncio.get_running_loop().create_task(
@@ -84,7 +85,7 @@ class PostgresLeases:
     async def _lost(self) -> None:
         """The session is gone (or unusable): so is every lock it held."""
         for lease in self._held.values():
-            lease._valid = False
+            lease.lose()
         self._held.clear()
         conn, self._conn = self._conn, None
         if conn is not None:
@@ -113,16 +114,22 @@ class PostgresLeases:
 
 
 class _PostgresLease:
-    def __init__(self, leases: PostgresLeases, key: str, owner: str) -> None:
-        self._leases = leases
+    def __init__(
+        self, key: str, owner: str, unlock: Callable[[_PostgresLease], Awaitable[None]]
+    ) -> None:
         self.key = key
         self.owner = owner
+        self._unlock = unlock
         self._valid = True
 
     def held(self) -> bool:
         return self._valid
 
+    def lose(self) -> None:
+        """Mark the lease lost (its session is gone); `release` then does nothing."""
+        self._valid = False
+
     async def release(self) -> None:
         if self._valid:
             self._valid = False
-            await self._leases._release(self)
+            await self._unlock(self)

@@ -38,9 +38,9 @@ from typing import Any
 import psycopg
 from psycopg import sql as pgsql
 
+from ..._position import Position
 from ...errors import CheckpointConflict, ConfigurationError, EventfoldError, InvalidInput
-from ...position import Position
-from ...projections._rows import (
+from ...store._read_model_rows import (
     TransactionGuard,
     checkpoint_of,
     ordered,
@@ -48,7 +48,7 @@ from ...projections._rows import (
     parked_row,
     version_of,
 )
-from ...projections.store import (
+from ...store.ports import (
     Checkpoint,
     ParkedEvent,
     PartitionState,
@@ -89,7 +89,8 @@ class PostgresReadModelStore:
         self.store = store
         self.commits = 0
         """Transactions committed (for tests and metrics)."""
-        self._sql = Statements(store.schema)
+        self.statements = Statements(store.schema)
+        """This store's statements (in its schema)."""
         self._search_path = f"{pgsql.Identifier(store.schema).as_string(None)}, public"
         self._ready = False
 
@@ -103,7 +104,7 @@ class PostgresReadModelStore:
         pool = self.store.require_pool()
         with driver_errors(self.store.where):
             async with pool.connection() as conn:
-                await ensure_schema(conn, self._sql)
+                await ensure_schema(conn, self.statements)
         self._ready = True
 
     @asynccontextmanager
@@ -113,14 +114,23 @@ class PostgresReadModelStore:
         await self.ensure_schema()
         pool = self.store.require_pool()
         with driver_errors(self.store.where):
-            async with pool.connection() as conn, conn.transaction():
-                tx = PostgresTransaction(self, conn)
-                try:
-                    yield tx
-                    await tx._finish()
-                finally:
-                    tx._closed = True
+            async with pool.connection() as conn, conn.transaction(), self.joined(conn) as tx:
+                yield tx
         self.commits += 1
+
+    @asynccontextmanager
+    async def joined(
+        self, conn: psycopg.AsyncConnection[Any]
+    ) -> AsyncIterator[PostgresTransaction]:
+        """A transaction on ``conn``, inside the transaction the caller holds open there
+        (an append's, for inline projections): what is pending is sent when the block ends,
+        and the caller commits or rolls back."""
+        tx = PostgresTransaction(self, conn)
+        try:
+            yield tx
+            await tx.finish()
+        finally:
+            tx.close()
 
     # -- committed reads ---------------------------------------------------------------
 
@@ -131,7 +141,7 @@ class PostgresReadModelStore:
     async def get_documents(self, name: str, version: int, ids: Sequence[str]) -> dict[str, bytes]:
         if not ids:
             return {}
-        rows = await self._rows(self._sql.load_documents, (name, version, list(ids)))
+        rows = await self._rows(self.statements.load_documents, (name, version, list(ids)))
         return ordered(rows, ids)
 
     async def iter_documents(
@@ -141,7 +151,7 @@ class PostgresReadModelStore:
             raise InvalidInput(f"limit must be None or an int >= 0, got {limit!r}")
         remaining = limit
         key = after
-        st = self._sql
+        st = self.statements
         while remaining is None or remaining > 0:
             n = _PAGE if remaining is None else min(_PAGE, remaining)
             if key is None:
@@ -158,22 +168,22 @@ class PostgresReadModelStore:
             await asyncio.sleep(0)
 
     async def checkpoints(self, name: str, version: int) -> list[Checkpoint]:
-        rows = await self._rows(self._sql.checkpoints, (name, version))
+        rows = await self._rows(self.statements.checkpoints, (name, version))
         return [checkpoint_of(row) for row in rows]
 
     async def active_version(self, name: str) -> int | None:
-        rows = await self._rows(self._sql.active, (name,))
+        rows = await self._rows(self.statements.active, (name,))
         return int(rows[0][0]) if rows else None
 
     async def versions(self, name: str | None = None) -> list[VersionRecord]:
         if name is None:
-            rows = await self._rows(self._sql.versions, ())
+            rows = await self._rows(self.statements.versions, ())
         else:
-            rows = await self._rows(self._sql.versions_of, (name,))
+            rows = await self._rows(self.statements.versions_of, (name,))
         return [version_of(row) for row in rows]
 
     async def parked(self, name: str, version: int) -> list[ParkedEvent]:
-        rows = await self._rows(self._sql.parked, (name, version))
+        rows = await self._rows(self.statements.parked, (name, version))
         return [parked_of(row) for row in rows]
 
 
@@ -183,7 +193,7 @@ class PostgresTransaction(TransactionGuard):
     def __init__(self, models: PostgresReadModelStore, conn: psycopg.AsyncConnection[Any]) -> None:
         self._models = models
         self._conn = conn
-        self._sql = models._sql
+        self.statements = models.statements
         self._closed = False
         self._failed: BaseException | None = None
         self._pending: dict[_Slot, dict[str, bytes | None]] = {}
@@ -211,7 +221,7 @@ class PostgresTransaction(TransactionGuard):
         if self._queued:
             await self._send_queued()
         pending, self._pending = self._pending, {}
-        st = self._sql
+        st = self.statements
         for (name, version), rows in pending.items():
             puts = [(i, d) for i, d in rows.items() if d is not None]
             deletes = [i for i, d in rows.items() if d is None]
@@ -221,12 +231,16 @@ class PostgresTransaction(TransactionGuard):
             if deletes:
                 await self._send(st.delete_documents, (name, version, deletes))
 
-    async def _finish(self) -> None:
+    async def finish(self) -> None:
         """Before the commit: raise the first failure, or send what is pending."""
         if self._failed is not None:
             raise self._failed
         if self._pending or self._queued:
             await self._flush()
+
+    def close(self) -> None:
+        """Refuse any further use (the transaction has ended)."""
+        self._closed = True
 
     # -- documents ---------------------------------------------------------------------
 
@@ -234,7 +248,7 @@ class PostgresTransaction(TransactionGuard):
         if not ids:
             self._check()
             return {}
-        cur = await self._run(self._sql.load_documents, (name, version, list(ids)))
+        cur = await self._run(self.statements.load_documents, (name, version, list(ids)))
         return ordered(await cur.fetchall(), ids)
 
     async def put_document(self, name: str, version: int, doc_id: str, data: bytes) -> None:
@@ -250,7 +264,7 @@ class PostgresTransaction(TransactionGuard):
     # -- checkpoints -------------------------------------------------------------------
 
     async def get_checkpoint(self, name: str, version: int, partition: int) -> Checkpoint | None:
-        cur = await self._run(self._sql.get_checkpoint, (name, version, partition))
+        cur = await self._run(self.statements.get_checkpoint, (name, version, partition))
         row = await cur.fetchone()
         return None if row is None else checkpoint_of(row)
 
@@ -263,7 +277,7 @@ class PostgresTransaction(TransactionGuard):
         *,
         expected: Position | None,
     ) -> None:
-        st, now = self._sql, now_us()
+        st, now = self.statements, now_us()
         if expected is None:
             params: tuple[Any, ...] = (name, version, partition, position.tx, position.seq, now)
             cur = await self._run(st.insert_checkpoint, params)
@@ -281,27 +295,27 @@ class PostgresTransaction(TransactionGuard):
         self, name: str, version: int, partition: int, state: PartitionState, error: str | None
     ) -> None:
         params = (name, version, partition, PartitionState(state).value, error, now_us())
-        await self._run(self._sql.set_state, params)
+        await self._run(self.statements.set_state, params)
 
     # -- parked events -----------------------------------------------------------------
 
     async def park(self, event: ParkedEvent) -> None:
-        await self._run(self._sql.park, parked_row(event))
+        await self._run(self.statements.park, parked_row(event))
 
     async def unpark(self, name: str, version: int, position: Position) -> None:
-        await self._run(self._sql.unpark, (name, version, position.tx, position.seq))
+        await self._run(self.statements.unpark, (name, version, position.tx, position.seq))
 
     # -- versions ----------------------------------------------------------------------
 
     async def get_version(self, name: str, version: int) -> VersionRecord | None:
-        cur = await self._run(self._sql.get_version, (name, version))
+        cur = await self._run(self.statements.get_version, (name, version))
         row = await cur.fetchone()
         return None if row is None else version_of(row)
 
     async def set_version(
         self, name: str, version: int, state: VersionState, *, expected: VersionState | None
     ) -> None:
-        st, now, value = self._sql, now_us(), VersionState(state).value
+        st, now, value = self.statements, now_us(), VersionState(state).value
         if expected is None:
             cur = await self._run(st.insert_version, (name, version, value, now))
         else:
@@ -315,7 +329,7 @@ class PostgresTransaction(TransactionGuard):
             )
 
     async def activate(self, name: str, version: int) -> int | None:
-        st, now = self._sql, now_us()
+        st, now = self.statements, now_us()
         # Lock the pointer row (creating it if there is none), so that concurrent swaps
         # of one projection take turns and each sees the one before it.
         row = await (await self._run(st.lock_active, (name,))).fetchone()
@@ -333,7 +347,7 @@ class PostgresTransaction(TransactionGuard):
         return previous
 
     async def drop(self, name: str, version: int) -> None:
-        await self._run(self._sql.drop, {"n": name, "v": version})
+        await self._run(self.statements.drop, {"n": name, "v": version})
 
     # -- SQL read models ---------------------------------------------------------------
 

@@ -211,7 +211,7 @@ _APPEND_AT = """
 # The stream a read of %(sid)s goes to: its replacement, if a transformation replaced it.
 _FOLLOW = "coalesce((SELECT r.replaced_by FROM {streams} r WHERE r.stream_id = %(sid)s), %(sid)s)"
 
-# Columns in `eventfold.codec.Row` order. ORDER BY names the table's columns (e.*): the
+# Columns in `eventfold.store.kit.Row` order. ORDER BY names the table's columns (e.*): the
 # output column `transaction_id::text::int8` is also called transaction_id, and ordering
 # by it would sort instead of walking the index.
 _ROW = """uuid_send(e.event_id), e.stream_id, e.version, e.type, e.schema_version, e.data,

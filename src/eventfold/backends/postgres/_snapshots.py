@@ -33,7 +33,7 @@ class PostgresSnapshotStore:
             snapshot.recorded_us,
             snapshot.taken_us,
         )
-        await self._store.fetch_rows(self._store._sql.save_snapshot, row)
+        await self._store.fetch_rows(self._store.statements.save_snapshot, row)
 
     async def load_snapshot(
         self,
@@ -45,7 +45,7 @@ class PostgresSnapshotStore:
     ) -> Snapshot | None:
         """The newest snapshot at or before the bounds, or None."""
         rows = await self._store.fetch_rows(
-            self._store._sql.load_snapshot,
+            self._store.statements.load_snapshot,
             {
                 "sid": stream_id,
                 "type": state_type,

@@ -15,11 +15,10 @@ opening it there starts a new epoch whose base the store adds to the server's id
 history stays readable, new events sort after it and old checkpoints stay valid
 (`_epoch`; ``docs/operations.md``).
 
-Concurrency. A ``streams`` row per stream holds its version; an append moves it with a
-conditional ``UPDATE``/``INSERT`` and inserts its events in the same statement, so an
-append is one round trip and one short transaction (three, with transaction hooks:
-`eventfold.store.TransactionHooks`). ``UNIQUE (stream_id, version)`` backs the
-check; ``UNIQUE (stream_id, event_id)`` makes client retries detectable.
+Concurrency. A ``streams`` row per stream holds its version; an append moves it and
+inserts its events in one statement, one round trip and one short transaction (three,
+with transaction hooks: `eventfold.store.TransactionHooks`); see `_append`. Readers page
+one page ahead (`_paging`).
 
 URL options, removed before the URL reaches libpq: ``schema`` (default ``eventfold``,
 created if missing), ``pool_min_size`` and ``pool_max_size``.
@@ -27,9 +26,8 @@ created if missing), ``pool_min_size`` and ``pool_max_size``.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from functools import partial
 from operator import itemgetter
 from types import TracebackType
@@ -38,42 +36,38 @@ from typing import Any, Final, Self
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from ...codec import Codec, EncodedEvent, LoadRow
+from ..._codec import Codec, LoadRow
+from ..._events import Event, NewEvent, RecordedEvent
+from ..._position import START, ExpectedVersion, Position
 from ...errors import (
     ConfigurationError,
     EventfoldError,
     InvalidInput,
     StoreClosed,
-    StoreError,
     StoreNotFound,
     StoreReadOnly,
-    StreamReplaced,
-    WrongExpectedVersion,
 )
-from ...events import Event, NewEvent, RecordedEvent
-from ...position import ANY, NO_STREAM, START, STREAM_EXISTS, ExpectedVersion, Position
 from ...store._common import (
     MAX_STORED_INT,
     CommitListeners,
-    StoredCopy,
     bounded,
     category_names,
     check_event_ids,
     check_from_version,
     check_limit,
     check_recorded,
-    check_retry,
     check_stream_id,
     check_unmigrated,
-    explicit_ids,
     log_start,
     prepare_append,
     switch_refused,
     type_names,
 )
-from ...store.ports import LoadRows, Snapshot, TransactionParticipant
+from ...store.ports import LoadRows, Snapshot
 from ...store.protocol import AppendResult, StoreStats, StreamInfo
-from ._batch import Append, Batcher, append_many, load_many
+from . import _paging
+from ._append import append_one, append_statement, mode_of
+from ._batch import Append, Batcher, append_many, load_many, load_one
 from ._conn import MigrationTrack, applied, configure_read_only
 from ._conn import configure as _configure
 from ._conn import int_option as _int_option
@@ -81,7 +75,6 @@ from ._conn import migrate as _run_migrations
 from ._conn import split_url as _split_url
 from ._epoch import Epoch, HorizonWatch, current_epoch, settle_epoch
 from ._errors import (
-    KeyCollision,
     Where,
     driver_errors,
     dropped,
@@ -90,9 +83,10 @@ from ._errors import (
     recheck,
     translate,
 )
-from ._hooks import PostgresTransactionHooks, run_with_participants
+from ._hooks import PostgresTransactionHooks
 from ._notify import NotifySender, channel_name
-from ._schema import EVENT_ID_KEY, Statements, lock_key
+from ._paging import Pager, Rows
+from ._schema import Statements, lock_key
 from ._snapshots import PostgresSnapshotStore
 
 __all__ = ["DEFAULT_SCHEMA", "PostgresStore"]
@@ -100,15 +94,7 @@ __all__ = ["DEFAULT_SCHEMA", "PostgresStore"]
 DEFAULT_SCHEMA: Final = "eventfold"
 """The schema the store's tables live in unless the URL says ``?schema=...``."""
 
-_PAGE: Final = 2000
-"""Rows per round trip for the paging readers. Pages overlap (see `_pages`), so a small
-page loses nothing to round trips and starts the overlap early; memory stays flat."""
-
 _MAX_VERSION: Final = MAX_STORED_INT
-_APPEND_ATTEMPTS: Final = 3
-
-Rows = list[tuple[Any, ...]]
-
 
 _Pool = AsyncConnectionPool[psycopg.AsyncConnection[tuple[Any, ...]]]
 
@@ -169,18 +155,19 @@ class PostgresStore:
             self._kwargs["connect_timeout"] = max(1, round(connect_timeout))
         if "application_name" not in params:
             self._kwargs["application_name"] = "eventfold"
-        self._sql = Statements(self.schema)
+        self.statements = Statements(self.schema)
+        """This store's statements (in its schema, for its epoch's base)."""
         self.epoch = Epoch(0, 0)
         """The epoch of the global log this store writes in (set at open)."""
-        self.horizon = HorizonWatch(self._sql, self.fetch_rows)
+        self.horizon = HorizonWatch(self.statements, self.fetch_rows)
         """Warns when the horizon hides rows for longer than ``horizon.after`` seconds."""
         self._pool: _Pool | None = None
-        self._fetching: set[asyncio.Task[Rows]] = set()
+        self._pager = Pager(self.fetch_rows)
         self._appends: Batcher[Append, AppendResult] = Batcher(
-            self._append_one, partial(append_many, self)
+            partial(append_one, self), partial(append_many, self)
         )
         self._loads: Batcher[dict[str, Any], Rows] = Batcher(
-            self._load_one, partial(load_many, self)
+            partial(load_one, self), partial(load_many, self)
         )
         self.snapshots = PostgresSnapshotStore(self)
         """Snapshots, in a table beside the events."""
@@ -242,7 +229,7 @@ class PostgresStore:
             await self._notify.close()
         pool, self._pool = self._pool, None
         if pool is not None:
-            await asyncio.gather(*self._fetching, return_exceptions=True)
+            await self._pager.settle()
             await pool.close()
 
     async def __aenter__(self) -> Self:
@@ -258,7 +245,7 @@ class PostgresStore:
         await self.close()
 
     async def _migrate(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        st = self._sql
+        st = self.statements
         track = MigrationTrack(
             st.migrations_table,
             st.has_migrations,
@@ -282,8 +269,8 @@ class PostgresStore:
             await _run_migrations(conn, track)
             self.epoch = await settle_epoch(conn, st, st.lock, lock_key(self.schema))
         if self.epoch.base != st.base:
-            self._sql = Statements(self.schema, self.epoch.base)
-        self.horizon.start(self._sql, self.epoch)
+            self.statements = Statements(self.schema, self.epoch.base)
+        self.horizon.start(self.statements, self.epoch)
 
     async def connect_direct(self) -> psycopg.AsyncConnection[Any]:
         """A new connection of its own, outside the pool, in autocommit.
@@ -358,8 +345,12 @@ class PostgresStore:
         if self.transaction_hooks.holding:
             await self.transaction_hooks.ready()
         encoded, expected = prepare_append(self.codec, stream_id, events, expected_version)
-        query, params = self._append_statement(stream_id, encoded, expected)
+        query, params = append_statement(self.statements, stream_id, encoded, expected)
         return await self._submit(Append(stream_id, encoded, expected, query, params))
+
+    async def drain_appends(self) -> None:
+        """Wait until no append is in flight (a participant being added catches up after)."""
+        await self._appends.drain()
 
     async def _submit(self, item: Append) -> AppendResult:
         """Run an append (batched with others asked for meanwhile), then tell listeners."""
@@ -367,63 +358,6 @@ class PostgresStore:
         if self.committed:
             self.committed.fire()
         return result
-
-    async def _append_one(self, item: Append) -> AppendResult:
-        """One append, in its own transaction (one statement, one round trip; more with
-        transaction hooks)."""
-        stream_id, encoded, expected, query, params = item
-        for _ in range(_APPEND_ATTEMPTS):
-            try:
-                with driver_errors(self.where, collisions=True):
-                    participants = self.transaction_hooks.active
-                    if not participants:
-                        rows = await self.fetch_rows(query, params, raw=True)
-                    else:
-                        rows = await self._run_participants(participants, item)
-            except KeyCollision as hit:
-                if hit.key != EVENT_ID_KEY:
-                    actual = (await self.stream_info(stream_id)).version
-                    conflict = (stream_id, expected, actual)
-                    raise translate(hit.error, self.where, conflict=conflict) from hit.error
-                # An earlier or concurrent append stored one of these ids: a retry?
-                retry = await self._find_retry(stream_id, encoded)
-                if retry is not None:
-                    return retry
-                continue  # the racer that held the id rolled back: try again
-            base, tx, seq = rows[0]
-            if base is not None:
-                return AppendResult(base + len(encoded), Position(tx, seq))
-            return await self._not_appended(item)
-        raise StoreError(
-            f"append to {stream_id!r} kept colliding with concurrent appends of the same event "
-            f"ids {_APPEND_ATTEMPTS} times; retry the append"
-        )
-
-    async def _run_participants(
-        self, participants: Sequence[TransactionParticipant], item: Append
-    ) -> Rows:
-        pool = self.require_pool()
-        conn: psycopg.AsyncConnection[Any] | None = None
-        try:
-            async with pool.connection() as conn:
-                return await run_with_participants(self, conn, participants, [item])
-        except Exception as exc:
-            if dropped(exc, conn):
-                await recheck(pool)  # as `fetch_rows` does: replace every dropped one
-            raise
-
-    async def _not_appended(self, item: Append) -> AppendResult:
-        """An append whose stream was not where the caller expected: a retry of one that
-        committed (the stream moved on by its events), a replaced stream, or a conflict."""
-        stream_id, encoded, expected, _, _ = item
-        if explicit_ids(encoded):
-            retry = await self._find_retry(stream_id, encoded)
-            if retry is not None:
-                return retry
-        info = await self.stream_info(stream_id)
-        if info.replaced_by is not None:
-            raise StreamReplaced(stream_id, info.replaced_by)
-        raise WrongExpectedVersion(stream_id, expected, info.version)
 
     async def append_copies(
         self,
@@ -439,14 +373,14 @@ class PostgresStore:
             await self.transaction_hooks.ready()
         encoded, expected = prepare_append(self.codec, stream_id, events, expected_version)
         stamps = check_recorded(recorded_us, len(encoded))
-        _, params = self._append_statement(stream_id, encoded, expected)
-        mode = self._mode(expected)
+        _, params = append_statement(self.statements, stream_id, encoded, expected)
+        mode = mode_of(expected)
         if len(encoded) == 1:
             # The one-event statement takes scalars; this one takes arrays throughout.
             for key in ("ids", "types", "svs", "datas", "metas"):
                 params[key] = [params[key]]
         params["recs"] = stamps
-        query = self._sql.append_at[mode]
+        query = self.statements.append_at[mode]
         return await self._submit(Append(stream_id, encoded, expected, query, params))
 
     async def replace_stream(
@@ -463,7 +397,7 @@ class PostgresStore:
         check_stream_id(target)
         if stream_id == target:
             raise InvalidInput(f"stream {stream_id!r} cannot replace itself")
-        st = self._sql
+        st = self.statements
         names = {"sid": stream_id, "target": target}
         with driver_errors(self.where):
             async with pool.connection() as conn, conn.transaction():
@@ -482,54 +416,6 @@ class PostgresStore:
                 await conn.execute(st.replace_stream, names)
                 await conn.execute(st.repoint_aliases, names)
 
-    def _mode(self, expected: ExpectedVersion) -> str:
-        if expected is ANY:
-            return "any"
-        if expected is STREAM_EXISTS:
-            return "exists"
-        if expected is NO_STREAM or expected == 0:
-            return "new"
-        return "exact"
-
-    def _append_statement(
-        self, stream_id: str, encoded: list[EncodedEvent], expected: ExpectedVersion
-    ) -> tuple[bytes, dict[str, Any]]:
-        mode = self._mode(expected)
-        n = expected if mode == "exact" else None
-        if len(encoded) == 1:
-            (e,) = encoded
-            return self._sql.append_one[mode], {
-                "sid": stream_id,
-                "k": 1,
-                "n": n,
-                "ids": e.event_id,
-                "types": e.type,
-                "svs": e.schema_version,
-                "datas": e.data,
-                "metas": e.metadata,
-            }
-        return self._sql.append[mode], {
-            "sid": stream_id,
-            "k": len(encoded),
-            "n": n,
-            "ids": [e.event_id for e in encoded],
-            "types": [e.type for e in encoded],
-            "svs": [e.schema_version for e in encoded],
-            "datas": [e.data for e in encoded],
-            "metas": [e.metadata for e in encoded],
-        }
-
-    async def _find_retry(self, stream_id: str, encoded: list[EncodedEvent]) -> AppendResult | None:
-        ids = [uuid.UUID(bytes=i) for i in explicit_ids(encoded)]
-        if not ids:
-            return None
-        rows = await self.fetch_rows(self._sql.find_ids, (stream_id, ids))
-        found: dict[bytes, StoredCopy] = {
-            eid: (version, typ, data, Position(tx, seq))
-            for eid, version, typ, data, tx, seq in rows
-        }
-        return check_retry(stream_id, encoded, found)
-
     # -- reading ---------------------------------------------------------------------
 
     async def read_stream(
@@ -546,7 +432,7 @@ class PostgresStore:
         check_stream_id(stream_id)
         limit = check_limit(limit)
         start = check_from_version(from_version)
-        st = self._sql
+        st = self.statements
         if backwards:
             query, follow, step = st.read_backwards, st.follow_backwards, -1
             at = _MAX_VERSION if start is None else start
@@ -560,7 +446,7 @@ class PostgresStore:
             params["sid"], params["at"] = last[1], last[2] + step
 
         first = follow if follow_alias else query
-        async for rows in self._pages(first, params, limit, advance, then=query):
+        async for rows in self._pager.pages(first, params, limit, advance, then=query):
             for event in self.codec.decode_rows(rows):
                 yield event
 
@@ -588,7 +474,7 @@ class PostgresStore:
             "type": state_type,
             "version": upto,
             "recorded": _MAX_VERSION if max_recorded_us is None else bounded(max_recorded_us),
-            "n": _PAGE,
+            "n": _paging.PAGE,
             "timed": timed,
         }
         rows = await self._loads.submit(params)
@@ -600,12 +486,9 @@ class PostgresStore:
             )
         first = self.codec.decode_loaded(sid, rows[1:])
         rest = None
-        if len(rows) - 1 == _PAGE:
+        if len(rows) - 1 == _paging.PAGE:
             rest = self._load_pages(sid, rows[-1][0] + 1, upto, timed)
         return LoadRows(snapshot, sid, anchor, first, rest)
-
-    async def _load_one(self, params: dict[str, Any]) -> Rows:
-        return await self.fetch_rows(self._sql.read_for_load, params)
 
     async def _load_pages(
         self, stream_id: str, start: int, upto: int, timed: bool
@@ -615,7 +498,7 @@ class PostgresStore:
         def advance(last: tuple[Any, ...]) -> None:
             params["at"] = last[0] + 1
 
-        async for rows in self._pages(self._sql.load_page, params, None, advance):
+        async for rows in self._pager.pages(self.statements.load_page, params, None, advance):
             yield self.codec.decode_loaded(stream_id, rows)
 
     async def find_events(
@@ -627,7 +510,7 @@ class PostgresStore:
         ids = check_event_ids(event_ids)
         if not ids:
             return []
-        rows = await self.fetch_rows(self._sql.find_events, {"sid": stream_id, "ids": ids})
+        rows = await self.fetch_rows(self.statements.find_events, {"sid": stream_id, "ids": ids})
         rows.sort(key=itemgetter(2))
         return self.codec.decode_rows(rows)
 
@@ -635,14 +518,14 @@ class PostgresStore:
         """The stream's version: its number of events, 0 when it has none."""
         self.require_pool()
         check_stream_id(stream_id)
-        rows = await self.fetch_rows(self._sql.stream_version, {"sid": stream_id})
+        rows = await self.fetch_rows(self.statements.stream_version, {"sid": stream_id})
         return int(rows[0][0]) if rows else 0
 
     async def stream_info(self, stream_id: str) -> StreamInfo:
         """The stream's own version and what replaced it, without following any alias."""
         self.require_pool()
         check_stream_id(stream_id)
-        rows = await self.fetch_rows(self._sql.stream_info, {"sid": stream_id})
+        rows = await self.fetch_rows(self.statements.stream_info, {"sid": stream_id})
         if not rows:
             return StreamInfo(stream_id, 0)
         return StreamInfo(stream_id, int(rows[0][0]), rows[0][1])
@@ -662,20 +545,20 @@ class PostgresStore:
         names = self.codec.stored_type_names(wanted) if wanted else None
         cats = category_names(categories) or None
         limit = check_limit(limit)
-        query = self._sql.read_all[(names is not None, cats is not None)]
+        query = self.statements.read_all[(names is not None, cats is not None)]
         params: dict[str, Any] = {"x": str(start.tx), "s": start.seq, "types": names, "cats": cats}
 
         def advance(last: tuple[Any, ...]) -> None:
             params["x"], params["s"] = str(last[8]), last[9]
 
-        async for rows in self._pages(query, params, limit, advance):
+        async for rows in self._pager.pages(query, params, limit, advance):
             for event in self.codec.decode_rows(rows):
                 yield event
         await self.horizon.poke()
 
     async def head(self) -> Position:
         """The position of the newest event below the horizon (`START` when none)."""
-        rows = await self.fetch_rows(self._sql.head, ())
+        rows = await self.fetch_rows(self.statements.head, ())
         await self.horizon.poke()
         return Position(rows[0][0], rows[0][1]) if rows else START
 
@@ -689,72 +572,19 @@ class PostgresStore:
         """Streams with their versions, ordered by id, paged by id."""
         self.require_pool()
         limit = check_limit(limit)
-        query = self._sql.streams if category is None else self._sql.streams_in_category
+        query = self.statements.streams if category is None else self.statements.streams_in_category
         params: dict[str, Any] = {"after": after or "", "cat": category}
 
         def advance(last: tuple[Any, ...]) -> None:
             params["after"] = last[0]
 
-        async for rows in self._pages(query, params, limit, advance):
+        async for rows in self._pager.pages(query, params, limit, advance):
             for stream_id, version, replaced_by in rows:
                 yield StreamInfo(stream_id, version, replaced_by)
 
-    async def _pages(
-        self,
-        query: bytes,
-        params: dict[str, Any],
-        limit: int | None,
-        advance: Callable[[tuple[Any, ...]], None],
-        *,
-        then: bytes | None = None,
-    ) -> AsyncGenerator[Rows, None]:
-        """Pages of a keyset query, up to ``limit`` rows in all (``then``, if given, is
-        the query for the pages after the first).
-
-        The next page is requested before this one is handed over, so the server reads
-        and sends it while the caller decodes: one connection at a time per reader, and
-        no page waits for a round trip.
-        """
-        remaining = limit
-
-        def start() -> tuple[int, asyncio.Task[Rows]]:
-            size = _PAGE if remaining is None else min(_PAGE, remaining)
-            return size, self._prefetch(query, {**params, "n": size})
-
-        if remaining == 0:
-            return
-        # A reader that stops early leaves its last page to finish in the background
-        # (milliseconds): cancelling a query midway would cost the pool its connection.
-        size, task = start()
-        while True:
-            rows = await task
-            if remaining is not None:
-                remaining -= len(rows)
-            more = len(rows) == size and (remaining is None or remaining > 0)
-            if more:
-                advance(rows[-1])
-                if then is not None:
-                    query = then
-                size, task = start()
-                await asyncio.sleep(0)  # let it put the query on the wire
-            yield rows
-            if not more:
-                return
-
-    def _prefetch(self, query: bytes, params: dict[str, Any]) -> asyncio.Task[Rows]:
-        task = asyncio.ensure_future(self.fetch_rows(query, params))
-        self._fetching.add(task)  # held until done, even when its reader is gone
-        task.add_done_callback(self._fetched)
-        return task
-
-    def _fetched(self, task: asyncio.Task[Rows]) -> None:
-        self._fetching.discard(task)
-        if not task.cancelled():
-            task.exception()  # retrieved, so an unread page's error is not logged
-
     async def stats(self) -> StoreStats:
         """The backend's name, the head, and how many streams and events it holds."""
-        rows = await self.fetch_rows(self._sql.counts, ())
+        rows = await self.fetch_rows(self.statements.counts, ())
         return StoreStats(
             self.backend, await self.head(), int(rows[0][0]), int(rows[0][1]), self.epoch.number
         )

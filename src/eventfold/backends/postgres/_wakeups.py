@@ -1,5 +1,5 @@
 """Wake-ups from any process on the database: a ``LISTEN`` on one direct connection,
-reopened with backoff when it drops (see `eventfold.projections.wakeups`)."""
+reopened with backoff when it drops (see `eventfold.projections.StoreWakeUps`)."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ from typing import TYPE_CHECKING, Any
 from psycopg import sql as _pgsql
 
 if TYPE_CHECKING:
-    from ...projections.wakeups import StoreWakeUps
+    from ...store.ports import WakeUpTarget
 
 __all__ = ["listen"]
 
 log = logging.getLogger("eventfold.projections")
 
 
-async def listen(wakeups: StoreWakeUps) -> None:
+async def listen(wakeups: WakeUpTarget) -> None:
     """Call ``wakeups.notify()`` for every notification on the store's channel, until
     cancelled; ``wakeups.listening`` says whether the connection is up."""
     store: Any = wakeups.store

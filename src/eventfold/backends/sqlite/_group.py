@@ -20,7 +20,8 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
-from ...codec import EncodedEvent
+from ..._codec import EncodedEvent
+from ..._position import ExpectedVersion, Position, version_matches
 from ...errors import (
     DuplicateEventId,
     EventfoldError,
@@ -28,7 +29,6 @@ from ...errors import (
     StreamReplaced,
     WrongExpectedVersion,
 )
-from ...position import ExpectedVersion, Position, version_matches
 from ...store._common import StoredCopy, category_of, check_retry, explicit_ids
 from ...store.protocol import AppendResult
 from . import _schema as sql

@@ -14,11 +14,11 @@ import sqlite3
 from collections.abc import Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ..._codec import Codec
 from ..._coro import WouldSuspend, run_sync
-from ...codec import Codec
+from ..._events import RecordedEvent
+from ..._position import Position
 from ...errors import EventfoldError, StoreError
-from ...events import RecordedEvent
-from ...position import Position
 from ...store._common import participant_failed, participant_order
 from ...store.ports import TransactionParticipant
 from . import _schema as sql

@@ -9,13 +9,18 @@ from collections.abc import Coroutine, Mapping, Sequence
 from typing import Any, cast
 
 from ..._coro import WouldSuspend, run_sync
+from ..._events import RecordedEvent
+from ..._position import START, Position
 from ...errors import InvalidProjection
-from ...events import RecordedEvent
-from ...position import START, Position
-from ...projections.definition import ProjectionBase
-from ...projections.inline import INLINE_PARTICIPANT
-from ...projections.store import ReadModelTransaction, VersionState
-from ...store.ports import HookOrder, HookTransaction, TransactionParticipant
+from ...store.ports import (
+    INLINE_PARTICIPANT,
+    HookOrder,
+    HookTransaction,
+    ReadModelTransaction,
+    TransactionParticipant,
+    VersionState,
+)
+from ...store.ports import InlineProjection as ProjectionBase
 
 __all__ = ["SQLiteInline"]
 

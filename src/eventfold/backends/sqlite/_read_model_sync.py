@@ -13,10 +13,10 @@ import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from ..._position import Position
 from ...errors import CheckpointConflict
-from ...position import Position
-from ...projections._rows import checkpoint_of, ordered, parked_row, version_of
-from ...projections.store import (
+from ...store._read_model_rows import checkpoint_of, ordered, parked_row, version_of
+from ...store.ports import (
     Checkpoint,
     ParkedEvent,
     PartitionState,

@@ -46,10 +46,16 @@ from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any, TypeVar
 
+from ..._position import START, Position
 from ...errors import CheckpointConflict, ConfigurationError, InvalidInput
-from ...position import START, Position
-from ...projections._rows import TransactionGuard, checkpoint_of, ordered, parked_of, version_of
-from ...projections.store import (
+from ...store._read_model_rows import (
+    TransactionGuard,
+    checkpoint_of,
+    ordered,
+    parked_of,
+    version_of,
+)
+from ...store.ports import (
     Checkpoint,
     ParkedEvent,
     PartitionState,

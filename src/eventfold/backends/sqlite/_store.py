@@ -36,7 +36,9 @@ from functools import partial
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-from ...codec import Codec, Row
+from ..._codec import Codec, Row
+from ..._events import Event, NewEvent, RecordedEvent
+from ..._position import ExpectedVersion, Position
 from ...errors import (
     ConfigurationError,
     InvalidInput,
@@ -45,8 +47,6 @@ from ...errors import (
     StoreReadOnly,
     TransformConflict,
 )
-from ...events import Event, NewEvent, RecordedEvent
-from ...position import ExpectedVersion, Position
 from ...store._common import (
     PAGE_SIZE,
     CommitListeners,

@@ -9,7 +9,7 @@ import sqlite3
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ...projections.wakeups import StoreWakeUps
+    from ...store.ports import WakeUpTarget as StoreWakeUps
 
 __all__ = ["poll_data_version"]
 

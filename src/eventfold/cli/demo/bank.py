@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ...events import Event
+from ..._events import Event
 from ...write import Decider
 from .checks import check
 

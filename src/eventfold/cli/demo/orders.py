@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from ...events import Event
+from ..._events import Event
 from ...store import EventStore
 from .checks import check
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import msgspec
 from rich.console import Console
 
+from ..._events import Event, NewEvent, RecordedEvent, new_event_id
+from ..._position import NO_STREAM, START, Position
 from ...errors import DuplicateEventId, WrongExpectedVersion
-from ...events import Event, NewEvent, RecordedEvent, new_event_id
-from ...position import NO_STREAM, START, Position
 from ...projections import (
     BuildProgress,
     DaemonOptions,

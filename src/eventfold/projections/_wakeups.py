@@ -21,16 +21,17 @@ import asyncio
 from types import TracebackType
 from typing import Any, Self
 
+from .._cancel import cancel_and_wait
 from ..store import backend_of
 from ..store.ports import SupportsCommitListeners
 from ..store.protocol import EventStore
-from .shutdown import cancel_and_wait
-from .subscription import Signal, WakeUp
+from ._subscription import Signal, WakeUp
 
 __all__ = ["SQLITE_POLL", "StoreWakeUps", "notifier_for"]
 
 SQLITE_POLL = 0.01
 """Seconds between two ``PRAGMA data_version`` polls of a SQLite file."""
+
 
 class StoreWakeUps:
     """The wake-ups of one event store (see the module docstring for what each hears).

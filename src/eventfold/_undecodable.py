@@ -16,8 +16,8 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 
+from ._position import Position
 from .errors import UndecodableEvent
-from .position import Position
 
 __all__ = ["UndecodedPayload", "keep_undecodable", "keeping_undecodable", "undecodable"]
 

@@ -1,4 +1,5 @@
-"""The read-model store port: documents, checkpoints, parked events and version pointers.
+"""The read path's ports: the read-model store (documents, checkpoints, parked events and
+version pointers), leases, wake-ups, and what a backend's inline participant runs.
 
 One read-model store serves every projection of an application. Everything a projection
 writes goes through a transaction, so a batch's changes and its checkpoint commit
@@ -16,6 +17,9 @@ thread) or PostgreSQL (on one pooled connection per transaction).
 
 Documents are stored encoded (JSON bytes) so every backend behaves the same; the
 projection definitions encode and decode them.
+
+`eventfold.store.ports` re-exports everything here; `eventfold.projections` re-exports the
+names its users know.
 """
 
 from __future__ import annotations
@@ -24,22 +28,36 @@ import enum
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import msgspec
 
-from ..position import Position
+from .._events import RecordedEvent
+from .._position import Position
+
+if TYPE_CHECKING:
+    from .protocol import EventStore
 
 __all__ = [
+    "INLINE_PARTICIPANT",
     "Checkpoint",
+    "InlineProjection",
+    "Lease",
+    "Leases",
+    "Notifier",
     "ParkedEvent",
     "PartitionState",
     "ReadModelStore",
     "ReadModelTransaction",
     "VersionRecord",
     "VersionState",
+    "WakeUp",
+    "WakeUpTarget",
     "now_us",
 ]
+
+INLINE_PARTICIPANT = "eventfold.inline-projections"
+"""The name inline projections go by among a store's transaction participants."""
 
 
 def now_us() -> int:
@@ -247,4 +265,88 @@ class ReadModelStore(Protocol):
 
     async def parked(self, name: str, version: int) -> list[ParkedEvent]:
         """The version's parked events, in log order."""
+        ...
+
+
+@runtime_checkable
+class Lease(Protocol):
+    """A held claim on one key."""
+
+    key: str
+
+    def held(self) -> bool:
+        """Whether the claim is still ours, as far as this process can tell (no I/O)."""
+        ...
+
+    async def release(self) -> None:
+        """Give the claim up; safe to call twice."""
+        ...
+
+
+@runtime_checkable
+class Leases(Protocol):
+    """Hands out leases: at most one holder per key at a time."""
+
+    async def acquire(self, key: str, owner: str) -> Lease | None:
+        """Claim ``key`` for ``owner`` without waiting; None when someone else holds it."""
+        ...
+
+
+@runtime_checkable
+class WakeUp(Protocol):
+    """How a subscriber at the tail waits for new events."""
+
+    async def wait(self, seconds: float) -> None:
+        """Return when new events may have been appended, or after ``seconds``.
+
+        A wake-up is only a hint: the subscriber reads the log again either way.
+        """
+        ...
+
+
+@runtime_checkable
+class Notifier(Protocol):
+    """A source of wake-ups; each subscriber takes its own."""
+
+    def subscribe(self) -> WakeUp:
+        """A `WakeUp` for one subscriber."""
+        ...
+
+
+class WakeUpTarget(Protocol):
+    """What a backend's wake-up coroutine (``Backend.wake_ups``) is given: the store to
+    watch, and whom to tell (``eventfold.projections.StoreWakeUps`` is one)."""
+
+    store: EventStore
+    sqlite_poll: float
+    """Seconds between two polls, for a backend that polls."""
+    listening: bool
+    """Set by a backend that listens: whether its connection is up right now."""
+
+    def notify(self) -> None:
+        """Wake every subscriber now."""
+        ...
+
+
+class InlineProjection(Protocol):
+    """What a backend's inline participant (``Backend.inline``) runs: a projection of
+    one partition, applied inside the append's transaction
+    (``eventfold.projections.ProjectionBase`` is one)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def version(self) -> int: ...
+
+    def handles(self, event: RecordedEvent) -> bool:
+        """Whether ``event`` is one the projection applies."""
+        ...
+
+    async def apply(self, events: Sequence[RecordedEvent], tx: ReadModelTransaction) -> None:
+        """Apply ``events`` (those it handles, in log order) through ``tx``."""
+        ...
+
+    async def run_setup(self, tx: ReadModelTransaction) -> None:
+        """Prepare a new version's tables or documents (once, before its first event)."""
         ...

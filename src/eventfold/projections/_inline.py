@@ -35,14 +35,11 @@ from collections.abc import Sequence
 
 from ..errors import InvalidProjection, UnsupportedCapability
 from ..store import backend_of
-from ..store.ports import SupportsTransactionHooks, capability
+from ..store.ports import INLINE_PARTICIPANT, SupportsTransactionHooks, capability
 from ..store.protocol import EventStore
-from .definition import ProjectionBase
+from ._definition import ProjectionBase
 
 __all__ = ["INLINE_PARTICIPANT", "attach_inline", "detach_inline"]
-
-INLINE_PARTICIPANT = "eventfold.inline-projections"
-"""The name inline projections go by among a store's transaction participants."""
 
 _NO_HOOKS = (
     "inline projections run in the append's transaction, on SQLite and PostgreSQL: run "

@@ -20,13 +20,13 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from .._events import RecordedEvent
+from .._position import START, Position
 from ..errors import DecodeError, InvalidInput, StaleRead
-from ..events import RecordedEvent
-from ..position import START, Position
+from ..store.ports import Checkpoint, PartitionState, ReadModelStore, VersionState
 from ..store.protocol import EventStore
-from .definition import ProjectionBase
-from .store import Checkpoint, PartitionState, ReadModelStore, VersionState
-from .subscription import WakeUp, aclose, partition_of
+from ._definition import ProjectionBase
+from ._subscription import WakeUp, aclose, partition_of
 
 __all__ = [
     "Lag",

@@ -13,6 +13,10 @@ from typing import Any, NamedTuple, TypeVar
 
 import msgspec
 
+from ._events import Event, NewEvent, RecordedEvent, TypeRegistry, default_registry, fresh_id_bytes
+from ._nesting import MAX_NESTING_DEPTH, nesting_depth_exceeds, too_deep_error
+from ._position import Position
+from ._undecodable import UndecodedPayload, keeping_undecodable, undecodable
 from .errors import (
     DecodeError,
     EncodingError,
@@ -21,9 +25,6 @@ from .errors import (
     InvalidEvent,
     UndecodableEvent,
 )
-from .events import Event, NewEvent, RecordedEvent, TypeRegistry, default_registry, fresh_id_bytes
-from .nesting import MAX_NESTING_DEPTH, nesting_depth_exceeds, too_deep_error
-from .position import Position
 from .schema._upcasting import MissingUpcaster, Step, run_steps
 from .schema._violations import (
     ForeignType,
@@ -31,7 +32,6 @@ from .schema._violations import (
     field_violations,
     nonfinite_violations,
 )
-from .undecodable import UndecodedPayload, keeping_undecodable, undecodable
 
 __all__ = [
     "DEFAULT_MAX_EVENT_SIZE",

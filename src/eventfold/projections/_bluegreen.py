@@ -19,12 +19,12 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from .._position import Position
 from ..errors import CheckpointConflict, InvalidInput
-from ..position import Position
+from ..store.ports import PartitionState, ReadModelStore, VersionState, now_us
 from ..store.protocol import EventStore
-from .definition import ProjectionBase
-from .status import checkpoint_positions, measure_lag
-from .store import PartitionState, ReadModelStore, VersionState, now_us
+from ._definition import ProjectionBase
+from ._status import checkpoint_positions, measure_lag
 
 __all__ = [
     "BuildProgress",

@@ -18,9 +18,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .._events import Event, RecordedEvent
+from .._position import Position
 from ..errors import DecodeError
-from ..events import Event, RecordedEvent
-from ..position import Position
 from ..store.protocol import EventStore
 
 __all__ = ["Undecodable", "aclose", "read_page"]

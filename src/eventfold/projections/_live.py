@@ -17,12 +17,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Generic, TypeVar
 
+from .._events import RecordedEvent
+from .._position import Position
 from ..backends.memory import MemoryReadModelStore
-from ..events import RecordedEvent
-from ..position import Position
 from ..store.protocol import EventStore
-from .definition import DocumentProjection, ProjectionBase
-from .subscription import DEFAULT_BATCH_SIZE, Subscription, aclose
+from ._definition import DocumentProjection, ProjectionBase
+from ._subscription import DEFAULT_BATCH_SIZE, Subscription, aclose
 
 __all__ = ["LiveView", "live", "replay"]
 

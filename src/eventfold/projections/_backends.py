@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from ..errors import ConfigurationError
 from ..store import backend_of
+from ..store.ports import ReadModelStore
 from ..store.protocol import EventStore
-from .store import ReadModelStore
 
 __all__ = ["read_models_for"]
 

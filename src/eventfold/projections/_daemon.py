@@ -27,19 +27,19 @@ from collections.abc import AsyncIterator, Collection, Sequence
 from types import TracebackType
 from typing import Self
 
+from .._cancel import cancel_and_wait
+from .._position import Position
 from ..errors import InvalidProjection, ProjectionStopped, StaleRead
-from ..position import Position
+from ..store.ports import ParkedEvent, ReadModelStore
 from ..store.protocol import EventStore
-from .bluegreen import drop_retired
-from .definition import ProjectionBase
-from .leases import Leases, MemoryLeases
-from .parked import ReplayResult, replay_parked
-from .shutdown import cancel_and_wait
-from .status import ProjectionStatus, checkpoint_positions, projection_status, wait_for
-from .store import ParkedEvent, ReadModelStore
-from .subscription import Notifier, Signal
-from .wakeups import notifier_for
-from .worker import Context, DaemonOptions, PartitionWorker, WorkerInfo, WorkerState
+from ._bluegreen import drop_retired
+from ._definition import ProjectionBase
+from ._leases import Leases, MemoryLeases
+from ._parked import ReplayResult, replay_parked
+from ._status import ProjectionStatus, checkpoint_positions, projection_status, wait_for
+from ._subscription import Notifier, Signal
+from ._wakeups import notifier_for
+from ._worker import Context, DaemonOptions, PartitionWorker, WorkerInfo, WorkerState
 
 __all__ = ["ProjectionDaemon", "check_projections", "check_unique_names"]
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from typing import Generic, TypeVar
 
-from ..position import Position
+from .._position import Position
+from ..store.ports import ReadModelStore
 from ..store.protocol import EventStore
-from .definition import DocumentProjection
-from .status import wait_for_version
-from .store import ReadModelStore
-from .subscription import WakeUp
+from ._definition import DocumentProjection
+from ._status import wait_for_version
+from ._subscription import WakeUp
 
 __all__ = ["DocumentView"]
 

@@ -20,17 +20,17 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from .._events import RecordedEvent
+from .._position import START, Position
 from ..errors import CheckpointConflict, HandlerFailed, InvalidInput, ProjectionStopped
-from ..events import RecordedEvent
-from ..position import START, Position
+from ..store.ports import ParkedEvent, PartitionState, ReadModelStore, now_us
 from ..store.protocol import EventStore
-from .bluegreen import BuildProgress, Mode, SwapPolicy, prepare_version, try_swap
-from .definition import PoisonPolicy, ProjectionBase
-from .leases import Lease, Leases, lease_key
-from .status import checkpoint_positions
-from .store import ParkedEvent, PartitionState, ReadModelStore, now_us
-from .subscription import DEFAULT_BATCH_SIZE, DEFAULT_POLL_INTERVAL, Batch, Notifier, Subscription
-from .undecodable import Undecodable
+from ._bluegreen import BuildProgress, Mode, SwapPolicy, prepare_version, try_swap
+from ._definition import PoisonPolicy, ProjectionBase
+from ._leases import Lease, Leases, lease_key
+from ._status import checkpoint_positions
+from ._subscription import DEFAULT_BATCH_SIZE, DEFAULT_POLL_INTERVAL, Batch, Notifier, Subscription
+from ._undecodable import Undecodable
 
 __all__ = ["DaemonOptions", "PartitionWorker", "WorkerInfo", "WorkerState"]
 

@@ -1,4 +1,4 @@
-"""What both SQL read-model stores share: row decoders and encoders (their statements
+"""What the SQL read-model stores share: row decoders and encoders (their statements
 name the same columns in the same order) and the end-or-failed guard of a transaction."""
 
 from __future__ import annotations
@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from .._position import Position
 from ..errors import InvalidInput
-from ..position import Position
-from .store import Checkpoint, ParkedEvent, PartitionState, VersionRecord, VersionState
+from ._read_model_port import Checkpoint, ParkedEvent, PartitionState, VersionRecord, VersionState
 
 __all__ = [
     "TransactionGuard",

@@ -18,13 +18,13 @@ import contextlib
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
 
+from .._events import Event, RecordedEvent
+from .._position import START, Position
 from ..errors import InvalidInput
-from ..events import Event, RecordedEvent
-from ..position import START, Position
+from ..store.ports import Notifier, WakeUp
 from ..store.protocol import EventStore
-from .undecodable import Undecodable, aclose, read_page
+from ._undecodable import Undecodable, aclose, read_page
 
 __all__ = [
     "Batch",
@@ -50,27 +50,6 @@ def partition_of(stream_id: str, partitions: int) -> int:
     in order.
     """
     return zlib.crc32(stream_id.encode()) % partitions
-
-
-@runtime_checkable
-class WakeUp(Protocol):
-    """How a subscriber at the tail waits for new events."""
-
-    async def wait(self, seconds: float) -> None:
-        """Return when new events may have been appended, or after ``seconds``.
-
-        A wake-up is only a hint: the subscriber reads the log again either way.
-        """
-        ...
-
-
-@runtime_checkable
-class Notifier(Protocol):
-    """A source of wake-ups; each subscriber takes its own."""
-
-    def subscribe(self) -> WakeUp:
-        """A `WakeUp` for one subscriber."""
-        ...
 
 
 class Polling:

@@ -17,7 +17,8 @@ attempt.
 from __future__ import annotations
 
 import logging
-from typing import Protocol, runtime_checkable
+
+from ..store.ports import Lease, Leases
 
 __all__ = ["Lease", "Leases", "MemoryLeases", "lease_key"]
 
@@ -27,30 +28,6 @@ log = logging.getLogger("eventfold.projections")
 def lease_key(name: str, version: int, partition: int, partitions: int) -> str:
     """The lease of one partition of one version: ``orders/v2/p0of4``."""
     return f"{name}/v{version}/p{partition}of{partitions}"
-
-
-@runtime_checkable
-class Lease(Protocol):
-    """A held claim on one key."""
-
-    key: str
-
-    def held(self) -> bool:
-        """Whether the claim is still ours, as far as this process can tell (no I/O)."""
-        ...
-
-    async def release(self) -> None:
-        """Give the claim up; safe to call twice."""
-        ...
-
-
-@runtime_checkable
-class Leases(Protocol):
-    """Hands out leases: at most one holder per key at a time."""
-
-    async def acquire(self, key: str, owner: str) -> Lease | None:
-        """Claim ``key`` for ``owner`` without waiting; None when someone else holds it."""
-        ...
 
 
 class MemoryLeases:

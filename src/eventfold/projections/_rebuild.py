@@ -17,15 +17,15 @@ import dataclasses
 from collections.abc import Callable, Sequence
 
 from ..errors import InvalidProjection, ProjectionStopped, StaleRead
+from ..store.ports import ReadModelStore
 from ..store.protocol import EventStore
-from .bluegreen import BuildProgress
-from .daemon import ProjectionDaemon
-from .definition import ProjectionBase
-from .leases import Leases
-from .status import ProjectionStatus, checkpoint_positions, projection_status
-from .store import ReadModelStore
-from .subscription import Notifier
-from .worker import DaemonOptions, WorkerState
+from ._bluegreen import BuildProgress
+from ._daemon import ProjectionDaemon
+from ._definition import ProjectionBase
+from ._leases import Leases
+from ._status import ProjectionStatus, checkpoint_positions, projection_status
+from ._subscription import Notifier
+from ._worker import DaemonOptions, WorkerState
 
 __all__ = ["rebuild"]
 

@@ -41,9 +41,9 @@ from typing import Any, Generic, Literal, TypeVar, overload
 
 import msgspec
 
+from .._events import Event, RecordedEvent
 from ..errors import ConfigurationError, HandlerFailed, InvalidProjection, StoreError
-from ..events import Event, RecordedEvent
-from .store import ReadModelTransaction
+from ..store.ports import ReadModelTransaction
 
 __all__ = [
     "DocumentProjection",

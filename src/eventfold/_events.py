@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import msgspec
 
+from ._position import Position
 from .errors import EventTypeError, InvalidEvent, InvalidInput
-from .position import Position
 from .schema._upcasting import Upcaster, Upcasters
 
 __all__ = [

@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 
 import msgspec
 
+from .._events import RecordedEvent
+from .._position import Position
 from ..errors import DecodeError, HandlerFailed, InvalidInput
-from ..events import RecordedEvent
-from ..position import Position
+from ..store.ports import ParkedEvent, ReadModelStore, now_us
 from ..store.protocol import EventStore
-from .definition import ProjectionBase
-from .status import event_at
-from .store import ParkedEvent, ReadModelStore, now_us
+from ._definition import ProjectionBase
+from ._status import event_at
 
 __all__ = ["ReplayResult", "replay_parked"]
 
