@@ -22,6 +22,7 @@ from eventfold import (
 )
 from eventfold._nesting import nesting_depth_exceeds
 from eventfold.store.kit import Codec
+from eventfold.testing.conformance import settle
 
 
 class Paid(eventfold.Event):
@@ -85,6 +86,7 @@ async def test_every_read_path_names_the_undecodable_event(store_url: str) -> No
         assert "field `amount`" in str(error)
         assert isinstance(error, eventfold.DecodeError)
 
+        await settle(store, result.position)
         with pytest.raises(eventfold.UndecodableEvent) as info:
             _ = [e async for e in store.read_all()]
         assert (info.value.version, info.value.position) == (2, result.position)
