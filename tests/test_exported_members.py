@@ -18,6 +18,7 @@ PUBLIC_MODULES: dict[str, set[str]] = {
         "projections",
         "schema",
         "store",
+        "sync",
         "testing",
         "write",
         # Public today; they join the private modules once the backends have moved.
@@ -53,6 +54,7 @@ PUBLIC_MODULES: dict[str, set[str]] = {
     },
     "eventfold.schema": set(),
     "eventfold.store": {"connect", "kit", "ports", "protocol"},
+    "eventfold.sync": set(),
     "eventfold.testing": {
         "conformance",
         "hooks",
