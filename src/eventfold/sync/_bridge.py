@@ -162,7 +162,9 @@ class Runner:
                 if self.in_loop_thread():
                     self._loop.create_task(close())
                 else:
-                    self.call(close())
+                    # The runner may stop meanwhile (this can run at garbage collection).
+                    with contextlib.suppress(StoreClosed):
+                        self.call(close())
 
     def on_stop(self, finalize: Callable[[], Awaitable[None]]) -> None:
         """Await ``finalize()`` on the loop when it stops (last registered, first run)."""
