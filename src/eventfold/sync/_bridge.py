@@ -111,20 +111,24 @@ class Runner:
         call = _Call(coro, self)
         scheduled = False
         try:
-            with self._lock:
-                if self._stopped:
-                    coro.close()
-                    raise StoreClosed(self.describe)
-                scheduled = True
-                # A Ctrl-C often lands in here, as the loop's thread wakes: `cancel`
-                # then reaches the coroutine all the same.
+            if self._stopped:
+                coro.close()
+                raise StoreClosed(self.describe)
+            scheduled = True
+            # A Ctrl-C often lands in here, as the loop's thread wakes: `cancel` then
+            # reaches the coroutine all the same. No lock: a call that races `stop` is
+            # refused by `start`, or ends when the loop's thread does (below).
+            try:
                 self._loop.call_soon_threadsafe(call.start)
+            except RuntimeError:  # the loop is closed
+                coro.close()
+                raise StoreClosed(self.describe) from None
             while not call.ended.wait(_TICK):
                 if not self._thread.is_alive():
                     raise StoreClosed(self.describe)
         except BaseException:
             if scheduled and not call.ended.is_set():
-                with self._lock, contextlib.suppress(RuntimeError):  # a closed loop
+                with contextlib.suppress(RuntimeError):  # a closed loop
                     self._loop.call_soon_threadsafe(call.cancel)
                 call.ended.wait(_CANCEL_WAIT)
             raise
