@@ -115,6 +115,26 @@ def test_the_store_answers_as_the_async_store_does(store: eventfold.sync.EventSt
     assert store.stats().events == 4
 
 
+def test_connect_takes_and_refuses_what_the_async_connect_does(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for url in ("nope://x", "sqlite-but-no-scheme"):
+        with pytest.raises(eventfold.ConfigurationError) as caught:
+            eventfold.sync.connect(url)
+        with pytest.raises(eventfold.ConfigurationError) as async_caught:
+            eventfold.connect(url)
+        assert str(caught.value) == str(async_caught.value)
+    missing = eventfold.sync.connect(f"sqlite:///{tmp_path}/none.db", read_only=True)
+    with pytest.raises(eventfold.StoreNotFound):
+        missing.open()
+    assert missing.thread is None  # a failed open leaves no thread behind
+    monkeypatch.setenv("EVENTFOLD_PRODUCER_VERSION", "shop 1.2")
+    with eventfold.sync.connect("memory://") as store:
+        store.append("tally-a", [Counted(n=1)], expected_version=0)
+        (event,) = store.read_stream("tally-a")
+    assert event.metadata["producer_version"] == "shop 1.2"
+
+
 def test_a_conflict_is_the_async_error(store: eventfold.sync.EventStore) -> None:
     store.append("tally-a", [Counted(n=1), Counted(n=2)], expected_version=0)
     with pytest.raises(eventfold.WrongExpectedVersion) as caught:
