@@ -251,6 +251,22 @@ def test_iteration_pulls_one_page_at_a_time() -> None:
         runner.stop()
 
 
+def test_an_error_mid_page_comes_after_the_items_before_it() -> None:
+    async def breaks() -> AsyncIterator[int]:
+        for i in range(3):
+            yield i
+        raise eventfold.InvalidInput("broken at 3")
+
+    runner = Runner("test-sync-errors", "test runner")
+    try:
+        items = runner.iterate(breaks(), page_size=10)
+        assert [next(items) for _ in range(3)] == [0, 1, 2]
+        with pytest.raises(eventfold.InvalidInput, match="broken at 3"):
+            next(items)
+    finally:
+        runner.stop()
+
+
 def test_a_thread_running_an_event_loop_may_call(store: eventfold.sync.EventStore) -> None:
     async def notebook_cell() -> tuple[int, list[int]]:
         store.append("tally-a", [Counted(n=1), Counted(n=2)], expected_version=0)

@@ -45,7 +45,7 @@ class Runner:
 
     def __init__(self, name: str, describe: str) -> None:
         self.describe = describe
-        """Names what runs here in `StoreClosed` errors (e.g. ``sqlite store 'x.db'``)."""
+        """What `StoreClosed` says runs here, and how to open it."""
         self._loop = asyncio.new_event_loop()
         self._finalizers: list[Callable[[], Awaitable[None]]] = []
         self._stopped = False
@@ -142,14 +142,19 @@ class Runner:
         ``source`` on the loop, which returns any connection it held.
         """
 
-        async def page() -> tuple[list[T], bool]:
+        async def page() -> tuple[list[T], bool, Exception | None]:
             items: list[T] = []
             try:
                 while len(items) < page_size:
                     items.append(await anext(source))
             except StopAsyncIteration:
-                return items, True
-            return items, False
+                return items, True, None
+            except Exception as exc:
+                if not items:
+                    raise
+                # The items read before the error come first, as from the async iterator.
+                return items, True, exc
+            return items, False, None
 
         async def close() -> None:
             aclose = getattr(source, "aclose", None)
@@ -159,8 +164,10 @@ class Runner:
         exhausted = False
         try:
             while not exhausted:
-                items, exhausted = self.call(page())
+                items, exhausted, error = self.call(page())
                 yield from items
+                if error is not None:
+                    raise error
         finally:
             if not exhausted and self.running:
                 if self.in_loop_thread():
@@ -175,7 +182,7 @@ class Runner:
         self._finalizers.append(finalize)
 
     def stop(self) -> None:
-        """Run the finalizers, cancel what still runs, stop the loop and join its thread.
+        """Stop the loop: cancel what still runs, run the finalizers, join the thread.
 
         Calls in flight end with `StoreClosed`; later calls raise it. Stopping twice, or
         from the loop's own thread (where it cannot join), only asks the loop to stop.
