@@ -94,8 +94,10 @@ def create_app(url: str) -> Flask:
         return run(f"account-{account_id}", Withdraw(amount=_amount()))
 
     @app.get("/accounts/<account_id>")
-    def state(account_id: str) -> Response:
+    def state(account_id: str) -> Response | tuple[Response, int]:
         loaded = handler.load_details(f"account-{account_id}")
+        if loaded.version == 0:
+            return jsonify(error="no such account"), 404
         now: Account = loaded.state
         return jsonify(owner=now.owner, balance=now.balance, version=loaded.version)
 

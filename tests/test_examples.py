@@ -74,6 +74,7 @@ def test_the_flask_example_serves_the_blocking_api(store_url: str) -> None:
         balance = client.get(f"/balances/a1?after={after}")
         assert js(balance) == {"owner": "ann", "balance": 100, "movements": 1}
         assert client.get("/balances/nobody").status_code == 404
+        assert client.get("/accounts/nobody").status_code == 404
         key = {"Idempotency-Key": "deposit-7"}
         first = js(client.post("/accounts/a1/deposits", json={"amount": 5}, headers=key))
         again = js(client.post("/accounts/a1/deposits", json={"amount": 5}, headers=key))
