@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import _thread
 import asyncio
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import AsyncIterator, Generator, Iterator, Sequence
@@ -308,6 +310,26 @@ def test_close_releases_the_thread(store_url: str) -> None:
         with store:  # a closed store opens again, on a new thread
             assert store.thread is not thread
             assert store.stream_version("tally-a") == 1
+
+
+def test_a_store_left_open_lets_the_process_exit_cleanly(tmp_path: Any) -> None:
+    url = f"sqlite:///{tmp_path}/left-open.db"
+    script = (
+        "import eventfold, eventfold.sync\n"
+        "class Left(eventfold.Event):\n"
+        "    n: int\n"
+        f"store = eventfold.sync.connect({url!r})\n"
+        "store.open()\n"
+        "store.append('left-1', [Left(n=1)], expected_version=0)\n"
+        "print(store.thread.daemon)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.split() == ["True"]
+    assert out.stderr == ""
+    with eventfold.sync.connect(url) as store:
+        assert store.stream_version("left-1") == 1
 
 
 def test_ctrl_c_cancels_the_call_underneath(store: eventfold.sync.EventStore) -> None:
