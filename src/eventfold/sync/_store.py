@@ -67,7 +67,7 @@ class EventStore:
 
     def __init__(self, store: _async.EventStore) -> None:
         self.async_store = store
-        """The async store underneath (await it only on `loop`'s thread, with `run`)."""
+        """The async store underneath: await it only through `run`, on the store's thread."""
         self.backend = store.backend
         self._runner: Runner | None = None
         self._opens = 0
