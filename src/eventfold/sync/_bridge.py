@@ -77,7 +77,8 @@ class Runner:
             with contextlib.suppress(Exception):  # on the way out: no caller to tell
                 await finalize()
         await self._loop.shutdown_asyncgens()
-        await self._loop.shutdown_default_executor()
+        with contextlib.suppress(RuntimeError):  # no new thread at interpreter exit
+            await self._loop.shutdown_default_executor()
 
     # -- callers' threads --------------------------------------------------------------
 
@@ -248,9 +249,13 @@ class _Call(Generic[T]):
         return task.result()
 
 
-@atexit.register
 def _stop_all() -> None:
     # Daemon threads are killed at exit wherever they are; stopping them first lets each
     # store flush and close (SQLite's writer commits what it queued).
     for runner in list(_runners):
         runner.stop()
+
+
+# threading's own exit hook (as concurrent.futures uses) runs before the interpreter
+# refuses to start threads (Python 3.12), which closing a store may do; `atexit` is too late.
+getattr(threading, "_register_atexit", atexit.register)(_stop_all)
