@@ -174,3 +174,24 @@ def test_bad_arguments_are_refused() -> None:
     assert out.returncode == 2
     assert "--url" in out.stderr
     assert out.stdout == ""
+
+
+@pytest.mark.parametrize("backend", ["memory", "sqlite"])
+def test_the_sync_bridge_benchmark_prints_json_lines(backend: str) -> None:
+    script = RUNNER.parent / "sync_bridge.py"
+    out = subprocess.run(
+        [sys.executable, str(script), "--backend", backend, "--scale", "0.005", "--runs", "1"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert out.returncode == 0, out.stderr
+    lines = [json.loads(line) for line in out.stdout.splitlines()]
+    expected = ["append_one", "append_threads"] + (["read_all"] if backend == "sqlite" else [])
+    assert [line["workload"] for line in lines] == expected
+    for line in lines:
+        assert line["backend"] == backend
+        assert line["rate"] > 0
+        assert line["async_rate"] > 0
+        ratio = line["rate"] / line["async_rate"]
+        assert line["ratio"] == pytest.approx(ratio, rel=0.01, abs=0.001)

@@ -18,6 +18,7 @@ PUBLIC_MODULES: dict[str, set[str]] = {
         "projections",
         "schema",
         "store",
+        "sync",
         "testing",
         "write",
         "errors",
@@ -29,6 +30,7 @@ PUBLIC_MODULES: dict[str, set[str]] = {
     "eventfold.projections": set(),
     "eventfold.schema": set(),
     "eventfold.store": {"connect", "kit", "ports", "protocol"},
+    "eventfold.sync": set(),
     "eventfold.testing": {
         "conformance",
         "hooks",

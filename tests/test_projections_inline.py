@@ -68,11 +68,13 @@ async def test_the_model_is_current_when_the_append_returns(inline_url: str) -> 
         assert await view.get("account-1") == Balance(12, 2)  # no waiting
 
         # Many concurrent appends (one group commit): every one applied exactly once.
-        await asyncio.gather(
+        results = await asyncio.gather(
             *(store.append(f"account-{i % 4}", [Deposited(amount=1)], expected_version=ANY)
               for i in range(40))
         )  # fmt: skip
         docs = await view.all()
+        # A live projection reads the global log: wait until PostgreSQL shows all of it.
+        await settle(store, max(r.position for r in results))
         assert docs == await live(store, proj).all()
         assert docs["account-2"] == Balance(10, 10)
         # Its checkpoint follows the log, so wait_for and lag work as for async ones.
