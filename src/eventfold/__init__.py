@@ -43,6 +43,7 @@ from .errors import (
     StreamReplaced,
     TransformConflict,
     UndecodableEvent,
+    UnknownDestination,
     UnsupportedCapability,
     UpcastFailed,
     WrongExpectedVersion,
@@ -59,7 +60,16 @@ from .events import (
 from .position import ANY, NO_STREAM, START, STREAM_EXISTS, ExpectedVersion, Position, StreamState
 from .projections import DocumentProjection, Projection, ProjectionDaemon
 from .schema import StreamReport, TransformReport, transform, transformed_event_id
-from .store import DEFAULT_URL, AppendResult, EventStore, StoreStats, StreamInfo, connect
+from .store import (
+    DEFAULT_URL,
+    AppendResult,
+    EventStore,
+    StoreStats,
+    StreamInfo,
+    SupportsUnitOfWork,
+    UnitOfWork,
+    connect,
+)
 from .store._common import MAX_STREAM_ID_LENGTH, category_of
 from .write import (
     Aggregate,
@@ -138,10 +148,13 @@ __all__ = [
     "StreamReplaced",
     "StreamReport",
     "StreamState",
+    "SupportsUnitOfWork",
     "TransformConflict",
     "TransformReport",
     "TypeRegistry",
     "UndecodableEvent",
+    "UnitOfWork",
+    "UnknownDestination",
     "UnsupportedCapability",
     "UpcastFailed",
     "WrongExpectedVersion",

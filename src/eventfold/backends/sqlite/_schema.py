@@ -175,6 +175,21 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE streams ADD COLUMN replaced_by TEXT",
         "CREATE INDEX streams_replaced_by ON streams (replaced_by) WHERE replaced_by IS NOT NULL",
     ),
+    # 4: the outbox (`_outbox`): messages committed by units of work, in commit order.
+    (
+        """
+        CREATE TABLE outbox (
+            position INTEGER PRIMARY KEY AUTOINCREMENT,
+            message_id BLOB NOT NULL,
+            destination TEXT NOT NULL,
+            key TEXT,
+            payload BLOB NOT NULL,
+            headers BLOB NOT NULL,
+            recorded_at INTEGER NOT NULL  -- microseconds since the Unix epoch, UTC
+        )
+        """,
+        "CREATE INDEX outbox_by_destination ON outbox (destination, position)",
+    ),
 )
 """Migration N is ``MIGRATIONS[N - 1]``: statements applied in one transaction."""
 

@@ -68,6 +68,7 @@ from . import _schema as sql
 from ._file import FileGuard, check_store
 from ._hooks import SQLiteTransactionHooks
 from ._snapshots import SQLiteSnapshotStore
+from ._unit_of_work import UnitOfWorkSupport
 from ._writer import PendingAppend, SQLiteWriter, deliver
 
 __all__ = ["PAGE_BUDGET", "SQLiteStore"]
@@ -95,7 +96,7 @@ _T = TypeVar("_T")
 _R = TypeVar("_R")
 
 
-class SQLiteStore:
+class SQLiteStore(UnitOfWorkSupport):
     """An event store in one SQLite file, shared safely by several processes.
 
     ``synchronous`` is ``FULL`` (nothing acknowledged is lost, even on power loss) or
@@ -672,12 +673,15 @@ class SQLiteStore:
         else:
             t = json.dumps(wanted_types) if wanted_types is not None else None
             c = json.dumps(wanted_cats) if wanted_cats is not None else None
-            query, params = sql.READ_ALL_FILTERED, lambda p, n: {
-                "after": p,
-                "types": t,
-                "categories": c,
-                "limit": n,
-            }
+            query, params = (
+                sql.READ_ALL_FILTERED,
+                lambda p, n: {
+                    "after": p,
+                    "types": t,
+                    "categories": c,
+                    "limit": n,
+                },
+            )
         pages = self._pages(query, params, start, _row_position, limit, self.codec.decode_rows)
         async with aclosing(pages):
             async for page in pages:

@@ -1,0 +1,447 @@
+"""Units of work on SQLite: the caller's SQL, appends and outbox messages in one of the
+writer connection's transactions, with group commit.
+
+A unit runs on the event loop's thread, right on the writer's connection (taken from
+the writer thread while it is idle, `SQLiteWriter.try_hold`), so its statements read
+its own writes and cost no thread hand-off. Units take turns: one at a time holds the
+connection, inside a savepoint of its own (so a failing unit undoes only itself). A unit
+that ends well releases its savepoint and waits for the COMMIT; the next unit waiting
+goes on in the same transaction, and the transaction commits once no unit is waiting
+(or `MAX_UNITS` have gathered): many units share one commit, as group-committed appends
+do. While a transaction is open the writer thread waits, so plain appends queue behind
+it; a unit that awaits something slow holds every writer of the store meanwhile: keep
+the block short.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import time
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from ...errors import EventfoldError, InvalidInput, StoreClosed, StoreError
+from ...events import Event, NewEvent
+from ...position import ExpectedVersion, Position
+from ...store._common import prepare_append
+from ...store._outbox import Destinations, Outgoing, prepare_message, unit_headers
+from ...store.ports import OutboxMessage
+from ...store.protocol import AppendResult
+from . import _outbox
+from ._group import PendingAppend
+
+if TYPE_CHECKING:
+    from ._store import SQLiteStore
+
+__all__ = ["SQLiteUnitOfWork", "SQLiteUnits", "UnitOfWorkSupport"]
+
+MAX_UNITS = 256
+"""Most units of work committed in one transaction."""
+
+_CONTROL = frozenset({"BEGIN", "COMMIT", "END", "ROLLBACK", "SAVEPOINT", "RELEASE"})
+
+
+def _noop(conn: sqlite3.Connection) -> None:
+    return None
+
+
+class SQLiteUnitOfWork:
+    """One unit of work on the writer connection (`eventfold.store.UnitOfWork`)."""
+
+    backend = "sqlite"
+    paramstyle = "qmark"
+
+    def __init__(self, units: SQLiteUnits, headers: dict[str, str]) -> None:
+        self._units = units
+        self._headers = headers
+        self._messages: list[Outgoing] = []
+        self._live = False
+        self.appended = False
+
+    def _cursor(self) -> sqlite3.Cursor:
+        cur = self._units.cursor
+        if not self._live or cur is None:
+            raise StoreError(
+                "this unit of work is over (it committed, rolled back, or its transaction "
+                "was lost); start a new one"
+            )
+        return cur
+
+    async def execute(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        cur = self._cursor()
+        words = query.split(None, 1)
+        if words and words[0].upper().rstrip(";") in _CONTROL:
+            raise InvalidInput(
+                f"a unit of work runs inside its own transaction; {words[0]!r} is not "
+                "allowed in it (the block's end commits, an exception rolls back)"
+            )
+        try:
+            return cur.execute(query, params).fetchall()
+        except sqlite3.Error as exc:
+            self._units.check_alive(exc)
+            error = StoreError(
+                f"a unit of work's statement failed: {exc} (statement: {query.strip()[:200]!r});"
+                " fix the statement or its parameters (SQLite takes ? or :name parameters)"
+            )
+            raise error from exc
+
+    async def append(
+        self,
+        stream_id: str,
+        events: Sequence[Event | NewEvent],
+        *,
+        expected_version: ExpectedVersion,
+    ) -> AppendResult:
+        store = self._units.store
+        encoded, expected = prepare_append(store.codec, stream_id, events, expected_version)
+        cur = self._cursor()
+        writer = store._writer
+        assert writer is not None
+        group = writer.group
+        future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
+        item = PendingAppend(stream_id, encoded, expected, future, 0)
+        try:
+            last, versions, replaced = group._start(cur, [item])
+            now = time.time_ns() // 1000
+            outcome = group._write_one(cur, item, versions, replaced, now, last)
+        except sqlite3.Error as exc:
+            self._units.check_alive(exc)
+            raise store.translate_error(exc) from exc
+        if not isinstance(outcome, AppendResult):
+            raise outcome
+        if outcome.position.seq > last:
+            try:
+                group._update_streams(cur, {stream_id: outcome.version})
+            except sqlite3.Error as exc:
+                self._units.check_alive(exc)
+                raise store.translate_error(exc) from exc
+            self.appended = True
+        return outcome
+
+    def publish(
+        self,
+        destination: str,
+        payload: object,
+        *,
+        key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        message_id: uuid.UUID | None = None,
+    ) -> uuid.UUID:
+        self._cursor()
+        mid, message = prepare_message(
+            self._units.destinations, self._headers, destination, payload, key, headers,
+            message_id,
+        )  # fmt: skip
+        self._messages.append(message)
+        return mid
+
+
+class SQLiteUnits:
+    """A store's units of work: whose turn it is, and the transaction they share."""
+
+    def __init__(self, store: SQLiteStore) -> None:
+        self.store = store
+        self.destinations = Destinations()
+        self.cursor: sqlite3.Cursor | None = None
+        """The writer connection's cursor while a transaction of units is open."""
+        self._busy = False
+        """Whether a unit holds the connection (or the transaction is committing)."""
+        self._waiting: deque[asyncio.Future[None]] = deque()
+        self._done: list[asyncio.Future[None]] = []
+        """Units released into the open transaction, waiting for its COMMIT."""
+        self._appended = False
+        self._scheduled = False
+
+    # -- a unit's life ----------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def run(self, headers: dict[str, str]) -> AsyncIterator[SQLiteUnitOfWork]:
+        store = self.store
+        store._check_writable()
+        unit = SQLiteUnitOfWork(self, headers)
+        await self._turn()
+        try:
+            if self.cursor is None:
+                await self._begin()
+            assert self.cursor is not None
+            self.cursor.execute("SAVEPOINT unit_of_work")
+        except BaseException:
+            self._next()
+            raise
+        unit._live = True
+        try:
+            yield unit
+        except BaseException:
+            unit._live = False
+            self._undo()
+            self._next()
+            raise
+        unit._live = False
+        try:
+            done = self._keep(unit)
+        except BaseException:
+            self._undo()
+            self._next()
+            raise
+        self._next()
+        await done
+        if unit.appended and store.committed:
+            store.committed.fire()
+
+    async def _turn(self) -> None:
+        """Wait until this unit may hold the connection."""
+        if not self._busy and not self._waiting:
+            self._busy = True
+            return
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append(turn)
+        try:
+            await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():
+                self._next()  # it was this unit's turn: pass it on
+            else:
+                with contextlib.suppress(ValueError):
+                    self._waiting.remove(turn)
+            raise
+
+    async def _begin(self) -> None:
+        """Take the writer's connection and open a write transaction on it."""
+        store = self.store
+        deadline = time.monotonic() + store.busy_timeout
+        delay = 0.001
+        while True:
+            writer = store._writer
+            if writer is None:
+                raise StoreClosed(f"sqlite store {store.path!r}")
+            conn = writer.try_hold()
+            if conn is None:
+                await writer.call(_noop)  # let the writer finish what it is doing
+                continue
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                writer.release()
+                busy = "locked" in str(exc).lower() or "busy" in str(exc).lower()
+                if busy and time.monotonic() < deadline:
+                    # Another process writes: wait without holding the loop.
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 0.05)
+                    continue
+                raise store.translate_error(exc) from exc
+            break
+        cur = conn.cursor()
+        hooks = writer.group.hooks
+        if hooks is not None:
+            try:
+                hooks.begin(cur)
+            except BaseException as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                writer.release()
+                if isinstance(exc, sqlite3.Error):
+                    raise store.translate_error(exc) from exc
+                raise
+        self.cursor = cur
+        self._appended = False
+
+    def _keep(self, unit: SQLiteUnitOfWork) -> asyncio.Future[None]:
+        """Write the unit's messages and release its savepoint; its commit's future."""
+        cur = self.cursor
+        if cur is None:
+            raise StoreError("the unit of work's transaction was lost; nothing was committed")
+        try:
+            if unit._messages:
+                _outbox.insert_messages(cur, unit._messages, time.time_ns() // 1000)
+            cur.execute("RELEASE unit_of_work")
+        except sqlite3.Error as exc:
+            self.check_alive(exc)
+            raise self.store.translate_error(exc) from exc
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._done.append(done)
+        self._appended = self._appended or unit.appended
+        return done
+
+    def _undo(self) -> None:
+        """Roll the unit back to its savepoint (the units before it stay)."""
+        cur = self.cursor
+        if cur is None:
+            return
+        try:
+            if cur.connection.in_transaction:
+                cur.execute("ROLLBACK TO unit_of_work")
+                cur.execute("RELEASE unit_of_work")
+                return
+        except sqlite3.Error:
+            pass
+        self._lose(StoreError("the transaction of a unit of work was lost; retry the unit"))
+
+    def check_alive(self, exc: BaseException) -> None:
+        """After a failed statement: if SQLite rolled the whole transaction back, the
+        units released into it fail, and the connection goes back to the writer."""
+        cur = self.cursor
+        if cur is not None and not cur.connection.in_transaction:
+            self._lose(
+                StoreError(f"SQLite rolled back the transaction of units of work ({exc}); retry")
+            )
+
+    def _lose(self, error: StoreError) -> None:
+        done, self._done = self._done, []
+        for future in done:
+            if not future.done():
+                failed = StoreError(f"the unit of work was not committed: {error}")
+                failed.__cause__ = error
+                future.set_exception(failed)
+        cur, self.cursor = self.cursor, None
+        if cur is not None:
+            with contextlib.suppress(sqlite3.Error):
+                if cur.connection.in_transaction:
+                    cur.execute("ROLLBACK")
+            writer = self.store._writer
+            if writer is not None:
+                writer.release()
+
+    def _next(self) -> None:
+        """Pass the connection to the next waiting unit; commit when none waits."""
+        if self.cursor is not None and len(self._done) >= MAX_UNITS:
+            self._commit()
+        while self._waiting:
+            turn = self._waiting.popleft()
+            if not turn.done():
+                turn.set_result(None)  # _busy stays True: the turn passes on
+                return
+        self._busy = False
+        if self.cursor is not None and not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._commit_soon)
+
+    def _commit_soon(self) -> None:
+        self._scheduled = False
+        if self._busy or self.cursor is None:
+            return  # a unit holds the connection: the last one's turn ends in a commit
+        self._commit()
+
+    def _commit(self) -> None:
+        """COMMIT the open transaction, give the connection back, settle the units."""
+        cur = self.cursor
+        assert cur is not None
+        store = self.store
+        writer = store._writer
+        assert writer is not None
+        error: EventfoldError | None = None
+        try:
+            guard = writer.group.guard
+            if guard is not None:
+                guard()
+            cur.execute("COMMIT")
+        except Exception as exc:
+            with contextlib.suppress(sqlite3.Error):
+                if cur.connection.in_transaction:
+                    cur.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                error = store.translate_error(exc)
+            elif isinstance(exc, EventfoldError):
+                error = exc
+            else:
+                error = StoreError(f"unexpected {exc!r} committing units of work")
+        self.cursor = None
+        writer.release()
+        done, self._done = self._done, []
+        for future in done:
+            if future.done():
+                continue
+            if error is None:
+                future.set_result(None)
+            else:
+                failed = StoreError(f"the unit of work was not committed: {error}")
+                failed.__cause__ = error
+                future.set_exception(failed)
+
+    # -- the outbox ---------------------------------------------------------------------
+
+    async def read_outbox(
+        self, after: Position, limit: int, destination: str | None
+    ) -> list[OutboxMessage]:
+        self.store._check_open()
+        query, params = _outbox.read_sql(after, limit, destination)
+        return _outbox.to_messages(self.store.fetch_rows(query, params))
+
+    async def outbox_head(self, destination: str | None) -> Position:
+        self.store._check_open()
+        if destination is None:
+            rows = self.store.fetch_few(_outbox.HEAD, ())
+        else:
+            rows = self.store.fetch_few(_outbox.HEAD_ONE, (destination,))
+        return Position(0, int(rows[0][0]))
+
+    async def prune_outbox(self, destination: str, up_to: Position) -> int:
+        if not isinstance(destination, str):
+            raise InvalidInput(f"destination must be a str, got {destination!r}")
+        query, params = _outbox.prune_sql(destination, up_to)
+
+        def work(conn: sqlite3.Connection) -> int:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                deleted = conn.execute(query, params).rowcount
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            return int(deleted)
+
+        try:
+            return await self.store.on_writer(work)
+        except sqlite3.Error as exc:
+            raise self.store.translate_error(exc) from exc
+
+
+class UnitOfWorkSupport:
+    """`SupportsUnitOfWork` and `SupportsOutbox` for `SQLiteStore`."""
+
+    __units: SQLiteUnits | None = None
+
+    @property
+    def _units(self) -> SQLiteUnits:
+        units = self.__units
+        if units is None:
+            units = self.__units = SQLiteUnits(self)  # type: ignore[arg-type]
+        return units
+
+    def unit_of_work(
+        self,
+        *,
+        correlation_id: str | uuid.UUID | None = None,
+        causation_id: str | uuid.UUID | None = None,
+        traceparent: str | None = None,
+    ) -> contextlib.AbstractAsyncContextManager[SQLiteUnitOfWork]:
+        """Run the caller's SQL (``?`` parameters), appends and outbox messages in one
+        transaction (`eventfold.store.SupportsUnitOfWork`)."""
+        return self._units.run(unit_headers(correlation_id, causation_id, traceparent))
+
+    def declare_destination(self, name: str) -> None:
+        """Allow outbox messages for ``name`` on this store (this process's setting)."""
+        self._units.destinations.declare(name)
+
+    @property
+    def destinations(self) -> frozenset[str]:
+        """The outbox destinations declared on this store."""
+        return self._units.destinations.names
+
+    async def read_outbox(
+        self, after: Position, limit: int, *, destination: str | None = None
+    ) -> list[OutboxMessage]:
+        """Up to ``limit`` committed outbox messages after ``after``, in commit order."""
+        return await self._units.read_outbox(after, limit, destination)
+
+    async def outbox_head(self, destination: str | None = None) -> Position:
+        """The position of the newest committed outbox message (`START` when none)."""
+        return await self._units.outbox_head(destination)
+
+    async def prune_outbox(self, destination: str, up_to: Position) -> int:
+        """Delete ``destination``'s messages at or before ``up_to``; how many."""
+        return await self._units.prune_outbox(destination, up_to)
