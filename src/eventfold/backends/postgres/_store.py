@@ -94,6 +94,7 @@ from ._hooks import PostgresTransactionHooks, run_with_participants
 from ._notify import NotifySender, channel_name
 from ._schema import EVENT_ID_KEY, Statements, lock_key
 from ._snapshots import PostgresSnapshotStore
+from ._unit_of_work import UnitOfWorkSupport
 
 __all__ = ["DEFAULT_SCHEMA", "PostgresStore"]
 
@@ -113,7 +114,7 @@ Rows = list[tuple[Any, ...]]
 _Pool = AsyncConnectionPool[psycopg.AsyncConnection[tuple[Any, ...]]]
 
 
-class PostgresStore:
+class PostgresStore(UnitOfWorkSupport):
     """An event store in a PostgreSQL database (13 or later).
 
     ``url`` is a libpq URL (``postgresql://user:password@host:5432/dbname``) plus the

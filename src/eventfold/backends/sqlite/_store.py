@@ -673,15 +673,12 @@ class SQLiteStore(UnitOfWorkSupport):
         else:
             t = json.dumps(wanted_types) if wanted_types is not None else None
             c = json.dumps(wanted_cats) if wanted_cats is not None else None
-            query, params = (
-                sql.READ_ALL_FILTERED,
-                lambda p, n: {
-                    "after": p,
-                    "types": t,
-                    "categories": c,
-                    "limit": n,
-                },
-            )
+            query, params = sql.READ_ALL_FILTERED, lambda p, n: {
+                "after": p,
+                "types": t,
+                "categories": c,
+                "limit": n,
+            }
         pages = self._pages(query, params, start, _row_position, limit, self.codec.decode_rows)
         async with aclosing(pages):
             async for page in pages:
