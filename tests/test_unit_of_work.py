@@ -1,0 +1,123 @@
+"""Units of work and the outbox over every backend: the shipped suites, and what differs
+between backends."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+import eventfold
+from eventfold import NO_STREAM, START, EventStore
+from eventfold.store import SupportsOutbox, SupportsUnitOfWork, capability
+from eventfold.testing.conformance import settle
+from eventfold.testing.unit_of_work import (
+    Charged,
+    SQLUnitOfWorkConformance,
+    UnitOfWorkConformance,
+    check_no_sql,
+    messages,
+)
+
+
+class TestSQLUnitOfWork(SQLUnitOfWorkConformance):
+    @pytest.fixture
+    async def store(self, sql_url: str) -> AsyncIterator[EventStore]:
+        async with eventfold.connect(sql_url) as store:
+            yield store
+
+
+class TestMemoryUnitOfWork(UnitOfWorkConformance):
+    @pytest.fixture
+    async def store(self) -> AsyncIterator[EventStore]:
+        async with eventfold.connect("memory://") as store:
+            yield store
+
+
+async def test_memory_has_no_sql() -> None:
+    async with eventfold.connect("memory://") as store:
+        await check_no_sql(store)
+
+
+def test_every_backend_declares_the_ports() -> None:
+    for url in ("memory://", "sqlite:///unused.db"):
+        store = eventfold.connect(url)
+        assert isinstance(store, SupportsUnitOfWork)
+        assert isinstance(store, SupportsOutbox)
+
+
+@pytest.mark.postgres
+async def test_postgres_never_skips_a_message_that_commits_late(postgres_url: str) -> None:
+    async with eventfold.connect(postgres_url) as store:
+        units = capability(store, SupportsUnitOfWork)
+        box = capability(store, SupportsOutbox)
+        units.declare_destination("late")
+        async with units.unit_of_work() as uow:
+            await uow.execute("CREATE TABLE late_t (n int)")
+        holding = asyncio.Event()
+        release = asyncio.Event()
+
+        async def early() -> None:
+            async with units.unit_of_work() as uow:
+                # Its transaction id is taken here, before the other unit's.
+                await uow.execute("INSERT INTO late_t VALUES (1)")
+                holding.set()
+                await asyncio.wait_for(release.wait(), 30)
+                uow.publish("late", b"early")
+
+        task = asyncio.create_task(early())
+        await asyncio.wait_for(holding.wait(), 30)
+        async with units.unit_of_work() as uow:
+            uow.publish("late", b"later")
+        # The later unit has committed, but the earlier one is still open: a reader must
+        # not see the later message yet, or it would skip the earlier one.
+        for _ in range(5):
+            seen = await box.read_outbox(START, 100, destination="late")
+            assert seen == [], seen
+            assert await box.outbox_head("late") == START
+            await asyncio.sleep(0.01)
+        release.set()
+        await task
+        found = await messages(store, 2, "late")
+        assert [m.payload for m in found] == [b"early", b"later"]
+        assert found[0].position < found[1].position
+        assert await box.read_outbox(found[0].position, 100, destination="late") == found[1:]
+
+
+@pytest.mark.postgres
+async def test_postgres_unit_after_a_failed_statement_refuses_more_work(
+    postgres_url: str,
+) -> None:
+    async with eventfold.connect(postgres_url) as store:
+        units = capability(store, SupportsUnitOfWork)
+        run = uuid.uuid4().hex[:8]
+
+        async def attempt() -> None:
+            async with units.unit_of_work() as uow:
+                await uow.append(f"a-{run}", [Charged(cents=1)], expected_version=NO_STREAM)
+                with pytest.raises(eventfold.StoreError, match="statement failed"):
+                    await uow.execute("SELECT * FROM no_such_table")
+                await uow.execute("SELECT 1")
+
+        with pytest.raises(eventfold.StoreError, match="earlier statement"):
+            await attempt()
+        assert [e async for e in store.read_stream(f"a-{run}")] == []
+        written = await store.append(f"a-{run}", [Charged(cents=2)], expected_version=NO_STREAM)
+        await settle(store, written.position)
+
+
+async def test_sqlite_units_share_group_commits(tmp_path: object) -> None:
+    async with eventfold.connect(f"sqlite:///{tmp_path}/g.db") as store:
+        units = capability(store, SupportsUnitOfWork)
+        before = store.commits  # type: ignore[attr-defined]
+
+        async def unit(n: int) -> None:
+            async with units.unit_of_work() as uow:
+                await uow.append(f"s-{n}", [Charged(cents=n)], expected_version=NO_STREAM)
+
+        await asyncio.gather(*(unit(n) for n in range(50)))
+        # Fifty units started in one turn of the loop commit in far fewer transactions.
+        assert store.commits - before < 10  # type: ignore[attr-defined]
+        assert (await store.stats()).events == 50
