@@ -121,3 +121,40 @@ async def test_sqlite_units_share_group_commits(tmp_path: object) -> None:
         # Fifty units started in one turn of the loop commit in far fewer transactions.
         assert store.commits - before < 10  # type: ignore[attr-defined]
         assert (await store.stats()).events == 50
+
+
+async def test_sqlite_units_commit_off_the_loop_when_it_is_busy(tmp_path: object) -> None:
+    async with eventfold.connect(f"sqlite:///{tmp_path}/b.db") as store:
+        units = capability(store, SupportsUnitOfWork)
+        units.declare_destination("busy")
+        stop = asyncio.Event()
+        spins = 0
+
+        async def spinner() -> None:
+            # Keeps another task ready, so the loop is never idle at a commit.
+            nonlocal spins
+            while not stop.is_set():
+                spins += 1
+                await asyncio.sleep(0)
+
+        async def unit(n: int) -> None:
+            async with units.unit_of_work() as uow:
+                m = "?"
+                await uow.execute(f"INSERT INTO busy_t VALUES ({m})", (n,))
+                await uow.append(f"s-{n}", [Charged(cents=n)], expected_version=NO_STREAM)
+                uow.publish("busy", str(n))
+
+        async with units.unit_of_work() as uow:
+            await uow.execute("CREATE TABLE busy_t (n INTEGER)")
+        task = asyncio.create_task(spinner())
+        try:
+            for _ in range(3):
+                await asyncio.gather(*(unit(n) for n in range(_ * 20, _ * 20 + 20)))
+        finally:
+            stop.set()
+            await task
+        assert spins > 0
+        async with units.unit_of_work() as uow:
+            assert await uow.execute("SELECT count(*) FROM busy_t") == [(60,)]
+        assert (await store.stats()).events == 60
+        assert len(await messages(store, 60, "busy")) == 60

@@ -49,6 +49,27 @@ def _noop(conn: sqlite3.Connection) -> None:
     return None
 
 
+def _idle(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether nothing else on the loop is ready to run (as the store's own check)."""
+    ready = getattr(loop, "_ready", None)
+    if ready is None:
+        return False
+    return not ready or all(handle.cancelled() for handle in ready)
+
+
+def _settle(done: list[asyncio.Future[None]], error: EventfoldError | None) -> None:
+    """Tell the units of a transaction whether it committed."""
+    for future in done:
+        if future.done():
+            continue
+        if error is None:
+            future.set_result(None)
+        else:
+            failed = StoreError(f"the unit of work was not committed: {error}")
+            failed.__cause__ = error
+            future.set_exception(failed)
+
+
 class SQLiteUnitOfWork:
     """One unit of work on the writer connection (`eventfold.store.UnitOfWork`)."""
 
@@ -323,12 +344,39 @@ class SQLiteUnits:
         self._scheduled = False
         if self._busy or self.cursor is None:
             return  # a unit holds the connection: the last one's turn ends in a commit
-        self._commit()
+        loop = asyncio.get_running_loop()
+        if _idle(loop):
+            self._commit()  # nothing else to run: commit right here, no hand-off
+            return
+        # Other tasks are ready: commit on a worker thread and let them run meanwhile
+        # (units that start wait for their turn until it is done).
+        self._busy = True
+        cur, self.cursor = self.cursor, None
+        done, self._done = self._done, []
+        committing = loop.run_in_executor(None, self._finish, cur)
+        committing.add_done_callback(lambda f: self._committed(done, f))
+
+    def _committed(self, done: list[asyncio.Future[None]], f: asyncio.Future[Any]) -> None:
+        error: EventfoldError | None
+        if f.cancelled() or f.exception() is not None:
+            cause = "cancelled" if f.cancelled() else repr(f.exception())
+            error = StoreError(f"committing units of work failed unexpectedly ({cause})")
+        else:
+            error = f.result()
+        _settle(done, error)
+        self._next()
 
     def _commit(self) -> None:
         """COMMIT the open transaction, give the connection back, settle the units."""
         cur = self.cursor
         assert cur is not None
+        self.cursor = None
+        done, self._done = self._done, []
+        _settle(done, self._finish(cur))
+
+    def _finish(self, cur: sqlite3.Cursor) -> EventfoldError | None:
+        """COMMIT (after the store's file check) and give the connection back to the
+        writer; the error, if it did not commit (on any thread)."""
         store = self.store
         writer = store._writer
         assert writer is not None
@@ -348,18 +396,8 @@ class SQLiteUnits:
                 error = exc
             else:
                 error = StoreError(f"unexpected {exc!r} committing units of work")
-        self.cursor = None
         writer.release()
-        done, self._done = self._done, []
-        for future in done:
-            if future.done():
-                continue
-            if error is None:
-                future.set_result(None)
-            else:
-                failed = StoreError(f"the unit of work was not committed: {error}")
-                failed.__cause__ = error
-                future.set_exception(failed)
+        return error
 
     # -- the outbox ---------------------------------------------------------------------
 
