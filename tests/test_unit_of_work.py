@@ -158,3 +158,17 @@ async def test_sqlite_units_commit_off_the_loop_when_it_is_busy(tmp_path: object
             assert await uow.execute("SELECT count(*) FROM busy_t") == [(60,)]
         assert (await store.stats()).events == 60
         assert len(await messages(store, 60, "busy")) == 60
+
+
+async def test_sqlite_refuses_a_plain_write_inside_a_unit_instead_of_waiting_forever(
+    tmp_path: object,
+) -> None:
+    async with eventfold.connect(f"sqlite:///{tmp_path}/w.db") as store:
+        units = capability(store, SupportsUnitOfWork)
+        async with units.unit_of_work() as uow:
+            with pytest.raises(eventfold.InvalidInput, match=r"use uow\.append"):
+                await store.append("s-1", [Charged(cents=1)], expected_version=NO_STREAM)
+            await uow.append("s-2", [Charged(cents=2)], expected_version=NO_STREAM)
+        # Outside the block the store takes plain appends again.
+        await store.append("s-1", [Charged(cents=1)], expected_version=NO_STREAM)
+        assert (await store.stats()).events == 2

@@ -68,7 +68,7 @@ from . import _schema as sql
 from ._file import FileGuard, check_store
 from ._hooks import SQLiteTransactionHooks
 from ._snapshots import SQLiteSnapshotStore
-from ._unit_of_work import UnitOfWorkSupport
+from ._unit_of_work import UnitOfWorkSupport, refuse_inside_unit
 from ._writer import PendingAppend, SQLiteWriter, deliver
 
 __all__ = ["PAGE_BUDGET", "SQLiteStore"]
@@ -290,6 +290,7 @@ class SQLiteStore(UnitOfWorkSupport):
         expected_version: ExpectedVersion,
     ) -> AppendResult:
         self._check_writable()
+        refuse_inside_unit(self, "append")
         encoded, expected = prepare_append(self.codec, stream_id, events, expected_version)
         size = 0
         for enc in encoded:
@@ -631,6 +632,7 @@ class SQLiteStore(UnitOfWorkSupport):
         transaction (one left open by an error is rolled back).
         """
         self._check_writable()
+        refuse_inside_unit(self, "a write (a snapshot, a transformation)")
         assert self._writer is not None
         return await self._writer.call(work)
 

@@ -22,6 +22,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Mapping, Sequence
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from ...errors import EventfoldError, InvalidInput, StoreClosed, StoreError
@@ -37,12 +38,26 @@ from ._group import PendingAppend
 if TYPE_CHECKING:
     from ._store import SQLiteStore
 
-__all__ = ["SQLiteUnitOfWork", "SQLiteUnits", "UnitOfWorkSupport"]
+__all__ = ["SQLiteUnitOfWork", "SQLiteUnits", "UnitOfWorkSupport", "refuse_inside_unit"]
 
 MAX_UNITS = 256
 """Most units of work committed in one transaction."""
 
 _CONTROL = frozenset({"BEGIN", "COMMIT", "END", "ROLLBACK", "SAVEPOINT", "RELEASE"})
+
+_inside: ContextVar[SQLiteUnits | None] = ContextVar("eventfold_sqlite_unit", default=None)
+"""The units whose connection the current task holds (inside a unit's block)."""
+
+
+def refuse_inside_unit(store: object, what: str) -> None:
+    """Raise if the calling task is inside a unit of work of ``store``: ``what`` needs
+    the writer, which waits for the unit to end (it would never end)."""
+    units = _inside.get()
+    if units is not None and units.store is store:
+        raise InvalidInput(
+            f"{what} on the store of an open unit of work waits for the unit to end; "
+            "inside the unit use uow.append (or do this after the block)"
+        )
 
 
 def _noop(conn: sqlite3.Connection) -> None:
@@ -194,13 +209,16 @@ class SQLiteUnits:
             self._next()
             raise
         unit._live = True
+        inside = _inside.set(self)
         try:
             yield unit
         except BaseException:
+            _inside.reset(inside)
             unit._live = False
             self._undo()
             self._next()
             raise
+        _inside.reset(inside)
         unit._live = False
         try:
             done = self._keep(unit)
