@@ -21,8 +21,9 @@ import sqlite3
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextvars import ContextVar
+from collections.abc import Mapping, Sequence
+from contextvars import ContextVar, Token
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from ...errors import EventfoldError, InvalidInput, StoreClosed, StoreError
@@ -194,42 +195,9 @@ class SQLiteUnits:
 
     # -- a unit's life ----------------------------------------------------------------
 
-    @contextlib.asynccontextmanager
-    async def run(self, headers: dict[str, str]) -> AsyncIterator[SQLiteUnitOfWork]:
-        store = self.store
-        store._check_writable()
-        unit = SQLiteUnitOfWork(self, headers)
-        await self._turn()
-        try:
-            if self.cursor is None:
-                await self._begin()
-            assert self.cursor is not None
-            self.cursor.execute("SAVEPOINT unit_of_work")
-        except BaseException:
-            self._next()
-            raise
-        unit._live = True
-        inside = _inside.set(self)
-        try:
-            yield unit
-        except BaseException:
-            _inside.reset(inside)
-            unit._live = False
-            self._undo()
-            self._next()
-            raise
-        _inside.reset(inside)
-        unit._live = False
-        try:
-            done = self._keep(unit)
-        except BaseException:
-            self._undo()
-            self._next()
-            raise
-        self._next()
-        await done
-        if unit.appended and store.committed:
-            store.committed.fire()
+    def run(self, headers: dict[str, str]) -> _UnitBlock:
+        """A unit's ``async with`` block."""
+        return _UnitBlock(self, SQLiteUnitOfWork(self, headers))
 
     async def _turn(self) -> None:
         """Wait until this unit may hold the connection."""
@@ -454,6 +422,62 @@ class SQLiteUnits:
             return await self.store.on_writer(work)
         except sqlite3.Error as exc:
             raise self.store.translate_error(exc) from exc
+
+
+class _UnitBlock(contextlib.AbstractAsyncContextManager[SQLiteUnitOfWork]):
+    """One unit's ``async with``: its turn and savepoint, then its commit (a class rather
+    than a generator: it is on every unit's path)."""
+
+    __slots__ = ("_inside", "_unit", "_units")
+
+    def __init__(self, units: SQLiteUnits, unit: SQLiteUnitOfWork) -> None:
+        self._units = units
+        self._unit = unit
+        self._inside: Token[SQLiteUnits | None] | None = None
+
+    async def __aenter__(self) -> SQLiteUnitOfWork:
+        units = self._units
+        units.store._check_writable()
+        await units._turn()
+        try:
+            if units.cursor is None:
+                await units._begin()
+            assert units.cursor is not None
+            units.cursor.execute("SAVEPOINT unit_of_work")
+        except BaseException:
+            units._next()
+            raise
+        unit = self._unit
+        unit._live = True
+        self._inside = _inside.set(units)
+        return unit
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        units, unit = self._units, self._unit
+        if self._inside is not None:
+            _inside.reset(self._inside)
+            self._inside = None
+        unit._live = False
+        if exc_type is not None:
+            units._undo()
+            units._next()
+            return  # the exception propagates
+        try:
+            done = units._keep(unit)
+        except BaseException:
+            units._undo()
+            units._next()
+            raise
+        units._next()
+        await done
+        store = units.store
+        if unit.appended and store.committed:
+            store.committed.fire()
 
 
 class UnitOfWorkSupport:
