@@ -172,3 +172,36 @@ async def test_sqlite_refuses_a_plain_write_inside_a_unit_instead_of_waiting_for
         # Outside the block the store takes plain appends again.
         await store.append("s-1", [Charged(cents=1)], expected_version=NO_STREAM)
         assert (await store.stats()).events == 2
+
+
+class Refusing(eventfold.store.TransactionParticipant):
+    name = "refusing"
+    order = eventfold.store.HookOrder.UNIT_OF_WORK
+
+    async def apply(self, tx: object, events: object) -> None:
+        raise eventfold.InvalidInput("refused by the participant")
+
+
+async def test_sqlite_a_caught_refusal_still_rolls_the_unit_back(tmp_path: object) -> None:
+    async with eventfold.connect(f"sqlite:///{tmp_path}/r.db") as store:
+        units = capability(store, SupportsUnitOfWork)
+        hooks = capability(store, eventfold.store.SupportsTransactionHooks).transaction_hooks
+        units.declare_destination("r")
+        await store.append("kept", [Charged(cents=1)], expected_version=NO_STREAM)
+        await hooks.add(Refusing())
+
+        async def attempt() -> None:
+            async with units.unit_of_work() as uow:
+                uow.publish("r", b"lost")
+                with pytest.raises(eventfold.InvalidInput, match="refused by the participant"):
+                    await uow.append("s-1", [Charged(cents=2)], expected_version=NO_STREAM)
+                # The events were written before the participant refused: the unit can
+                # no longer commit, whatever the block does next.
+                with pytest.raises(eventfold.StoreError, match="failed after writing"):
+                    await uow.execute("SELECT 1")
+
+        with pytest.raises(eventfold.StoreError, match="rolled back"):
+            await attempt()
+        await hooks.remove("refusing")
+        assert (await store.stats()).events == 1
+        assert await capability(store, SupportsOutbox).read_outbox(START, 10) == []

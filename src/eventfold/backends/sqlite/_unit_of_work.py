@@ -26,15 +26,23 @@ from contextvars import ContextVar, Token
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from ...errors import EventfoldError, InvalidInput, StoreClosed, StoreError
+from ...errors import (
+    EventfoldError,
+    InvalidInput,
+    StoreClosed,
+    StoreError,
+    StreamReplaced,
+    WrongExpectedVersion,
+)
 from ...events import Event, NewEvent
-from ...position import ExpectedVersion, Position
-from ...store._common import prepare_append
+from ...position import ExpectedVersion, Position, version_matches
+from ...store._common import check_retry, explicit_ids, prepare_append
 from ...store._outbox import Destinations, Outgoing, prepare_message, unit_headers
 from ...store.ports import OutboxMessage
 from ...store.protocol import AppendResult
 from . import _outbox
-from ._group import PendingAppend
+from . import _schema as sql
+from ._group import GroupWriter, PendingAppend
 
 if TYPE_CHECKING:
     from ._store import SQLiteStore
@@ -98,8 +106,14 @@ class SQLiteUnitOfWork:
         self._messages: list[Outgoing] = []
         self._live = False
         self.appended = False
+        self.failed: EventfoldError | None = None
 
     def _cursor(self) -> sqlite3.Cursor:
+        if self.failed is not None:
+            raise StoreError(
+                f"an append of this unit of work failed after writing ({self.failed}); the "
+                "unit rolls back: let it end and start a new one"
+            )
         cur = self._units.cursor
         if not self._live or cur is None:
             raise StoreError(
@@ -141,23 +155,55 @@ class SQLiteUnitOfWork:
         group = writer.group
         future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
         item = PendingAppend(stream_id, encoded, expected, future, 0)
+        # As the group writer's careful path, without its savepoint: the unit has one
+        # of its own, and an append that fails once written makes the unit roll back.
         try:
             last, versions, replaced = group._start(cur, [item])
-            now = time.time_ns() // 1000
-            outcome = group._write_one(cur, item, versions, replaced, now, last)
+            ids = explicit_ids(encoded)
+            if ids:
+                retry = check_retry(stream_id, encoded, group._find_ids(cur, stream_id, ids))
+                if retry is not None:
+                    return retry
         except sqlite3.Error as exc:
             self._units.check_alive(exc)
             raise store.translate_error(exc) from exc
-        if not isinstance(outcome, AppendResult):
-            raise outcome
-        if outcome.position.seq > last:
-            try:
-                group._update_streams(cur, {stream_id: outcome.version})
-            except sqlite3.Error as exc:
-                self._units.check_alive(exc)
-                raise store.translate_error(exc) from exc
-            self.appended = True
-        return outcome
+        if replaced is not None and stream_id in replaced:
+            raise StreamReplaced(stream_id, replaced[stream_id])
+        actual = versions.get(stream_id, 0)
+        if not version_matches(expected, actual):
+            raise WrongExpectedVersion(stream_id, expected, actual)
+        now = time.time_ns() // 1000
+        rows = [
+            (last + n, e.event_id, stream_id, actual + n, e.type, e.schema_version, e.data,
+             e.metadata, now)
+            for n, e in enumerate(encoded, 1)
+        ]  # fmt: skip
+        version = actual + len(rows)
+        try:
+            cur.executemany(sql.INSERT_EVENTS_AT, rows)
+            if group.hooks is not None:
+                group.hooks.apply(cur, rows)
+            group._update_streams(cur, {stream_id: version})
+        except Exception as exc:
+            error = self._written_in_part(group, cur, item, exc)
+            self.failed = error
+            if error is exc:
+                raise
+            raise error from exc
+        self.appended = True
+        return AppendResult(version, Position(0, last + len(rows)))
+
+    def _written_in_part(
+        self, group: GroupWriter, cur: sqlite3.Cursor, item: PendingAppend, exc: Exception
+    ) -> EventfoldError:
+        if isinstance(exc, sqlite3.Error):
+            self._units.check_alive(exc)
+            if isinstance(exc, sqlite3.IntegrityError) and cur.connection.in_transaction:
+                return group._explain_failure(cur, item, exc)
+            return self._units.store.translate_error(exc)
+        if isinstance(exc, EventfoldError):
+            return exc
+        return StoreError(f"an append in a unit of work failed: {exc!r}")
 
     def publish(
         self,
@@ -261,6 +307,11 @@ class SQLiteUnits:
         cur = self.cursor
         if cur is None:
             raise StoreError("the unit of work's transaction was lost; nothing was committed")
+        if unit.failed is not None:
+            raise StoreError(
+                f"an append of this unit of work failed after writing ({unit.failed}); "
+                "the unit rolled back"
+            )
         try:
             if unit._messages:
                 _outbox.insert_messages(cur, unit._messages, time.time_ns() // 1000)
