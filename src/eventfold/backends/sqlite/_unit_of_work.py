@@ -180,7 +180,10 @@ class SQLiteUnitOfWork:
         ]  # fmt: skip
         version = actual + len(rows)
         try:
-            cur.executemany(sql.INSERT_EVENTS_AT, rows)
+            if len(rows) == 1:
+                cur.execute(sql.INSERT_EVENTS_AT, rows[0])
+            else:
+                cur.executemany(sql.INSERT_EVENTS_AT, rows)
             if group.hooks is not None:
                 group.hooks.apply(cur, rows)
             group._update_streams(cur, {stream_id: version})
