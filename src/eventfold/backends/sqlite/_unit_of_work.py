@@ -107,6 +107,8 @@ class SQLiteUnitOfWork:
         self._live = False
         self.appended = False
         self.failed: EventfoldError | None = None
+        self._versions: dict[str, int] = {}
+        """The versions of the streams this unit appended to."""
 
     def _cursor(self) -> sqlite3.Cursor:
         if self.failed is not None:
@@ -169,7 +171,13 @@ class SQLiteUnitOfWork:
             raise store.translate_error(exc) from exc
         if replaced is not None and stream_id in replaced:
             raise StreamReplaced(stream_id, replaced[stream_id])
-        actual = versions.get(stream_id, 0)
+        # Versions this transaction wrote are not in the streams index yet (its rows are
+        # written once, before the COMMIT): this unit's own, then the units' before it.
+        actual = self._versions.get(stream_id)
+        if actual is None:
+            actual = self._units.versions.get(stream_id)
+            if actual is None:
+                actual = versions.get(stream_id, 0)
         if not version_matches(expected, actual):
             raise WrongExpectedVersion(stream_id, expected, actual)
         now = time.time_ns() // 1000
@@ -186,13 +194,13 @@ class SQLiteUnitOfWork:
                 cur.executemany(sql.INSERT_EVENTS_AT, rows)
             if group.hooks is not None:
                 group.hooks.apply(cur, rows)
-            group._update_streams(cur, {stream_id: version})
         except Exception as exc:
             error = self._written_in_part(group, cur, item, exc)
             self.failed = error
             if error is exc:
                 raise
             raise error from exc
+        self._versions[stream_id] = version
         self.appended = True
         return AppendResult(version, Position(0, last + len(rows)))
 
@@ -241,6 +249,9 @@ class SQLiteUnits:
         """Units released into the open transaction, waiting for its COMMIT."""
         self._appended = False
         self._scheduled = False
+        self.versions: dict[str, int] = {}
+        """The versions of the streams the released units of the open transaction
+        appended to: the streams index gets them in one statement before the COMMIT."""
 
     # -- a unit's life ----------------------------------------------------------------
 
@@ -324,6 +335,8 @@ class SQLiteUnits:
             raise self.store.translate_error(exc) from exc
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._done.append(done)
+        if unit._versions:
+            self.versions.update(unit._versions)
         self._appended = self._appended or unit.appended
         return done
 
@@ -357,6 +370,7 @@ class SQLiteUnits:
                 failed = StoreError(f"the unit of work was not committed: {error}")
                 failed.__cause__ = error
                 future.set_exception(failed)
+        self.versions = {}
         cur, self.cursor = self.cursor, None
         if cur is not None:
             with contextlib.suppress(sqlite3.Error):
@@ -393,7 +407,8 @@ class SQLiteUnits:
         self._busy = True
         cur, self.cursor = self.cursor, None
         done, self._done = self._done, []
-        committing = loop.run_in_executor(None, self._finish, cur)
+        versions, self.versions = self.versions, {}
+        committing = loop.run_in_executor(None, self._finish, cur, versions)
         committing.add_done_callback(lambda f: self._committed(done, f))
 
     def _committed(self, done: list[asyncio.Future[None]], f: asyncio.Future[Any]) -> None:
@@ -412,9 +427,10 @@ class SQLiteUnits:
         assert cur is not None
         self.cursor = None
         done, self._done = self._done, []
-        _settle(done, self._finish(cur))
+        versions, self.versions = self.versions, {}
+        _settle(done, self._finish(cur, versions))
 
-    def _finish(self, cur: sqlite3.Cursor) -> EventfoldError | None:
+    def _finish(self, cur: sqlite3.Cursor, versions: dict[str, int]) -> EventfoldError | None:
         """COMMIT (after the store's file check) and give the connection back to the
         writer; the error, if it did not commit (on any thread)."""
         store = self.store
@@ -422,10 +438,13 @@ class SQLiteUnits:
         assert writer is not None
         error: EventfoldError | None = None
         try:
+            if versions:
+                writer.group._update_streams(cur, versions)
             guard = writer.group.guard
             if guard is not None:
                 guard()
             cur.execute("COMMIT")
+            writer.group.commits += 1  # the store's count of write transactions
         except Exception as exc:
             with contextlib.suppress(sqlite3.Error):
                 if cur.connection.in_transaction:
