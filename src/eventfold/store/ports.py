@@ -246,7 +246,9 @@ class UnitOfWork(Protocol):
     ) -> AppendResult:
         """`EventStore.append` inside the unit: a conflict raises `WrongExpectedVersion`
         (and rolls the whole unit back unless caught; the events stay unwritten either
-        way). Transaction participants see the events in this transaction."""
+        way). Transaction participants see the events in this transaction; an append
+        that fails once written (a participant refusing it, say) rolls the unit back
+        even if the error is caught."""
         ...
 
     def publish(
