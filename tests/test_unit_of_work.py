@@ -235,3 +235,35 @@ async def test_sqlite_units_sharing_a_transaction_see_each_others_versions(
         info = await store.stream_info("s")
         assert info.version == 6
         await store.append("s", [Charged(cents=6)], expected_version=6)
+
+
+async def test_sqlite_a_unit_cancelled_while_waiting_for_its_turn_leaves_no_trace(
+    tmp_path: object,
+) -> None:
+    async with eventfold.connect(f"sqlite:///{tmp_path}/c.db") as store:
+        units = capability(store, SupportsUnitOfWork)
+        holding, release = asyncio.Event(), asyncio.Event()
+
+        async def first() -> None:
+            async with units.unit_of_work() as uow:
+                await uow.append("a", [Charged(cents=1)], expected_version=NO_STREAM)
+                holding.set()
+                await asyncio.wait_for(release.wait(), 10)
+
+        async def waiting() -> None:
+            async with units.unit_of_work() as uow:
+                await uow.append("b", [Charged(cents=2)], expected_version=NO_STREAM)
+
+        one = asyncio.create_task(first())
+        await asyncio.wait_for(holding.wait(), 10)
+        two = asyncio.create_task(waiting())
+        await asyncio.sleep(0.01)  # let it queue for its turn (it cannot get one yet)
+        assert not two.done()
+        two.cancel()
+        release.set()
+        await one
+        with pytest.raises(asyncio.CancelledError):
+            await two
+        async with units.unit_of_work() as uow:
+            await uow.append("c", [Charged(cents=3)], expected_version=NO_STREAM)
+        assert [s.stream_id async for s in store.streams()] == ["a", "c"]
