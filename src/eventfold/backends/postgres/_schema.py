@@ -105,7 +105,8 @@ MIGRATIONS: tuple[sql.SQL, ...] = (
             (SELECT transaction_id::text::int8 FROM {schema}.events
              ORDER BY transaction_id DESC LIMIT 1), 0));
         """
-    ),    # 5: the outbox (`_outbox`): messages committed by units of work. Like the events,
+    ),
+    # 5: the outbox (`_outbox`): messages committed by units of work. Like the events,
     # rows carry their writing transaction's id (in the epoch's terms, set by the insert),
     # and readers stop at the horizon, so none skips a message that commits late.
     sql.SQL(
