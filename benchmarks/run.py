@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal
 
 import eventfold
+import hybrid
 import read_path
 import write_path
 from harness import (
@@ -279,6 +280,7 @@ RUNNERS: dict[str, Callable[[Context], Awaitable[Figures]]] = {
     "read_all_memory": read_all_memory,
     **write_path.RUNNERS,
     **read_path.RUNNERS,
+    **hybrid.RUNNERS,
 }
 
 
@@ -478,10 +480,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.scale <= 0:
         parser.error("--scale must be > 0")
     if args.backend is not None and args.backend not in read_path.INLINE_ONLY:
+        sql_only = ("inline_append", "unit_of_work")
         if args.workload == list(WORKLOADS):
-            args.workload = [w for w in WORKLOADS if w != "inline_append"]
-        elif "inline_append" in args.workload:
-            parser.error("inline_append runs on sqlite and postgres (inline projections)")
+            args.workload = [w for w in WORKLOADS if w not in sql_only]
+        elif any(w in sql_only for w in args.workload):
+            parser.error(
+                "inline_append and unit_of_work run on sqlite and postgres (inline "
+                "projections, SQL in units of work)"
+            )
     if args.child is None and args.backend == "postgres":
         args.url = (
             args.url

@@ -59,6 +59,7 @@ WORKLOADS = (
     "catchup_sql",
     "live_tail",
     "inline_append",
+    "unit_of_work",
 )
 UNITS = {
     "bulk_append": "events/s",
@@ -77,6 +78,7 @@ UNITS = {
     "catchup_sql": "events/s",
     "live_tail": "ms",
     "inline_append": "appends/s",
+    "unit_of_work": "appends/s",
 }
 RATE_UNITS = ("events/s", "appends/s", "commands/s")
 
@@ -119,6 +121,8 @@ TARGETS: dict[tuple[str, str], Target] = {
     ("postgres", "live_tail"): Target(50),
     ("sqlite", "inline_append"): Target(0, min_ratio=0.6),
     ("postgres", "inline_append"): Target(0, min_ratio=0.6),
+    ("sqlite", "unit_of_work"): Target(0, min_ratio=0.7),
+    ("postgres", "unit_of_work"): Target(0, min_ratio=0.7),
 }
 
 
@@ -190,7 +194,8 @@ class Sizes:
     live_events: int = 300
     """Single-event appends whose latency ``live_tail`` measures."""
     inline_appends: int = 4_000
-    """Single-event appends per timed run of ``inline_append`` (with and without)."""
+    """Single-event appends per timed run of ``inline_append`` (with and without), and
+    units of work per timed run of ``unit_of_work``."""
     inline_runs: int = 5
 
     _COUNTS = (

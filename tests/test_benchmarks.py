@@ -27,8 +27,8 @@ WORKLOADS = [
     "catchup_sql",
     "live_tail",
 ]
-SQL_ONLY = ["inline_append"]
-"""Workloads of the SQL backends only (inline projections)."""
+SQL_ONLY = ["inline_append", "unit_of_work"]
+"""Workloads of the SQL backends only (inline projections, SQL in units of work)."""
 WRITE_PATH = WORKLOADS[7:12]
 NO_RAW = {"live_tail"}
 """Workloads with no raw-driver baseline (a latency of eventfold's own wake-ups)."""

@@ -39,6 +39,7 @@ PUBLIC_MODULES: dict[str, set[str]] = {
         "snapshots",
         "spec",
         "transform",
+        "unit_of_work",
         "wakeups",
     },
     "eventfold.write": set(),

@@ -299,3 +299,45 @@ async def test_rows_hidden_too_long_are_warned_about_with_their_cause(
     # Whoever holds the oldest transaction in the cluster, the cause is named.
     assert len(warned) == 1, warned
     assert all(part in warned[0] for part in CAUSES[cause]), warned[0]
+
+
+async def test_pg_dump_and_restore_keeps_the_outbox_in_order(
+    schema: str, first: str, second: str, tmp_path: Path
+) -> None:
+    # Messages only, no events: the outbox's own ids decide the new epoch's base.
+    lead = next_xid(second) + 1000 - next_xid(first)
+    if lead > 0:
+        burn_xids(first, lead)
+    async with PostgresStore(with_schema(first, schema)) as store:
+        store.declare_destination("billing")
+        for n in range(3):
+            async with store.unit_of_work() as uow:
+                uow.publish("billing", str(n))
+        before = await outbox_until(store, 3)
+    assert before[0].position.tx > next_xid(second)
+
+    dump = tmp_path / "store.dump"
+    run("pg_dump", f"--dbname={first}", "-n", schema, "-Fc", "-f", str(dump))
+    run("pg_restore", f"--dbname={second}", "--no-owner", str(dump))
+
+    async with PostgresStore(with_schema(second, schema)) as store:
+        assert store.epoch.number == 1
+        store.declare_destination("billing")
+        for n in range(3, 5):
+            async with store.unit_of_work() as uow:
+                uow.publish("billing", str(n))
+        after = await outbox_until(store, 5)
+        assert [m.payload for m in after] == [b"0", b"1", b"2", b"3", b"4"]
+        assert [m.position for m in after[:3]] == [m.position for m in before]
+        tail = await store.read_outbox(before[-1].position, 100)
+        assert [m.payload for m in tail] == [b"3", b"4"]
+        assert await store.outbox_head() == after[-1].position
+
+
+async def outbox_until(store: PostgresStore, count: int) -> list[eventfold.store.OutboxMessage]:
+    for _ in range(3000):
+        found = await store.read_outbox(eventfold.START, 100)
+        if len(found) >= count:
+            return found
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{count} messages not readable")

@@ -303,6 +303,7 @@ async def test_schema_option_isolates_stores(schema: str) -> None:
             "schema_migrations",
             "snapshots",
             "epochs",
+            "outbox",
         }
         assert {s for s, _ in tables} == {schema, other}
     finally:

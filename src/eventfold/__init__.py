@@ -54,13 +54,23 @@ from .errors import (
     StreamReplaced,
     TransformConflict,
     UndecodableEvent,
+    UnknownDestination,
     UnsupportedCapability,
     UpcastFailed,
     WrongExpectedVersion,
 )
 from .projections import DocumentProjection, Projection, ProjectionDaemon
 from .schema import StreamReport, TransformReport, transform, transformed_event_id
-from .store import DEFAULT_URL, AppendResult, EventStore, StoreStats, StreamInfo, connect
+from .store import (
+    DEFAULT_URL,
+    AppendResult,
+    EventStore,
+    StoreStats,
+    StreamInfo,
+    SupportsUnitOfWork,
+    UnitOfWork,
+    connect,
+)
 from .store._common import MAX_STREAM_ID_LENGTH, category_of
 from .write import (
     Aggregate,
@@ -140,11 +150,14 @@ __all__ = [
     "StreamReplaced",
     "StreamReport",
     "StreamState",
+    "SupportsUnitOfWork",
     "TransformConflict",
     "TransformReport",
     "TypeRegistry",
     "UndecodableEvent",
     "UndecodedPayload",
+    "UnitOfWork",
+    "UnknownDestination",
     "UnsupportedCapability",
     "UpcastFailed",
     "WrongExpectedVersion",

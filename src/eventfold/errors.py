@@ -11,6 +11,7 @@
     │   ├── EncodingError            a payload or metadata msgspec cannot encode
     │   │   └── SchemaViolation      a payload that does not match its type's schema
     │   ├── EventTooLarge            an encoded event over the store's size limit
+    │   ├── UnknownDestination       an outbox message for a destination not declared
     │   └── InvalidProjection        a bad projection name, version, handler or dependency
     ├── ConcurrencyError: the stream moved under the caller
     │   ├── WrongExpectedVersion     the stream is not at the version the caller expected
@@ -87,6 +88,7 @@ __all__ = [
     "StreamReplaced",
     "TransformConflict",
     "UndecodableEvent",
+    "UnknownDestination",
     "UnsupportedCapability",
     "UpcastFailed",
     "WrongExpectedVersion",
@@ -168,6 +170,19 @@ class EventTooLarge(InvalidInput):
             f"event {index} for stream {stream_id!r} is {size} bytes encoded, over the limit of "
             f"{limit} bytes; store large payloads elsewhere and keep a reference in the event, "
             "or raise max_event_size when connecting"
+        )
+
+
+class UnknownDestination(InvalidInput):
+    """An outbox message for a destination the store has not declared."""
+
+    def __init__(self, destination: str, declared: frozenset[str]) -> None:
+        self.destination = destination
+        self.declared = declared
+        names = ", ".join(repr(d) for d in sorted(declared)) or "none"
+        super().__init__(
+            f"outbox destination {destination!r} is not declared on this store (declared: "
+            f"{names}); call store.declare_destination({destination!r}) first, or fix the name"
         )
 
 

@@ -16,8 +16,10 @@ from .ports import (
     SupportsSnapshots,
     SupportsTransactionHooks,
     SupportsTransform,
+    SupportsUnitOfWork,
     TransactionHooks,
     TransactionParticipant,
+    UnitOfWork,
     capability,
 )
 from .protocol import AppendResult, EventStore, StoreStats, StreamInfo
@@ -39,8 +41,10 @@ __all__ = [
     "SupportsSnapshots",
     "SupportsTransactionHooks",
     "SupportsTransform",
+    "SupportsUnitOfWork",
     "TransactionHooks",
     "TransactionParticipant",
+    "UnitOfWork",
     "backend_of",
     "capability",
     "connect",

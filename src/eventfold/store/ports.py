@@ -21,14 +21,16 @@ fails only the appends it was given.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from enum import IntEnum
 from typing import Any, NamedTuple, Protocol, TypeVar, cast, runtime_checkable
 
 import msgspec
 
 from .._codec import Codec, LoadRow
-from .._events import NewEvent, RecordedEvent
+from .._events import Event, NewEvent, RecordedEvent
 from .._position import ExpectedVersion, Position
 from ..errors import UnsupportedCapability
 from ._common import CommitListeners
@@ -76,8 +78,10 @@ __all__ = [
     "SupportsSnapshots",
     "SupportsTransactionHooks",
     "SupportsTransform",
+    "SupportsUnitOfWork",
     "TransactionHooks",
     "TransactionParticipant",
+    "UnitOfWork",
     "VersionRecord",
     "VersionState",
     "WakeUp",
@@ -245,6 +249,90 @@ class SupportsOutbox(Protocol):
 
     async def outbox_head(self, destination: str | None = None) -> Position:
         """The position of the newest committed message (`START` when there is none)."""
+        ...
+
+
+@runtime_checkable
+class UnitOfWork(Protocol):
+    """One transaction of a hybrid system: the caller's own SQL, appends to any number of
+    streams, and outbox messages, committed together or not at all (see
+    `SupportsUnitOfWork.unit_of_work`)."""
+
+    backend: str
+    """The store's backend name."""
+    paramstyle: str
+    """How `execute` takes parameters, as PEP 249 names it: ``qmark`` (``?``, SQLite) or
+    ``format`` (``%s``, PostgreSQL)."""
+
+    async def execute(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run one statement of the caller's in the transaction; its rows (none for a
+        write). It sees this unit's own writes. A failing statement raises a `StoreError`
+        (the driver's error is its ``__cause__``) and, unless caught inside the block,
+        rolls the whole unit back. On PostgreSQL unqualified names resolve in the store's
+        schema, then ``public``."""
+        ...
+
+    async def append(
+        self,
+        stream_id: str,
+        events: Sequence[Event | NewEvent],
+        *,
+        expected_version: ExpectedVersion,
+    ) -> AppendResult:
+        """`EventStore.append` inside the unit: a conflict raises `WrongExpectedVersion`
+        (and rolls the whole unit back unless caught; the events stay unwritten either
+        way). Transaction participants see the events in this transaction; an append
+        that fails once written (a participant refusing it, say) rolls the unit back
+        even if the error is caught."""
+        ...
+
+    def publish(
+        self,
+        destination: str,
+        payload: object,
+        *,
+        key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        message_id: uuid.UUID | None = None,
+    ) -> uuid.UUID:
+        """Enqueue a message for ``destination`` (declared on the store), committed with
+        the unit; its id (``message_id``, or a new UUID). ``payload`` is bytes, a str
+        (stored as UTF-8) or anything msgspec encodes as JSON; a payload that is none of
+        these, an undeclared destination or a bad header raises `InvalidInput` here,
+        before anything is stored."""
+        ...
+
+
+@runtime_checkable
+class SupportsUnitOfWork(Protocol):
+    """A store whose transactions can hold the caller's own SQL, appends and outbox
+    messages together (`UnitOfWork`), and that keeps the outbox (`SupportsOutbox`)."""
+
+    def unit_of_work(
+        self,
+        *,
+        correlation_id: str | uuid.UUID | None = None,
+        causation_id: str | uuid.UUID | None = None,
+        traceparent: str | None = None,
+    ) -> AbstractAsyncContextManager[UnitOfWork]:
+        """``async with store.unit_of_work() as uow:``; the block's end commits it, an
+        exception in it rolls everything back. The ids and ``traceparent`` given go into
+        the headers of every message the unit publishes (``correlation_id``,
+        ``causation_id``, ``traceparent``) unless the message sets them itself."""
+        ...
+
+    def declare_destination(self, name: str) -> None:
+        """Allow messages for ``name`` (letters, digits, ``_ - .``; up to 200 bytes)."""
+        ...
+
+    @property
+    def destinations(self) -> frozenset[str]:
+        """The destinations declared so far."""
+        ...
+
+    async def prune_outbox(self, destination: str, up_to: Position) -> int:
+        """Delete ``destination``'s messages at or before ``up_to`` (once delivered);
+        how many were deleted."""
         ...
 
 

@@ -15,8 +15,9 @@ a ``store`` fixture (and, for backends shared by several processes, ``store_url`
 A backend with transaction hooks also passes `TransactionHookConformance` (the same
 ``store`` fixture). Each port has its suite: `ReadModelStoreConformance` (a ``models``
 fixture), `SnapshotStoreConformance` and `TransformConformance` (``store``),
-`LeaseConformance` (``leases``, ``rival``, ``lose_lease``) and `WakeUpConformance`
-(``store``, ``other_store``, ``notifier``); docs/architecture.md lists them.
+`LeaseConformance` (``leases``, ``rival``, ``lose_lease``), `WakeUpConformance`
+(``store``, ``other_store``, ``notifier``), `UnitOfWorkConformance` and
+`SQLUnitOfWorkConformance` (``store``); docs/architecture.md lists them.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from .read_models import ReadModelStoreConformance
 from .snapshots import SnapshotStoreConformance
 from .spec import HandlerSpec, Spec, handler_spec, spec
 from .transform import TransformConformance
+from .unit_of_work import SQLUnitOfWorkConformance, UnitOfWorkConformance
 from .wakeups import WakeUpConformance
 
 __all__ = [
@@ -36,11 +38,13 @@ __all__ = [
     "LeaseConformance",
     "LoseLease",
     "ReadModelStoreConformance",
+    "SQLUnitOfWorkConformance",
     "SharedStoreConformance",
     "SnapshotStoreConformance",
     "Spec",
     "TransactionHookConformance",
     "TransformConformance",
+    "UnitOfWorkConformance",
     "WakeUpConformance",
     "handler_spec",
     "settle",

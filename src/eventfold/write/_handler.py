@@ -34,7 +34,14 @@ from ..errors import (
     WrongExpectedVersion,
 )
 from ..schema._state import can_upcast_state, upcast_snapshot
-from ..store.ports import Snapshot, SnapshotStore, SupportsCodec, SupportsLoad, SupportsSnapshots
+from ..store.ports import (
+    Snapshot,
+    SnapshotStore,
+    SupportsCodec,
+    SupportsLoad,
+    SupportsSnapshots,
+    UnitOfWork,
+)
 from ..store.protocol import EventStore
 from ._decider import Decider
 from ._fold import Fold, ReadForLoad, rows_from_stream, snapshot_fits
@@ -181,6 +188,7 @@ class CommandHandler(Generic[C, S, E]):
         command_id: str | uuid.UUID | None = None,
         correlation_id: str | uuid.UUID | None = None,
         metadata: Mapping[str, Any] | None = None,
+        unit_of_work: UnitOfWork | None = None,
     ) -> CommandResult[S, E]:
         """Decide ``command`` on the stream's current state and append the events.
 
@@ -189,6 +197,12 @@ class CommandHandler(Generic[C, S, E]):
         nothing is appended, no retry); 4. append at the version read; 5. on a conflict,
         reload and decide again (``max_retries``, backoff with jitter); 6. cache, maybe
         snapshot, return.
+
+        With ``unit_of_work`` (from ``store.unit_of_work()``), the append is the unit's:
+        it commits with the unit's other work or not at all. There is no retry then (the
+        unit's other work was done against the state it read): a conflict raises
+        `WrongExpectedVersion` and the whole unit rolls back; run the unit again. The
+        new state is neither cached nor snapshotted (the unit may still roll back).
         """
         cause = str(command_id) if command_id is not None else _fresh_ids.next()
         correlation = str(correlation_id) if correlation_id is not None else cause
@@ -219,10 +233,13 @@ class CommandHandler(Generic[C, S, E]):
                 for e, i in zip(events, ids, strict=True)
             ]
             expected: ExpectedVersion = loaded.version if loaded.version else NO_STREAM
+            append = self.store.append if unit_of_work is None else unit_of_work.append
             try:
-                appended = await self.store.append(stream_id, batch, expected_version=expected)
+                appended = await append(stream_id, batch, expected_version=expected)
             except WrongExpectedVersion as conflict:
                 self._cache.pop(stream_id, None)
+                if unit_of_work is not None:
+                    raise
                 attempt += 1
                 if attempt > self.options.max_retries:
                     raise RetriesExhausted(stream_id, attempt, conflict) from conflict
@@ -242,7 +259,8 @@ class CommandHandler(Generic[C, S, E]):
                 if earlier is not None:
                     return earlier
             new_state = self.decider.fold(events, self._copy(loaded.state))
-            if self.options.cache_size or self.options.snapshots is not None:
+            keep = self.options.cache_size or self.options.snapshots is not None
+            if keep and unit_of_work is None:
                 after = Loaded(
                     new_state,
                     appended.version,

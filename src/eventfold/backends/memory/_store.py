@@ -43,6 +43,7 @@ from ...store._common import (
 )
 from ...store.ports import Snapshot
 from ...store.protocol import AppendResult, StoreStats, StreamInfo
+from ._unit_of_work import UnitOfWorkSupport
 
 __all__ = ["MemorySnapshotStore", "MemoryStore"]
 
@@ -75,7 +76,7 @@ class MemorySnapshotStore:
         return max(found, key=lambda s: s.version, default=None)
 
 
-class MemoryStore:
+class MemoryStore(UnitOfWorkSupport):
     """An event store held in one process's memory (``memory://``).
 
     ``read_only``: an empty store that refuses writes with `StoreReadOnly` (what a

@@ -106,6 +106,25 @@ MIGRATIONS: tuple[sql.SQL, ...] = (
              ORDER BY transaction_id DESC LIMIT 1), 0));
         """
     ),
+    # 5: the outbox (`_outbox`): messages committed by units of work. Like the events,
+    # rows carry their writing transaction's id (in the epoch's terms, set by the insert),
+    # and readers stop at the horizon, so none skips a message that commits late.
+    sql.SQL(
+        """
+        CREATE TABLE {schema}.outbox (
+            seq            bigint GENERATED ALWAYS AS IDENTITY,
+            transaction_id xid8 NOT NULL,
+            message_id     uuid NOT NULL,
+            destination    text COLLATE "C" NOT NULL,
+            key            text,
+            payload        bytea NOT NULL,
+            headers        bytea NOT NULL,
+            recorded_at    timestamptz NOT NULL DEFAULT now(),
+            CONSTRAINT outbox_pkey PRIMARY KEY (transaction_id, seq)
+        );
+        CREATE INDEX outbox_by_destination ON {schema}.outbox (destination, transaction_id, seq);
+        """
+    ),
 )
 
 
@@ -292,6 +311,7 @@ class Statements:
             "migrations": sql.Identifier(schema, "schema_migrations"),
             "snapshots": sql.Identifier(schema, "snapshots"),
             "epochs": sql.Identifier(schema, "epochs"),
+            "outbox": sql.Identifier(schema, "outbox"),
         }
 
         def fragment(text: str) -> sql.Composed:
@@ -424,8 +444,10 @@ class Statements:
         # Epochs (see `_epoch`). Both read the newest stored row by the index.
         self.epoch_state = render(
             """SELECT ep.epoch, ep.base, pg_snapshot_xmax(pg_current_snapshot())::text::int8,
-                (SELECT e.transaction_id::text::int8 FROM {events} e
-                 ORDER BY e.transaction_id DESC, e.seq DESC LIMIT 1)
+                greatest((SELECT e.transaction_id::text::int8 FROM {events} e
+                 ORDER BY e.transaction_id DESC, e.seq DESC LIMIT 1),
+                 (SELECT o.transaction_id::text::int8 FROM {outbox} o
+                 ORDER BY o.transaction_id DESC, o.seq DESC LIMIT 1))
             FROM {epochs} ep ORDER BY ep.epoch DESC LIMIT 1"""
         )
         self.start_epoch = render(

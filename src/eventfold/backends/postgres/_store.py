@@ -88,6 +88,7 @@ from ._notify import NotifySender, channel_name
 from ._paging import Pager, Rows
 from ._schema import Statements, lock_key
 from ._snapshots import PostgresSnapshotStore
+from ._unit_of_work import UnitOfWorkSupport
 
 __all__ = ["DEFAULT_SCHEMA", "PostgresStore"]
 
@@ -99,7 +100,7 @@ _MAX_VERSION: Final = MAX_STORED_INT
 _Pool = AsyncConnectionPool[psycopg.AsyncConnection[tuple[Any, ...]]]
 
 
-class PostgresStore:
+class PostgresStore(UnitOfWorkSupport):
     """An event store in a PostgreSQL database (13 or later).
 
     ``url`` is a libpq URL (``postgresql://user:password@host:5432/dbname``) plus the

@@ -175,6 +175,21 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE streams ADD COLUMN replaced_by TEXT",
         "CREATE INDEX streams_replaced_by ON streams (replaced_by) WHERE replaced_by IS NOT NULL",
     ),
+    # 4: the outbox (`_outbox`): messages committed by units of work, in commit order.
+    (
+        """
+        CREATE TABLE outbox (
+            position INTEGER PRIMARY KEY AUTOINCREMENT,
+            message_id BLOB NOT NULL,
+            destination TEXT NOT NULL,
+            key TEXT,
+            payload BLOB NOT NULL,
+            headers BLOB NOT NULL,
+            recorded_at INTEGER NOT NULL  -- microseconds since the Unix epoch, UTC
+        )
+        """,
+        "CREATE INDEX outbox_by_destination ON outbox (destination, position)",
+    ),
 )
 """Migration N is ``MIGRATIONS[N - 1]``: statements applied in one transaction."""
 
@@ -322,7 +337,7 @@ def find_ids_sql(count: int) -> str:
 
 # -- reading -------------------------------------------------------------------------
 
-# Every read selects the columns in `eventfold.codec.Row` order (tx is always 0 here, the
+# Every read selects the columns in `eventfold._codec.Row` order (tx is always 0 here, the
 # position is the sequence), so cursor rows go straight into `Codec.decode_rows`.
 _ROW = (
     "SELECT event_id, stream_id, version, type, schema_version, data, metadata, "

@@ -68,6 +68,7 @@ from . import _schema as sql
 from ._file import FileGuard, check_store
 from ._hooks import SQLiteTransactionHooks
 from ._snapshots import SQLiteSnapshotStore
+from ._unit_of_work import UnitOfWorkSupport, refuse_inside_unit
 from ._writer import PendingAppend, SQLiteWriter, deliver
 
 __all__ = ["PAGE_BUDGET", "SQLiteStore"]
@@ -95,7 +96,7 @@ _T = TypeVar("_T")
 _R = TypeVar("_R")
 
 
-class SQLiteStore:
+class SQLiteStore(UnitOfWorkSupport):
     """An event store in one SQLite file, shared safely by several processes.
 
     ``synchronous`` is ``FULL`` (nothing acknowledged is lost, even on power loss) or
@@ -289,6 +290,7 @@ class SQLiteStore:
         expected_version: ExpectedVersion,
     ) -> AppendResult:
         self._check_writable()
+        refuse_inside_unit(self, "append")
         encoded, expected = prepare_append(self.codec, stream_id, events, expected_version)
         size = 0
         for enc in encoded:
@@ -630,6 +632,7 @@ class SQLiteStore:
         transaction (one left open by an error is rolled back).
         """
         self._check_writable()
+        refuse_inside_unit(self, "a write (a snapshot, a transformation)")
         assert self._writer is not None
         return await self._writer.call(work)
 
@@ -672,12 +675,15 @@ class SQLiteStore:
         else:
             t = json.dumps(wanted_types) if wanted_types is not None else None
             c = json.dumps(wanted_cats) if wanted_cats is not None else None
-            query, params = sql.READ_ALL_FILTERED, lambda p, n: {
-                "after": p,
-                "types": t,
-                "categories": c,
-                "limit": n,
-            }
+            query, params = (
+                sql.READ_ALL_FILTERED,
+                lambda p, n: {
+                    "after": p,
+                    "types": t,
+                    "categories": c,
+                    "limit": n,
+                },
+            )
         pages = self._pages(query, params, start, _row_position, limit, self.codec.decode_rows)
         async with aclosing(pages):
             async for page in pages:

@@ -239,6 +239,25 @@ class SQLiteWriter:
         finally:
             self._lock.release()
 
+    def try_hold(self) -> sqlite3.Connection | None:
+        """Take the connection for the calling thread (the event loop's) if the writer is
+        idle, with a busy timeout of 0; None: it is busy. Give it back with `release`
+        once it is out of any transaction (a unit of work holds it across awaits)."""
+        if not self._lock.acquire(blocking=False):
+            return None
+        conn = self._conn
+        if conn is None or conn.in_transaction:
+            self._lock.release()
+            return None
+        if not self._no_wait:
+            conn.execute("PRAGMA busy_timeout = 0")
+            self._no_wait = True
+        return conn
+
+    def release(self) -> None:
+        """Give back the connection `try_hold` took (from any thread)."""
+        self._lock.release()
+
     def _commit(
         self,
         cur: sqlite3.Cursor,

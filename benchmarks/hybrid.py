@@ -1,0 +1,147 @@
+"""The hybrid write: a unit of work holding one CRUD upsert and one append.
+
+- ``unit_of_work``: ``inline_appends`` units from 32 asyncio tasks, each upserting one
+  row of an ``accounts`` table (1,000 accounts) and appending one event to a new stream,
+  committed together; beside the same single-event appends made bare (the ``raw`` side of
+  this line: the ratio is the unit of work's cost, target >= 0.7). The raw driver doing
+  the same transaction (upsert + event insert, one transaction per unit; 32 connections on
+  PostgreSQL, one on SQLite) is reported beside them as ``raw_driver_rate``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+
+import eventfold
+from eventfold.store import SupportsUnitOfWork, capability
+from harness import Context, Figures, fresh_baseline, fresh_location, interleave, rate
+from raw import EMPTY_META, TYPE_NAME, RawPostgres, RawSQLite
+from workloads import OrderPlaced, append_concurrently, make_orders, stream_ids
+
+__all__ = ["RUNNERS"]
+
+ACCOUNTS = 1_000
+_TABLE = "bench_accounts"
+_CREATE = f"CREATE TABLE IF NOT EXISTS {_TABLE} (id TEXT PRIMARY KEY, balance BIGINT NOT NULL)"
+
+
+def _upsert(mark: str) -> str:
+    return (
+        f"INSERT INTO {_TABLE} (id, balance) VALUES ({mark}, {mark}) ON CONFLICT (id) "
+        f"DO UPDATE SET balance = {_TABLE}.balance + excluded.balance"
+    )
+
+
+async def units_concurrently(
+    store: eventfold.EventStore,
+    streams: Sequence[str],
+    events: Sequence[OrderPlaced],
+    tasks: int,
+) -> None:
+    """One unit of work per new stream (an upsert and a single-event append), from
+    ``tasks`` asyncio tasks sharing one queue."""
+    units = capability(store, SupportsUnitOfWork)
+    mark = "?" if store.backend == "sqlite" else "%s"
+    upsert = _upsert(mark)
+    work = iter(enumerate(zip(streams, events, strict=True)))
+
+    async def worker() -> None:
+        for n, (stream_id, event) in work:
+            async with units.unit_of_work() as uow:
+                await uow.execute(upsert, (f"a{n % ACCOUNTS}", event.unit_price_cents))
+                await uow.append(stream_id, [event], expected_version=eventfold.NO_STREAM)
+
+    await asyncio.gather(*(worker() for _ in range(tasks)))
+
+
+async def _raw_sqlite_units(
+    raw: RawSQLite, streams: Sequence[str], events: Sequence[OrderPlaced]
+) -> None:
+    from raw import _SQLITE_INSERT
+
+    conn = raw.conn
+    upsert = _upsert("?")
+    encode = raw._encode
+    for n, (stream_id, event) in enumerate(zip(streams, events, strict=True)):
+        row = (
+            os.urandom(16), stream_id, 1, TYPE_NAME, 1, encode(event), EMPTY_META,
+            time.time_ns() // 1000,
+        )  # fmt: skip
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(upsert, (f"a{n % ACCOUNTS}", event.unit_price_cents))
+        conn.execute(_SQLITE_INSERT, row)
+        conn.execute("COMMIT")
+
+
+async def _raw_postgres_units(
+    raw: RawPostgres, streams: Sequence[str], events: Sequence[OrderPlaced], tasks: int
+) -> None:
+    from raw import _PG_INSERT
+
+    upsert = _upsert("%s").encode()
+    encode = raw._encode
+    work = iter(enumerate(zip(streams, events, strict=True)))
+
+    async def worker(conn: object) -> None:
+        for n, (stream_id, event) in work:
+            row = (uuid.uuid4(), stream_id, 1, TYPE_NAME, 1, encode(event), EMPTY_META)
+            async with conn.transaction():  # type: ignore[attr-defined]
+                await conn.execute(upsert, (f"a{n % ACCOUNTS}", event.unit_price_cents))  # type: ignore[attr-defined]
+                await conn.execute(_PG_INSERT, row)  # type: ignore[attr-defined]
+
+    await asyncio.gather(*(worker(conn) for conn in raw.workers[:tasks]))
+
+
+async def unit_of_work(ctx: Context) -> Figures:
+    """32-task units of work (an upsert and a single-event append each), beside the same
+    appends made bare (the ``raw`` side of this line), and the raw driver's transaction."""
+    n, tasks, runs = ctx.sizes.inline_appends, ctx.sizes.concurrent_tasks, ctx.sizes.inline_runs
+    events = make_orders(n)
+    async with (
+        fresh_location(ctx) as url,
+        eventfold.connect(url) as store,
+        fresh_location(ctx) as plain_url,
+        eventfold.connect(plain_url) as plain,
+        fresh_baseline(ctx) as raw,
+    ):
+        async with capability(store, SupportsUnitOfWork).unit_of_work() as uow:
+            await uow.execute(_CREATE)
+        works: dict[str, Callable[[int], Awaitable[object]] | None] = {
+            "eventfold": lambda i: units_concurrently(store, stream_ids(n, f"o{i}"), events, tasks),
+            "raw": lambda i: append_concurrently(plain, stream_ids(n, f"o{i}"), events, tasks),
+            "driver": None,
+        }
+        if isinstance(raw, RawSQLite):
+            raw.conn.execute(_CREATE)
+            works["driver"] = lambda i: _raw_sqlite_units(raw, stream_ids(n, f"o{i}"), events)
+        elif isinstance(raw, RawPostgres):
+            await raw.conn.execute(_CREATE)
+            await raw.open_workers(tasks)
+            works["driver"] = lambda i: _raw_postgres_units(
+                raw, stream_ids(n, f"o{i}"), events, tasks
+            )
+        for work in works.values():
+            if work is not None:
+                await work(-1)
+        t = await interleave(runs, works)
+    median = statistics.median(t["eventfold"])
+    extra: dict[str, object] = {
+        "tasks": tasks,
+        "runs": runs,
+        "accounts": ACCOUNTS,
+        "raw_baseline": "the same single-event appends made bare (no unit of work)",
+    }
+    if "driver" in t:
+        extra["raw_driver_rate"] = rate(n, statistics.median(t["driver"]))
+        extra["raw_driver_baseline"] = "one transaction per unit (upsert + event insert): " + (
+            "one connection" if ctx.backend == "sqlite" else f"{tasks} connections"
+        )
+    return Figures(n, median, rate(n, median), rate(n, statistics.median(t["raw"])), extra)
+
+
+RUNNERS: dict[str, Callable[[Context], Awaitable[Figures]]] = {"unit_of_work": unit_of_work}

@@ -1,0 +1,600 @@
+"""Units of work on SQLite: the caller's SQL, appends and outbox messages in one of the
+writer connection's transactions, with group commit.
+
+A unit runs on the event loop's thread, right on the writer's connection (taken from
+the writer thread while it is idle, `SQLiteWriter.try_hold`), so its statements read
+its own writes and cost no thread hand-off. Units take turns: one at a time holds the
+connection, inside a savepoint of its own (so a failing unit undoes only itself). A unit
+that ends well releases its savepoint and waits for the COMMIT; the next unit waiting
+goes on in the same transaction, and the transaction commits once no unit is waiting
+(or `MAX_UNITS` have gathered): many units share one commit, as group-committed appends
+do. While a transaction is open the writer thread waits, so plain appends queue behind
+it; a unit that awaits something slow holds every writer of the store meanwhile: keep
+the block short.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import time
+import uuid
+from collections import deque
+from collections.abc import Mapping, Sequence
+from contextvars import ContextVar, Token
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from ..._events import Event, NewEvent
+from ..._position import ExpectedVersion, Position, version_matches
+from ...errors import (
+    EventfoldError,
+    InvalidInput,
+    StoreClosed,
+    StoreError,
+    StreamReplaced,
+    WrongExpectedVersion,
+)
+from ...store._common import check_retry, explicit_ids, prepare_append
+from ...store._outbox import Destinations, Outgoing, prepare_message, unit_headers
+from ...store.ports import OutboxMessage
+from ...store.protocol import AppendResult
+from . import _outbox
+from . import _schema as sql
+from ._group import GroupWriter, PendingAppend
+
+if TYPE_CHECKING:
+    from ._store import SQLiteStore
+
+__all__ = ["SQLiteUnitOfWork", "SQLiteUnits", "UnitOfWorkSupport", "refuse_inside_unit"]
+
+MAX_UNITS = 256
+"""Most units of work committed in one transaction."""
+
+_CONTROL = frozenset({"BEGIN", "COMMIT", "END", "ROLLBACK", "SAVEPOINT", "RELEASE"})
+
+_inside: ContextVar[SQLiteUnits | None] = ContextVar("eventfold_sqlite_unit", default=None)
+"""The units whose connection the current task holds (inside a unit's block)."""
+
+
+def refuse_inside_unit(store: object, what: str) -> None:
+    """Raise if the calling task is inside a unit of work of ``store``: ``what`` needs
+    the writer, which waits for the unit to end (it would never end)."""
+    units = _inside.get()
+    if units is not None and units.store is store:
+        raise InvalidInput(
+            f"{what} on the store of an open unit of work waits for the unit to end; "
+            "inside the unit use uow.append (or do this after the block)"
+        )
+
+
+def _noop(conn: sqlite3.Connection) -> None:
+    return None
+
+
+def _idle(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether nothing else on the loop is ready to run (as the store's own check)."""
+    ready = getattr(loop, "_ready", None)
+    if ready is None:
+        return False
+    return not ready or all(handle.cancelled() for handle in ready)
+
+
+def _settle(done: list[asyncio.Future[None]], error: EventfoldError | None) -> None:
+    """Tell the units of a transaction whether it committed."""
+    for future in done:
+        if future.done():
+            continue
+        if error is None:
+            future.set_result(None)
+        else:
+            failed = StoreError(f"the unit of work was not committed: {error}")
+            failed.__cause__ = error
+            future.set_exception(failed)
+
+
+class SQLiteUnitOfWork:
+    """One unit of work on the writer connection (`eventfold.store.UnitOfWork`)."""
+
+    backend = "sqlite"
+    paramstyle = "qmark"
+
+    def __init__(self, units: SQLiteUnits, headers: dict[str, str]) -> None:
+        self._units = units
+        self._headers = headers
+        self._messages: list[Outgoing] = []
+        self._live = False
+        self.appended = False
+        self.failed: EventfoldError | None = None
+        self._versions: dict[str, int] = {}
+        """The versions of the streams this unit appended to."""
+
+    def _cursor(self) -> sqlite3.Cursor:
+        if self.failed is not None:
+            raise StoreError(
+                f"an append of this unit of work failed after writing ({self.failed}); the "
+                "unit rolls back: let it end and start a new one"
+            )
+        cur = self._units.cursor
+        if not self._live or cur is None:
+            raise StoreError(
+                "this unit of work is over (it committed, rolled back, or its transaction "
+                "was lost); start a new one"
+            )
+        return cur
+
+    async def execute(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        cur = self._cursor()
+        words = query.split(None, 1)
+        if words and words[0].upper().rstrip(";") in _CONTROL:
+            raise InvalidInput(
+                f"a unit of work runs inside its own transaction; {words[0]!r} is not "
+                "allowed in it (the block's end commits, an exception rolls back)"
+            )
+        try:
+            return cur.execute(query, params).fetchall()
+        except sqlite3.Error as exc:
+            self._units.check_alive(exc)
+            error = StoreError(
+                f"a unit of work's statement failed: {exc} (statement: {query.strip()[:200]!r});"
+                " fix the statement or its parameters (SQLite takes ? or :name parameters)"
+            )
+            raise error from exc
+
+    async def append(
+        self,
+        stream_id: str,
+        events: Sequence[Event | NewEvent],
+        *,
+        expected_version: ExpectedVersion,
+    ) -> AppendResult:
+        store = self._units.store
+        encoded, expected = prepare_append(store.codec, stream_id, events, expected_version)
+        cur = self._cursor()
+        writer = store._writer
+        assert writer is not None
+        group = writer.group
+        future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
+        item = PendingAppend(stream_id, encoded, expected, future, 0)
+        # As the group writer's careful path, without its savepoint: the unit has one
+        # of its own, and an append that fails once written makes the unit roll back.
+        try:
+            last, versions, replaced = group._start(cur, [item])
+            ids = explicit_ids(encoded)
+            if ids:
+                retry = check_retry(stream_id, encoded, group._find_ids(cur, stream_id, ids))
+                if retry is not None:
+                    return retry
+        except sqlite3.Error as exc:
+            self._units.check_alive(exc)
+            raise store.translate_error(exc) from exc
+        if replaced is not None and stream_id in replaced:
+            raise StreamReplaced(stream_id, replaced[stream_id])
+        # Versions this transaction wrote are not in the streams index yet (its rows are
+        # written once, before the COMMIT): this unit's own, then the units' before it.
+        actual = self._versions.get(stream_id)
+        if actual is None:
+            actual = self._units.versions.get(stream_id)
+            if actual is None:
+                actual = versions.get(stream_id, 0)
+        if not version_matches(expected, actual):
+            raise WrongExpectedVersion(stream_id, expected, actual)
+        now = time.time_ns() // 1000
+        rows = [
+            (last + n, e.event_id, stream_id, actual + n, e.type, e.schema_version, e.data,
+             e.metadata, now)
+            for n, e in enumerate(encoded, 1)
+        ]  # fmt: skip
+        version = actual + len(rows)
+        try:
+            if len(rows) == 1:
+                cur.execute(sql.INSERT_EVENTS_AT, rows[0])
+            else:
+                cur.executemany(sql.INSERT_EVENTS_AT, rows)
+            if group.hooks is not None:
+                group.hooks.apply(cur, rows)
+        except Exception as exc:
+            error = self._written_in_part(group, cur, item, exc)
+            self.failed = error
+            if error is exc:
+                raise
+            raise error from exc
+        self._versions[stream_id] = version
+        self.appended = True
+        return AppendResult(version, Position(0, last + len(rows)))
+
+    def _written_in_part(
+        self, group: GroupWriter, cur: sqlite3.Cursor, item: PendingAppend, exc: Exception
+    ) -> EventfoldError:
+        if isinstance(exc, sqlite3.Error):
+            self._units.check_alive(exc)
+            if isinstance(exc, sqlite3.IntegrityError) and cur.connection.in_transaction:
+                return group._explain_failure(cur, item, exc)
+            return self._units.store.translate_error(exc)
+        if isinstance(exc, EventfoldError):
+            return exc
+        return StoreError(f"an append in a unit of work failed: {exc!r}")
+
+    def publish(
+        self,
+        destination: str,
+        payload: object,
+        *,
+        key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        message_id: uuid.UUID | None = None,
+    ) -> uuid.UUID:
+        self._cursor()
+        mid, message = prepare_message(
+            self._units.destinations, self._headers, destination, payload, key, headers,
+            message_id,
+        )  # fmt: skip
+        self._messages.append(message)
+        return mid
+
+
+class SQLiteUnits:
+    """A store's units of work: whose turn it is, and the transaction they share."""
+
+    def __init__(self, store: SQLiteStore) -> None:
+        self.store = store
+        self.destinations = Destinations()
+        self.cursor: sqlite3.Cursor | None = None
+        """The writer connection's cursor while a transaction of units is open."""
+        self._busy = False
+        """Whether a unit holds the connection (or the transaction is committing)."""
+        self._waiting: deque[asyncio.Future[None]] = deque()
+        self._done: list[asyncio.Future[None]] = []
+        """Units released into the open transaction, waiting for its COMMIT."""
+        self._appended = False
+        self._scheduled = False
+        self.versions: dict[str, int] = {}
+        """The versions of the streams the released units of the open transaction
+        appended to: the streams index gets them in one statement before the COMMIT."""
+
+    # -- a unit's life ----------------------------------------------------------------
+
+    def run(self, headers: dict[str, str]) -> _UnitBlock:
+        """A unit's ``async with`` block."""
+        return _UnitBlock(self, SQLiteUnitOfWork(self, headers))
+
+    async def _turn(self) -> None:
+        """Wait until this unit may hold the connection."""
+        if not self._busy and not self._waiting:
+            self._busy = True
+            return
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append(turn)
+        try:
+            await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():
+                self._next()  # it was this unit's turn: pass it on
+            else:
+                with contextlib.suppress(ValueError):
+                    self._waiting.remove(turn)
+            raise
+
+    async def _begin(self) -> None:
+        """Take the writer's connection and open a write transaction on it."""
+        store = self.store
+        deadline = time.monotonic() + store.busy_timeout
+        delay = 0.001
+        while True:
+            writer = store._writer
+            if writer is None:
+                raise StoreClosed(f"sqlite store {store.path!r}")
+            conn = writer.try_hold()
+            if conn is None:
+                await writer.call(_noop)  # let the writer finish what it is doing
+                continue
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                writer.release()
+                busy = "locked" in str(exc).lower() or "busy" in str(exc).lower()
+                if busy and time.monotonic() < deadline:
+                    # Another process writes: wait without holding the loop.
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 0.05)
+                    continue
+                raise store.translate_error(exc) from exc
+            break
+        cur = conn.cursor()
+        hooks = writer.group.hooks
+        if hooks is not None:
+            try:
+                hooks.begin(cur)
+            except BaseException as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                writer.release()
+                if isinstance(exc, sqlite3.Error):
+                    raise store.translate_error(exc) from exc
+                raise
+        self.cursor = cur
+        self._appended = False
+
+    def _keep(self, unit: SQLiteUnitOfWork) -> asyncio.Future[None]:
+        """Write the unit's messages and release its savepoint; its commit's future."""
+        cur = self.cursor
+        if cur is None:
+            raise StoreError("the unit of work's transaction was lost; nothing was committed")
+        if unit.failed is not None:
+            raise StoreError(
+                f"an append of this unit of work failed after writing ({unit.failed}); "
+                "the unit rolled back"
+            )
+        try:
+            if unit._messages:
+                _outbox.insert_messages(cur, unit._messages, time.time_ns() // 1000)
+            cur.execute("RELEASE unit_of_work")
+        except sqlite3.Error as exc:
+            self.check_alive(exc)
+            raise self.store.translate_error(exc) from exc
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._done.append(done)
+        if unit._versions:
+            self.versions.update(unit._versions)
+        self._appended = self._appended or unit.appended
+        return done
+
+    def _undo(self) -> None:
+        """Roll the unit back to its savepoint (the units before it stay)."""
+        cur = self.cursor
+        if cur is None:
+            return
+        try:
+            if cur.connection.in_transaction:
+                cur.execute("ROLLBACK TO unit_of_work")
+                cur.execute("RELEASE unit_of_work")
+                return
+        except sqlite3.Error:
+            pass
+        self._lose(StoreError("the transaction of a unit of work was lost; retry the unit"))
+
+    def check_alive(self, exc: BaseException) -> None:
+        """After a failed statement: if SQLite rolled the whole transaction back, the
+        units released into it fail, and the connection goes back to the writer."""
+        cur = self.cursor
+        if cur is not None and not cur.connection.in_transaction:
+            self._lose(
+                StoreError(f"SQLite rolled back the transaction of units of work ({exc}); retry")
+            )
+
+    def _lose(self, error: StoreError) -> None:
+        done, self._done = self._done, []
+        for future in done:
+            if not future.done():
+                failed = StoreError(f"the unit of work was not committed: {error}")
+                failed.__cause__ = error
+                future.set_exception(failed)
+        self.versions = {}
+        cur, self.cursor = self.cursor, None
+        if cur is not None:
+            with contextlib.suppress(sqlite3.Error):
+                if cur.connection.in_transaction:
+                    cur.execute("ROLLBACK")
+            writer = self.store._writer
+            if writer is not None:
+                writer.release()
+
+    def _next(self) -> None:
+        """Pass the connection to the next waiting unit; commit when none waits."""
+        if self.cursor is not None and len(self._done) >= MAX_UNITS:
+            self._commit()
+        while self._waiting:
+            turn = self._waiting.popleft()
+            if not turn.done():
+                turn.set_result(None)  # _busy stays True: the turn passes on
+                return
+        self._busy = False
+        if self.cursor is not None and not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._commit_soon)
+
+    def _commit_soon(self) -> None:
+        self._scheduled = False
+        if self._busy or self.cursor is None:
+            return  # a unit holds the connection: the last one's turn ends in a commit
+        loop = asyncio.get_running_loop()
+        if _idle(loop):
+            self._commit()  # nothing else to run: commit right here, no hand-off
+            return
+        # Other tasks are ready: commit on a worker thread and let them run meanwhile
+        # (units that start wait for their turn until it is done).
+        self._busy = True
+        cur, self.cursor = self.cursor, None
+        done, self._done = self._done, []
+        versions, self.versions = self.versions, {}
+        committing = loop.run_in_executor(None, self._finish, cur, versions)
+        committing.add_done_callback(lambda f: self._committed(done, f))
+
+    def _committed(self, done: list[asyncio.Future[None]], f: asyncio.Future[Any]) -> None:
+        error: EventfoldError | None
+        if f.cancelled() or f.exception() is not None:
+            cause = "cancelled" if f.cancelled() else repr(f.exception())
+            error = StoreError(f"committing units of work failed unexpectedly ({cause})")
+        else:
+            error = f.result()
+        _settle(done, error)
+        self._next()
+
+    def _commit(self) -> None:
+        """COMMIT the open transaction, give the connection back, settle the units."""
+        cur = self.cursor
+        assert cur is not None
+        self.cursor = None
+        done, self._done = self._done, []
+        versions, self.versions = self.versions, {}
+        _settle(done, self._finish(cur, versions))
+
+    def _finish(self, cur: sqlite3.Cursor, versions: dict[str, int]) -> EventfoldError | None:
+        """COMMIT (after the store's file check) and give the connection back to the
+        writer; the error, if it did not commit (on any thread)."""
+        store = self.store
+        writer = store._writer
+        assert writer is not None
+        error: EventfoldError | None = None
+        try:
+            if versions:
+                writer.group._update_streams(cur, versions)
+            guard = writer.group.guard
+            if guard is not None:
+                guard()
+            cur.execute("COMMIT")
+            writer.group.commits += 1  # the store's count of write transactions
+        except Exception as exc:
+            with contextlib.suppress(sqlite3.Error):
+                if cur.connection.in_transaction:
+                    cur.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                error = store.translate_error(exc)
+            elif isinstance(exc, EventfoldError):
+                error = exc
+            else:
+                error = StoreError(f"unexpected {exc!r} committing units of work")
+        writer.release()
+        return error
+
+    # -- the outbox ---------------------------------------------------------------------
+
+    async def read_outbox(
+        self, after: Position, limit: int, destination: str | None
+    ) -> list[OutboxMessage]:
+        self.store._check_open()
+        query, params = _outbox.read_sql(after, limit, destination)
+        return _outbox.to_messages(self.store.fetch_rows(query, params))
+
+    async def outbox_head(self, destination: str | None) -> Position:
+        self.store._check_open()
+        if destination is None:
+            rows = self.store.fetch_few(_outbox.HEAD, ())
+        else:
+            rows = self.store.fetch_few(_outbox.HEAD_ONE, (destination,))
+        return Position(0, int(rows[0][0]))
+
+    async def prune_outbox(self, destination: str, up_to: Position) -> int:
+        if not isinstance(destination, str):
+            raise InvalidInput(f"destination must be a str, got {destination!r}")
+        query, params = _outbox.prune_sql(destination, up_to)
+
+        def work(conn: sqlite3.Connection) -> int:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                deleted = conn.execute(query, params).rowcount
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            return int(deleted)
+
+        try:
+            return await self.store.on_writer(work)
+        except sqlite3.Error as exc:
+            raise self.store.translate_error(exc) from exc
+
+
+class _UnitBlock(contextlib.AbstractAsyncContextManager[SQLiteUnitOfWork]):
+    """One unit's ``async with``: its turn and savepoint, then its commit (a class rather
+    than a generator: it is on every unit's path)."""
+
+    __slots__ = ("_inside", "_unit", "_units")
+
+    def __init__(self, units: SQLiteUnits, unit: SQLiteUnitOfWork) -> None:
+        self._units = units
+        self._unit = unit
+        self._inside: Token[SQLiteUnits | None] | None = None
+
+    async def __aenter__(self) -> SQLiteUnitOfWork:
+        units = self._units
+        units.store._check_writable()
+        await units._turn()
+        try:
+            if units.cursor is None:
+                await units._begin()
+            assert units.cursor is not None
+            units.cursor.execute("SAVEPOINT unit_of_work")
+        except BaseException:
+            units._next()
+            raise
+        unit = self._unit
+        unit._live = True
+        self._inside = _inside.set(units)
+        return unit
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        units, unit = self._units, self._unit
+        if self._inside is not None:
+            _inside.reset(self._inside)
+            self._inside = None
+        unit._live = False
+        if exc_type is not None:
+            units._undo()
+            units._next()
+            return  # the exception propagates
+        try:
+            done = units._keep(unit)
+        except BaseException:
+            units._undo()
+            units._next()
+            raise
+        units._next()
+        await done
+        store = units.store
+        if unit.appended and store.committed:
+            store.committed.fire()
+
+
+class UnitOfWorkSupport:
+    """`SupportsUnitOfWork` and `SupportsOutbox` for `SQLiteStore`."""
+
+    __units: SQLiteUnits | None = None
+
+    @property
+    def _units(self) -> SQLiteUnits:
+        units = self.__units
+        if units is None:
+            units = self.__units = SQLiteUnits(self)  # type: ignore[arg-type]
+        return units
+
+    def unit_of_work(
+        self,
+        *,
+        correlation_id: str | uuid.UUID | None = None,
+        causation_id: str | uuid.UUID | None = None,
+        traceparent: str | None = None,
+    ) -> contextlib.AbstractAsyncContextManager[SQLiteUnitOfWork]:
+        """Run the caller's SQL (``?`` parameters), appends and outbox messages in one
+        transaction (`eventfold.store.SupportsUnitOfWork`)."""
+        return self._units.run(unit_headers(correlation_id, causation_id, traceparent))
+
+    def declare_destination(self, name: str) -> None:
+        """Allow outbox messages for ``name`` on this store (this process's setting)."""
+        self._units.destinations.declare(name)
+
+    @property
+    def destinations(self) -> frozenset[str]:
+        """The outbox destinations declared on this store."""
+        return self._units.destinations.names
+
+    async def read_outbox(
+        self, after: Position, limit: int, *, destination: str | None = None
+    ) -> list[OutboxMessage]:
+        """Up to ``limit`` committed outbox messages after ``after``, in commit order."""
+        return await self._units.read_outbox(after, limit, destination)
+
+    async def outbox_head(self, destination: str | None = None) -> Position:
+        """The position of the newest committed outbox message (`START` when none)."""
+        return await self._units.outbox_head(destination)
+
+    async def prune_outbox(self, destination: str, up_to: Position) -> int:
+        """Delete ``destination``'s messages at or before ``up_to``; how many."""
+        return await self._units.prune_outbox(destination, up_to)

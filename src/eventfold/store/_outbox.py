@@ -1,0 +1,140 @@
+"""What every backend's unit of work and outbox share: declared destinations, and the
+checks and encoding of a message before it is stored (so that bad input fails at
+``publish``, before anything is written)."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import msgspec
+
+from ..errors import InvalidInput, UnknownDestination
+
+__all__ = [
+    "Destinations",
+    "Outgoing",
+    "decode_headers",
+    "prepare_message",
+    "unit_headers",
+]
+
+_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,200}")
+_MAX_KEY = 1024
+
+_encode = msgspec.json.Encoder().encode
+_decode_headers = msgspec.json.Decoder(dict[str, str]).decode
+
+
+class Outgoing(NamedTuple):
+    """A message checked and encoded, waiting for its unit of work to commit."""
+
+    message_id: bytes
+    destination: str
+    key: str | None
+    payload: bytes
+    headers: bytes
+    """The headers as a JSON object of strings."""
+
+
+class Destinations:
+    """The destinations a store allows outbox messages for."""
+
+    __slots__ = ("names",)
+
+    def __init__(self) -> None:
+        self.names: frozenset[str] = frozenset()
+
+    def declare(self, name: str) -> None:
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
+            raise InvalidInput(
+                f"outbox destination {name!r} is not a valid name; use 1 to 200 letters, "
+                "digits, '_', '-' or '.' (e.g. 'billing')"
+            )
+        self.names = self.names | {name}
+
+
+def unit_headers(
+    correlation_id: str | uuid.UUID | None,
+    causation_id: str | uuid.UUID | None,
+    traceparent: str | None,
+) -> dict[str, str]:
+    """The headers a unit of work gives each of its messages."""
+    headers: dict[str, str] = {}
+    for name, value in (
+        ("correlation_id", correlation_id),
+        ("causation_id", causation_id),
+        ("traceparent", traceparent),
+    ):
+        if value is None:
+            continue
+        if isinstance(value, uuid.UUID):
+            value = str(value)
+        if not isinstance(value, str) or not value:
+            raise InvalidInput(
+                f"unit of work {name}={value!r} must be a non-empty str (or a UUID for ids)"
+            )
+        headers[name] = value
+    return headers
+
+
+def prepare_message(
+    destinations: Destinations,
+    defaults: Mapping[str, str],
+    destination: str,
+    payload: object,
+    key: str | None,
+    headers: Mapping[str, str] | None,
+    message_id: uuid.UUID | None,
+) -> tuple[uuid.UUID, Outgoing]:
+    """Check and encode one message (raises `InvalidInput` on anything wrong)."""
+    if destination not in destinations.names:
+        if not isinstance(destination, str):
+            raise InvalidInput(f"outbox destination must be a str, got {destination!r}")
+        raise UnknownDestination(destination, destinations.names)
+    if key is not None and (not isinstance(key, str) or len(key) > _MAX_KEY):
+        raise InvalidInput(
+            f"outbox message key must be a str of at most {_MAX_KEY} characters or None, "
+            f"got {key!r}"
+        )
+    if message_id is None:
+        message_id = uuid.uuid4()
+    elif not isinstance(message_id, uuid.UUID):
+        raise InvalidInput(f"outbox message_id must be a uuid.UUID, got {message_id!r}")
+    merged = dict(defaults)
+    if headers is not None:
+        if not isinstance(headers, Mapping):
+            raise InvalidInput(f"outbox headers must be a mapping of str to str, got {headers!r}")
+        for name, value in headers.items():
+            if not isinstance(name, str) or not name or not isinstance(value, str):
+                raise InvalidInput(
+                    f"outbox header {name!r}: {value!r} is not a non-empty str name with a "
+                    "str value; convert it to str"
+                )
+            merged[name] = value
+    return message_id, Outgoing(
+        message_id.bytes, destination, key, encode_payload(payload), _encode(merged)
+    )
+
+
+def encode_payload(payload: object) -> bytes:
+    """bytes as they are, a str as UTF-8, anything else as msgspec's JSON."""
+    if isinstance(payload, bytes | bytearray | memoryview):
+        return bytes(payload)
+    if isinstance(payload, str):
+        return payload.encode()
+    try:
+        return _encode(payload)
+    except (TypeError, ValueError, msgspec.EncodeError) as exc:
+        raise InvalidInput(
+            f"outbox payload of type {type(payload).__name__} cannot be encoded as JSON "
+            f"({exc}); pass bytes, a str, or a value msgspec can encode (a Struct, dict, "
+            "list, number, ...)"
+        ) from exc
+
+
+def decode_headers(data: Any) -> dict[str, str]:
+    """The stored headers back as a dict."""
+    return _decode_headers(bytes(data))
