@@ -15,6 +15,7 @@ PUBLIC_MODULES: dict[str, set[str]] = {
     "eventfold": {
         "backends",
         "cli",
+        "inbox",
         "projections",
         "schema",
         "store",
@@ -51,6 +52,7 @@ PUBLIC_MODULES: dict[str, set[str]] = {
         "wakeups",
         "worker",
     },
+    "eventfold.inbox": set(),
     "eventfold.schema": set(),
     "eventfold.store": {"connect", "kit", "ports", "protocol"},
     "eventfold.testing": {

@@ -3,11 +3,19 @@ backends it reads (each imported on first use; see `register_backend`)."""
 
 from __future__ import annotations
 
-from ._registry import Backend, backend_of, register_backend, unregister_backend
+from ._registry import (
+    Backend,
+    backend_for_scheme,
+    backend_of,
+    register_backend,
+    unregister_backend,
+)
 from .connect import DEFAULT_URL, connect
 from .ports import (
     HookOrder,
     HookTransaction,
+    InboxDatabase,
+    InboxSession,
     OutboxMessage,
     SupportsCodec,
     SupportsCommitListeners,
@@ -29,6 +37,8 @@ __all__ = [
     "EventStore",
     "HookOrder",
     "HookTransaction",
+    "InboxDatabase",
+    "InboxSession",
     "OutboxMessage",
     "StoreStats",
     "StreamInfo",
@@ -41,6 +51,7 @@ __all__ = [
     "SupportsTransform",
     "TransactionHooks",
     "TransactionParticipant",
+    "backend_for_scheme",
     "backend_of",
     "capability",
     "connect",

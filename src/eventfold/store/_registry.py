@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from ..projections.leases import Leases
     from ..projections.store import ReadModelStore
     from ..projections.wakeups import StoreWakeUps
-    from .ports import TransactionParticipant
+    from .ports import InboxDatabase, TransactionParticipant
 
 __all__ = [
     "Backend",
@@ -49,7 +49,9 @@ class Backend:
     - ``wake_ups(wakeups)``: a background coroutine that calls ``wakeups.notify()`` when
       other processes append;
     - ``inline(store, projections)``: the transaction participant that runs projections
-      inside ``store``'s appends.
+      inside ``store``'s appends;
+    - ``inbox(url, table)``: a consumer's inbox of processed message ids in the database
+      at ``url`` (`eventfold.inbox`), unopened.
     """
 
     name: str
@@ -60,6 +62,7 @@ class Backend:
     inline: (
         Callable[[EventStore, Sequence[ProjectionBase]], Awaitable[TransactionParticipant]] | None
     ) = None
+    inbox: Callable[[str, str], InboxDatabase] | None = None
 
 
 @dataclass

@@ -13,8 +13,9 @@ from ...projections.inline import INLINE_PARTICIPANT
 from ...projections.leases import Leases
 from ...projections.store import ReadModelStore
 from ...store._registry import Backend, own_store
-from ...store.ports import TransactionParticipant
+from ...store.ports import InboxDatabase, TransactionParticipant
 from ...store.protocol import EventStore
+from ._inbox import PostgresInbox
 from ._inline import PostgresInline
 from ._leases import PostgresLeases
 from ._read_models import PostgresReadModelStore
@@ -33,6 +34,9 @@ __all__ = [
 def _open_store(url: str, codec: Codec, read_only: bool) -> EventStore:
     return PostgresStore(url, codec, read_only=read_only)
 
+
+def _inbox(url: str, table: str) -> InboxDatabase:
+    return PostgresInbox(url, table)
 
 
 def _read_model_store(store: EventStore) -> ReadModelStore:
@@ -58,5 +62,6 @@ BACKEND = Backend(
     leases=_leases_of,
     wake_ups=listen,
     inline=_inline_participant,
+    inbox=_inbox,
 )
 """This backend's entry in the registration table."""

@@ -12,8 +12,9 @@ from ...errors import ConfigurationError
 from ...projections.definition import ProjectionBase
 from ...projections.store import ReadModelStore
 from ...store._registry import Backend, own_store
-from ...store.ports import TransactionParticipant
+from ...store.ports import InboxDatabase, TransactionParticipant
 from ...store.protocol import EventStore
+from ._inbox import SQLiteInbox
 from ._inline import SQLiteInline
 from ._read_models import SQLiteReadModelStore
 from ._store import SQLiteStore
@@ -22,7 +23,8 @@ from ._wakeups import poll_data_version
 __all__ = ["BACKEND", "SQLiteReadModelStore", "SQLiteStore"]
 
 
-def _open_store(url: str, codec: Codec, read_only: bool) -> EventStore:
+def _parse_url(url: str) -> tuple[str, str]:
+    """The file and the ``synchronous`` setting a sqlite URL names."""
     parts = urlsplit(url)
     path = parts.path
     if parts.netloc not in ("", "localhost"):
@@ -43,8 +45,17 @@ def _open_store(url: str, codec: Codec, read_only: bool) -> EventStore:
         raise ConfigurationError(
             f"unknown sqlite URL options {sorted(options)}; the only one is synchronous"
         )
+    return path, synchronous
+
+
+def _open_store(url: str, codec: Codec, read_only: bool) -> EventStore:
+    path, synchronous = _parse_url(url)
     return SQLiteStore(path, codec, synchronous=synchronous, read_only=read_only)
 
+
+def _inbox(url: str, table: str) -> InboxDatabase:
+    path, synchronous = _parse_url(url)
+    return SQLiteInbox(path, table, synchronous=synchronous)
 
 
 def _read_model_store(store: EventStore) -> ReadModelStore:
@@ -63,5 +74,6 @@ BACKEND = Backend(
     read_models=_read_model_store,
     wake_ups=poll_data_version,
     inline=_inline_participant,
+    inbox=_inbox,
 )
 """This backend's entry in the registration table."""
