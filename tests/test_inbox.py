@@ -195,7 +195,8 @@ async def running(
     yield start
     stop.set()
     for task in tasks:
-        await asyncio.wait_for(task, 10)
+        if not task.cancelled():
+            await asyncio.wait_for(task, 10)
 
 
 async def make_consumer(
@@ -415,6 +416,31 @@ async def test_consume_parks_a_message_whose_handler_keeps_failing(
     assert "cannot parse the amount" in parked[0].getMessage()
 
 
+async def test_a_cancelled_consume_rolls_back_the_message_in_hand(
+    stream: Stream,
+    inbox: Inbox,
+    consumer_db: Consumer,
+    running: Callable[..., asyncio.Task[None]],
+) -> None:
+    apply = apply_with(consumer_db)
+    applying = asyncio.Event()
+
+    async def stuck(msg: Msg, tx: InboxSession) -> None:
+        await apply(msg, tx)
+        applying.set()
+        await asyncio.Event().wait()
+
+    message_id = str(uuid.uuid4())
+    await stream.publish(b"deposit 10", message_id)
+    task = running(handler=stuck)
+    await asyncio.wait_for(applying.wait(), 20)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert await consumer_db.count() == []
+    assert not await inbox.processed(message_id)
+
+
 async def test_consume_terminates_a_message_without_an_id_and_goes_on(
     stream: Stream,
     consumer_db: Consumer,
@@ -554,3 +580,19 @@ async def test_a_bad_statement_says_so_and_rolls_back(inbox: Inbox, consumer_db:
     with pytest.raises(InvalidInput, match="SQL statement failed"):
         await bad_statement()
     assert not await inbox.processed("m-1")
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("batch", 0), ("max_attempts", 0), ("retry_delay", -1.0), ("ack_wait", 0), ("batch", True)],
+)
+async def test_bad_consume_options_are_refused(
+    stream: Stream, inbox: Inbox, option: str, value: object
+) -> None:
+    async def handler(msg: Msg, tx: InboxSession) -> None:
+        raise AssertionError("not called")
+
+    with pytest.raises(InvalidInput, match=f"{option}="):
+        await consume(stream.js, stream.name, "billing", inbox, handler, **{option: value})  # type: ignore[arg-type]
+    with pytest.raises(NotFoundError):  # nothing was created
+        await stream.js.consumer_info(stream.name, "billing")
