@@ -38,18 +38,21 @@ _MAX_CONSUMER_LENGTH: Final = 200
 
 
 class Delivery(Protocol):
-    """What the inbox needs of a message: its headers (a nats-py ``Msg`` has them)."""
+    """What the inbox needs of a message (a nats-py ``Msg`` has it): its headers, and its
+    subject for the messages of errors."""
 
     @property
     def headers(self) -> dict[str, str] | None: ...
+
+    @property
+    def subject(self) -> str: ...
 
 
 def message_id_of(msg: Delivery) -> str:
     """The message's ``Nats-Msg-Id``, or `InvalidInput` when it has none."""
     headers = msg.headers or {}
     message_id = headers.get(MESSAGE_ID_HEADER)
-    subject = getattr(msg, "subject", None)
-    where = f" on subject {subject!r}" if subject else ""
+    where = f" on subject {msg.subject!r}" if msg.subject else ""
     if not message_id:
         raise InvalidInput(
             f"the message{where} has no {MESSAGE_ID_HEADER} header, so the inbox cannot tell "
