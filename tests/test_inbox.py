@@ -596,3 +596,16 @@ async def test_bad_consume_options_are_refused(
         await consume(stream.js, stream.name, "billing", inbox, handler, **{option: value})  # type: ignore[arg-type]
     with pytest.raises(NotFoundError):  # nothing was created
         await stream.js.consumer_info(stream.name, "billing")
+
+
+async def test_consume_without_nats_py_says_how_to_install_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "nats.js.api", None)
+
+    async def handler(msg: Msg, tx: InboxSession) -> None:
+        raise AssertionError("not called")
+
+    async with Inbox(f"sqlite:///{tmp_path}/consumer.db", consumer="billing") as inbox:
+        with pytest.raises(ConfigurationError, match=r"pip install 'eventfold\[nats\]'"):
+            await consume(object(), "EVENTS", "billing", inbox, handler)  # type: ignore[arg-type]

@@ -8,7 +8,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Final
 
-from ..errors import InvalidInput, StoreUnavailable
+from ..errors import ConfigurationError, InvalidInput, StoreUnavailable
 from ..store import InboxSession
 from ._inbox import Inbox, message_id_of
 
@@ -57,10 +57,18 @@ async def consume(
     never parks a message: it is nak'ed until the database is back. A message without
     ``Nats-Msg-Id`` cannot be applied once, so it is terminated at once, logged.
     Processed ids older than the inbox's retention are pruned every ``prune_every`` s.
+    Other errors (of the NATS connection, of the stream) end ``consume`` with that error;
+    the message in hand is then redelivered after ``ack_wait``.
     """
     _check_options(batch, max_attempts, retry_delay, ack_wait, fetch_timeout, prune_every)
-    from nats.js.api import AckPolicy, ConsumerConfig
-    from nats.js.errors import NotFoundError
+    try:
+        from nats.js.api import AckPolicy, ConsumerConfig
+        from nats.js.errors import NotFoundError
+    except ModuleNotFoundError as exc:
+        raise ConfigurationError(
+            f"consume needs nats-py, which is not installed ({exc.name} is missing); "
+            "install it with: pip install 'eventfold[nats]'"
+        ) from None
 
     try:
         await js.consumer_info(stream, durable)
