@@ -15,6 +15,7 @@ PUBLIC_MODULES: dict[str, set[str]] = {
     "eventfold": {
         "backends",
         "cli",
+        "inbox",
         "projections",
         "schema",
         "store",
@@ -27,6 +28,7 @@ PUBLIC_MODULES: dict[str, set[str]] = {
     "eventfold.backends.memory": set(),
     "eventfold.backends.postgres": set(),
     "eventfold.backends.sqlite": set(),
+    "eventfold.inbox": set(),
     "eventfold.projections": set(),
     "eventfold.schema": set(),
     "eventfold.store": {"connect", "kit", "ports", "protocol"},

@@ -3,11 +3,19 @@ backends it reads (each imported on first use; see `register_backend`)."""
 
 from __future__ import annotations
 
-from ._registry import Backend, backend_of, register_backend, unregister_backend
+from ._registry import (
+    Backend,
+    backend_for_scheme,
+    backend_of,
+    register_backend,
+    unregister_backend,
+)
 from .connect import DEFAULT_URL, connect
 from .ports import (
     HookOrder,
     HookTransaction,
+    InboxDatabase,
+    InboxSession,
     OutboxMessage,
     SupportsCodec,
     SupportsCommitListeners,
@@ -31,6 +39,8 @@ __all__ = [
     "EventStore",
     "HookOrder",
     "HookTransaction",
+    "InboxDatabase",
+    "InboxSession",
     "OutboxMessage",
     "StoreStats",
     "StreamInfo",
@@ -45,6 +55,7 @@ __all__ = [
     "TransactionHooks",
     "TransactionParticipant",
     "UnitOfWork",
+    "backend_for_scheme",
     "backend_of",
     "capability",
     "connect",

@@ -20,6 +20,7 @@ from .protocol import EventStore
 if TYPE_CHECKING:
     from .._codec import Codec
     from .ports import (
+        InboxDatabase,
         InlineProjection,
         Leases,
         ReadModelStore,
@@ -51,7 +52,9 @@ class Backend:
     - ``wake_ups(wakeups)``: a background coroutine that calls ``wakeups.notify()`` when
       other processes append;
     - ``inline(store, projections)``: the transaction participant that runs projections
-      inside ``store``'s appends.
+      inside ``store``'s appends;
+    - ``inbox(url, table)``: a consumer's inbox of processed message ids in the database
+      at ``url`` (`eventfold.inbox`), unopened.
     """
 
     name: str
@@ -62,6 +65,7 @@ class Backend:
     inline: (
         Callable[[EventStore, Sequence[InlineProjection]], Awaitable[TransactionParticipant]] | None
     ) = None
+    inbox: Callable[[str, str], InboxDatabase] | None = None
 
 
 @dataclass

@@ -59,6 +59,8 @@ __all__ = [
     "EventStore",
     "HookOrder",
     "HookTransaction",
+    "InboxDatabase",
+    "InboxSession",
     "InlineProjection",
     "Lease",
     "Leases",
@@ -211,6 +213,49 @@ class SupportsTransform(Protocol):
         """Point ``stream_id`` at ``target`` atomically; `TransformConflict` unless
         ``stream_id`` is still at ``version``, ``target`` at ``target_version``, and
         neither is replaced."""
+        ...
+
+
+@runtime_checkable
+class InboxSession(Protocol):
+    """One transaction of a consumer's inbox: the message's id is already recorded in it,
+    and the caller's effects run through it; all of it commits together or not at all."""
+
+    async def execute(
+        self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()
+    ) -> list[tuple[Any, ...]]:
+        """Run one statement of the caller's (the driver's own placeholders: ``?`` or
+        ``:name`` on SQLite, ``%s`` or ``%(name)s`` on PostgreSQL) and return its rows
+        (none for a statement that returns none)."""
+        ...
+
+
+@runtime_checkable
+class InboxDatabase(Protocol):
+    """A consumer's table of processed message ids in its own database (a backend's
+    ``inbox`` entry opens one; `eventfold.inbox.Inbox` is what callers use)."""
+
+    async def open(self) -> None:
+        """Connect and create the table if it is missing."""
+        ...
+
+    async def close(self) -> None: ...
+
+    def transaction(
+        self, consumer: str, message_id: str
+    ) -> AbstractAsyncContextManager[InboxSession | None]:
+        """Begin a transaction that records ``message_id`` for ``consumer``; None (and
+        nothing written) when it is recorded already. Leaving with an exception rolls
+        everything back."""
+        ...
+
+    async def processed(self, consumer: str, message_id: str) -> bool:
+        """Whether ``message_id`` is recorded (committed) for ``consumer``."""
+        ...
+
+    async def prune(self, consumer: str, before_us: int) -> int:
+        """Forget ``consumer``'s ids recorded before ``before_us`` (microseconds since the
+        epoch, UTC); the number forgotten."""
         ...
 
 

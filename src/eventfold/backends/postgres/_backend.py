@@ -9,12 +9,14 @@ from ..._codec import Codec
 from ...store._registry import Backend, own_store
 from ...store.ports import (
     INLINE_PARTICIPANT,
+    InboxDatabase,
     InlineProjection,
     Leases,
     ReadModelStore,
     TransactionParticipant,
 )
 from ...store.protocol import EventStore
+from ._inbox import PostgresInbox
 from ._inline import PostgresInline
 from ._leases import PostgresLeases
 from ._read_models import PostgresReadModelStore
@@ -26,6 +28,10 @@ __all__ = ["BACKEND"]
 
 def _open_store(url: str, codec: Codec, read_only: bool) -> EventStore:
     return PostgresStore(url, codec, read_only=read_only)
+
+
+def _inbox(url: str, table: str) -> InboxDatabase:
+    return PostgresInbox(url, table)
 
 
 def _read_model_store(store: EventStore) -> ReadModelStore:
@@ -51,5 +57,6 @@ BACKEND = Backend(
     leases=_leases_of,
     wake_ups=listen,
     inline=_inline_participant,
+    inbox=_inbox,
 )
 """This backend's entry in the registration table."""

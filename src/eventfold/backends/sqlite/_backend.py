@@ -9,9 +9,10 @@ from urllib.parse import parse_qsl, urlsplit
 from ..._codec import Codec
 from ...errors import ConfigurationError
 from ...store._registry import Backend, own_store
+from ...store.ports import InboxDatabase, ReadModelStore, TransactionParticipant
 from ...store.ports import InlineProjection as ProjectionBase
-from ...store.ports import ReadModelStore, TransactionParticipant
 from ...store.protocol import EventStore
+from ._inbox import SQLiteInbox
 from ._inline import SQLiteInline
 from ._read_models import SQLiteReadModelStore
 from ._store import SQLiteStore
@@ -20,7 +21,8 @@ from ._wakeups import poll_data_version
 __all__ = ["BACKEND"]
 
 
-def _open_store(url: str, codec: Codec, read_only: bool) -> EventStore:
+def _parse_url(url: str) -> tuple[str, str]:
+    """The file and the ``synchronous`` setting a sqlite URL names."""
     parts = urlsplit(url)
     path = parts.path
     if parts.netloc not in ("", "localhost"):
@@ -41,7 +43,17 @@ def _open_store(url: str, codec: Codec, read_only: bool) -> EventStore:
         raise ConfigurationError(
             f"unknown sqlite URL options {sorted(options)}; the only one is synchronous"
         )
+    return path, synchronous
+
+
+def _open_store(url: str, codec: Codec, read_only: bool) -> EventStore:
+    path, synchronous = _parse_url(url)
     return SQLiteStore(path, codec, synchronous=synchronous, read_only=read_only)
+
+
+def _inbox(url: str, table: str) -> InboxDatabase:
+    path, synchronous = _parse_url(url)
+    return SQLiteInbox(path, table, synchronous=synchronous)
 
 
 def _read_model_store(store: EventStore) -> ReadModelStore:
@@ -60,5 +72,6 @@ BACKEND = Backend(
     read_models=_read_model_store,
     wake_ups=poll_data_version,
     inline=_inline_participant,
+    inbox=_inbox,
 )
 """This backend's entry in the registration table."""
