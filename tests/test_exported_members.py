@@ -16,6 +16,7 @@ PUBLIC_MODULES: dict[str, set[str]] = {
         "backends",
         "cli",
         "projections",
+        "relay",
         "schema",
         "store",
         "testing",
@@ -51,6 +52,7 @@ PUBLIC_MODULES: dict[str, set[str]] = {
         "wakeups",
         "worker",
     },
+    "eventfold.relay": set(),
     "eventfold.schema": set(),
     "eventfold.store": {"connect", "kit", "ports", "protocol"},
     "eventfold.testing": {
