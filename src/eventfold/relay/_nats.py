@@ -1,17 +1,24 @@
 """`NatsJetStreamSink`: deliver to a NATS JetStream stream with nats-py (``eventfold[nats]``).
 
-Messages go out with ``publish_async`` (pipelined: many in flight on one connection, at
-most ``max_in_flight``), each with ``Nats-Msg-Id`` = the message's id, so a copy sent
+Messages go out pipelined, as ``publish_async`` sends them (a publish with a reply
+subject; many in flight on one connection, at most ``max_in_flight``), each with
+``Nats-Msg-Id`` = the message's id, so a copy sent
 again inside the stream's duplicate window is dropped by the server (its ack says
 ``duplicate``). The stream is created on `open` when it does not exist (subjects
 ``subjects``, duplicate window ``duplicate_window`` seconds); an existing one is used as
 it is.
+
+The acks are matched here rather than by nats-py's ``publish_async``: in nats-py 2.16 a
+JetStream error reply (a message the stream refuses) raises inside its reply callback
+and leaves the publish's future pending forever, so a rejected message would look like
+a timeout and never park.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import Awaitable, Sequence
 from typing import Any
 
@@ -67,6 +74,12 @@ class NatsJetStreamSink:
         self.create_stream = create_stream
         self._nc: Any = None
         self._js: Any = None
+        self._inbox: str | None = None
+        self._futures: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._token = 0
 
     def __repr__(self) -> str:
         return f"NatsJetStreamSink({', '.join(self.servers)}, stream={self.stream!r})"
@@ -82,14 +95,14 @@ class NatsJetStreamSink:
                 self.servers,
                 connect_timeout=self.connect_timeout,
                 allow_reconnect=True,
-                max_reconnect_attempts=-1,
+                max_reconnect_attempts=2,
                 reconnect_time_wait=0.5,
             )
         except Exception as exc:
             raise SinkUnavailable(
                 f"cannot connect to NATS at {where}: {type(exc).__name__}: {exc}"
             ) from exc
-        js = nc.jetstream(publish_async_max_pending=self.max_in_flight)
+        js = nc.jetstream()
         try:
             await js.stream_info(self.stream)
         except nats.js.errors.NotFoundError:
@@ -115,51 +128,84 @@ class NatsJetStreamSink:
             raise SinkUnavailable(
                 f"JetStream at {where} does not answer ({type(exc).__name__}: {exc})"
             ) from exc
-        self._nc, self._js = nc, js
+        inbox = nc.new_inbox()
+        await nc.subscribe(f"{inbox}.*", cb=self._on_reply)
+        self._nc, self._js, self._inbox = nc, js, inbox
 
     async def send(self, message: Message) -> Awaitable[None]:
-        nats = _nats()
-        js = self._js
-        if js is None:
+        nc = self._nc
+        if nc is None or self._inbox is None:
             raise SinkUnavailable("the NATS sink is not connected")
+        nats = _nats()
         headers = dict(message.headers)
         headers[MSG_ID] = message.message_id
+        await self._slots.acquire()
+        self._token += 1
+        token = str(self._token)
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._futures[token] = future
+        future.add_done_callback(lambda _: self._release(token))
         try:
-            future = await js.publish_async(message.subject, message.payload, headers=headers)
+            await nc.publish(
+                message.subject, message.payload, reply=f"{self._inbox}.{token}", headers=headers
+            )
         except nats.errors.MaxPayloadError as exc:
+            future.cancel()
             raise SinkRejected(message.subject, message.message_id, str(exc)) from exc
         except Exception as exc:
+            future.cancel()
             raise SinkUnavailable(f"cannot publish to NATS ({type(exc).__name__}: {exc})") from exc
         return self._ack(future, message)
 
-    async def _ack(self, future: asyncio.Future[Any], message: Message) -> None:
-        nats = _nats()
+    def _release(self, token: str) -> None:
+        if self._futures.pop(token, None) is not None:
+            self._slots.release()
+            if not self._futures:
+                self._idle.set()
+
+    async def _on_reply(self, msg: Any) -> None:
+        future = self._futures.get(msg.subject.rpartition(".")[2])
+        if future is None or future.done():
+            return
+        if msg.headers and msg.headers.get("Status") == "503":
+            future.set_result({"error": {"code": 503, "description": "no responders"}})
+            return
+        try:
+            future.set_result(json.loads(msg.data))
+        except ValueError:
+            future.set_result({"error": {"code": 500, "description": "unreadable ack"}})
+
+    async def _ack(self, future: asyncio.Future[dict[str, Any]], message: Message) -> None:
         try:
             async with asyncio.timeout(self.ack_timeout):
-                await future
+                reply = await future
         except TimeoutError:
             future.cancel()
             raise SinkUnavailable(
                 f"JetStream did not acknowledge message {message.message_id} on "
                 f"{message.subject!r} within {self.ack_timeout:g} s"
             ) from None
-        except nats.js.errors.NoStreamResponseError:
+        error = reply.get("error")
+        if error is None:
+            return
+        code = int(error.get("code") or 0)
+        text = f"{error.get('description', 'error')} (code {code}, {error.get('err_code')})"
+        if code == 503 and error.get("description") == "no responders":
             raise SinkUnavailable(
                 f"no JetStream stream captures subject {message.subject!r} (or JetStream is "
                 f"not running); the sink's stream {self.stream!r} takes {self.subjects}"
-            ) from None
-        except nats.js.errors.APIError as exc:
-            code = getattr(exc, "code", None) or 0
-            if code >= 500:
-                raise SinkUnavailable(f"JetStream answered {exc}") from exc
-            raise SinkRejected(message.subject, message.message_id, str(exc)) from exc
+            )
+        if code >= 500:
+            raise SinkUnavailable(f"JetStream answered {text}")
+        raise SinkRejected(message.subject, message.message_id, text)
 
     async def flush(self) -> None:
-        if self._js is not None and self._js.publish_async_pending():
-            await self._js.publish_async_completed()
+        await self._idle.wait()
 
     async def close(self) -> None:
-        nc, self._nc, self._js = self._nc, None, None
+        nc, self._nc, self._js, self._inbox = self._nc, None, None, None
+        for future in list(self._futures.values()):
+            future.cancel()
         if nc is not None:
             with contextlib.suppress(Exception):  # a broken connection: nothing to do
                 await nc.close()
