@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections import deque
 from collections.abc import Awaitable, Sequence
 from typing import Any
 
@@ -80,6 +81,9 @@ class NatsJetStreamSink:
         self._idle = asyncio.Event()
         self._idle.set()
         self._token = 0
+        self._deadlines: deque[tuple[float, str]] = deque()
+        self._expired: dict[int, bool] = {}
+        self._sweeper: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return f"NatsJetStreamSink({', '.join(self.servers)}, stream={self.stream!r})"
@@ -131,6 +135,7 @@ class NatsJetStreamSink:
         inbox = nc.new_inbox()
         await nc.subscribe(f"{inbox}.*", cb=self._on_reply)
         self._nc, self._js, self._inbox = nc, js, inbox
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
 
     async def send(self, message: Message) -> Awaitable[None]:
         nc = self._nc
@@ -144,6 +149,7 @@ class NatsJetStreamSink:
         token = str(self._token)
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._futures[token] = future
+        self._deadlines.append((asyncio.get_running_loop().time() + self.ack_timeout, token))
         future.add_done_callback(lambda _: self._release(token))
         try:
             await nc.publish(
@@ -177,14 +183,14 @@ class NatsJetStreamSink:
 
     async def _ack(self, future: asyncio.Future[dict[str, Any]], message: Message) -> None:
         try:
-            async with asyncio.timeout(self.ack_timeout):
-                reply = await future
-        except TimeoutError:
-            future.cancel()
-            raise SinkUnavailable(
-                f"JetStream did not acknowledge message {message.message_id} on "
-                f"{message.subject!r} within {self.ack_timeout:g} s"
-            ) from None
+            reply = await future
+        except asyncio.CancelledError:
+            if future.cancelled() and self._expired.pop(id(future), False):
+                raise SinkUnavailable(
+                    f"JetStream did not acknowledge message {message.message_id} on "
+                    f"{message.subject!r} within {self.ack_timeout:g} s"
+                ) from None
+            raise
         error = reply.get("error")
         if error is None:
             return
@@ -199,13 +205,31 @@ class NatsJetStreamSink:
             raise SinkUnavailable(f"JetStream answered {text}")
         raise SinkRejected(message.subject, message.message_id, text)
 
+    async def _sweep(self) -> None:
+        """Expire acks older than ``ack_timeout`` (one timer for all, not one each)."""
+        loop = asyncio.get_running_loop()
+        step = max(self.ack_timeout / 4, 0.01)
+        while True:
+            await asyncio.sleep(step)
+            now = loop.time()
+            while self._deadlines and self._deadlines[0][0] <= now:
+                _, token = self._deadlines.popleft()
+                future = self._futures.get(token)
+                if future is not None and not future.done():
+                    self._expired[id(future)] = True
+                    future.cancel()
+
     async def flush(self) -> None:
         await self._idle.wait()
 
     async def close(self) -> None:
         nc, self._nc, self._js, self._inbox = self._nc, None, None, None
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         for future in list(self._futures.values()):
             future.cancel()
+        self._deadlines.clear()
         if nc is not None:
             with contextlib.suppress(Exception):  # a broken connection: nothing to do
                 await nc.close()

@@ -95,9 +95,10 @@ class RelayOptions:
     """Seconds before the first retry of a rejected message (doubling after)."""
     max_backoff: float = 30.0
     """Longest wait between attempts while the sink is unavailable."""
-    ack_timeout: float = 30.0
-    """Seconds to wait for one ack before the send counts as unavailable (sinks have
-    their own, shorter timeout; this one bounds a sink that has none)."""
+    ack_timeout: float | None = None
+    """Seconds to wait for one ack before the send counts as unavailable; None leaves it
+    to the sink (`NatsJetStreamSink` and `InProcessSink` have their own ``ack_timeout``).
+    Set it for a sink that has none."""
     checkpoint_interval: float = 0.05
     """Seconds between checkpoint writes while messages are acknowledged."""
     poll_interval: float = 0.25
@@ -115,10 +116,11 @@ class RelayOptions:
                 raise InvalidInput(f"RelayOptions.{name} must be an int >= 1, got {value!r}")
         if isinstance(self.retries, bool) or not isinstance(self.retries, int) or self.retries < 0:
             raise InvalidInput(f"RelayOptions.retries must be an int >= 0, got {self.retries!r}")
+        if self.ack_timeout is not None and not self.ack_timeout > 0:
+            raise InvalidInput("RelayOptions.ack_timeout must be None or > 0 seconds")
         for name in (
             "retry_delay",
             "max_backoff",
-            "ack_timeout",
             "checkpoint_interval",
             "poll_interval",
             "lease_retry",
@@ -306,13 +308,18 @@ class _Pump:
             if entry.message is None:
                 await self.park(entry, entry.error or "it cannot be read", 1)
                 return
-            await self.breaker.up.wait()
+            if not self.breaker.up.is_set():
+                await self.breaker.up.wait()
             try:
                 async with self.sem:
                     ack = await self.relay.sink.send(entry.message)
-                    async with asyncio.timeout(options.ack_timeout):
+                    if options.ack_timeout is None:
                         await ack
-                self.breaker.ok()
+                    else:
+                        async with asyncio.timeout(options.ack_timeout):
+                            await ack
+                if self.breaker.failures:
+                    self.breaker.ok()
                 return
             except SinkRejected as exc:
                 attempt += 1
@@ -326,7 +333,7 @@ class _Pump:
             except TimeoutError:
                 self.breaker.trip(
                     f"the {self.relay.sink.name} sink did not acknowledge within "
-                    f"{options.ack_timeout:g} s"
+                    f"{options.ack_timeout} s"
                 )
 
     # -- parking -----------------------------------------------------------------------
@@ -555,10 +562,10 @@ class Relay:
             wake=wake,
         )
         async for batch in subscription:
-            entries = [
-                _Entry(e.position, e.stream_id, self.event_message(e), str(e.event_id), e.type)
-                for e in batch.events
-            ]
+            entries = []
+            for e in batch.events:
+                message = self.event_message(e)
+                entries.append(_Entry(e.position, e.stream_id, message, message.message_id, e.type))
             bad = batch.undecodable
             if bad is not None:
                 entries.append(

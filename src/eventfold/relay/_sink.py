@@ -81,7 +81,7 @@ class InProcessSink:
     None. ``down`` makes every send fail with `SinkUnavailable`; ``hang`` makes sends
     never acknowledge (the relay's ``ack_timeout`` turns that into `SinkUnavailable`).
     ``dedupe`` drops a message whose id it already holds, as JetStream does inside its
-    duplicate window.
+    duplicate window. ``ack_timeout``: seconds a hanging send waits before it fails.
     """
 
     name: str = "in-process"
@@ -89,6 +89,7 @@ class InProcessSink:
     down: bool = False
     hang: bool = False
     dedupe: bool = False
+    ack_timeout: float = 5.0
     messages: list[Message] = field(default_factory=list)
     attempts: int = 0
     """Every call of `send`, failed ones included."""
@@ -105,7 +106,7 @@ class InProcessSink:
         if self.down:
             raise SinkUnavailable("the in-process sink is down")
         if self.hang:
-            return asyncio.get_running_loop().create_future()
+            return self._never(message)
         if self.reject is not None:
             reason = self.reject(message)
             if reason is not None:
@@ -114,6 +115,13 @@ class InProcessSink:
             self._ids.add(message.message_id)
             self.messages.append(message)
         return _done()
+
+    async def _never(self, message: Message) -> None:
+        await asyncio.sleep(self.ack_timeout)
+        raise SinkUnavailable(
+            f"the in-process sink did not acknowledge message {message.message_id} within "
+            f"{self.ack_timeout:g} s"
+        )
 
     async def flush(self) -> None:
         return None
