@@ -30,6 +30,10 @@ __all__ = ["NatsJetStreamSink"]
 
 MSG_ID = "Nats-Msg-Id"
 
+_EXPIRED: dict[str, Any] = {"error": {"code": 0, "description": "expired"}}
+_CLOSED: dict[str, Any] = {"error": {"code": 0, "description": "closed"}}
+"""Sentinel replies (compared by identity) for an ack that timed out or a closed sink."""
+
 
 def _nats() -> Any:
     try:
@@ -82,7 +86,6 @@ class NatsJetStreamSink:
         self._idle.set()
         self._token = 0
         self._deadlines: deque[tuple[float, str]] = deque()
-        self._expired: dict[int, bool] = {}
         self._sweeper: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
@@ -156,10 +159,10 @@ class NatsJetStreamSink:
                 message.subject, message.payload, reply=f"{self._inbox}.{token}", headers=headers
             )
         except nats.errors.MaxPayloadError as exc:
-            future.cancel()
+            future.set_result(_CLOSED)
             raise SinkRejected(message.subject, message.message_id, str(exc)) from exc
         except Exception as exc:
-            future.cancel()
+            future.set_result(_CLOSED)
             raise SinkUnavailable(f"cannot publish to NATS ({type(exc).__name__}: {exc})") from exc
         return self._ack(future, message)
 
@@ -182,15 +185,17 @@ class NatsJetStreamSink:
             future.set_result({"error": {"code": 500, "description": "unreadable ack"}})
 
     async def _ack(self, future: asyncio.Future[dict[str, Any]], message: Message) -> None:
-        try:
-            reply = await future
-        except asyncio.CancelledError:
-            if future.cancelled() and self._expired.pop(id(future), False):
-                raise SinkUnavailable(
-                    f"JetStream did not acknowledge message {message.message_id} on "
-                    f"{message.subject!r} within {self.ack_timeout:g} s"
-                ) from None
-            raise
+        reply = await future
+        if reply is _EXPIRED:
+            raise SinkUnavailable(
+                f"JetStream did not acknowledge message {message.message_id} on "
+                f"{message.subject!r} within {self.ack_timeout:g} s"
+            )
+        if reply is _CLOSED:
+            raise SinkUnavailable(
+                f"the connection to NATS closed before message {message.message_id} was "
+                "acknowledged"
+            )
         error = reply.get("error")
         if error is None:
             return
@@ -216,8 +221,7 @@ class NatsJetStreamSink:
                 _, token = self._deadlines.popleft()
                 future = self._futures.get(token)
                 if future is not None and not future.done():
-                    self._expired[id(future)] = True
-                    future.cancel()
+                    future.set_result(_EXPIRED)
 
     async def flush(self) -> None:
         await self._idle.wait()
@@ -228,7 +232,8 @@ class NatsJetStreamSink:
             self._sweeper.cancel()
             self._sweeper = None
         for future in list(self._futures.values()):
-            future.cancel()
+            if not future.done():
+                future.set_result(_CLOSED)
         self._deadlines.clear()
         if nc is not None:
             with contextlib.suppress(Exception):  # a broken connection: nothing to do

@@ -66,7 +66,7 @@ EVENTS = 0
 OUTBOX = 1
 """The checkpoint partition of the outbox messages the relay delivers."""
 
-_DESTINATION = re.compile(r"[a-z][a-z0-9_]{0,56}")
+_DESTINATION = re.compile(r"[a-z][a-z0-9_]{0,47}")
 
 HEADER_STREAM_ID = "Eventfold-Stream-Id"
 HEADER_STREAM_VERSION = "Eventfold-Stream-Version"
@@ -231,6 +231,7 @@ class _Pump:
     ) -> None:
         self.relay = relay
         self.partition = partition
+        self.park_name = relay.parked_name(partition)
         self.lease = lease
         self.breaker = breaker
         self.source = source
@@ -343,7 +344,7 @@ class _Pump:
         if not self.lease.held():
             raise _LeaseLost(f"lease {relay.lease_key} was lost")
         parked = ParkedEvent(
-            name=relay.name,
+            name=self.park_name,
             version=1,
             partition=self.partition,
             position=entry.position,
@@ -370,8 +371,8 @@ class _Pump:
 
     async def refresh_parked(self) -> None:
         started = time.monotonic()
-        rows = await self.relay.models.parked(self.relay.name, 1)
-        stored = {p.stream_id for p in rows if p.partition == self.partition}
+        rows = await self.relay.models.parked(self.park_name, 1)
+        stored = {p.stream_id for p in rows}
         async with self.park_lock:
             recent = {k for k, t in self._local_parks.items() if t >= started}
             self._local_parks = {k: t for k, t in self._local_parks.items() if k in recent}
@@ -440,7 +441,7 @@ class Relay:
         if not isinstance(destination, str) or not _DESTINATION.fullmatch(destination):
             raise InvalidInput(
                 f"relay destination {destination!r} must start with a lowercase letter and "
-                "hold only lowercase letters, digits and _ (at most 57): it names the "
+                "hold only lowercase letters, digits and _ (at most 48): it names the "
                 "relay's checkpoint and lease"
             )
         if not isinstance(sink, Sink):
@@ -450,6 +451,8 @@ class Relay:
         self.destination = destination
         self.name = f"relay_{destination}"
         """The relay's checkpoint name in the read-model store."""
+        self.outbox_name = f"{self.name}__outbox"
+        """Where its parked outbox messages are listed (their positions are not the log's)."""
         self.lease_key = f"relay:{destination}"
         self.subject_prefix = check_prefix(subject_prefix or destination)
         self.outbox_subject = check_prefix(outbox_subject or f"{self.subject_prefix}.outbox")
@@ -765,6 +768,10 @@ class Relay:
                     f"{timeout:g} s ({self.error or 'no error'})"
                 )
             await wake.wait(min(0.05, remaining))
+
+    def parked_name(self, partition: int) -> str:
+        """The read-model name the parked messages of ``EVENTS`` or ``OUTBOX`` are kept under."""
+        return self.name if partition == EVENTS else self.outbox_name
 
     def _pump(self, partition: int) -> _Pump | None:
         return next((p for p in self._pumps if p.partition == partition), None)

@@ -53,7 +53,7 @@ async def relay_status(relay: Relay, *, count_limit: int = 10_000) -> RelayStatu
     events = await projection_status(
         relay.store, relay.models, relay.definition, count_limit=count_limit
     )
-    parked = await relay.models.parked(relay.name, 1)
+    parked = await relay_parked(relay)
     outbox_position = outbox_head = None
     outbox_lag = None
     store = relay.store
@@ -87,6 +87,7 @@ async def relay_parked(relay: Relay) -> list[ParkedEvent]:
     """The parked messages, events first, each stream's in order (``stream_id`` holds the
     outbox key for outbox messages, ``partition`` says which: `EVENTS` or `OUTBOX`)."""
     rows = await relay.models.parked(relay.name, 1)
+    rows += await relay.models.parked(relay.outbox_name, 1)
     return sorted(rows, key=lambda p: (p.partition, p.position))
 
 
@@ -173,8 +174,8 @@ async def _replay_stream(
     while True:
         rows = [
             p
-            for p in await relay.models.parked(relay.name, 1)
-            if p.partition == partition and p.stream_id == key
+            for p in await relay.models.parked(relay.parked_name(partition), 1)
+            if p.stream_id == key
         ]
         if not rows:
             return True
@@ -203,5 +204,5 @@ async def _replay_stream(
                 result.failed.append(again)
                 return False
             async with relay.models.transaction() as tx:
-                await tx.unpark(relay.name, 1, parked.position)
+                await tx.unpark(relay.parked_name(partition), 1, parked.position)
             result.replayed.append(parked)
