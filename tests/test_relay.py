@@ -136,6 +136,19 @@ async def test_metadata_becomes_headers_and_odd_categories_map_to_tokens(
     assert message.headers["Eventfold-Causation-Id"] == "cmd-7"
 
 
+async def test_reading_waits_for_acks_beyond_max_pending(store: EventStore) -> None:
+    sink = InProcessSink()
+    for k in range(10):
+        await append(store, f"order-{k}", 10)
+    head = await store.head()
+    options = RelayOptions(
+        max_pending=4, max_in_flight=2, batch_size=3, checkpoint_interval=0.01, poll_interval=0.02
+    )
+    async with Relay(store, sink, destination="orders", options=options) as relay:
+        await relay.wait_for(head)
+    assert in_stream_order(sink) == {f"order-{k}": list(range(1, 11)) for k in range(10)}
+
+
 async def test_filters_by_category_and_type(store: EventStore) -> None:
     sink = InProcessSink()
     await append(store, "order-1", 3, "Placed")

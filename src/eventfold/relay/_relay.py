@@ -208,7 +208,11 @@ class _Breaker:
                 await self.sink.open()
             except SinkUnavailable as exc:
                 self.failures += 1
-                self.relay._set_error(str(exc.reason))
+                self.relay._set_error(exc.reason)
+                continue
+            except Exception as exc:  # a sink's own failure: say so, keep probing
+                self.failures += 1
+                self.relay._set_error(f"{type(exc).__name__}: {exc}")
                 continue
             self.up.set()
             return
@@ -291,8 +295,6 @@ class _Pump:
                 await self._deliver(entry)
                 lane.queue.popleft()
                 entry.done = True
-                if len(self.entries) <= self.relay.options.max_pending // 2:
-                    self.space.set()
         finally:
             if self.lanes.get(key) is lane:
                 del self.lanes[key]
@@ -391,6 +393,8 @@ class _Pump:
         through: Position | None = None
         while entries and entries[0].done:
             through = entries.popleft().position
+        if len(entries) <= self.relay.options.max_pending // 2:
+            self.space.set()
         if through is None or (self.checkpoint is not None and through <= self.checkpoint):
             return
         relay = self.relay
