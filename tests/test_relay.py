@@ -19,6 +19,7 @@ from eventfold.relay import (
     Message,
     Relay,
     RelayOptions,
+    header_value,
     relay_parked,
     relay_status,
     replay_parked,
@@ -134,6 +135,21 @@ async def test_metadata_becomes_headers_and_odd_categories_map_to_tokens(
     assert message.headers["traceparent"] == traceparent
     assert message.headers["Eventfold-Correlation-Id"] == "corr-1"
     assert message.headers["Eventfold-Causation-Id"] == "cmd-7"
+
+
+async def test_header_values_that_are_not_ascii_are_encoded_and_named(
+    store: EventStore,
+) -> None:
+    sink = InProcessSink()
+    head = await append(store, "ünï code-1", 1)
+    async with Relay(store, sink, destination="odd", options=FAST) as relay:
+        await relay.wait_for(head)
+    (message,) = sink.messages
+    assert message.headers["Eventfold-Stream-Id"] == "%C3%BCn%C3%AF%20code-1"
+    assert message.headers["Eventfold-Percent-Encoded"] == "Eventfold-Stream-Id"
+    assert header_value(message.headers, "Eventfold-Stream-Id") == "ünï code-1"
+    assert header_value(message.headers, "Eventfold-Event-Type") == "Happened"
+    assert message.subject == "odd.%C3%BCn%C3%AF%20code.Happened"
 
 
 async def test_reading_waits_for_acks_beyond_max_pending(store: EventStore) -> None:

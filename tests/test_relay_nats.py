@@ -27,6 +27,7 @@ from eventfold.relay import (
     NatsJetStreamSink,
     Relay,
     RelayOptions,
+    header_value,
     relay_parked,
     relay_status,
 )
@@ -82,7 +83,9 @@ def per_stream(messages: list[Any]) -> dict[str, list[int]]:
     out: dict[str, list[int]] = {}
     for m in messages:
         h = m.headers or {}
-        out.setdefault(h["Eventfold-Stream-Id"], []).append(int(h["Eventfold-Stream-Version"]))
+        stream = header_value(h, "Eventfold-Stream-Id")
+        assert stream is not None
+        out.setdefault(stream, []).append(int(h["Eventfold-Stream-Version"]))
     return out
 
 
@@ -363,3 +366,28 @@ async def _count(target: JetStreamTarget, n: int) -> bool:
         return len(await target.messages()) >= n
     except Exception:
         return False
+
+
+async def test_stream_ids_nats_forbids_in_subjects_still_arrive(
+    store: EventStore, jetstream: JetStreamTarget
+) -> None:
+    odd = ["a b-1", "x.y-2", "star*-3", "gt>-4", "ünï code-5"]
+    for stream in odd:
+        result = await store.append(
+            stream, [NewEvent({"s": stream}, type="Odd Type.v1")], expected_version=ANY
+        )
+    await settle(store, result.position)
+    relay = Relay(
+        store,
+        sink_for(jetstream),
+        destination="odd",
+        subject_prefix=jetstream.prefix,
+        options=FAST,
+    )
+    async with relay:
+        await relay.wait_for(result.position, timeout=30)
+    messages = await jetstream.messages()
+    assert sorted(per_stream(messages)) == sorted(odd)
+    subjects = {m.subject for m in messages}
+    assert f"{jetstream.prefix}.a%20b.Odd%20Type%2Ev1" in subjects
+    assert all(len(s.split(".")) == 3 for s in subjects)

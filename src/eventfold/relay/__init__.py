@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import typing
 
-from ._relay import EVENTS, OUTBOX, Relay, RelayOptions
+from ._relay import EVENTS, OUTBOX, Relay, RelayOptions, header_value
 from ._sink import InProcessSink, Message, Sink
 from ._status import RelayStatus, ReplayResult, relay_parked, relay_status, replay_parked
 from ._subjects import subject_token, token_text
@@ -33,6 +33,7 @@ __all__ = [
     "RelayStatus",
     "ReplayResult",
     "Sink",
+    "header_value",
     "relay_parked",
     "relay_status",
     "replay_parked",

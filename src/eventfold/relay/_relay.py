@@ -31,10 +31,11 @@ import socket
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
+from urllib.parse import quote, unquote
 
 import msgspec
 
@@ -57,7 +58,7 @@ from ..store import EventStore, OutboxMessage, SupportsOutbox, backend_of
 from ._sink import Message, Sink
 from ._subjects import check_prefix, subject_token
 
-__all__ = ["EVENTS", "OUTBOX", "Relay", "RelayOptions"]
+__all__ = ["EVENTS", "OUTBOX", "Relay", "RelayOptions", "header_value"]
 
 log = logging.getLogger("eventfold.relay")
 
@@ -129,6 +130,33 @@ class RelayOptions:
         ):
             if not getattr(self, name) > 0:
                 raise InvalidInput(f"RelayOptions.{name} must be > 0 seconds")
+
+
+HEADER_ENCODED = "Eventfold-Percent-Encoded"
+"""Lists (comma-separated) the headers whose values were percent-encoded (UTF-8)."""
+
+
+def _ascii_headers(headers: dict[str, str]) -> None:
+    """Percent-encode header values that are not printable ASCII (NATS headers are
+    HTTP-like; consumers' parsers mangle other bytes), naming them in `HEADER_ENCODED`."""
+    encoded = []
+    for name, value in headers.items():
+        if not (value.isascii() and value.isprintable()):
+            headers[name] = quote(value, safe="")
+            encoded.append(name)
+    if encoded:
+        headers[HEADER_ENCODED] = ",".join(encoded)
+
+
+def header_value(headers: Mapping[str, str], name: str) -> str | None:
+    """A header of a relayed message as the relay was given it (undoing its encoding)."""
+    value = headers.get(name)
+    if value is None:
+        return None
+    value = str(value)
+    if name in str(headers.get(HEADER_ENCODED, "")).split(","):
+        return unquote(value)
+    return value
 
 
 class _Definition(ProjectionBase):
@@ -534,6 +562,7 @@ class Relay:
                 value = meta.get(key)
                 if value is not None:
                     headers[header] = str(value)
+        _ascii_headers(headers)
         return Message(
             subject=f"{self.subject_prefix}.{subject_token(category)}.{subject_token(event.type)}",
             payload=msgspec.json.encode(event.data),
@@ -552,6 +581,7 @@ class Relay:
         headers[HEADER_RECORDED_US] = str(message.recorded_us)
         if message.key is not None:
             headers[HEADER_KEY] = message.key
+        _ascii_headers(headers)
         return Message(self.outbox_subject, message.payload, headers, message_id, key)
 
     # -- sources -----------------------------------------------------------------------
