@@ -121,6 +121,18 @@ class JetStreamTarget:
         self.prefix = f"test{suffix}"
         self.subjects = [f"{self.prefix}.>"]
 
+    async def count(self) -> int:
+        """How many messages the stream holds."""
+        import nats
+
+        nc = await nats.connect(self.url)
+        try:
+            info = await nc.jetstream().stream_info(self.stream)
+            count: int = info.state.messages
+            return count
+        finally:
+            await nc.close()
+
     async def messages(self) -> list[Any]:
         """Every message stored in the stream, in stream order."""
         import nats
