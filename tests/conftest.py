@@ -7,11 +7,13 @@ server is a failure, never a skip.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -87,3 +89,84 @@ def sql_url(request: pytest.FixtureRequest) -> str:
     fixture = "sqlite_url" if request.param == "sqlite" else "postgres_url"
     url: str = request.getfixturevalue(fixture)
     return url
+
+
+NATS_URL = "nats://127.0.0.1:4222"
+
+
+def nats_url_or_skip() -> str:
+    """The test NATS server's URL (JetStream on), or skip (locally) / fail (CI) when it is
+    not listening."""
+    import socket
+
+    url = os.environ.get("EVENTFOLD_TEST_NATS_URL", NATS_URL)
+    host, _, port = urlsplit(url).netloc.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=1).close()
+    except OSError as exc:
+        how = f"the relay tests need NATS JetStream at {url} ({exc})"
+        if os.environ.get("CI"):
+            pytest.fail(f"CI is set but {how}", pytrace=False)
+        pytest.skip(how)
+    return url
+
+
+class JetStreamTarget:
+    """A fresh JetStream stream for one test: its name and the subject prefix it takes."""
+
+    def __init__(self, url: str) -> None:
+        suffix = uuid.uuid4().hex[:10]
+        self.url = url
+        self.stream = f"TEST_{suffix.upper()}"
+        self.prefix = f"test{suffix}"
+        self.subjects = [f"{self.prefix}.>"]
+
+    async def count(self) -> int:
+        """How many messages the stream holds."""
+        import nats
+
+        nc = await nats.connect(self.url)
+        try:
+            info = await nc.jetstream().stream_info(self.stream)
+            count: int = info.state.messages
+            return count
+        finally:
+            await nc.close()
+
+    async def messages(self) -> list[Any]:
+        """Every message stored in the stream, in stream order."""
+        import nats
+
+        nc = await nats.connect(self.url)
+        try:
+            js = nc.jetstream()
+            info = await js.stream_info(self.stream)
+            first, last = info.state.first_seq, info.state.last_seq
+            out = []
+            for seq in range(first, last + 1):
+                out.append(await js.get_msg(self.stream, seq))
+            return out
+        finally:
+            await nc.close()
+
+
+@pytest.fixture
+def jetstream() -> Iterator[JetStreamTarget]:
+    """A fresh JetStream stream name and subject prefix (the sink creates the stream);
+    deleted after the test."""
+    import asyncio
+
+    target = JetStreamTarget(nats_url_or_skip())
+    yield target
+
+    async def delete() -> None:
+        import nats
+
+        nc = await nats.connect(target.url)
+        try:
+            with contextlib.suppress(Exception):
+                await nc.jetstream().delete_stream(target.stream)
+        finally:
+            await nc.close()
+
+    asyncio.run(delete())

@@ -82,6 +82,7 @@ COMMANDS = [
     "rebuild",
     "parked",
     "replay-parked",
+    "relay",
     "demo",
 ]
 

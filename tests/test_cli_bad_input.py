@@ -247,6 +247,16 @@ CASES: dict[str, list[Case]] = {
             "has no parked event at position 99",
         ),
     ],
+    "relay status": [
+        Case(["relay", "status", "--app", "badin_app"], "no attribute 'relays'"),
+        Case(["relay", "status", "--app", "badin_app:docs"], "not a function that takes"),
+    ],
+    "relay parked": [
+        Case(["relay", "parked"], "--app MODULE[:NAME]"),
+    ],
+    "relay replay": [
+        Case(["relay", "replay", "--app", "badin_none"], "no module named 'badin_none'"),
+    ],
     "demo": [
         Case(["demo", "--tasks", "0"], "0 is not in the range 1<=x<=256"),
         Case(["demo", "--orders", "0"], "0 is not in the range 1<=x<=100000"),

@@ -32,6 +32,9 @@
     │   ├── CheckpointConflict       another worker moved the checkpoint (this one is fenced)
     │   ├── HandlerFailed            a handler raised on one event (the poison-event error)
     │   └── ProjectionStopped        a projection stopped on a poison event
+    ├── RelayError: the relay cannot deliver to its bus
+    │   ├── SinkRejected             the bus refused one message (retrying will not help)
+    │   └── SinkUnavailable          the bus cannot be reached or did not answer in time
     └── StoreError: the store itself cannot do what was asked
         ├── ConfigurationError       a URL or option the store cannot use
         │   └── UnsupportedCapability  the backend does not declare a capability asked of it
@@ -76,9 +79,12 @@ __all__ = [
     "NondeterministicEvolve",
     "ProjectionError",
     "ProjectionStopped",
+    "RelayError",
     "RetriesExhausted",
     "SchemaTooNew",
     "SchemaViolation",
+    "SinkRejected",
+    "SinkUnavailable",
     "StaleRead",
     "StoreClosed",
     "StoreError",
@@ -645,4 +651,40 @@ class ProjectionStopped(ProjectionError):
                 or "fix the handler and resume it (daemon.resume) or restart the daemon, or "
                 "give it the 'park' poison policy to set such events aside"
             )
+        )
+
+
+class RelayError(EventfoldError):
+    """The relay cannot deliver a message to its bus (`eventfold.relay`)."""
+
+
+class SinkRejected(RelayError):
+    """The bus refused one message: sending it again will fail the same way.
+
+    The relay retries it a few times, then parks its stream (see ``eventfold relay
+    parked``); the other streams keep flowing.
+    """
+
+    def __init__(self, subject: str, message_id: str, reason: str) -> None:
+        self.subject = subject
+        self.message_id = message_id
+        self.reason = reason
+        super().__init__(
+            f"the bus rejected message {message_id} on subject {subject!r}: {reason}; fix the "
+            "bus's limits or the message, then replay it (eventfold relay replay)"
+        )
+
+
+class SinkUnavailable(RelayError):
+    """The bus cannot be reached, or did not acknowledge in time.
+
+    Nothing is lost: the relay waits with backoff and sends again (the message id lets
+    the bus drop a copy it already stored).
+    """
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(
+            f"{reason}; the relay keeps the message and retries with backoff: check that the "
+            "bus is running and reachable"
         )
