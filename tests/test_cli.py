@@ -82,6 +82,8 @@ COMMANDS = [
     "rebuild",
     "parked",
     "replay-parked",
+    "serve",
+    "token",
     "demo",
 ]
 

@@ -19,6 +19,7 @@ PUBLIC_MODULES: dict[str, set[str]] = {
         "schema",
         "store",
         "testing",
+        "web",
         "write",
         # Public today; they join the private modules once the backends have moved.
         "codec",
@@ -63,6 +64,7 @@ PUBLIC_MODULES: dict[str, set[str]] = {
         "transform",
         "wakeups",
     },
+    "eventfold.web": set(),
     "eventfold.write": set(),
 }
 """The submodules each package may show under a public name (the rest are ``_name``)."""
