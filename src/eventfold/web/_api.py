@@ -60,6 +60,10 @@ class Limits:
     """Live subscriptions at once (503 above it)."""
     sse_batch: int = 100
     """Events a live subscription reads and holds at once: its buffer's bound."""
+    poll_seconds: float = 0.5
+    """A live subscription at the tail reads again at least this often: a wake-up is a
+    hint, and on PostgreSQL an event may become readable after its wake-up (it waits
+    for older transactions to end)."""
     heartbeat_seconds: float = 15.0
     """A quiet live subscription sends a comment this often, so proxies keep it open."""
 

@@ -61,7 +61,10 @@ async def subscribe(api: Api, request: Request) -> Response:
 
 
 async def _frames(
-    api: Api, start: Position, types: list[str] | None, categories: list[str] | None
+    api: Api,
+    start: Position,
+    types: list[str] | None,
+    categories: list[str] | None,
 ) -> AsyncIterator[bytes]:
     store, limits = api.store, api.limits
     api.subscribers += 1
@@ -91,6 +94,6 @@ async def _frames(
                 yield b": heartbeat\n\n"
                 quiet_since = time.monotonic()
                 continue
-            await wake.wait(left)
+            await wake.wait(min(left, limits.poll_seconds))
     finally:
         api.subscribers -= 1
