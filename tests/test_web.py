@@ -7,7 +7,7 @@ import asyncio
 import datetime as dt
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import pytest
@@ -458,3 +458,21 @@ async def test_a_raw_append_is_checked_against_the_schema_registry(web: Web) -> 
     assert bad.status_code == 400, bad.text
     assert "sku" in bad.json()["message"]
     assert await events_of(web, "checked-1") == []
+
+
+async def test_an_event_that_no_longer_decodes_is_shown_as_stored(web: Web) -> None:
+    name = f"WebShape{uuid.uuid4().hex[:8]}"  # a class outlives the test in the registry
+    stored = await web.append("shape-1", [{"type": name, "data": {"size": "large"}}])
+    await web.settled(stored)
+
+    class WebShape(eventfold.Event):  # the code now says size is an int
+        __event_type__: ClassVar[str] = name
+        size: int
+
+    page = (await web.http.get("/log")).json()
+    (event,) = page["events"]
+    assert event["data"] is None
+    assert "size" in event["undecodable"]
+    detail = (await web.http.get("/streams/shape-1/events/1")).json()
+    assert detail["stored"]["json"] == {"size": "large"}
+    assert detail["stored"]["exact"] is True

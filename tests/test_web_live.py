@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import httpx
 import pytest
@@ -178,3 +180,32 @@ async def test_a_bad_last_event_id_is_400(store: eventfold.EventStore) -> None:
         response = await client.get("/subscribe", headers={"Last-Event-ID": "soon"})
     assert response.status_code == 400
     assert response.json()["field"] == "Last-Event-ID"
+
+
+async def test_an_event_that_does_not_decode_is_sent_as_stored(
+    store: eventfold.EventStore,
+) -> None:
+    name = f"LiveShape{uuid.uuid4().hex[:8]}"
+    raw = eventfold.NewEvent({"size": "large"}, type=name)
+    await store.append("shape-1", [raw], expected_version=0)
+    await store.append("shape-2", [LivePlaced(n=1)], expected_version=0)
+
+    class LiveShape(eventfold.Event):  # the code now says size is an int
+        __event_type__: ClassVar[str] = name
+        size: int
+
+    async with (
+        uvicorn_serving(store) as base,
+        httpx.AsyncClient(base_url=base, timeout=30) as client,
+        asyncio.timeout(30),
+    ):
+        got: list[dict[str, Any]] = []
+        async with client.stream("GET", "/subscribe", params={"after": "0"}) as response:
+            async for frame in frames(response):
+                if frame.id is not None:
+                    got.append(json.loads(frame.data[0]))
+                    if len(got) == 2:
+                        break
+    assert got[0]["data"] is None
+    assert "size" in got[0]["undecodable"]
+    assert got[1]["data"] == {"n": 1}

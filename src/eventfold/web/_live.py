@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from ..position import Position
+from ..undecodable import keep_undecodable
 from ._api import Api
 from ._auth import Role
 from ._errors import ApiError
@@ -75,13 +76,15 @@ async def _frames(
         quiet_since = time.monotonic()
         while True:
             # Subscribed before reading: an append that lands between this read and the
-            # wait below still wakes it.
-            batch = [
-                e
-                async for e in store.read_all(
-                    after=after, types=types, categories=categories, limit=limits.sse_batch
-                )
-            ]
+            # wait below still wakes it. This runs after the route returned, outside its
+            # guard: an event that does not decode is shown as stored here too.
+            with keep_undecodable():
+                batch = [
+                    e
+                    async for e in store.read_all(
+                        after=after, types=types, categories=categories, limit=limits.sse_batch
+                    )
+                ]
             if batch:
                 for e in batch:
                     data = _encoder.encode(event_out(e))

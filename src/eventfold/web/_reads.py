@@ -17,7 +17,7 @@ from starlette.responses import Response
 from ..events import RecordedEvent
 from ..position import START, Position
 from ..projections.status import event_at
-from ._api import Api, Caller
+from ._api import Api
 from ._auth import Role
 from ._errors import ApiError, etag, json_response
 from ._params import bad, decode_cursor, encode_cursor, flag, limit, position, timestamp, values
@@ -181,7 +181,7 @@ async def read_event(api: Api, request: Request) -> Response:
 
 async def read_log_event(api: Api, request: Request) -> Response:
     """GET /log/{position}: the event at a global position, with its stored payload."""
-    _caller: Caller = api.authorize(request, Role.READ)
+    api.authorize(request, Role.READ)
     at = position(request.path_params["position"], "position")
     found = await event_at(api.store, at)
     if found is None:
