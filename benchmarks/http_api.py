@@ -90,26 +90,65 @@ async def serve(url: str, folder: Path) -> AsyncIterator[str]:
         server.wait(timeout=30)
 
 
+class Connection:
+    """One keep-alive HTTP/1.1 connection, written and read by hand: httpx spends more CPU
+    per request than the server does, and the client shares the machine with it."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def open(cls, base: str) -> Connection:
+        host, port = base.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        return cls(reader, writer)
+
+    async def request(
+        self, method: str, path: str, body: bytes = b"", headers: str = ""
+    ) -> tuple[int, bytes]:
+        head = (
+            f"{method} {path} HTTP/1.1\r\nHost: bench\r\n{headers}"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
+        self.writer.write(head.encode() + body)
+        status_line = await self.reader.readline()
+        length = 0
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode("latin-1").partition(":")
+            if name.lower() == "content-length":
+                length = int(value)
+        return int(status_line.split()[1]), await self.reader.readexactly(length)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
 def payload(n: int) -> dict[str, object]:
     return {"order_id": f"o-{n}", "total_cents": n, "note": "x" * 40}
 
 
 async def http_appends(base: str, clients: int, per_client: int) -> float:
-    headers = {"Authorization": f"Bearer {TOKEN}", "If-Match": "*"}
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=base, limits=limits, headers=headers) as client:
+    headers = f"Authorization: Bearer {TOKEN}\r\nIf-Match: *\r\n"
+    connections = [await Connection.open(base) for _ in range(clients)]
 
-        async def one(c: int) -> None:
-            stream = f"h{secrets.token_hex(4)}-{c}"
-            for n in range(per_client):
-                body = {"events": [{"type": "BenchPlaced", "data": payload(n)}]}
-                response = await client.post(f"/streams/{stream}/events", json=body)
-                if response.status_code != 201:
-                    raise RuntimeError(response.text)
+    async def one(c: int) -> None:
+        stream = f"h{secrets.token_hex(4)}-{c}"
+        for n in range(per_client):
+            body = json.dumps({"events": [{"type": "BenchPlaced", "data": payload(n)}]})
+            status, answer = await connections[c].request(
+                "POST", f"/streams/{stream}/events", body.encode(), headers
+            )
+            if status != 201:
+                raise RuntimeError(answer.decode())
 
+    try:
         start = time.perf_counter()
         await asyncio.gather(*(one(c) for c in range(clients)))
         return time.perf_counter() - start
+    finally:
+        for connection in connections:
+            connection.close()
 
 
 async def local_appends(url: str, clients: int, per_client: int) -> float:
@@ -177,15 +216,13 @@ async def main() -> None:
             await fill(server_url, "page-1", 1000)
             local_url = fresh_url(args.url, folder)
             await fill(local_url, "page-1", 1000)
-            async with (
-                httpx.AsyncClient(base_url=base) as client,
-                eventfold.connect(local_url) as store,
-            ):
+            connection = await Connection.open(base)
+            async with eventfold.connect(local_url) as store:
 
                 async def http_page() -> float:
                     start = time.perf_counter()
-                    response = await client.get("/streams/page-1/events?limit=1000")
-                    events = response.json()["events"]
+                    _, answer = await connection.request("GET", "/streams/page-1/events?limit=1000")
+                    events = json.loads(answer)["events"]
                     took = time.perf_counter() - start
                     assert len(events) == 1000
                     return took
@@ -200,6 +237,7 @@ async def main() -> None:
                 await http_page()
                 await local_page()  # warm both
                 http_t, local_t = await alternate(args.rounds * 5, http_page, local_page)
+            connection.close()
             h, loc = statistics.median(http_t), statistics.median(local_t)
             print(json.dumps({
                 "workload": "http_read_page", "backend": backend, "events": 1000,
