@@ -35,6 +35,7 @@ __all__ = [
 
 _encoder = msgspec.json.Encoder()
 _EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
+_NAIVE_EPOCH = _dt.datetime(1970, 1, 1)  # read as UTC: written with a Z
 
 
 def iso(when: _dt.datetime) -> str:
@@ -42,33 +43,36 @@ def iso(when: _dt.datetime) -> str:
     return when.astimezone(_dt.UTC).isoformat().replace("+00:00", "Z")
 
 
-def _fields(event: RecordedEvent) -> dict[str, Any]:
+def event_out(event: RecordedEvent) -> EventOut:
+    """The envelope and decoded data of ``event``."""
     data = event.data
-    undecodable = str(data.error) if isinstance(data, UndecodedPayload) else None
+    undecodable = None
+    if isinstance(data, UndecodedPayload):
+        undecodable, data = str(data.error), None
     metadata = event.metadata
     correlation = metadata.get("correlation_id")
     causation = metadata.get("causation_id")
-    return {
-        "event_id": str(event.event_id),
-        "stream_id": event.stream_id,
-        "version": event.version,
-        "position": str(event.position),
-        "type": event.type,
-        "schema_version": event.schema_version,
-        "data": None if undecodable is not None else msgspec.to_builtins(data),
-        "metadata": metadata,
-        "recorded_at": iso(event.recorded_at),
-        "correlation_id": None if correlation is None else str(correlation),
-        "causation_id": None if causation is None else str(causation),
-        "stored_type": event.stored_type,
-        "stored_schema_version": event.stored_schema_version,
-        "undecodable": undecodable,
-    }
+    # ``data`` stays the typed event: msgspec encodes it as it stored it, with no copy.
+    return EventOut(
+        event_id=str(event.event_id),
+        stream_id=event.stream_id,
+        version=event.version,
+        position=str(event.position),
+        type=event.type,
+        schema_version=event.schema_version,
+        data=data,
+        metadata=metadata,
+        recorded_at=_iso_us(event.recorded_us),
+        correlation_id=None if correlation is None else str(correlation),
+        causation_id=None if causation is None else str(causation),
+        stored_type=event.stored_type,
+        stored_schema_version=event.stored_schema_version,
+        undecodable=undecodable,
+    )
 
 
-def event_out(event: RecordedEvent) -> EventOut:
-    """The envelope and decoded data of ``event``."""
-    return EventOut(**_fields(event))
+def _iso_us(us: int) -> str:
+    return (_NAIVE_EPOCH + _dt.timedelta(microseconds=us)).isoformat() + "Z"
 
 
 def event_detail(event: RecordedEvent) -> EventDetail:
@@ -83,10 +87,12 @@ def event_detail(event: RecordedEvent) -> EventDetail:
     else:
         raw, exact = _encoder.encode(data), False
         value = msgspec.json.decode(raw)
+    out = event_out(event)
     stored = StoredPayload(
         encoding="json", json=value, base64=base64.b64encode(raw).decode(), exact=exact
     )
-    return EventDetail(**_fields(event), stored=stored)
+    fields = {f: getattr(out, f) for f in EventOut.__struct_fields__}
+    return EventDetail(**fields, stored=stored)
 
 
 def projection_out(status: ProjectionStatus) -> ProjectionOut:
