@@ -48,12 +48,26 @@ def free_port() -> int:
         return port
 
 
+CREATED: list[str] = []
+"""The PostgreSQL schemas this run made, dropped at its end."""
+
+
 def fresh_url(base: str | None, folder: Path) -> str:
     name = f"bench_{secrets.token_hex(6)}"
     if base is None:
         return f"sqlite:///{folder / (name + '.db')}"
+    CREATED.append(name)
     joiner = "&" if "?" in base else "?"
     return f"{base}{joiner}schema={name}"
+
+
+def drop_created(base: str) -> None:
+    import psycopg
+
+    plain = base.split("?")[0]
+    with psycopg.connect(plain, autocommit=True) as conn:
+        for name in CREATED:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
 
 
 @asynccontextmanager
@@ -182,13 +196,16 @@ async def alternate(
     return http_times, local_times
 
 
-async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--url", help="a PostgreSQL URL (default: SQLite files)")
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--per-client", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=3)
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+async def main(args: argparse.Namespace) -> None:
     backend = "postgres" if args.url else "sqlite"
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -248,4 +265,9 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    given = arguments()
+    try:
+        asyncio.run(main(given))
+    finally:
+        if CREATED:
+            drop_created(given.url)
