@@ -160,12 +160,11 @@ async def test_the_log_pages_and_filters_by_category_type_and_correlation(web: W
     for i in range(12):
         stream = f"{'order' if i % 2 else 'cart'}-{i}"
         event = {"type": "WebPlaced" if i % 3 else "WebNoted", "data": {"n": i}}
-        response = await web.append(stream, [event], if_match='W/"0"')
-        assert response.status_code == 201
+        last = await web.append(stream, [event], if_match='W/"0"')
+        assert last.status_code == 201
         if i in (4, 9):
-            tagged = await web.append(stream, [placed(100 + i, correlation_id="trace-7")])
-            await web.settled(tagged)
-    await web.settled(tagged)
+            last = await web.append(stream, [placed(100 + i, correlation_id="trace-7")])
+    await web.settled(last)
 
     every, pages = await collect(web, "/log", limit="5")
     assert len(every) == 14

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Mapping, Sequence
 
+import msgspec
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -62,10 +63,10 @@ def create_app(
         read_token=read_token,
         models=models,
     )
-    document = openapi_document(read_token=read_token)
+    document = msgspec.json.encode(openapi_document(read_token=read_token))
 
     async def openapi(request: Request) -> Response:
-        return json_response(document)
+        return Response(document, media_type="application/json")
 
     routes = [Route(r.path, guarded(r.handler, api), methods=[r.method]) for r in ROUTES]
     routes.append(Route("/openapi.json", openapi, methods=["GET"]))
