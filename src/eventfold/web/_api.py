@@ -8,6 +8,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
+import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -199,11 +200,10 @@ class Api:
         record cannot be written does not run)."""
         entry = AuditEntry(action=action, target=target, token=caller.token or "", detail=detail)
         event = NewEvent(
-            {"action": entry.action, "target": entry.target, "token": entry.token,
-             "detail": entry.detail},
+            msgspec.to_builtins(entry),
             type=AUDIT_EVENT_TYPE,
             metadata={"actor": f"token:{caller.token}", "source": "eventfold.web"},
-        )  # fmt: skip
+        )
         await self.store.append(AUDIT_STREAM, [event], expected_version=ANY)
 
 
