@@ -83,6 +83,8 @@ COMMANDS = [
     "parked",
     "replay-parked",
     "relay",
+    "serve",
+    "token",
     "demo",
 ]
 

@@ -257,6 +257,14 @@ CASES: dict[str, list[Case]] = {
     "relay replay": [
         Case(["relay", "replay", "--app", "badin_none"], "no module named 'badin_none'"),
     ],
+    "serve": [
+        Case(["serve", "--app", "badin_none"], "no module named 'badin_none'"),
+        Case(["serve", "--tokens", "no-such-file"], "cannot read the tokens file 'no-such-file'"),
+        Case(["serve", "--port", "70000"], "70000 is not in the range 0<=x<=65535"),
+    ],
+    "token": [
+        Case(["token", "root"], "'root' is not one of 'read', 'write', 'admin'"),
+    ],
     "demo": [
         Case(["demo", "--tasks", "0"], "0 is not in the range 1<=x<=256"),
         Case(["demo", "--orders", "0"], "0 is not in the range 1<=x<=100000"),

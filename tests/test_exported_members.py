@@ -22,6 +22,7 @@ PUBLIC_MODULES: dict[str, set[str]] = {
         "store",
         "sync",
         "testing",
+        "web",
         "write",
         "errors",
     },
@@ -46,6 +47,7 @@ PUBLIC_MODULES: dict[str, set[str]] = {
         "unit_of_work",
         "wakeups",
     },
+    "eventfold.web": set(),
     "eventfold.write": set(),
 }
 """The submodules each package may show under a public name (the rest are ``_name``)."""

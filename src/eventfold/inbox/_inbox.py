@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 from ..errors import ConfigurationError, InvalidInput
 from ..store import InboxDatabase, InboxSession, backend_for_scheme
-from ..store._read_model_port import now_us
+from ..store.ports import now_us
 
 __all__ = [
     "DEFAULT_RETENTION",

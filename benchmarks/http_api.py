@@ -1,0 +1,273 @@
+"""The HTTP API beside the same work done in process.
+
+- ``append``: single-event appends from ``--clients`` concurrent clients (32), each to a
+  stream of its own with ``If-Match: *``, through ``eventfold serve`` (uvicorn, one worker,
+  a process of its own) and through ``store.append`` in this process; target ratio
+  http/in-process >= 0.5.
+- ``read_page``: one 1,000-event page of a stream, over HTTP (``GET
+  /streams/{id}/events?limit=1000``, decoded as JSON by the client) and in process
+  (``read_stream(limit=1000)``); target: the HTTP time <= 2x the in-process time.
+
+Runs alternate (HTTP, in process, HTTP, ...) on fresh SQLite files (or fresh PostgreSQL
+schemas with ``--url``), and the medians are compared. One JSON line per workload on
+stdout::
+
+    .venv/bin/python benchmarks/http_api.py [--url postgresql://...] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+
+import eventfold
+from eventfold.web import hash_token
+
+TOKEN = secrets.token_urlsafe(32)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+CREATED: list[str] = []
+"""The PostgreSQL schemas this run made, dropped at its end."""
+
+
+def fresh_url(base: str | None, folder: Path) -> str:
+    name = f"bench_{secrets.token_hex(6)}"
+    if base is None:
+        return f"sqlite:///{folder / (name + '.db')}"
+    CREATED.append(name)
+    joiner = "&" if "?" in base else "?"
+    return f"{base}{joiner}schema={name}"
+
+
+def drop_created(base: str) -> None:
+    import psycopg
+
+    plain = base.split("?")[0]
+    with psycopg.connect(plain, autocommit=True) as conn:
+        for name in CREATED:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+
+
+@asynccontextmanager
+async def serve(url: str, folder: Path) -> AsyncIterator[str]:
+    """``eventfold serve`` over ``url`` in a process of its own; yields its base URL."""
+    tokens = folder / "tokens"
+    tokens.write_text(f"write {hash_token(TOKEN)}\n")
+    port = free_port()
+    command = [
+        sys.executable, "-c", "from eventfold.cli import main; main()", "--url", url,
+        "serve", "--port", str(port), "--tokens", str(tokens),
+    ]  # fmt: skip
+    server = subprocess.Popen(  # noqa: ASYNC220 - once, before any timing
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        async with httpx.AsyncClient() as client:
+            while True:
+                if server.poll() is not None:
+                    raise RuntimeError(server.communicate()[1].decode())
+                try:
+                    if (await client.get(f"{base}/openapi.json")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError("eventfold serve did not start")
+                await asyncio.sleep(0.05)
+        yield base
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=30)
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection, written and read by hand: httpx spends more CPU
+    per request than the server does, and the client shares the machine with it."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def open(cls, base: str) -> Connection:
+        host, port = base.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        return cls(reader, writer)
+
+    async def request(
+        self, method: str, path: str, body: bytes = b"", headers: str = ""
+    ) -> tuple[int, bytes]:
+        head = (
+            f"{method} {path} HTTP/1.1\r\nHost: bench\r\n{headers}"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
+        self.writer.write(head.encode() + body)
+        status_line = await self.reader.readline()
+        length = 0
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode("latin-1").partition(":")
+            if name.lower() == "content-length":
+                length = int(value)
+        return int(status_line.split()[1]), await self.reader.readexactly(length)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def payload(n: int) -> dict[str, object]:
+    return {"order_id": f"o-{n}", "total_cents": n, "note": "x" * 40}
+
+
+async def http_appends(base: str, clients: int, per_client: int) -> float:
+    headers = f"Authorization: Bearer {TOKEN}\r\nIf-Match: *\r\n"
+    connections = [await Connection.open(base) for _ in range(clients)]
+
+    async def one(c: int) -> None:
+        stream = f"h{secrets.token_hex(4)}-{c}"
+        for n in range(per_client):
+            body = json.dumps({"events": [{"type": "BenchPlaced", "data": payload(n)}]})
+            status, answer = await connections[c].request(
+                "POST", f"/streams/{stream}/events", body.encode(), headers
+            )
+            if status != 201:
+                raise RuntimeError(answer.decode())
+
+    try:
+        start = time.perf_counter()
+        await asyncio.gather(*(one(c) for c in range(clients)))
+        return time.perf_counter() - start
+    finally:
+        for connection in connections:
+            connection.close()
+
+
+async def local_appends(url: str, clients: int, per_client: int) -> float:
+    async with eventfold.connect(url) as store:
+
+        async def one(c: int) -> None:
+            stream = f"l{secrets.token_hex(4)}-{c}"
+            for n in range(per_client):
+                event = eventfold.NewEvent(payload(n), type="BenchPlaced")
+                await store.append(stream, [event], expected_version=eventfold.ANY)
+
+        start = time.perf_counter()
+        await asyncio.gather(*(one(c) for c in range(clients)))
+        return time.perf_counter() - start
+
+
+async def fill(url: str, stream: str, count: int) -> None:
+    async with eventfold.connect(url) as store:
+        events = [eventfold.NewEvent(payload(n), type="BenchPlaced") for n in range(count)]
+        await store.append(stream, events, expected_version=eventfold.NO_STREAM)
+
+
+async def alternate(
+    rounds: int, http: Callable[[], Awaitable[float]], local: Callable[[], Awaitable[float]]
+) -> tuple[list[float], list[float]]:
+    http_times: list[float] = []
+    local_times: list[float] = []
+    for _ in range(rounds):
+        http_times.append(await http())
+        local_times.append(await local())
+    return http_times, local_times
+
+
+def arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--url", help="a PostgreSQL URL (default: SQLite files)")
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--per-client", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=3)
+    return parser.parse_args()
+
+
+async def main(args: argparse.Namespace) -> None:
+    backend = "postgres" if args.url else "sqlite"
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        appends = args.clients * args.per_client
+
+        server_url = fresh_url(args.url, folder)
+        async with serve(server_url, folder) as base:
+            http_t, local_t = await alternate(
+                args.rounds,
+                lambda: http_appends(base, args.clients, args.per_client),
+                lambda: local_appends(fresh_url(args.url, folder), args.clients, args.per_client),
+            )
+            http_rate = appends / statistics.median(http_t)
+            local_rate = appends / statistics.median(local_t)
+            print(json.dumps({
+                "workload": "http_append", "backend": backend, "clients": args.clients,
+                "appends": appends, "http_per_s": round(http_rate, 1),
+                "in_process_per_s": round(local_rate, 1),
+                "ratio": round(http_rate / local_rate, 3), "target": ">= 0.5",
+                "http_s": [round(t, 4) for t in http_t],
+                "in_process_s": [round(t, 4) for t in local_t],
+                "load_1m": round(os.getloadavg()[0], 2),
+            }), flush=True)  # fmt: skip
+
+            await fill(server_url, "page-1", 1000)
+            local_url = fresh_url(args.url, folder)
+            await fill(local_url, "page-1", 1000)
+            connection = await Connection.open(base)
+            async with eventfold.connect(local_url) as store:
+
+                async def http_page() -> float:
+                    start = time.perf_counter()
+                    _, answer = await connection.request("GET", "/streams/page-1/events?limit=1000")
+                    events = json.loads(answer)["events"]
+                    took = time.perf_counter() - start
+                    assert len(events) == 1000
+                    return took
+
+                async def local_page() -> float:
+                    start = time.perf_counter()
+                    events = [e async for e in store.read_stream("page-1", limit=1000)]
+                    took = time.perf_counter() - start
+                    assert len(events) == 1000
+                    return took
+
+                await http_page()
+                await local_page()  # warm both
+                http_t, local_t = await alternate(args.rounds * 5, http_page, local_page)
+            connection.close()
+            h, loc = statistics.median(http_t), statistics.median(local_t)
+            print(json.dumps({
+                "workload": "http_read_page", "backend": backend, "events": 1000,
+                "http_ms": round(h * 1000, 3), "in_process_ms": round(loc * 1000, 3),
+                "ratio": round(h / loc, 3), "target": "<= 2",
+                "load_1m": round(os.getloadavg()[0], 2),
+            }), flush=True)  # fmt: skip
+
+
+if __name__ == "__main__":
+    given = arguments()
+    try:
+        asyncio.run(main(given))
+    finally:
+        if CREATED:
+            drop_created(given.url)

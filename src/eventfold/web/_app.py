@@ -1,0 +1,117 @@
+"""`create_app`: the HTTP API as a Starlette application."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Mapping, Sequence
+
+import msgspec
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ..projections import ProjectionBase, ReadModelStore, check_unique_names
+from ..store import EventStore
+from ._api import Api, Limits, guarded
+from ._auth import Role, Tokens
+from ._errors import json_response
+from ._openapi import openapi_document
+from ._routes import ROUTES
+from ._types import ErrorOut
+
+__all__ = ["create_app"]
+
+
+def create_app(
+    store: EventStore,
+    *,
+    projections: Sequence[ProjectionBase] = (),
+    tokens: Tokens | Mapping[str, Role | str] | None = None,
+    read_token: bool = False,
+    limits: Limits | None = None,
+    cors_origins: Sequence[str] = (),
+    models: ReadModelStore | None = None,
+    open_store: bool = True,
+) -> Starlette:
+    """The HTTP API over ``store`` as an ASGI app (Starlette).
+
+    - ``projections``: those whose status, parked events, replay and rebuild it serves;
+    - ``tokens``: the accepted bearer tokens, as `Tokens` or a mapping of `hash_token`
+      values to roles. Reads are open and everything else refused without them;
+      ``read_token=True`` makes reads need a token too;
+    - ``limits``: body, page and subscription bounds (`Limits`);
+    - ``cors_origins``: origins allowed to call it from a browser (none by default);
+    - ``models``: the read models of the projections (default: `read_models_for(store)`);
+    - ``open_store``: whether the app's lifespan opens and closes the store. Mounted
+      inside another app (whose lifespan does not run a mounted app's), open the store
+      in the host's lifespan instead.
+
+    The console's pages will be mounted at ``/console`` in the same app.
+    """
+    if projections:
+        check_unique_names(list(projections))
+    accepted = tokens if isinstance(tokens, Tokens) else Tokens(tokens)
+    api = Api(
+        store=store,
+        projections=tuple(projections),
+        tokens=accepted,
+        limits=limits or Limits(),
+        read_token=read_token,
+        models=models,
+    )
+    document = msgspec.json.encode(openapi_document(read_token=read_token))
+
+    async def openapi(request: Request) -> Response:
+        return Response(document, media_type="application/json")
+
+    routes = [Route(r.path, guarded(r.handler, api), methods=[r.method]) for r in ROUTES]
+    routes.append(Route("/openapi.json", openapi, methods=["GET"]))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if open_store:
+            await store.open()
+        try:
+            yield
+        finally:
+            await api.close()
+            if open_store:
+                await store.close()
+
+    middleware = []
+    if cors_origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(cors_origins),
+                allow_methods=["GET", "POST"],
+                allow_headers=["Authorization", "Content-Type", "If-Match", "Last-Event-ID"],
+                expose_headers=["ETag", "Location"],
+            )
+        )
+    app = Starlette(
+        routes=routes,
+        middleware=middleware,
+        lifespan=lifespan,
+        exception_handlers={HTTPException: _http_error},
+    )
+    app.state.eventfold = api
+    return app
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    codes = {404: "not_found", 405: "method_not_allowed"}
+    messages = {
+        404: f"no route {request.url.path!r}; see /openapi.json for the routes",
+        405: f"{request.method} is not allowed on {request.url.path!r}; see /openapi.json",
+    }
+    body = ErrorOut(
+        error=codes.get(exc.status_code, "http_error"),
+        message=messages.get(exc.status_code, str(exc.detail)),
+    )
+    return json_response(body, exc.status_code, dict(exc.headers or {}))

@@ -1,0 +1,170 @@
+"""Reading a request's parameters, cursors and body, each refusal naming what is wrong."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as _dt
+from typing import Any, TypeVar
+
+import msgspec
+from starlette.requests import Request
+
+from .._nesting import MAX_NESTING_DEPTH
+from .._position import Position
+from ..errors import InvalidPosition
+from ._errors import ApiError
+
+__all__ = [
+    "decode_cursor",
+    "encode_cursor",
+    "flag",
+    "limit",
+    "position",
+    "read_body",
+    "timestamp",
+    "values",
+]
+
+T = TypeVar("T")
+
+
+def bad(field: str, message: str) -> ApiError:
+    """A 400 naming ``field``."""
+    return ApiError(400, "invalid_input", message, field=field)
+
+
+def limit(request: Request, default: int, maximum: int) -> int:
+    """The ``limit`` query parameter: 1 to ``maximum``."""
+    text = request.query_params.get("limit")
+    if text is None:
+        return min(default, maximum)
+    if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= maximum:
+        raise bad("limit", f"limit must be an integer from 1 to {maximum}, got {text[:40]!r}")
+    return int(text)
+
+
+def flag(request: Request, name: str) -> bool:
+    """A boolean query parameter: true/false/1/0 (absent: false)."""
+    text = request.query_params.get(name)
+    if text is None:
+        return False
+    lowered = text.lower()
+    if lowered in ("true", "1", "yes"):
+        return True
+    if lowered in ("false", "0", "no"):
+        return False
+    raise bad(name, f"{name} must be true or false, got {text[:40]!r}")
+
+
+def values(request: Request, name: str) -> list[str] | None:
+    """A repeatable query parameter (``type=A&type=B`` or ``type=A,B``); None if absent."""
+    raw = request.query_params.getlist(name)
+    if not raw:
+        return None
+    found = [v.strip() for item in raw for v in item.split(",") if v.strip()]
+    if not found:
+        raise bad(name, f"{name} is empty; give one or more values, e.g. {name}=A,B")
+    if len(found) > 100:
+        raise bad(name, f"{name} lists {len(found)} values; give at most 100")
+    return found
+
+
+def timestamp(request: Request, name: str) -> int | None:
+    """An ISO 8601 time query parameter as microseconds since the epoch (UTC)."""
+    text = request.query_params.get(name)
+    if text is None:
+        return None
+    try:
+        when = _dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise bad(
+            name, f"{name} must be an ISO 8601 time such as 2026-01-31T12:00:00Z, got {text[:40]!r}"
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=_dt.UTC)
+    delta = when - _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
+    return delta // _dt.timedelta(microseconds=1)
+
+
+def position(text: str, field: str) -> Position:
+    """A global position in its string form."""
+    try:
+        return Position.parse(text)
+    except InvalidPosition as exc:
+        raise bad(field, f"{field}: {exc}") from None
+
+
+def encode_cursor(kind: str, value: str) -> str:
+    """An opaque cursor: what the next page starts after, for ``kind`` of page."""
+    return base64.urlsafe_b64encode(f"{kind}:{value}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(request: Request, kind: str) -> str | None:
+    """The ``cursor`` query parameter of a ``kind`` page, decoded; None when absent."""
+    text = request.query_params.get("cursor")
+    if text is None:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
+    except (binascii.Error, ValueError):
+        raw = ""
+    prefix = kind + ":"
+    if not raw.startswith(prefix):
+        raise bad(
+            "cursor",
+            f"cursor {text[:40]!r} is not a cursor of this listing; pass the `next` value of "
+            "the page before, or leave it out to start at the beginning",
+        )
+    return raw[len(prefix) :]
+
+
+async def read_body(request: Request, maximum: int, body_type: type[T]) -> T:
+    """The request's JSON body as ``body_type``: 413 over ``maximum`` bytes, 400 when it
+    is not JSON or not the type (the message names the field)."""
+    content_type = request.headers.get("content-type", "application/json")
+    if content_type.split(";")[0].strip().lower() not in ("application/json", ""):
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            f"the body must be application/json, got {content_type[:80]!r}",
+            field="Content-Type",
+        )
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > maximum:
+        raise _too_large(maximum)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > maximum:
+            raise _too_large(maximum)
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if not raw:
+        raise bad("body", "the request has no body; send a JSON object")
+    try:
+        return msgspec.json.decode(raw, type=body_type)
+    except msgspec.ValidationError as exc:
+        where = str(exc).rpartition(" - at `")[2].rstrip("`") if " - at `" in str(exc) else None
+        raise bad(where or "body", f"the body does not match {body_type.__name__}: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise bad("body", f"the body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise bad(
+            "body", f"the body nests too deeply; events may nest at most {MAX_NESTING_DEPTH} levels"
+        ) from None
+
+
+def _too_large(maximum: int) -> ApiError:
+    return ApiError(
+        413,
+        "body_too_large",
+        f"the body is over the limit of {maximum} bytes; send fewer or smaller events",
+        field="body",
+    )
+
+
+def as_builtins(value: Any) -> Any:
+    """``value`` as JSON-ready builtins (msgspec types, datetimes, UUIDs)."""
+    return msgspec.to_builtins(value)

@@ -1,0 +1,189 @@
+"""Reading: the streams, one stream's events, the global log, one event.
+
+Pages are cursor-paged: ``next`` is an opaque cursor (a stream version or a log
+position inside) to pass back as ``cursor``. Filters the store cannot apply (a
+correlation id, a time range, types within a stream) are applied here while reading at
+most ``limit × scan_factor`` events, so a page may hold fewer matches than ``limit``
+and still have a ``next``: the end is when ``next`` is null.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from .._events import RecordedEvent
+from .._position import START, Position
+from ..projections._status import event_at
+from ._api import Api
+from ._auth import Role
+from ._errors import ApiError, etag, json_response
+from ._params import bad, decode_cursor, encode_cursor, flag, limit, position, timestamp, values
+from ._render import event_detail, event_out
+from ._types import LogPage, StreamOut, StreamPage, StreamsPage
+
+__all__ = ["read_event", "read_log", "read_log_event", "read_stream", "streams"]
+
+Match = Callable[[RecordedEvent], bool]
+
+
+def _matcher(request: Request, *, types: bool) -> Match | None:
+    """The filters the store does not apply, as one test (None: no filter)."""
+    correlation = request.query_params.get("correlation_id")
+    since = timestamp(request, "since")
+    until = timestamp(request, "until")
+    wanted = values(request, "type") if types else None
+    if since is not None and until is not None and until < since:
+        raise bad("until", "until is before since; give a time range that is not empty")
+    if correlation is None and since is None and until is None and wanted is None:
+        return None
+    kinds = None if wanted is None else set(wanted)
+
+    def match(e: RecordedEvent) -> bool:
+        if kinds is not None and e.type not in kinds:
+            return False
+        if since is not None and e.recorded_us < since:
+            return False
+        if until is not None and e.recorded_us >= until:
+            return False
+        return correlation is None or e.metadata.get("correlation_id") == correlation
+
+    return match
+
+
+async def streams(api: Api, request: Request) -> Response:
+    """GET /streams: the streams, by id."""
+    api.authorize(request, Role.READ)
+    size = limit(request, api.limits.default_page, api.limits.max_page)
+    after = decode_cursor(request, "streams")
+    category = request.query_params.get("category")
+    found = [
+        StreamOut(stream_id=s.stream_id, version=s.version, replaced_by=s.replaced_by)
+        async for s in api.store.streams(after=after, category=category, limit=size)
+    ]
+    nxt = encode_cursor("streams", found[-1].stream_id) if len(found) == size else None
+    return json_response(StreamsPage(streams=found, next=nxt))
+
+
+def _int_param(request: Request, name: str, minimum: int) -> int | None:
+    text = request.query_params.get(name)
+    if text is None:
+        return None
+    if not text.isascii() or not text.isdigit() or len(text) > 18 or int(text) < minimum:
+        raise bad(name, f"{name} must be an integer >= {minimum}, got {text[:40]!r}")
+    return int(text)
+
+
+async def read_stream(api: Api, request: Request) -> Response:
+    """GET /streams/{stream_id}/events: a page of one stream, forwards or backwards."""
+    api.authorize(request, Role.READ)
+    stream_id: str = request.path_params["stream_id"]
+    size = limit(request, api.limits.default_page, api.limits.max_page)
+    backwards = flag(request, "backwards")
+    match = _matcher(request, types=True)
+    cursor = decode_cursor(request, "stream")
+    start = _int_param(request, "from_version", 1)
+    if cursor is not None:
+        if start is not None:
+            raise bad("cursor", "give cursor or from_version, not both")
+        if not cursor.isdigit():
+            raise bad("cursor", "cursor is not a cursor of this listing; pass a page's `next`")
+        start = int(cursor)
+    version = await api.store.stream_version(stream_id)
+    budget = size if match is None else size * api.limits.scan_factor
+    scanned = [
+        e
+        async for e in api.store.read_stream(
+            stream_id, from_version=start, backwards=backwards, limit=budget
+        )
+    ]
+    page, last = _take(scanned, match, size)
+    nxt: str | None = None
+    if last is not None and (len(scanned) == budget or len(page) == size):
+        following = last.version - 1 if backwards else last.version + 1
+        if following >= 1:
+            nxt = encode_cursor("stream", str(following))
+    body = StreamPage(
+        stream_id=stream_id, version=version, events=[event_out(e) for e in page], next=nxt
+    )
+    return json_response(body, headers={"ETag": etag(version)})
+
+
+def _take(
+    scanned: list[RecordedEvent], match: Match | None, size: int
+) -> tuple[list[RecordedEvent], RecordedEvent | None]:
+    """The first ``size`` matches, and the last event looked at (where the next page
+    goes on from)."""
+    if match is None:
+        return scanned[:size], (scanned[size - 1] if len(scanned) >= size else
+                                (scanned[-1] if scanned else None))  # fmt: skip
+    page: list[RecordedEvent] = []
+    last: RecordedEvent | None = None
+    for e in scanned:
+        last = e
+        if match(e):
+            page.append(e)
+            if len(page) == size:
+                break
+    return page, last
+
+
+async def read_log(api: Api, request: Request) -> Response:
+    """GET /log: a page of the global log."""
+    api.authorize(request, Role.READ)
+    size = limit(request, api.limits.default_page, api.limits.max_page)
+    match = _matcher(request, types=False)
+    types = values(request, "type")
+    categories = values(request, "category")
+    cursor = decode_cursor(request, "log")
+    after_text = request.query_params.get("after")
+    if cursor is not None and after_text is not None:
+        raise bad("cursor", "give cursor or after, not both")
+    after: Position = START
+    if cursor is not None:
+        after = position(cursor, "cursor")
+    elif after_text is not None:
+        after = position(after_text, "after")
+    head = await api.store.head()
+    budget = size if match is None else size * api.limits.scan_factor
+    scanned = [
+        e
+        async for e in api.store.read_all(
+            after=after, types=types, categories=categories, limit=budget
+        )
+    ]
+    page, last = _take(scanned, match, size)
+    nxt: str | None = None
+    if last is not None and (len(scanned) == budget or len(page) == size):
+        nxt = encode_cursor("log", str(last.position))
+    body = LogPage(events=[event_out(e) for e in page], head=str(head), next=nxt)
+    return json_response(body)
+
+
+async def read_event(api: Api, request: Request) -> Response:
+    """GET /streams/{stream_id}/events/{version}: one event with its stored payload."""
+    api.authorize(request, Role.READ)
+    stream_id: str = request.path_params["stream_id"]
+    text: str = request.path_params["version"]
+    if not text.isascii() or not text.isdigit() or len(text) > 18 or int(text) < 1:
+        raise bad("version", f"version must be an integer >= 1, got {text[:40]!r}")
+    wanted = int(text)
+    found = [e async for e in api.store.read_stream(stream_id, from_version=wanted, limit=1)]
+    if not found or found[0].version != wanted:
+        raise ApiError(
+            404, "not_found", f"stream {stream_id!r} has no event at version {wanted}",
+            field="version",
+        )  # fmt: skip
+    return json_response(event_detail(found[0]))
+
+
+async def read_log_event(api: Api, request: Request) -> Response:
+    """GET /log/{position}: the event at a global position, with its stored payload."""
+    api.authorize(request, Role.READ)
+    at = position(request.path_params["position"], "position")
+    found = await event_at(api.store, at)
+    if found is None:
+        raise ApiError(404, "not_found", f"no readable event at position {at}", field="position")
+    return json_response(event_detail(found))

@@ -1,0 +1,24 @@
+"""The HTTP benchmark runs and prints its two JSON lines (timings are not checked)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "http_api.py"
+
+
+def test_the_http_benchmark_prints_json_lines() -> None:
+    out = subprocess.run(
+        [sys.executable, str(BENCH), "--clients", "2", "--per-client", "2", "--rounds", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    lines = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [line["workload"] for line in lines] == ["http_append", "http_read_page"]
+    assert lines[0]["appends"] == 4
+    assert all(line["ratio"] > 0 for line in lines)
