@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import re
 import shlex
+import sqlite3
 import sys
 import tempfile
 from pathlib import Path
 
+import nats
+import nats.js.errors
 import pytest
 from click.testing import CliRunner, Result
 from rich.console import Console
 
 import eventfold
+from conftest import nats_url_or_skip
 from eventfold.cli import cli
 from eventfold.cli.demo import (
     Account,
@@ -167,8 +172,9 @@ def test_demo_stores_what_it_reports(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/demo.db"
     assert run("demo", "--url", url).exit_code == 0
     info = run("--url", url, "info", "--json")
-    assert '"events":297' in info.stdout  # with the read path's late order and deposits
-    assert '"streams":57' in info.stdout
+    # With the read path's late order and deposits, and the hybrid write's two streams.
+    assert '"events":299' in info.stdout
+    assert '"streams":59' in info.stdout
 
 
 def test_demo_runs_again_on_the_same_store(tmp_path: Path) -> None:
@@ -176,7 +182,7 @@ def test_demo_runs_again_on_the_same_store(tmp_path: Path) -> None:
     assert run("demo", "--url", url).exit_code == 0
     again = run("demo", "--url", url, "--orders", "10", "--tasks", "32")
     assert again.exit_code == 0, again.output
-    assert "the store holds 330 events in 69 streams" in again.stdout
+    assert "the store holds 332 events in 71 streams" in again.stdout
 
 
 def test_demo_default_is_a_fresh_file_in_a_temporary_directory(
@@ -258,3 +264,122 @@ def test_the_account_decider() -> None:
     with pytest.raises(checks.DemoCheckFailed, match="cannot deposit 0"):
         account.decide(Deposit(amount=0), Account())
     assert eventfold.event_type_name(Deposited) == "demo.Deposited"
+
+
+HYBRID = re.compile(
+    r"one unit of work committed: a demo_customers row '(ann-\w+)', (customer-\w+-ann) v1, "
+    r"(cart-\w+-ann) v1 and a message for 'demo' \(id ([0-9a-f-]{36})\)"
+)
+
+
+def hybrid_section(output: str) -> tuple[str, re.Match[str]]:
+    out = " ".join(output.split())  # rich wraps long lines
+    assert "11. A hybrid write" in out, out
+    committed = HYBRID.search(out)
+    assert committed is not None, out
+    assert re.search(
+        r"a second unit \(row 'bob-\w+', an event, a message, then a stale append\) failed: "
+        rf"WrongExpectedVersion: stream '{committed[2]}' is at version 1, expected NO_STREAM",
+        out,
+    )
+    assert re.search(
+        r"rolled back: 0 rows for 'bob-\w+', 0 events, no new message \(log and outbox", out
+    )
+    return out, committed
+
+
+def delivered_ids(out: str, prefix: str) -> dict[str, str]:
+    """Subject -> Nats-Msg-Id, as the demo prints them."""
+    found = re.findall(rf"({re.escape(prefix)}\.\S+) Nats-Msg-Id ([0-9a-f-]{{36}})", out)
+    return dict(found)
+
+
+def demo_rows(sqlite_file: Path) -> list[tuple[str, str, int]]:
+    with sqlite3.connect(sqlite_file) as db:
+        return list(db.execute("SELECT id, name, orders FROM demo_customers ORDER BY id"))
+
+
+@pytest.mark.parametrize(
+    "backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def test_the_hybrid_write_reaches_jetstream(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    nats_url = nats_url_or_skip()
+    url = f"sqlite:///{tmp_path}/demo.db"
+    if backend == "postgres":
+        url = request.getfixturevalue("postgres_url")
+    result = run("demo", "--url", url, "--orders", "5", env={"EVENTFOLD_NATS_URL": nats_url})
+    assert result.exit_code == 0, result.output
+    out, committed = hybrid_section(result.stdout)
+    run_id = committed[1].removeprefix("ann-")
+    stream = f"EVENTFOLD_DEMO_{run_id.upper()}"
+    assert f"relay: NATS JetStream at {nats_url}, stream {stream} (deleted after the demo)" in out
+    ids = delivered_ids(out, f"eventfold_demo_{run_id}")
+    prefix = f"eventfold_demo_{run_id}"
+    assert sorted(ids) == [
+        f"{prefix}.cart.demo%2EOrderPlaced",
+        f"{prefix}.customer.demo%2ECustomerRegistered",
+        f"{prefix}.outbox",
+    ]
+    assert ids[f"{prefix}.outbox"] == committed[4]  # Nats-Msg-Id = the message's id
+    assert "delivered 2 events and 1 message" in out
+    if backend == "sqlite":
+        assert demo_rows(tmp_path / "demo.db") == [(committed[1], "Ann", 1)]
+
+    async def stream_gone() -> bool:
+        nc = await nats.connect(nats_url)
+        try:
+            await nc.jetstream().stream_info(stream)
+        except nats.js.errors.NotFoundError:
+            return True
+        finally:
+            await nc.close()
+        return False
+
+    assert asyncio.run(stream_gone())
+
+
+def unused_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def test_without_a_nats_server_the_demo_delivers_in_process_and_says_so(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/demo.db"
+    nowhere = f"nats://127.0.0.1:{unused_port()}"
+    result = run("demo", "--url", url, "--orders", "5", env={"EVENTFOLD_NATS_URL": nowhere})
+    assert result.exit_code == 0, result.output
+    out, committed = hybrid_section(result.stdout)
+    assert f"relay: no NATS JetStream reachable at {nowhere} within 1 s" in out
+    assert "so the relay delivers to the in-process sink (run nats-server -js" in out
+    ids = delivered_ids(out, f"eventfold_demo_{committed[1].removeprefix('ann-')}")
+    assert len(ids) == 3
+    assert committed[4] in ids.values()
+    assert "delivered 2 events and 1 message" in out
+    assert demo_rows(tmp_path / "demo.db") == [(committed[1], "Ann", 1)]
+    assert "Traceback" not in result.output
+
+
+def test_without_nats_py_the_demo_says_how_to_install_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "nats", None)  # import nats raises ImportError
+    result = run("demo", "--url", f"sqlite:///{tmp_path}/demo.db", "--orders", "5")
+    assert result.exit_code == 0, result.output
+    out, committed = hybrid_section(result.stdout)
+    ids = delivered_ids(out, f"eventfold_demo_{committed[1].removeprefix('ann-')}")
+    assert committed[4] in ids.values()
+    assert "nats-py is not installed, so the relay delivers to the in-process sink" in out
+    assert "pip install 'eventfold[nats]'" in out
+    assert "delivered 2 events and 1 message" in out
+
+
+def test_the_hybrid_write_on_memory_says_where_it_runs() -> None:
+    result = run("--url", "memory://", "demo", "--orders", "5")
+    assert result.exit_code == 0, result.output
+    assert "units of work with SQL run on SQLite and PostgreSQL, not memory" in result.stdout

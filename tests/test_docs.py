@@ -16,7 +16,7 @@ def blocks(lang: str) -> list[str]:
 
 
 def test_python_examples_run(tmp_path: Path) -> None:
-    example, write_path, blocking = blocks("python")
+    example, write_path, blocking, hybrid = blocks("python")
     script = tmp_path / "example.py"
     script.write_text(example)
     out = subprocess.run(
@@ -38,6 +38,11 @@ def test_python_examples_run(tmp_path: Path) -> None:
         [sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=True
     )
     assert out.stdout.splitlines() == ["conflict: the stream is at 1", "[5]"]
+    script.write_text(hybrid)
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert out.stdout.splitlines() == ["['crm.customer.CustomerRegistered', 'crm.outbox']"]
 
 
 def test_quick_start_is_two_commands() -> None:

@@ -5,11 +5,13 @@ processes, and failover between two relay processes."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -21,10 +23,12 @@ from typing import Any
 import nats
 import pytest
 
-from conftest import JetStreamTarget
-from eventfold import ANY, EventStore, NewEvent, Position, connect
+from conftest import JetStreamTarget, drop_schema, server_url, with_schema
+from eventfold import ANY, START, EventStore, NewEvent, Position, connect
+from eventfold.inbox import DEFAULT_TABLE, Inbox, InboxSession, consume
 from eventfold.projections import read_models_for
 from eventfold.relay import (
+    OUTBOX,
     NatsJetStreamSink,
     Relay,
     RelayOptions,
@@ -435,3 +439,233 @@ async def test_stream_ids_nats_forbids_in_subjects_still_arrive(
     subjects = {m.subject for m in messages}
     assert f"{jetstream.prefix}.a%20b.Odd%20Type%2Ev1" in subjects
     assert all(len(s.split(".")) == 3 for s in subjects)
+
+
+# -- the consuming side: exactly-once effects through the inbox ------------------------------
+
+
+class CounterDb:
+    """The consumer's own database: a counter per stream and the order of application,
+    beside the inbox (a SQLite file, or a fresh schema on the second PostgreSQL server)."""
+
+    def __init__(self, kind: str, tmp: Path) -> None:
+        self.kind = kind
+        self.schema = f"test_consumer_{uuid.uuid4().hex[:10]}"
+        if kind == "sqlite":
+            self.path = tmp / "consumer.db"
+            self.url = f"sqlite:///{self.path}"
+            self.p = "?"
+            serial = "INTEGER PRIMARY KEY AUTOINCREMENT"
+        else:
+            self.base = server_url(
+                "EVENTFOLD_TEST_POSTGRES_URL_2", "the consumer's database is the second server"
+            )
+            self.url = with_schema(self.base, self.schema)
+            self.p = "%s"
+            serial = "BIGSERIAL PRIMARY KEY"
+        self.ddl = [
+            "CREATE TABLE counters (stream TEXT PRIMARY KEY, n INTEGER NOT NULL)",
+            f"CREATE TABLE applied (id {serial}, stream TEXT NOT NULL, version INTEGER NOT NULL)",
+        ]
+
+    def create(self) -> None:
+        if self.kind == "sqlite":
+            with sqlite3.connect(self.path) as db:
+                for statement in self.ddl:
+                    db.execute(statement)
+            return
+        import psycopg
+
+        with psycopg.connect(self.base, autocommit=True) as db:
+            db.execute(f'CREATE SCHEMA "{self.schema}"')
+            db.execute(f'SET search_path TO "{self.schema}"')
+            for statement in self.ddl:
+                db.execute(statement)
+
+    def drop(self) -> None:
+        if self.kind == "postgres":
+            drop_schema(self.base, self.schema)
+
+    def rows(self, query: str) -> list[tuple[Any, ...]]:
+        if self.kind == "sqlite":
+            with sqlite3.connect(self.path) as db:
+                return list(db.execute(query))
+        import psycopg
+
+        with psycopg.connect(self.base, autocommit=True) as db:
+            db.execute(f'SET search_path TO "{self.schema}"')
+            return list(db.execute(query).fetchall())
+
+    def counts(self) -> dict[str, int]:
+        return dict(self.rows("SELECT stream, n FROM counters"))
+
+    def applied(self) -> dict[str, list[int]]:
+        out: dict[str, list[int]] = {}
+        for stream, version in self.rows("SELECT stream, version FROM applied ORDER BY id"):
+            out.setdefault(stream, []).append(version)
+        return out
+
+
+@pytest.fixture
+def counter_db(sql_url: str, tmp_path: Path) -> Iterator[CounterDb]:
+    db = CounterDb("sqlite" if sql_url.startswith("sqlite") else "postgres", tmp_path)
+    db.create()
+    yield db
+    db.drop()
+
+
+@pytest.mark.slow
+async def test_a_consumer_with_the_inbox_applies_each_event_once_across_relay_crashes(
+    sql_url: str, jetstream: JetStreamTarget, counter_db: CounterDb, tmp_path: Path
+) -> None:
+    (tmp_path / "relayapp.py").write_text(APP)
+    seed = os.environ.get("RELAY_SEED", uuid.uuid4().hex)
+    rng = random.Random(seed)
+    nc = await nats.connect(jetstream.url)
+    js = nc.jetstream()
+    # A duplicate window shorter than a relay's restart: every re-send after a crash is
+    # stored again, so the consumer sees the copies and only its inbox stops them.
+    await js.add_stream(name=jetstream.stream, subjects=jetstream.subjects, duplicate_window=0.1)
+    p = counter_db.p
+
+    async def apply(msg: Any, tx: InboxSession) -> None:
+        stream = header_value(msg.headers, "Eventfold-Stream-Id")
+        version = int(msg.headers["Eventfold-Stream-Version"])
+        await tx.execute(
+            f"INSERT INTO counters (stream, n) VALUES ({p}, 1) "
+            "ON CONFLICT (stream) DO UPDATE SET n = counters.n + 1",
+            (stream,),
+        )
+        await tx.execute(
+            f"INSERT INTO applied (stream, version) VALUES ({p}, {p})", (stream, version)
+        )
+
+    written: dict[str, int] = {}
+    stop_consumer = asyncio.Event()
+    async with await Inbox.open(counter_db.url, consumer="counter") as inbox:
+        consumer = asyncio.create_task(
+            consume(
+                js, jetstream.stream, "counter", inbox, apply, stop=stop_consumer, fetch_timeout=0.2
+            )
+        )
+        try:
+            async with connect(sql_url) as store:
+                stop = asyncio.Event()
+
+                async def writer(w: int) -> None:
+                    while not stop.is_set():
+                        stream = f"order-{w}-{rng.randrange(6)}"
+                        n = rng.randrange(1, 4)
+                        await store.append(
+                            stream,
+                            [NewEvent({"w": w}, type="Happened") for _ in range(n)],
+                            expected_version=ANY,
+                        )
+                        written[stream] = written.get(stream, 0) + n
+                        await asyncio.sleep(rng.uniform(0.0, 0.02))
+
+                writers = [asyncio.create_task(writer(w)) for w in range(3)]
+                try:
+                    for life in range(4):
+                        if life % 2 == 0:
+                            # Killed between publish and checkpoint (it checkpoints every
+                            # 30 s): the next life sends what it published again.
+                            before = await _distinct(jetstream)
+                            proc = relay_process(sql_url, tmp_path, jetstream, checkpoint_every=30)
+                            await until(lambda n=before: _more_than(jetstream, n), timeout=30)
+                        else:
+                            proc = relay_process(sql_url, tmp_path, jetstream)
+                            await asyncio.sleep(rng.uniform(0.3, 1.2))
+                        proc.send_signal(signal.SIGKILL)
+                        proc.wait()
+                finally:
+                    stop.set()
+                    await asyncio.gather(*writers)
+                await settle(store, await store.head())
+            final = relay_process(sql_url, tmp_path, jetstream, "--until-caught-up", capture=True)
+            _out, err = await asyncio.to_thread(final.communicate, timeout=60)
+            assert final.returncode == 0, err
+
+            total = sum(written.values())
+
+            async def consumed() -> bool:
+                info = await js.consumer_info(jetstream.stream, "counter")
+                stored = await jetstream.count()
+                return bool(
+                    info.delivered.stream_seq >= stored
+                    and info.num_pending == 0
+                    and info.num_ack_pending == 0
+                )
+
+            await until(consumed, timeout=30)
+        finally:
+            stop_consumer.set()
+            await asyncio.wait_for(consumer, timeout=10)
+            await nc.close()
+
+    messages = await jetstream.messages()
+    ids = [m.headers["Nats-Msg-Id"] for m in messages]
+    assert len(set(ids)) == total, f"seed {seed}: every committed event reached JetStream"
+    assert len(ids) > len(set(ids)), f"seed {seed}: the relay's re-sends were stored again"
+    assert counter_db.counts() == written, f"seed {seed}: each event applied exactly once"
+    assert counter_db.applied() == {s: list(range(1, n + 1)) for s, n in written.items()}
+    processed = counter_db.rows(f"SELECT count(*) FROM {DEFAULT_TABLE}")
+    assert processed == [(total,)]
+
+
+# -- units of work through the relay ----------------------------------------------------------
+
+
+@pytest.mark.slow
+async def test_units_of_work_reach_jetstream_once_across_a_relay_crash(
+    sql_url: str, jetstream: JetStreamTarget, tmp_path: Path
+) -> None:
+    (tmp_path / "relayapp.py").write_text(APP)
+    sent: dict[str, list[str]] = {}  # key -> message ids, in commit order
+    async with connect(sql_url) as store:
+        store.declare_destination("orders")
+        for n in range(30):
+            key = f"customer-{n % 3}"
+            async with store.unit_of_work(correlation_id=f"signup-{n}") as uow:
+                p = "?" if uow.paramstyle == "qmark" else "%s"
+                await uow.execute("CREATE TABLE IF NOT EXISTS customers (id TEXT PRIMARY KEY)")
+                await uow.execute(f"INSERT INTO customers (id) VALUES ({p})", (f"c{n}",))
+                await uow.append(
+                    f"order-{n}", [NewEvent({"n": n}, type="Placed")], expected_version=ANY
+                )
+                message_id = uow.publish("orders", {"n": n}, key=key)
+            sent.setdefault(key, []).append(str(message_id))
+        await settle(store, await store.head())
+        outbox_head = await store.outbox_head("orders")
+
+        # The first relay publishes everything, then dies before its first checkpoint.
+        first = relay_process(sql_url, tmp_path, jetstream, checkpoint_every=30)
+        try:
+            await until(lambda: _count(jetstream, 60), timeout=30)
+        finally:
+            first.send_signal(signal.SIGKILL)
+            first.wait()
+        models = read_models_for(store)
+        rows = await models.checkpoints("relay_orders", 1)
+        outbox_checkpoint = next((c.position for c in rows if c.partition == OUTBOX), None)
+        assert outbox_checkpoint is None or outbox_checkpoint < outbox_head
+        assert len(await store.read_outbox(START, 100, destination="orders")) == 30
+
+    # The next one sends them all again: inside the window the server drops every copy.
+    again = relay_process(sql_url, tmp_path, jetstream, "--until-caught-up", capture=True)
+    _out, err = await asyncio.to_thread(again.communicate, timeout=60)
+    assert again.returncode == 0, err
+    messages = await jetstream.messages()
+    assert len(messages) == 60
+    outbox = [m for m in messages if m.subject == f"{jetstream.prefix}.outbox"]
+    by_key: dict[str, list[str]] = {}
+    for m in outbox:
+        assert m.headers["Eventfold-Destination"] == "orders"
+        by_key.setdefault(m.headers["Eventfold-Key"], []).append(m.headers["Nats-Msg-Id"])
+    assert by_key == sent  # Nats-Msg-Id = the message id, each key in commit order
+    assert {json.loads(m.data)["n"] for m in outbox} == set(range(30))
+    correlations = {json.loads(m.data)["n"]: m.headers["correlation_id"] for m in outbox}
+    assert correlations == {n: f"signup-{n}" for n in range(30)}
+    assert per_stream([m for m in messages if m not in outbox]) == {
+        f"order-{n}": [1] for n in range(30)
+    }

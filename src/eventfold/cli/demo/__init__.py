@@ -1,5 +1,6 @@
 """``eventfold demo``: a short, self-contained tour of the store on a small order domain,
-then of the command handler on a bank account.
+then of the command handler on a bank account, and a hybrid write (a table row, events and
+a message in one unit of work) relayed to NATS JetStream.
 
 The tour is a sequence of small async steps (`STEPS`) over one `Demo` context, so later
 features add a step rather than grow one function. Each step checks what it shows: if the

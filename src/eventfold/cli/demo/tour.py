@@ -38,6 +38,7 @@ from .. import render
 from ..progress import format_progress
 from .bank import Account, Deposit, Deposited, account
 from .checks import check
+from .hybrid import hybrid_write
 from .orders import (
     CARRIERS,
     OrderCancelled,
@@ -504,6 +505,7 @@ STEPS: tuple[Step, ...] = (
     async_projection,
     blue_green,
     inline_projection,
+    hybrid_write,
 )
 """The tour, in order; each step prints its own section."""
 
