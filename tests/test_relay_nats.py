@@ -36,6 +36,7 @@ from eventfold.relay import (
     relay_parked,
     relay_status,
 )
+from eventfold.store import SupportsOutbox, SupportsUnitOfWork, capability
 from eventfold.testing.conformance import settle
 
 FAST = RelayOptions(
@@ -623,10 +624,12 @@ async def test_units_of_work_reach_jetstream_once_across_a_relay_crash(
     (tmp_path / "relayapp.py").write_text(APP)
     sent: dict[str, list[str]] = {}  # key -> message ids, in commit order
     async with connect(sql_url) as store:
-        store.declare_destination("orders")
+        units = capability(store, SupportsUnitOfWork)
+        outbox_port = capability(store, SupportsOutbox)
+        units.declare_destination("orders")
         for n in range(30):
             key = f"customer-{n % 3}"
-            async with store.unit_of_work(correlation_id=f"signup-{n}") as uow:
+            async with units.unit_of_work(correlation_id=f"signup-{n}") as uow:
                 p = "?" if uow.paramstyle == "qmark" else "%s"
                 await uow.execute("CREATE TABLE IF NOT EXISTS customers (id TEXT PRIMARY KEY)")
                 await uow.execute(f"INSERT INTO customers (id) VALUES ({p})", (f"c{n}",))
@@ -636,7 +639,7 @@ async def test_units_of_work_reach_jetstream_once_across_a_relay_crash(
                 message_id = uow.publish("orders", {"n": n}, key=key)
             sent.setdefault(key, []).append(str(message_id))
         await settle(store, await store.head())
-        outbox_head = await store.outbox_head("orders")
+        outbox_head = await outbox_port.outbox_head("orders")
 
         # The first relay publishes everything, then dies before its first checkpoint.
         first = relay_process(sql_url, tmp_path, jetstream, checkpoint_every=30)
@@ -649,7 +652,7 @@ async def test_units_of_work_reach_jetstream_once_across_a_relay_crash(
         rows = await models.checkpoints("relay_orders", 1)
         outbox_checkpoint = next((c.position for c in rows if c.partition == OUTBOX), None)
         assert outbox_checkpoint is None or outbox_checkpoint < outbox_head
-        assert len(await store.read_outbox(START, 100, destination="orders")) == 30
+        assert len(await outbox_port.read_outbox(START, 100, destination="orders")) == 30
 
     # The next one sends them all again: inside the window the server drops every copy.
     again = relay_process(sql_url, tmp_path, jetstream, "--until-caught-up", capture=True)
