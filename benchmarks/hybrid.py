@@ -129,6 +129,15 @@ async def _raw_postgres_pipelined(
     await asyncio.gather(*(worker(conn) for conn in raw.workers[:tasks]))
 
 
+def _pool_for(url: str, tasks: int) -> str:
+    """``url`` with a PostgreSQL pool of a connection per task: each unit holds one for
+    its transaction (as each of the raw driver's tasks does), where bare appends from
+    all tasks share a few."""
+    if not url.startswith("postgresql"):
+        return url
+    return f"{url}{'&' if '?' in url else '?'}pool_max_size={tasks}"
+
+
 async def unit_of_work(ctx: Context) -> Figures:
     """32-task units of work (an upsert and a single-event append each), beside the same
     appends made bare (the ``raw`` side of this line), and the raw driver's transaction."""
@@ -136,7 +145,7 @@ async def unit_of_work(ctx: Context) -> Figures:
     events = make_orders(n)
     async with (
         fresh_location(ctx) as url,
-        eventfold.connect(url) as store,
+        eventfold.connect(_pool_for(url, tasks)) as store,
         fresh_location(ctx) as plain_url,
         eventfold.connect(plain_url) as plain,
         fresh_baseline(ctx) as raw,
@@ -175,6 +184,7 @@ async def unit_of_work(ctx: Context) -> Figures:
         "accounts": ACCOUNTS,
         "raw_baseline": "the same single-event appends made bare (no unit of work)",
         "upsert_via": "uow.write",
+        "pool_max_size": tasks if ctx.backend == "postgres" else None,
         "execute_rate": rate(n, statistics.median(t["execute"])),
         "execute_ratio": round(statistics.median(t["raw"]) / statistics.median(t["execute"]), 3),
     }
