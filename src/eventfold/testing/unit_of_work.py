@@ -605,6 +605,40 @@ class SQLUnitOfWorkConformance(UnitOfWorkConformance):
         assert await events_of(store, f"no-{run}") == []
         await empty_outbox(store, dest)
 
+    async def test_writes_commit_with_participants_and_a_failing_one_rolls_back(
+        self, store: EventStore, table: str
+    ) -> None:
+        run = uuid.uuid4().hex[:8]
+        seen = f"ef_uow_seen_{uuid.uuid4().hex[:12]}"
+        hooks = capability(store, SupportsTransactionHooks).transaction_hooks
+        recorder = _Recorder(seen)
+        await hooks.add(recorder)
+        try:
+            async with units(store).unit_of_work() as uow:
+                m = _mark(uow)
+                await uow.write(f"INSERT INTO {table} VALUES ({m}, {m})", ("x", 1))
+                await uow.append(f"a-{run}", [Charged(cents=4)], expected_version=NO_STREAM)
+                await uow.write(f"INSERT INTO {table} VALUES ({m}, {m})", ("y", 2))
+
+            async def attempt() -> None:
+                async with units(store).unit_of_work() as uow:
+                    m = _mark(uow)
+                    await uow.write(f"INSERT INTO {table} VALUES ({m}, {m})", ("z", 3))
+                    await uow.append(f"b-{run}", [Charged(cents=5)], expected_version=NO_STREAM)
+                    await uow.write(f"INSERT INTO {table} (id, n) VALUES ({m}, {m})", ("x", 9))
+
+            with pytest.raises(StoreError, match="statement") as info:
+                await attempt()
+            assert "(id, n)" in str(info.value)
+            async with units(store).unit_of_work() as uow:
+                got = await uow.execute(f"SELECT stream, cents FROM {seen} ORDER BY stream")
+        finally:
+            await hooks.remove(recorder.name)
+        assert got == [(f"a-{run}", 4)]
+        assert await self.rows(store, table) == [("x", 1), ("y", 2)]
+        assert await events_of(store, f"a-{run}") == [4]
+        assert await events_of(store, f"b-{run}") == []
+
     async def test_many_concurrent_units_all_commit(
         self, store: EventStore, table: str, dest: str
     ) -> None:

@@ -395,25 +395,26 @@ class UnitOfWorkSupport:
         if not unit.begun and insert is None and not unit.queued:
             return  # nothing was sent: nothing to commit
         queued, begun = unit.queued, unit.begun
+        seeing = bool(participants) and unit.appended
         try:
-            if participants and unit.appended:
-                read: Statement = (store.statements.this_transaction, None, True)
-                if insert is not None:
-                    await unit.roundtrip(insert)
-                cur = await unit.roundtrip(read)
-                assert cur is not None
-                events = store.codec.decode_rows(await cur.fetchall())
-                for p in participants:
-                    await _run(p, p.apply(tx, events))
-                await unit.roundtrip(commit=True)
-            else:
+            if not seeing:
                 await unit.roundtrip(insert, commit=True)
+            elif queued or insert is not None:
+                await unit.roundtrip(insert)
         except _Failed as failed:
             if unit._conn.broken:
                 raise  # whether it committed is unknown: said as such
             if 0 <= failed.index - (0 if begun else 2) < len(queued):
                 raise unit._queued_error(failed, queued, begun) from failed.error
             raise
+        if seeing:
+            # The participants see the unit's events, then the COMMIT.
+            cur = await unit.roundtrip((store.statements.this_transaction, None, True))
+            assert cur is not None
+            events = store.codec.decode_rows(await cur.fetchall())
+            for p in participants:
+                await _run(p, p.apply(tx, events))
+            await unit.roundtrip(commit=True)
 
     def declare_destination(self, name: str) -> None:
         """Allow outbox messages for ``name`` on this store (this process's setting)."""
