@@ -269,7 +269,8 @@ class UnitOfWork(Protocol):
         write). It sees this unit's own writes. A failing statement raises a `StoreError`
         (the driver's error is its ``__cause__``) and, unless caught inside the block,
         rolls the whole unit back. On PostgreSQL unqualified names resolve in the store's
-        schema, then ``public``."""
+        schema, then ``public``, and the statements queued by `write` go first, in the
+        same round trip."""
         ...
 
     async def write(self, query: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> None:

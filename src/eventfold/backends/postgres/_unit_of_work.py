@@ -87,7 +87,7 @@ def _statement_error(exc: psycopg.Error, query: str, written: bool) -> StoreErro
 
 
 class _Failed(Exception):
-    """A pipelined round trip failed at ``index`` (of its statements; -1: unknown)."""
+    """A pipelined round trip failed at its statement ``index``."""
 
     def __init__(self, index: int, error: psycopg.Error) -> None:
         super().__init__(str(error))
