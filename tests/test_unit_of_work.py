@@ -87,6 +87,45 @@ async def test_postgres_never_skips_a_message_that_commits_late(postgres_url: st
 
 
 @pytest.mark.postgres
+async def test_postgres_a_write_is_sent_with_the_next_statement_and_its_error_surfaces_there(
+    postgres_url: str,
+) -> None:
+    async with eventfold.connect(postgres_url) as store:
+        units = capability(store, SupportsUnitOfWork)
+        run = uuid.uuid4().hex[:8]
+        steps: list[str] = []
+
+        async def attempt() -> None:
+            async with units.unit_of_work() as uow:
+                await uow.write("INSERT INTO no_such_table VALUES (%s)", (1,))
+                steps.append("written")  # queued: nothing sent, nothing failed yet
+                await uow.append(f"a-{run}", [Charged(cents=1)], expected_version=NO_STREAM)
+                steps.append("appended")
+
+        with pytest.raises(eventfold.StoreError, match=r"written with uow\.write") as info:
+            await attempt()
+        assert steps == ["written"]
+        assert "no_such_table" in str(info.value)
+        assert info.value.__cause__ is not None
+        assert [e async for e in store.read_stream(f"a-{run}")] == []
+
+        async def caught() -> None:
+            async with units.unit_of_work() as uow:
+                await uow.write("INSERT INTO no_such_table VALUES (%s)", (1,))
+                with pytest.raises(eventfold.StoreError, match=r"written with uow\.write"):
+                    await uow.execute("SELECT 1")
+                await uow.append(f"a-{run}", [Charged(cents=1)], expected_version=NO_STREAM)
+
+        # Caught or not, a failed statement aborts the transaction: the unit refuses more.
+        with pytest.raises(eventfold.StoreError, match="earlier statement"):
+            await caught()
+        assert [e async for e in store.read_stream(f"a-{run}")] == []
+        written = await store.append(f"a-{run}", [Charged(cents=2)], expected_version=NO_STREAM)
+        await settle(store, written.position)
+        assert written.version == 1
+
+
+@pytest.mark.postgres
 async def test_postgres_unit_after_a_failed_statement_refuses_more_work(
     postgres_url: str,
 ) -> None:

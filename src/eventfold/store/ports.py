@@ -314,7 +314,18 @@ class UnitOfWork(Protocol):
         write). It sees this unit's own writes. A failing statement raises a `StoreError`
         (the driver's error is its ``__cause__``) and, unless caught inside the block,
         rolls the whole unit back. On PostgreSQL unqualified names resolve in the store's
-        schema, then ``public``."""
+        schema, then ``public``, and the statements queued by `write` go first, in the
+        same round trip."""
+        ...
+
+    async def write(self, query: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> None:
+        """Run a statement whose rows are not needed (an upsert, a delete) in the
+        transaction, in order with everything else. On PostgreSQL it is queued and goes
+        to the server with the unit's next `execute` or append, or with the COMMIT, in
+        the same round trip; its error surfaces there (a `StoreError` naming the
+        statement) and rolls the unit back. On SQLite it runs at once, as `execute`.
+        The fastest way to write rows in a unit: a unit of `write` calls and appends
+        costs two round trips on PostgreSQL (the appends' and the COMMIT's)."""
         ...
 
     async def append(

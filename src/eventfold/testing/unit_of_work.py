@@ -433,6 +433,133 @@ class SQLUnitOfWorkConformance(UnitOfWorkConformance):
         assert await events_of(store, f"a-{run}") == []
         await empty_outbox(store, dest)
 
+    async def test_write_runs_in_order_with_execute_and_commits_with_the_rest(
+        self, store: EventStore, table: str, dest: str
+    ) -> None:
+        run = uuid.uuid4().hex[:8]
+        async with units(store).unit_of_work() as uow:
+            m = _mark(uow)
+            upsert = (
+                f"INSERT INTO {table} VALUES ({m}, {m}) "
+                f"ON CONFLICT (id) DO UPDATE SET n = {table}.n + excluded.n"
+            )
+            await uow.write(f"INSERT INTO {table} VALUES ({m}, {m})", ("x", 1))
+            await uow.write(upsert, ("x", 2))
+            await uow.write(upsert, ("y", 10))
+            assert await uow.execute(f"SELECT n FROM {table} WHERE id = {m}", ("x",)) == [(3,)]
+            await uow.write(upsert, ("x", 4))
+            result = await uow.append(f"a-{run}", [Charged(cents=3)], expected_version=NO_STREAM)
+            await uow.write(upsert, ("y", 20))  # after the last append: goes with the COMMIT
+            uow.publish(dest, b"done")
+        await settle(store, result.position)
+        assert await self.rows(store, table) == [("x", 7), ("y", 30)]
+        assert await events_of(store, f"a-{run}") == [3]
+        assert len(await messages(store, 1, dest)) == 1
+
+    async def test_a_unit_of_writes_only_commits(self, store: EventStore, table: str) -> None:
+        async with units(store).unit_of_work() as uow:
+            m = _mark(uow)
+            await uow.write(f"INSERT INTO {table} VALUES ({m}, {m})", ("only", 1))
+            await uow.write(f"UPDATE {table} SET n = n + 1 WHERE id = {m}", ("only",))
+        assert await self.rows(store, table) == [("only", 2)]
+
+    async def test_a_failing_write_surfaces_by_the_next_statement_and_rolls_back(
+        self, store: EventStore, table: str, dest: str
+    ) -> None:
+        run = uuid.uuid4().hex[:8]
+        reached: list[str] = []
+
+        async def attempt() -> None:
+            async with units(store).unit_of_work() as uow:
+                m = _mark(uow)
+                await uow.write(f"INSERT INTO {table} VALUES ({m}, {m})", ("x", 1))
+                await uow.append(f"a-{run}", [Charged(cents=1)], expected_version=NO_STREAM)
+                uow.publish(dest, b"lost")
+                # A duplicate key: queued on PostgreSQL, surfacing at the next statement.
+                await uow.write(f"INSERT INTO {table} (id, n) VALUES ({m}, {m})", ("x", 2))
+                await uow.execute(f"SELECT n FROM {table}")
+                reached.append("after")
+
+        with pytest.raises(StoreError, match="statement") as info:
+            await attempt()
+        assert "(id, n)" in str(info.value)  # it names the statement that failed
+        assert info.value.__cause__ is not None
+        assert reached == []
+        assert await self.rows(store, table) == []
+        assert await events_of(store, f"a-{run}") == []
+        await empty_outbox(store, dest)
+
+    async def test_a_failing_write_before_an_append_fails_the_write_not_the_append(
+        self, store: EventStore, table: str
+    ) -> None:
+        run = uuid.uuid4().hex[:8]
+
+        async def attempt() -> None:
+            async with units(store).unit_of_work() as uow:
+                m = _mark(uow)
+                await uow.write(f"INSERT INTO {table} VALUES ({m}, {m})", ("x", 1))
+                await uow.write(f"INSERT INTO {table} (id, n) VALUES ({m}, {m})", ("x", 2))
+                await uow.append(f"a-{run}", [Charged(cents=1)], expected_version=NO_STREAM)
+
+        with pytest.raises(StoreError, match="statement") as info:
+            await attempt()
+        assert not isinstance(info.value, WrongExpectedVersion)
+        assert "(id, n)" in str(info.value)
+        assert await self.rows(store, table) == []
+        assert await events_of(store, f"a-{run}") == []
+        # The stream is untouched: a new unit appends at the start.
+        async with units(store).unit_of_work() as uow:
+            result = await uow.append(f"a-{run}", [Charged(cents=2)], expected_version=NO_STREAM)
+        assert result.version == 1
+
+    async def test_a_failing_last_write_fails_the_commit_and_rolls_back(
+        self, store: EventStore, table: str, dest: str
+    ) -> None:
+        run = uuid.uuid4().hex[:8]
+
+        async def attempt() -> None:
+            async with units(store).unit_of_work() as uow:
+                m = _mark(uow)
+                await uow.write(f"INSERT INTO {table} VALUES ({m}, {m})", ("x", 1))
+                await uow.append(f"a-{run}", [Charged(cents=1)], expected_version=NO_STREAM)
+                uow.publish(dest, b"lost")
+                await uow.write(f"INSERT INTO {table} (id, n) VALUES ({m}, {m})", ("x", 2))
+
+        with pytest.raises(StoreError, match="statement") as info:
+            await attempt()
+        assert "(id, n)" in str(info.value)
+        assert await self.rows(store, table) == []
+        assert await events_of(store, f"a-{run}") == []
+        await empty_outbox(store, dest)
+
+    async def test_a_conflict_after_writes_rolls_them_back(
+        self, store: EventStore, table: str
+    ) -> None:
+        run = uuid.uuid4().hex[:8]
+        await store.append(f"a-{run}", [Charged(cents=1)], expected_version=NO_STREAM)
+
+        async def attempt() -> None:
+            async with units(store).unit_of_work() as uow:
+                m = _mark(uow)
+                await uow.write(f"INSERT INTO {table} VALUES ({m}, {m})", ("x", 1))
+                await uow.append(f"a-{run}", [Charged(cents=2)], expected_version=NO_STREAM)
+
+        with pytest.raises(WrongExpectedVersion):
+            await attempt()
+        assert await self.rows(store, table) == []
+        assert await events_of(store, f"a-{run}") == [1]
+
+    async def test_write_refuses_ending_the_transaction(
+        self, store: EventStore, table: str
+    ) -> None:
+        async with units(store).unit_of_work() as uow:
+            m = _mark(uow)
+            await uow.write(f"INSERT INTO {table} VALUES ({m}, {m})", ("kept", 1))
+            for statement in ("COMMIT", "rollback", "BEGIN"):
+                with pytest.raises(InvalidInput, match="inside its own transaction"):
+                    await uow.write(statement)
+        assert await self.rows(store, table) == [("kept", 1)]
+
     async def test_the_caller_cannot_end_the_transaction(
         self, store: EventStore, table: str
     ) -> None:
@@ -478,6 +605,40 @@ class SQLUnitOfWorkConformance(UnitOfWorkConformance):
         assert await events_of(store, f"no-{run}") == []
         await empty_outbox(store, dest)
 
+    async def test_writes_commit_with_participants_and_a_failing_one_rolls_back(
+        self, store: EventStore, table: str
+    ) -> None:
+        run = uuid.uuid4().hex[:8]
+        seen = f"ef_uow_seen_{uuid.uuid4().hex[:12]}"
+        hooks = capability(store, SupportsTransactionHooks).transaction_hooks
+        recorder = _Recorder(seen)
+        await hooks.add(recorder)
+        try:
+            async with units(store).unit_of_work() as uow:
+                m = _mark(uow)
+                await uow.write(f"INSERT INTO {table} VALUES ({m}, {m})", ("x", 1))
+                await uow.append(f"a-{run}", [Charged(cents=4)], expected_version=NO_STREAM)
+                await uow.write(f"INSERT INTO {table} VALUES ({m}, {m})", ("y", 2))
+
+            async def attempt() -> None:
+                async with units(store).unit_of_work() as uow:
+                    m = _mark(uow)
+                    await uow.write(f"INSERT INTO {table} VALUES ({m}, {m})", ("z", 3))
+                    await uow.append(f"b-{run}", [Charged(cents=5)], expected_version=NO_STREAM)
+                    await uow.write(f"INSERT INTO {table} (id, n) VALUES ({m}, {m})", ("x", 9))
+
+            with pytest.raises(StoreError, match="statement") as info:
+                await attempt()
+            assert "(id, n)" in str(info.value)
+            async with units(store).unit_of_work() as uow:
+                got = await uow.execute(f"SELECT stream, cents FROM {seen} ORDER BY stream")
+        finally:
+            await hooks.remove(recorder.name)
+        assert got == [(f"a-{run}", 4)]
+        assert await self.rows(store, table) == [("x", 1), ("y", 2)]
+        assert await events_of(store, f"a-{run}") == [4]
+        assert await events_of(store, f"b-{run}") == []
+
     async def test_many_concurrent_units_all_commit(
         self, store: EventStore, table: str, dest: str
     ) -> None:
@@ -509,3 +670,5 @@ async def check_no_sql(store: EventStore) -> None:
     async with units(store).unit_of_work() as uow:
         with pytest.raises(ConfigurationError, match="no SQL"):
             await uow.execute("SELECT 1")
+        with pytest.raises(ConfigurationError, match="no SQL"):
+            await uow.write("DELETE FROM nothing")

@@ -56,6 +56,9 @@ class MemoryUnitOfWork:
             "messages only; use a sqlite:// or postgresql:// store for units with SQL"
         )
 
+    async def write(self, query: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> None:
+        await self.execute(query)
+
     async def append(
         self,
         stream_id: str,

@@ -1,11 +1,14 @@
 """Units of work on PostgreSQL: the caller's SQL, appends and outbox messages in one
 transaction on one pooled connection.
 
-The transaction runs pipelined: its BEGIN, the search path and the participants'
-``begin`` go out with the caller's first statement; each statement and append is one
-round trip; the outbox rows, the participants' ``apply`` over the unit's events and the
-COMMIT go out together at the block's end. An error in a statement aborts the
-transaction (PostgreSQL's rule): the unit then refuses further work and rolls back.
+The transaction runs pipelined (psycopg's pipeline mode): its BEGIN and search path go
+out with the unit's first `execute` or append, together with the statements queued by
+`write` before it; each `execute` and append is one round trip; the statements written
+after the last of them, the outbox rows and the COMMIT go out together at the block's
+end (one round trip). With transaction participants the BEGIN and their ``begin`` run
+first, and their ``apply`` reads the unit's events before the COMMIT. An error in a
+statement aborts the transaction (PostgreSQL's rule): the unit then refuses further work
+and rolls back.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from ..._position import ExpectedVersion, Position
 from ...errors import EventfoldError, InvalidInput, StoreError
 from ...store._common import prepare_append
 from ...store._outbox import Destinations, Outgoing, prepare_message, unit_headers
-from ...store.ports import OutboxMessage
+from ...store.ports import OutboxMessage, TransactionParticipant
 from ...store.protocol import AppendResult
 from ._append import append_statement, not_appended
 from ._batch import Append
@@ -44,6 +47,52 @@ def _begin(schema: str) -> bytes:
     protocol takes both statements at once)."""
     path = pgsql.SQL("BEGIN; SET LOCAL search_path TO {}, public").format(pgsql.Identifier(schema))
     return path.as_bytes(None)
+
+
+@functools.lru_cache(maxsize=16)
+def _search_path(schema: str) -> bytes:
+    """The unit's search path, as a statement of its own (a pipeline takes one statement
+    per query)."""
+    path = pgsql.SQL("SET LOCAL search_path TO {}, public").format(pgsql.Identifier(schema))
+    return path.as_bytes(None)
+
+
+Statement = tuple[bytes, Any, bool]
+"""A statement to send: its text, its parameters and whether its results are binary."""
+
+_BEGIN: Statement = (b"BEGIN", None, False)
+_COMMIT: Statement = (b"COMMIT", None, False)
+
+
+def _refuse_control(query: str) -> None:
+    if not isinstance(query, str):
+        raise InvalidInput(f"a unit of work's statement must be a str, got {query!r}")
+    words = query.split(None, 1)
+    if words and words[0].upper().rstrip(";") in _CONTROL:
+        raise InvalidInput(
+            f"a unit of work runs inside its own transaction; {words[0]!r} is not "
+            "allowed in it (the block's end commits, an exception rolls back)"
+        )
+
+
+def _statement_error(exc: psycopg.Error, query: str, written: bool) -> StoreError:
+    message = " ".join(str(exc).split()) or type(exc).__name__
+    code = f" ({exc.sqlstate})" if exc.sqlstate else ""
+    which = "statement written with uow.write" if written else "statement"
+    return StoreError(
+        f"a unit of work's {which} failed{code}: {message} (statement: "
+        f"{query.strip()[:200]!r}); fix the statement or its parameters (PostgreSQL "
+        "takes %s or %(name)s parameters); the unit rolls back"
+    )
+
+
+class _Failed(Exception):
+    """A pipelined round trip failed at its statement ``index``."""
+
+    def __init__(self, index: int, error: psycopg.Error) -> None:
+        super().__init__(str(error))
+        self.index = index
+        self.error = error
 
 
 _CONTROL = frozenset({"BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT", "SAVEPOINT"})
@@ -70,6 +119,10 @@ class PostgresUnitOfWork:
         self.appended = False
         self.live = False
         self.failed: StoreError | None = None
+        self.begun = False
+        """Whether the BEGIN (and the search path) went to the server."""
+        self.queued: list[tuple[str, tuple[Any, ...] | Mapping[str, Any]]] = []
+        """Statements written with `write`, not sent yet."""
 
     def _check(self) -> psycopg.AsyncConnection[Any]:
         if self.failed is not None:
@@ -92,29 +145,95 @@ class PostgresUnitOfWork:
         else:
             self.failed = StoreError(str(error))
 
-    async def execute(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        conn = self._check()
-        words = query.split(None, 1)
-        if words and words[0].upper().rstrip(";") in _CONTROL:
-            raise InvalidInput(
-                f"a unit of work runs inside its own transaction; {words[0]!r} is not "
-                "allowed in it (the block's end commits, an exception rolls back)"
-            )
-        try:
-            cur = await conn.execute(query.encode(), tuple(params))
-            return await cur.fetchall() if cur.description is not None else []
-        except Exception as exc:
-            if not is_driver_error(exc):
+    async def roundtrip(
+        self, last: Statement | None = None, *, commit: bool = False
+    ) -> psycopg.AsyncCursor[Any] | None:
+        """Send, pipelined in one round trip: the BEGIN (if not sent yet), the queued
+        statements, ``last`` and the COMMIT (with ``commit``); the cursor of ``last``.
+
+        A failed statement raises `_Failed` with its index among them (the BEGIN and the
+        search path first, then the queued statements, then ``last``)."""
+        conn = self._conn
+        queued, self.queued = self.queued, []
+        statements: list[Statement] = []
+        if not self.begun:
+            statements += (_BEGIN, (_search_path(self._store.schema), None, False))
+        statements += ((q.encode(), p, False) for q, p in queued)
+        if last is not None:
+            statements.append(last)
+        if commit:
+            statements.append(_COMMIT)
+        self.begun = True
+        if len(statements) == 1:
+            query, params, binary = statements[0]
+            try:
+                return await conn.execute(query, params, binary=binary)
+            except psycopg.Error as exc:
+                raise _Failed(0, exc) from exc
+            except BaseException as exc:
+                self.failed = StoreError(f"a round trip of the unit was interrupted ({exc!r})")
                 raise
-            message = " ".join(str(exc).split()) or type(exc).__name__
-            code = f" ({exc.sqlstate})" if exc.sqlstate else ""
-            error = StoreError(
-                f"a unit of work's statement failed{code}: {message} (statement: "
-                f"{query.strip()[:200]!r}); fix the statement or its parameters (PostgreSQL "
-                "takes %s or %(name)s parameters); the unit rolls back"
-            )
+        cursors: list[psycopg.AsyncCursor[Any]] = []
+        try:
+            async with conn.pipeline():
+                for query, params, binary in statements:
+                    cursors.append(await conn.execute(query, params, binary=binary))
+        except psycopg.Error as exc:
+            # The first statement without a result is the one that failed (those after
+            # it were skipped); all have one: the one being sent when the error came.
+            done = [cur.pgresult is not None for cur in cursors]
+            index = done.index(False) if False in done else len(cursors)
+            raise _Failed(index, exc) from exc
+        except BaseException as exc:
+            # Cancelled (say) in the middle: what the server did is unknown.
+            self.failed = StoreError(f"a round trip of the unit was interrupted ({exc!r})")
+            raise
+        return cursors[len(statements) - 1 - commit] if last is not None else None
+
+    def _queued_error(self, failed: _Failed, queued: list[Any], begun: bool) -> StoreError:
+        """The error of a round trip that failed at a statement sent before the one the
+        caller waits for: a queued one (``begun``: whether the BEGIN was sent before),
+        or the BEGIN."""
+        index = failed.index - (0 if begun else 2)
+        if 0 <= index < len(queued):
+            return _statement_error(failed.error, queued[index][0], True)
+        return StoreError(
+            f"a unit of work's transaction failed: {translate(failed.error, self._store.where)}"
+        )
+
+    async def _send(self, last: Statement) -> psycopg.AsyncCursor[Any]:
+        """Send ``last`` with what is queued; its cursor. A queued statement that fails
+        raises its own error here (the unit fails); ``last`` failing raises `_Failed`."""
+        queued, begun = self.queued, self.begun
+        try:
+            cur = await self.roundtrip(last)
+        except _Failed as failed:
+            if failed.index == len(queued) + (0 if begun else 2):
+                raise
+            error = self._queued_error(failed, queued, begun)
+            self._fail(failed.error, error)
+            raise error from failed.error
+        assert cur is not None
+        return cur
+
+    async def execute(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        self._check()
+        _refuse_control(query)
+        try:
+            cur = await self._send((query.encode(), tuple(params), False))
+            return await cur.fetchall() if cur.description is not None else []
+        except (_Failed, psycopg.Error) as failed:
+            exc = failed.error if isinstance(failed, _Failed) else failed
+            error = _statement_error(exc, query, False)
             self._fail(exc, error)
             raise error from exc
+
+    async def write(self, query: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> None:
+        """Queue a statement whose rows are not needed: it goes to the server, in order,
+        with the unit's next `execute` or append, or with the COMMIT."""
+        self._check()
+        _refuse_control(query)
+        self.queued.append((query, params if isinstance(params, Mapping) else tuple(params)))
 
     async def append(
         self,
@@ -125,14 +244,13 @@ class PostgresUnitOfWork:
     ) -> AppendResult:
         store = self._store
         encoded, expected = prepare_append(store.codec, stream_id, events, expected_version)
-        conn = self._check()
+        self._check()
         query, params = append_statement(store.statements, stream_id, encoded, expected)
         try:
-            cur = await conn.execute(query, params, binary=True)
+            cur = await self._send((query, params, True))
             row = await cur.fetchone()
-        except Exception as exc:
-            if not is_driver_error(exc):
-                raise
+        except (_Failed, psycopg.Error) as failed:
+            exc = failed.error if isinstance(failed, _Failed) else failed
             error = translate(exc, store.where)
             self._fail(exc, error)
             raise error from exc
@@ -205,20 +323,20 @@ class UnitOfWorkSupport:
             await hooks.ready()
         participants = hooks.active
         statements = self._outbox_sql
-        begin = _begin(store.schema)
         conn: psycopg.AsyncConnection[Any] | None = None
         try:
-            # getconn/putconn and BEGIN/COMMIT sent as statements: each a round trip of
-            # its own, cheaper on the client than a pipeline or `conn.transaction()`.
             conn = await pool.getconn()
             try:
                 unit = PostgresUnitOfWork(store, conn, headers, self._destinations)
-                tx = PostgresHookTransaction(store, conn)
-                tx._path_set = True
-                await conn.execute(begin)
                 try:
-                    for p in participants:
-                        await _run(p, p.begin(tx))
+                    tx = PostgresHookTransaction(store, conn)
+                    if participants:
+                        # Their `begin` runs first, in the transaction.
+                        tx._path_set = True
+                        await conn.execute(_begin(store.schema))
+                        unit.begun = True
+                        for p in participants:
+                            await _run(p, p.begin(tx))
                     unit.live = True
                     try:
                         yield unit
@@ -226,32 +344,17 @@ class UnitOfWorkSupport:
                         unit.live = False
                     if unit.failed is not None:
                         raise unit.failed
-                    messages = unit.messages
-                    if messages:
-                        await conn.execute(
-                            statements.insert,
-                            {
-                                "ids": [m.message_id for m in messages],
-                                "dests": [m.destination for m in messages],
-                                "keys": [m.key for m in messages],
-                                "payloads": [m.payload for m in messages],
-                                "headers": [m.headers for m in messages],
-                            },
-                        )
-                    if participants and unit.appended:
-                        cur = await conn.execute(store.statements.this_transaction, binary=True)
-                        events = store.codec.decode_rows(await cur.fetchall())
-                        for p in participants:
-                            await _run(p, p.apply(tx, events))
+                    await self._commit(unit, tx, participants, statements)
                 except BaseException:
-                    if not conn.broken:
+                    if unit.begun and not conn.broken:
                         with contextlib.suppress(psycopg.Error):
                             await conn.execute(b"ROLLBACK")
                     raise
-                await conn.execute(b"COMMIT")
             finally:
                 await pool.putconn(conn)
         except Exception as exc:
+            if isinstance(exc, _Failed):
+                exc = exc.error
             if not is_driver_error(exc):
                 raise
             error = translate(exc, store.where)
@@ -264,6 +367,54 @@ class UnitOfWorkSupport:
             raise error from exc
         if unit.appended and store.committed:
             store.committed.fire()
+
+    async def _commit(
+        self,
+        unit: PostgresUnitOfWork,
+        tx: PostgresHookTransaction,
+        participants: Sequence[TransactionParticipant],
+        statements: OutboxStatements,
+    ) -> None:
+        """Send what the unit queued, its outbox rows and the COMMIT: one round trip
+        (two with participants that see the unit's events)."""
+        store = self._pg
+        messages = unit.messages
+        insert: Statement | None = None
+        if messages:
+            insert = (
+                statements.insert,
+                {
+                    "ids": [m.message_id for m in messages],
+                    "dests": [m.destination for m in messages],
+                    "keys": [m.key for m in messages],
+                    "payloads": [m.payload for m in messages],
+                    "headers": [m.headers for m in messages],
+                },
+                False,
+            )
+        if not unit.begun and insert is None and not unit.queued:
+            return  # nothing was sent: nothing to commit
+        queued, begun = unit.queued, unit.begun
+        seeing = bool(participants) and unit.appended
+        try:
+            if not seeing:
+                await unit.roundtrip(insert, commit=True)
+            elif queued or insert is not None:
+                await unit.roundtrip(insert)
+        except _Failed as failed:
+            if unit._conn.broken:
+                raise  # whether it committed is unknown: said as such
+            if 0 <= failed.index - (0 if begun else 2) < len(queued):
+                raise unit._queued_error(failed, queued, begun) from failed.error
+            raise
+        if seeing:
+            # The participants see the unit's events, then the COMMIT.
+            cur = await unit.roundtrip((store.statements.this_transaction, None, True))
+            assert cur is not None
+            events = store.codec.decode_rows(await cur.fetchall())
+            for p in participants:
+                await _run(p, p.apply(tx, events))
+            await unit.roundtrip(commit=True)
 
     def declare_destination(self, name: str) -> None:
         """Allow outbox messages for ``name`` on this store (this process's setting)."""

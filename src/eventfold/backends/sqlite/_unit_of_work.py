@@ -142,6 +142,11 @@ class SQLiteUnitOfWork:
             )
             raise error from exc
 
+    async def write(self, query: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> None:
+        """Run a statement whose rows are not needed. SQLite runs it right away (a call
+        into the library, no round trip), so its error surfaces here."""
+        await self.execute(query, params)  # type: ignore[arg-type]
+
     async def append(
         self,
         stream_id: str,
