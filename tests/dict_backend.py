@@ -196,8 +196,7 @@ class DictStore:
         names = sorted(
             s
             for s in self._streams
-            if (after is None or s > after)
-            and (category is None or kit.category_of(s) == category)
+            if (after is None or s > after) and (category is None or kit.category_of(s) == category)
         )
         for name in names[:limit]:
             yield StreamInfo(name, len(self._streams[name]), None)

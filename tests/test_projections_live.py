@@ -73,7 +73,6 @@ def by_owner() -> DocumentProjection[dict[str, int]]:
     return p
 
 
-
 @pytest.fixture
 async def store(store_url: str) -> AsyncIterator[eventfold.EventStore]:
     async with eventfold.connect(store_url) as store:

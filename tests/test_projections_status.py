@@ -46,7 +46,6 @@ def totals(partitions: int = 1) -> DocumentProjection[dict[str, Any]]:
 FAST = DaemonOptions(poll_interval=0.01, lease_retry=0.02)
 
 
-
 @pytest.fixture
 async def store(store_url: str) -> AsyncIterator[eventfold.EventStore]:
     async with eventfold.connect(store_url) as store:

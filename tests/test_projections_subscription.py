@@ -22,7 +22,6 @@ class SubNoise(eventfold.Event):
     n: int
 
 
-
 @pytest.fixture
 async def store(store_url: str) -> AsyncIterator[eventfold.EventStore]:
     async with eventfold.connect(store_url) as store:

@@ -32,6 +32,7 @@ __all__ = ["SQLITE_POLL", "StoreWakeUps", "notifier_for"]
 SQLITE_POLL = 0.01
 """Seconds between two ``PRAGMA data_version`` polls of a SQLite file."""
 
+
 class StoreWakeUps:
     """The wake-ups of one event store (see the module docstring for what each hears).
 

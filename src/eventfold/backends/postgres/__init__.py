@@ -34,7 +34,6 @@ def _open_store(url: str, codec: Codec, read_only: bool) -> EventStore:
     return PostgresStore(url, codec, read_only=read_only)
 
 
-
 def _read_model_store(store: EventStore) -> ReadModelStore:
     return PostgresReadModelStore(own_store(store, PostgresStore))
 

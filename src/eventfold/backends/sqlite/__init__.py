@@ -46,7 +46,6 @@ def _open_store(url: str, codec: Codec, read_only: bool) -> EventStore:
     return SQLiteStore(path, codec, synchronous=synchronous, read_only=read_only)
 
 
-
 def _read_model_store(store: EventStore) -> ReadModelStore:
     return SQLiteReadModelStore(own_store(store, SQLiteStore))
 

@@ -8,6 +8,8 @@ import logging
 import sqlite3
 from typing import TYPE_CHECKING
 
+from ._errors import is_driver_error
+
 if TYPE_CHECKING:
     from ...projections.wakeups import StoreWakeUps
 
@@ -27,7 +29,10 @@ async def poll_data_version(wakeups: StoreWakeUps) -> None:
             await asyncio.sleep(wakeups.sqlite_poll)
             try:
                 now = conn.execute("PRAGMA data_version").fetchone()[0]
-            except sqlite3.Error as exc:  # a hint: subscribers poll anyway
+            except Exception as exc:
+                if not is_driver_error(exc):
+                    raise
+                # A hint: subscribers poll anyway.
                 log.debug("cannot poll %s for changes: %s", path, exc)
                 continue
             if now != seen:
