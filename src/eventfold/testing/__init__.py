@@ -17,18 +17,26 @@ A backend with transaction hooks also passes `TransactionHookConformance` (the s
 fixture), `SnapshotStoreConformance` and `TransformConformance` (``store``),
 `LeaseConformance` (``leases``, ``rival``, ``lose_lease``) and `WakeUpConformance`
 (``store``, ``other_store``, ``notifier``); docs/architecture.md lists them.
+
+The suites need pytest and pytest-asyncio and are imported on first use; `spec` and
+`handler_spec` do not, so ``import eventfold.testing`` works without pytest installed.
 """
 
 from __future__ import annotations
 
-from .conformance import EventStoreConformance, SharedStoreConformance, settle
-from .hooks import TransactionHookConformance
-from .leases import LeaseConformance, LoseLease
-from .read_models import ReadModelStoreConformance
-from .snapshots import SnapshotStoreConformance
+import importlib
+import typing
+
 from .spec import HandlerSpec, Spec, handler_spec, spec
-from .transform import TransformConformance
-from .wakeups import WakeUpConformance
+
+if typing.TYPE_CHECKING:
+    from .conformance import EventStoreConformance, SharedStoreConformance, settle
+    from .hooks import TransactionHookConformance
+    from .leases import LeaseConformance, LoseLease
+    from .read_models import ReadModelStoreConformance
+    from .snapshots import SnapshotStoreConformance
+    from .transform import TransformConformance
+    from .wakeups import WakeUpConformance
 
 __all__ = [
     "EventStoreConformance",
@@ -46,3 +54,27 @@ __all__ = [
     "settle",
     "spec",
 ]
+
+_SUITES = {
+    "EventStoreConformance": "conformance",
+    "SharedStoreConformance": "conformance",
+    "settle": "conformance",
+    "TransactionHookConformance": "hooks",
+    "LeaseConformance": "leases",
+    "LoseLease": "leases",
+    "ReadModelStoreConformance": "read_models",
+    "SnapshotStoreConformance": "snapshots",
+    "TransformConformance": "transform",
+    "WakeUpConformance": "wakeups",
+}
+"""The names of the suites' modules, which need pytest: imported on first use, so that
+``import eventfold.testing`` (and `spec`) works without pytest installed."""
+
+
+def __getattr__(name: str) -> typing.Any:
+    module = _SUITES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
