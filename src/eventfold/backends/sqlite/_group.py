@@ -34,7 +34,7 @@ from ...store.protocol import AppendResult
 from . import _schema as sql
 from ._errors import is_driver_error, translate, violates
 from ._hooks import HookRunner
-from ._tx import abandon, begin, commit, release, rollback, savepoint, undo
+from ._tx import abandon, begin, commit, release, rollback, savepoint, try_begin, undo
 
 __all__ = ["GroupWriter", "Outcome", "PendingAppend", "batch_failed"]
 
@@ -83,18 +83,25 @@ class GroupWriter:
         """Run before each COMMIT; raising rolls the group back and fails its appends
         (the store's check that its file is still there: `_file.FileGuard`)."""
 
-    def write(
-        self, cur: sqlite3.Cursor, batch: list[PendingAppend], *, begun: bool = False
-    ) -> list[Outcome]:
-        """One group commit; one outcome per append, in order. ``begun``: the caller
-        has begun the transaction (`_tx.try_begin`, not to wait for another process)."""
-        if not begun:
-            try:
-                begin(cur)
-            except Exception as exc:
-                if not is_driver_error(exc):
-                    raise
-                return [translate(exc, self._path) for _ in batch]
+    def write(self, cur: sqlite3.Cursor, batch: list[PendingAppend]) -> list[Outcome]:
+        """One group commit; one outcome per append, in order."""
+        try:
+            begin(cur)
+        except Exception as exc:
+            if not is_driver_error(exc):
+                raise
+            return [translate(exc, self._path) for _ in batch]
+        return self._write(cur, batch)
+
+    def write_now(self, cur: sqlite3.Cursor, batch: list[PendingAppend]) -> list[Outcome] | None:
+        """`write`, unless another process holds the write lock (with a busy timeout of
+        0): then None, at once."""
+        if not try_begin(cur):
+            return None
+        return self._write(cur, batch)
+
+    def _write(self, cur: sqlite3.Cursor, batch: list[PendingAppend]) -> list[Outcome]:
+        """The group in the transaction just begun, committed or rolled back."""
         conn = cur.connection
         try:
             if self.hooks is not None:

@@ -31,7 +31,6 @@ from ...errors import (
     ConfigurationError,
     InvalidInput,
     StoreClosed,
-    StoreError,
     StoreReadOnly,
     TransformConflict,
 )
@@ -46,7 +45,7 @@ from ...store._common import (
 )
 from ...store.protocol import AppendResult
 from . import _schema as sql
-from ._errors import driver_errors, translate
+from ._errors import driver_errors
 from ._file import FileGuard, check_store
 from ._hooks import SQLiteTransactionHooks
 from ._reads import PAGE_BUDGET, SQLiteReads
@@ -226,13 +225,6 @@ class SQLiteStore(SQLiteReads):
             raise StoreClosed(f"sqlite store {self.path!r}")
         if self.read_only:
             raise StoreReadOnly(f"sqlite:///{self.path}")
-
-    def translate_error(self, exc: BaseException) -> StoreError:
-        """The eventfold error for a sqlite3 error on this store's file. (For this
-        backend's own modules, the read-model store first: not part of the `EventStore`
-        port.)"""
-        assert isinstance(exc, sqlite3.Error)
-        return translate(exc, self.path)
 
     # -- appending -------------------------------------------------------------------
 

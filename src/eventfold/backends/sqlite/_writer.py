@@ -24,7 +24,7 @@ from ...store.protocol import AppendResult
 from ._errors import translated
 from ._group import GroupWriter, Outcome, PendingAppend
 from ._schema import Params
-from ._tx import abandon, try_begin
+from ._tx import abandon
 
 __all__ = ["MAX_BATCH_APPENDS", "MAX_BATCH_BYTES", "PendingAppend", "SQLiteWriter", "deliver"]
 
@@ -231,9 +231,7 @@ class SQLiteWriter:
                 # let the writer's thread do the waiting (it restores the timeout).
                 cur.execute("PRAGMA busy_timeout = 0")
                 self._no_wait = True
-            if not try_begin(cur):
-                return None
-            return self._group.write(cur, appends, begun=True)
+            return self._group.write_now(cur, appends)
         finally:
             self._lock.release()
 
