@@ -102,3 +102,25 @@ def test_backends_load_lazily() -> None:
     code = "import eventfold, sys; print('psycopg' in sys.modules, 'sqlite3' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
+
+
+def test_testing_imports_without_pytest() -> None:
+    """`eventfold.testing` and its specs load without pytest; a suite asks for it."""
+    import subprocess
+    import sys
+
+    code = "\n".join(
+        [
+            "import sys",
+            "sys.modules['pytest'] = None  # as if pytest were not installed",
+            "import eventfold.testing as testing",
+            "from eventfold.testing import handler_spec, spec",
+            "print(callable(spec) and callable(handler_spec))",
+            "try:",
+            "    testing.EventStoreConformance",
+            "except ImportError as exc:",
+            "    print('pytest' in str(exc))",
+        ]
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "True"]

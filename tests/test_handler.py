@@ -317,7 +317,7 @@ async def test_loads_page_through_long_streams(
     """Loads longer than a backend's first page read the rest in pages, with every bound,
     from a snapshot, and through a replaced stream's alias."""
     from eventfold.backends.postgres import _paging as postgres
-    from eventfold.backends.sqlite import _store as sqlite
+    from eventfold.backends.sqlite import _reads as sqlite
 
     monkeypatch.setattr(sqlite, "_FIRST_PAGE", 7)
     monkeypatch.setattr(sqlite, "PAGE_SIZE", 5)

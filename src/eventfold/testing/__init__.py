@@ -18,19 +18,27 @@ fixture), `SnapshotStoreConformance` and `TransformConformance` (``store``),
 `LeaseConformance` (``leases``, ``rival``, ``lose_lease``), `WakeUpConformance`
 (``store``, ``other_store``, ``notifier``), `UnitOfWorkConformance` and
 `SQLUnitOfWorkConformance` (``store``); docs/architecture.md lists them.
+
+The suites need pytest and pytest-asyncio and are imported on first use; `spec` and
+`handler_spec` do not, so ``import eventfold.testing`` works without pytest installed.
 """
 
 from __future__ import annotations
 
-from .conformance import EventStoreConformance, SharedStoreConformance, settle
-from .hooks import TransactionHookConformance
-from .leases import LeaseConformance, LoseLease
-from .read_models import ReadModelStoreConformance
-from .snapshots import SnapshotStoreConformance
+import importlib
+import typing
+
 from .spec import HandlerSpec, Spec, handler_spec, spec
-from .transform import TransformConformance
-from .unit_of_work import SQLUnitOfWorkConformance, UnitOfWorkConformance
-from .wakeups import WakeUpConformance
+
+if typing.TYPE_CHECKING:
+    from .conformance import EventStoreConformance, SharedStoreConformance, settle
+    from .hooks import TransactionHookConformance
+    from .leases import LeaseConformance, LoseLease
+    from .read_models import ReadModelStoreConformance
+    from .snapshots import SnapshotStoreConformance
+    from .transform import TransformConformance
+    from .unit_of_work import SQLUnitOfWorkConformance, UnitOfWorkConformance
+    from .wakeups import WakeUpConformance
 
 __all__ = [
     "EventStoreConformance",
@@ -50,3 +58,29 @@ __all__ = [
     "settle",
     "spec",
 ]
+
+_SUITES = {
+    "EventStoreConformance": "conformance",
+    "SharedStoreConformance": "conformance",
+    "settle": "conformance",
+    "TransactionHookConformance": "hooks",
+    "LeaseConformance": "leases",
+    "LoseLease": "leases",
+    "ReadModelStoreConformance": "read_models",
+    "SnapshotStoreConformance": "snapshots",
+    "TransformConformance": "transform",
+    "UnitOfWorkConformance": "unit_of_work",
+    "SQLUnitOfWorkConformance": "unit_of_work",
+    "WakeUpConformance": "wakeups",
+}
+"""The names of the suites' modules, which need pytest: imported on first use, so that
+``import eventfold.testing`` (and `spec`) works without pytest installed."""
+
+
+def __getattr__(name: str) -> typing.Any:
+    module = _SUITES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value

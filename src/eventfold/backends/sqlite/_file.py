@@ -16,6 +16,7 @@ from collections.abc import Callable
 from ...errors import StoreError, StoreNotFound
 from ...store._common import check_unmigrated
 from . import _schema as sql
+from ._errors import is_not_a_database
 
 __all__ = ["FileGuard", "check_store"]
 
@@ -73,8 +74,8 @@ def check_store(path: str, open_reader: Callable[[], sqlite3.Connection]) -> Non
             found = sql.schema_number(conn)
         finally:
             conn.close()
-    except sqlite3.DatabaseError as exc:
-        if "not a database" not in str(exc):
+    except Exception as exc:
+        if not is_not_a_database(exc):
             raise
         raise StoreNotFound(repr(path), "the file is not a SQLite database") from None
     known = len(sql.MIGRATIONS)

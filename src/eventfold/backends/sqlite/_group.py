@@ -32,16 +32,17 @@ from ...errors import (
 from ...store._common import StoredCopy, category_of, check_retry, explicit_ids
 from ...store.protocol import AppendResult
 from . import _schema as sql
+from ._errors import is_driver_error, translate, violates
 from ._hooks import HookRunner
+from ._tx import abandon, begin, commit, release, rollback, savepoint, try_begin, undo
 
-__all__ = ["GroupWriter", "Outcome", "PendingAppend", "Translate", "batch_failed"]
+__all__ = ["GroupWriter", "Outcome", "PendingAppend", "batch_failed"]
 
 _IN_LIST_MAX = 64
 """Up to this many streams, a group looks their versions up with ``IN (?, …)`` (the list
 padded to a power of two, so that a few statements serve every size)."""
 
 Outcome = AppendResult | EventfoldError
-Translate = Callable[[sqlite3.Error], StoreError]
 
 
 class PendingAppend:
@@ -68,11 +69,11 @@ class PendingAppend:
 
 
 class GroupWriter:
-    """Writes groups of appends with one connection's cursor; ``translate`` turns sqlite3
-    errors into eventfold errors. `commits` counts the transactions committed."""
+    """Writes groups of appends to the store file ``path`` with one connection's cursor.
+    `commits` counts the transactions committed."""
 
-    def __init__(self, translate: Translate) -> None:
-        self._translate = translate
+    def __init__(self, path: str) -> None:
+        self._path = path
         self.commits = 0
         self.hooks: HookRunner | None = None
         """The transaction hooks' participants (None: there are none), run in each
@@ -82,18 +83,25 @@ class GroupWriter:
         """Run before each COMMIT; raising rolls the group back and fails its appends
         (the store's check that its file is still there: `_file.FileGuard`)."""
 
-    def write(
-        self, cur: sqlite3.Cursor, batch: list[PendingAppend], *, begun: bool = False
-    ) -> list[Outcome]:
+    def write(self, cur: sqlite3.Cursor, batch: list[PendingAppend]) -> list[Outcome]:
         """One group commit; one outcome per append, in order."""
         try:
-            # IMMEDIATE takes the write lock now, so busy_timeout applies; a deferred
-            # transaction that reads first fails at once with SQLITE_BUSY when it tries
-            # to upgrade while another process writes.
-            if not begun:
-                cur.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            return [self._translate(exc) for _ in batch]
+            begin(cur)
+        except Exception as exc:
+            if not is_driver_error(exc):
+                raise
+            return [translate(exc, self._path) for _ in batch]
+        return self._write(cur, batch)
+
+    def write_now(self, cur: sqlite3.Cursor, batch: list[PendingAppend]) -> list[Outcome] | None:
+        """`write`, unless another process holds the write lock (with a busy timeout of
+        0): then None, at once."""
+        if not try_begin(cur):
+            return None
+        return self._write(cur, batch)
+
+    def _write(self, cur: sqlite3.Cursor, batch: list[PendingAppend]) -> list[Outcome]:
+        """The group in the transaction just begun, committed or rolled back."""
         conn = cur.connection
         try:
             if self.hooks is not None:
@@ -101,27 +109,23 @@ class GroupWriter:
             outcomes = self._write_fast(cur, batch)
             if outcomes is None:
                 # Something refused a row: write the group again, an append at a time.
-                cur.execute("ROLLBACK")
-                cur.execute("BEGIN IMMEDIATE")
+                rollback(conn)
+                begin(cur)
                 if self.hooks is not None:
                     self.hooks.begin(cur)
                 outcomes = self._write_careful(cur, batch)
             if self.guard is not None:
                 self.guard()
-            cur.execute("COMMIT")
+            commit(cur)
         except Exception as exc:
             error: EventfoldError
-            if isinstance(exc, sqlite3.Error):
-                error = self._translate(exc)
+            if is_driver_error(exc):
+                error = translate(exc, self._path)
             elif isinstance(exc, EventfoldError):
                 error = exc
             else:
                 error = StoreError(f"unexpected {exc!r}; report this as a bug")
-            try:
-                if conn.in_transaction:
-                    cur.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
+            abandon(conn)
             return [batch_failed(error, item.stream_id) for item in batch]
         self.commits += 1
         return outcomes
@@ -274,14 +278,13 @@ class GroupWriter:
         ]  # fmt: skip
         # A savepoint per append: should an insert still fail (a constraint, a value
         # SQLite refuses), only this append is undone and the rest of the group commits.
-        cur.execute("SAVEPOINT append")
+        savepoint(cur)
         try:
             cur.executemany(sql.INSERT_EVENTS_AT, rows)
-        except sqlite3.Error as exc:
-            if not cur.connection.in_transaction:
+        except Exception as exc:
+            if not is_driver_error(exc) or not cur.connection.in_transaction:
                 raise  # SQLite rolled the whole transaction back: the group fails
-            cur.execute("ROLLBACK TO append")
-            cur.execute("RELEASE append")
+            undo(cur)
             return self._explain_failure(cur, item, exc)
         if self.hooks is not None:
             try:
@@ -289,14 +292,13 @@ class GroupWriter:
             except Exception as exc:
                 if not cur.connection.in_transaction:
                     raise
-                cur.execute("ROLLBACK TO append")
-                cur.execute("RELEASE append")
+                undo(cur)
                 if isinstance(exc, EventfoldError):
                     return exc
-                if isinstance(exc, sqlite3.Error):
-                    return self._translate(exc)
+                if is_driver_error(exc):
+                    return translate(exc, self._path)
                 return StoreError(f"a transaction participant raised {exc!r}; report this as a bug")
-        cur.execute("RELEASE append")
+        release(cur)
         version = versions[stream_id] = actual + len(rows)
         return AppendResult(version, Position(0, last + len(rows)))
 
@@ -317,16 +319,15 @@ class GroupWriter:
     ) -> EventfoldError:
         """Translate a failed insert: a unique violation is a conflict, the rest an error."""
         stream_id, encoded = item.stream_id, item.encoded
-        message = str(exc)
-        if isinstance(exc, sqlite3.IntegrityError) and "events.event_id" in message:
+        if violates(exc, "events.event_id"):
             found = self._find_ids(cur, stream_id, [e.event_id for e in encoded])
             dup = next((e.event_id for e in encoded if e.event_id in found), encoded[0].event_id)
             error: EventfoldError = DuplicateEventId(stream_id, uuid.UUID(bytes=dup))
-        elif isinstance(exc, sqlite3.IntegrityError) and "events.version" in message:
+        elif violates(exc, "events.version"):
             actual = cur.execute(sql.LAST_VERSION, (stream_id,)).fetchone()[0]
             error = WrongExpectedVersion(stream_id, item.expected, actual)
         else:
-            error = self._translate(exc)
+            error = translate(exc, self._path)
         error.__cause__ = exc
         return error
 

@@ -22,6 +22,8 @@ from ...errors import EventfoldError, StoreError
 from ...store._common import participant_failed, participant_order
 from ...store.ports import TransactionParticipant
 from . import _schema as sql
+from ._errors import is_driver_error
+from ._tx import transaction
 
 if TYPE_CHECKING:
     from ._store import SQLiteStore
@@ -60,9 +62,9 @@ def run_participant(participant: TransactionParticipant, coro: Coroutine[Any, An
             "transaction; on SQLite a participant runs inside the writer's transaction and "
             "may only await tx"
         ) from None
-    except (EventfoldError, sqlite3.Error):
-        raise
     except Exception as exc:
+        if isinstance(exc, EventfoldError) or is_driver_error(exc):
+            raise
         raise participant_failed(participant, exc) from exc
 
 
@@ -123,16 +125,10 @@ class SQLiteTransactionHooks:
         # On the writer's thread, between groups: no append can fall between the
         # participant's attach and its first apply.
         def attach(conn: sqlite3.Connection) -> None:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with transaction(conn):
                 tx = SQLiteHookTransaction(conn, codec)
                 run_participant(participant, participant.begin(tx))
                 run_participant(participant, participant.attach(tx))
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
             group = writer.group
             runner = group.hooks or HookRunner(codec, ())
             group.hooks = runner.with_participant(participant)

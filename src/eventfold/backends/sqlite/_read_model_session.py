@@ -23,6 +23,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
 from ...errors import InvalidInput, StoreError
+from ._errors import is_driver_error, translate, translated
+from ._tx import abandon, begin
+from ._tx import rollback as rollback
 
 if TYPE_CHECKING:
     from ._store import SQLiteStore
@@ -30,13 +33,6 @@ if TYPE_CHECKING:
 __all__ = ["WriterSession", "rollback"]
 
 _T = TypeVar("_T")
-
-
-def rollback(conn: sqlite3.Connection) -> None:
-    """Roll back the connection's transaction, if it has one (the final work of a
-    session that keeps nothing)."""
-    if conn.in_transaction:
-        conn.execute("ROLLBACK")
 
 
 class WriterSession:
@@ -70,8 +66,10 @@ class WriterSession:
             self._used = time.monotonic()
             try:
                 return work(conn)
-            except sqlite3.Error as exc:
-                raise self._store.translate_error(exc) from exc
+            except Exception as exc:
+                if is_driver_error(exc):
+                    raise translate(exc, self._store.path) from exc
+                raise
 
     async def finish(self, work: Callable[[sqlite3.Connection], None]) -> None:
         """Hand the final ``work`` (it commits or rolls back) to the writer's thread and
@@ -103,9 +101,11 @@ class WriterSession:
 
     def _park(self, conn: sqlite3.Connection) -> None:
         try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            refused = self._store.translate_error(exc)
+            begin(conn)
+        except Exception as exc:
+            if not is_driver_error(exc):
+                raise
+            refused = translate(exc, self._store.path)
             with self._lock:
                 self._ended = refused
             self._settle(self._begun, refused)
@@ -126,8 +126,7 @@ class WriterSession:
                     f"writer idle for more than {self._idle_timeout:g} s and was rolled back; "
                     "keep such transactions short (do slow work before opening one)"
                 )
-                with contextlib.suppress(sqlite3.Error):
-                    rollback(conn)
+                abandon(conn)
                 return
         with self._lock:
             work = self._final
@@ -135,11 +134,8 @@ class WriterSession:
             try:
                 work(conn)
             except BaseException as exc:
-                with contextlib.suppress(sqlite3.Error):
-                    rollback(conn)
-                error: BaseException = exc
-                if isinstance(exc, sqlite3.Error):
-                    error = self._store.translate_error(exc)
+                abandon(conn)
+                error = translated(exc, self._store.path)
                 self._ended = error
                 self._settle(self._finished, error)
                 return

@@ -11,7 +11,7 @@ A transaction has two modes:
 - **Buffered** (documents, checkpoints, parking, versions): its writes are kept on the
   event loop's side in order, and its reads see them over the committed rows (as in
   `MemoryReadModelStore`). At commit all of them are applied in one hand-off to the
-  writer's thread, in one ``BEGIN IMMEDIATE`` transaction, where every compare-and-set
+  writer's thread, in one write transaction (`_tx`), where every compare-and-set
   is checked again; a conflict there rolls the whole transaction back. A transaction
   that writes nothing never touches the writer.
 - **On the writer** (from its first `execute`): a SQL read model's statements must run
@@ -64,6 +64,7 @@ from ...store.ports import (
     now_us,
 )
 from . import _read_model_schema as sql
+from ._errors import is_driver_error, statement_error
 from ._read_model_schema import ensure_schema_sync
 from ._read_model_session import WriterSession, rollback
 from ._read_model_sync import (
@@ -81,6 +82,7 @@ from ._read_model_sync import (
     unpark_sync,
 )
 from ._store import SQLiteStore
+from ._tx import transaction
 
 __all__ = ["SQLiteReadModelStore", "SQLiteTransaction"]
 
@@ -498,29 +500,20 @@ def _statement(
     event for the daemon), the database's troubles a `StoreError` (retried)."""
     try:
         rows: list[tuple[Any, ...]] = conn.execute(query, params).fetchall()
-    except sqlite3.Error as exc:
-        lowered = str(exc).lower()
-        if isinstance(exc, sqlite3.OperationalError) and any(
-            word in lowered for word in ("locked", "busy", "disk", "i/o", "unable to open")
-        ):
-            raise store.translate_error(exc) from exc
-        raise InvalidInput(
-            f"a read model's SQL statement failed: {exc} (statement: {query.strip()[:200]!r}); "
-            "fix the statement or its parameters (SQLite takes ? or :name parameters)"
-        ) from exc
+    except Exception as exc:
+        if is_driver_error(exc):
+            raise statement_error(exc, query, store.path) from exc
+        raise
     return rows
 
 
 def _begin_apply_commit(ops: list[_Op], conn: sqlite3.Connection) -> None:
-    conn.execute("BEGIN IMMEDIATE")
-    _apply_and_commit(ops, conn)
+    with transaction(conn):
+        for op in ops:
+            op(conn)
 
 
 def _apply_and_commit(ops: list[_Op], conn: sqlite3.Connection) -> None:
-    try:
+    with transaction(conn, begun=True):
         for op in ops:
             op(conn)
-        conn.execute("COMMIT")
-    except BaseException:
-        rollback(conn)
-        raise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import time
@@ -11,6 +12,8 @@ from typing import Any, TypeAlias
 from urllib.parse import quote
 
 from ...errors import ConfigurationError, SchemaTooNew
+from ._errors import is_locked, is_operational
+from ._tx import transaction
 
 __all__ = [
     "MIGRATIONS",
@@ -48,7 +51,9 @@ def connect(path: str, *, reader: bool, synchronous: str, timeout: float) -> sql
     if reader:
         try:
             return _open_reader(path, synchronous, timeout, immutable=False)
-        except sqlite3.OperationalError:
+        except Exception as exc:
+            if not is_operational(exc):
+                raise
             # A WAL file whose -shm neither exists nor can be made (a read-only directory:
             # a backup, a mounted snapshot) has no live writer, since a writer makes one;
             # SQLite reads it only when told the file cannot change.
@@ -67,7 +72,7 @@ def connect(path: str, *, reader: bool, synchronous: str, timeout: float) -> sql
 
 
 def _open(target: str, timeout: float, *, uri: bool) -> sqlite3.Connection:
-    # isolation_level=None: no implicit BEGIN; the writer issues BEGIN IMMEDIATE itself
+    # isolation_level=None: no implicit transaction; the writer begins its own (`_tx`)
     # and every read runs in autocommit. A reader is used by one thread only, but closed
     # by the store from another; the writer is used by its thread and, under its lock,
     # by the event loop's (an append to an idle store); hence check_same_thread=False.
@@ -103,10 +108,10 @@ def _use_wal(conn: sqlite3.Connection, path: str, timeout: float) -> None:
     while (mode := conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
         try:
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        except sqlite3.OperationalError as exc:
+        except Exception as exc:
             # Switching needs the file to itself and SQLite does not apply busy_timeout
             # to it, so processes opening a new file together retry.
-            if "locked" not in str(exc) or time.monotonic() > deadline:
+            if not is_locked(exc) or time.monotonic() > deadline:
                 raise
             time.sleep(0.005)
             continue
@@ -213,9 +218,9 @@ def apply_migrations(
     """Apply the ``migrations`` not yet recorded in ``table``; return the number reached.
 
     Several processes may open one file at once, so outside a transaction the work runs
-    under ``BEGIN IMMEDIATE`` (the write lock) and re-reads the applied number once it
-    holds it; inside the caller's transaction it becomes part of that one. A database
-    migrated further than this code knows raises `SchemaTooNew`.
+    in a write transaction of its own (`_tx.transaction`: the write lock) and re-reads
+    the applied number once it holds it; inside the caller's transaction it becomes part
+    of that one. A database migrated further than this code knows raises `SchemaTooNew`.
     """
     known = len(migrations)
     found = schema_number(conn, table)
@@ -223,10 +228,8 @@ def apply_migrations(
         raise SchemaTooNew(found, known)
     if found == known:
         return found
-    own = not conn.in_transaction
-    if own:
-        conn.execute("BEGIN IMMEDIATE")
-    try:
+    own = transaction(conn) if not conn.in_transaction else contextlib.nullcontext()
+    with own:
         conn.execute(
             f"CREATE TABLE IF NOT EXISTS {table} "
             "(number INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)"
@@ -241,12 +244,6 @@ def apply_migrations(
                 f"INSERT INTO {table} (number, applied_at) VALUES (?, ?)",
                 (number, time.time_ns() // 1000),
             )
-        if own:
-            conn.execute("COMMIT")
-    except BaseException:
-        if own and conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
     return known
 
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from ...store._common import bounded
 from ...store.ports import Snapshot
 from . import _schema as sql
+from ._tx import transaction
 
 if TYPE_CHECKING:
     from ._store import SQLiteStore
@@ -34,9 +35,8 @@ class SQLiteSnapshotStore:
         )
 
         def save(conn: sqlite3.Connection) -> None:
-            conn.execute("BEGIN IMMEDIATE")
-            conn.execute(sql.SAVE_SNAPSHOT, row)
-            conn.execute("COMMIT")
+            with transaction(conn):
+                conn.execute(sql.SAVE_SNAPSHOT, row)
 
         await self._store.on_writer(save)
 

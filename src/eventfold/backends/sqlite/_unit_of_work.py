@@ -42,6 +42,7 @@ from ...store.ports import OutboxMessage
 from ...store.protocol import AppendResult
 from . import _outbox
 from . import _schema as sql
+from ._errors import translate
 from ._group import GroupWriter, PendingAppend
 
 if TYPE_CHECKING:
@@ -173,7 +174,7 @@ class SQLiteUnitOfWork:
                     return retry
         except sqlite3.Error as exc:
             self._units.check_alive(exc)
-            raise store.translate_error(exc) from exc
+            raise translate(exc, store.path) from exc
         if replaced is not None and stream_id in replaced:
             raise StreamReplaced(stream_id, replaced[stream_id])
         # Versions this transaction wrote are not in the streams index yet (its rows are
@@ -216,7 +217,7 @@ class SQLiteUnitOfWork:
             self._units.check_alive(exc)
             if isinstance(exc, sqlite3.IntegrityError) and cur.connection.in_transaction:
                 return group._explain_failure(cur, item, exc)
-            return self._units.store.translate_error(exc)
+            return translate(exc, self._units.store.path)
         if isinstance(exc, EventfoldError):
             return exc
         return StoreError(f"an append in a unit of work failed: {exc!r}")
@@ -304,7 +305,7 @@ class SQLiteUnits:
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 0.05)
                     continue
-                raise store.translate_error(exc) from exc
+                raise translate(exc, store.path) from exc
             break
         cur = conn.cursor()
         hooks = writer.group.hooks
@@ -316,7 +317,7 @@ class SQLiteUnits:
                     conn.execute("ROLLBACK")
                 writer.release()
                 if isinstance(exc, sqlite3.Error):
-                    raise store.translate_error(exc) from exc
+                    raise translate(exc, store.path) from exc
                 raise
         self.cursor = cur
         self._appended = False
@@ -337,7 +338,7 @@ class SQLiteUnits:
             cur.execute("RELEASE unit_of_work")
         except sqlite3.Error as exc:
             self.check_alive(exc)
-            raise self.store.translate_error(exc) from exc
+            raise translate(exc, self.store.path) from exc
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._done.append(done)
         if unit._versions:
@@ -455,7 +456,7 @@ class SQLiteUnits:
                 if cur.connection.in_transaction:
                     cur.execute("ROLLBACK")
             if isinstance(exc, sqlite3.Error):
-                error = store.translate_error(exc)
+                error = translate(exc, store.path)
             elif isinstance(exc, EventfoldError):
                 error = exc
             else:
@@ -499,7 +500,7 @@ class SQLiteUnits:
         try:
             return await self.store.on_writer(work)
         except sqlite3.Error as exc:
-            raise self.store.translate_error(exc) from exc
+            raise translate(exc, self.store.path) from exc
 
 
 class _UnitBlock(contextlib.AbstractAsyncContextManager[SQLiteUnitOfWork]):

@@ -1,5 +1,5 @@
 """Wake-ups from other processes on the same SQLite file: poll ``PRAGMA data_version``
-on a connection of its own (see `eventfold.projections.wakeups`)."""
+on a connection of its own (see `eventfold.projections._wakeups`)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import asyncio
 import logging
 import sqlite3
 from typing import TYPE_CHECKING
+
+from ._errors import is_driver_error
 
 if TYPE_CHECKING:
     from ...store.ports import WakeUpTarget as StoreWakeUps
@@ -27,7 +29,10 @@ async def poll_data_version(wakeups: StoreWakeUps) -> None:
             await asyncio.sleep(wakeups.sqlite_poll)
             try:
                 now = conn.execute("PRAGMA data_version").fetchone()[0]
-            except sqlite3.Error as exc:  # a hint: subscribers poll anyway
+            except Exception as exc:
+                if not is_driver_error(exc):
+                    raise
+                # A hint: subscribers poll anyway.
                 log.debug("cannot poll %s for changes: %s", path, exc)
                 continue
             if now != seen:

@@ -21,8 +21,10 @@ from typing import Any, Generic, TypeVar
 
 from ...errors import EventfoldError, StoreClosed, StoreError
 from ...store.protocol import AppendResult
-from ._group import GroupWriter, Outcome, PendingAppend, Translate
+from ._errors import translated
+from ._group import GroupWriter, Outcome, PendingAppend
 from ._schema import Params
+from ._tx import abandon
 
 __all__ = ["MAX_BATCH_APPENDS", "MAX_BATCH_BYTES", "PendingAppend", "SQLiteWriter", "deliver"]
 
@@ -70,22 +72,20 @@ _Message = _Group | _Job[Any] | object
 class SQLiteWriter:
     """The writer thread and its connection.
 
-    ``connect`` opens the connection (on the thread) and ``translate`` turns sqlite3
-    errors into eventfold errors. `start` opens it; `submit` queues appends, `call` runs
-    other work on the connection between groups, and `stop` commits what is queued and
-    closes the connection.
+    ``connect`` opens the connection (on the thread) to the store file ``path``. `start`
+    opens it; `submit` queues appends, `call` runs other work on the connection between
+    groups, and `stop` commits what is queued and closes the connection.
     """
 
     def __init__(
         self,
         connect: Callable[[], sqlite3.Connection],
-        translate: Translate,
-        describe: str,
+        path: str,
     ) -> None:
         self._connect = connect
-        self._translate = translate
-        self._group = GroupWriter(translate)
-        self._describe = describe
+        self._path = path
+        self._group = GroupWriter(path)
+        self._describe = f"sqlite store {path!r}"
         self._queue: queue.SimpleQueue[_Message] = queue.SimpleQueue()
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
@@ -231,11 +231,7 @@ class SQLiteWriter:
                 # let the writer's thread do the waiting (it restores the timeout).
                 cur.execute("PRAGMA busy_timeout = 0")
                 self._no_wait = True
-            try:
-                cur.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError:
-                return None
-            return self._group.write(cur, appends, begun=True)
+            return self._group.write_now(cur, appends)
         finally:
             self._lock.release()
 
@@ -311,10 +307,8 @@ class SQLiteWriter:
         try:
             result = job.work(conn)
         except BaseException as exc:
-            if conn.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-            error: BaseException = self._translate(exc) if isinstance(exc, sqlite3.Error) else exc
+            abandon(conn)
+            error = translated(exc, self._path)
             _settle(job.future.get_loop(), job.future, None, error)
             return
         _settle(job.future.get_loop(), job.future, result, None)
