@@ -512,12 +512,19 @@
     "/compensate": compensate,
   };
 
+  // Each page shown gets a new mark (unique across reloads): a page is done when its
+  // mark has changed and data-ready is "true".
+  const loaded = Date.now().toString(36) + Math.random().toString(36).slice(2);
+  let navigations = 0;
+
   async function route() {
     const text = window.location.hash.slice(1) || "/browse";
     const [path, query] = text.split("?");
     const page = PAGES[path] || browse;
     say("");
+    navigations += 1;
     document.body.dataset.page = path;
+    document.body.dataset.nav = loaded + ":" + navigations;
     document.body.dataset.ready = "false";
     try {
       await page(new URLSearchParams(query || ""));
