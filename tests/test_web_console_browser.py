@@ -71,6 +71,17 @@ def totals() -> DocumentProjection[dict[str, Any]]:
     return p
 
 
+def counts() -> DocumentProjection[dict[str, Any]]:
+    """A projection never built before the test rebuilds it from the console."""
+    p = DocumentProjection("counts", document=dict)
+
+    @p.on("Placed", "Shipped", "Invoiced")
+    def seen(doc: dict[str, Any], event: eventfold.RecordedEvent) -> dict[str, Any]:
+        return {"events": doc.get("events", 0) + 1}
+
+    return p
+
+
 def new(type: str, data: dict[str, Any], **envelope: Any) -> eventfold.NewEvent:
     return eventfold.NewEvent(data, type=type, **envelope)
 
@@ -112,7 +123,9 @@ class Server:
 
     def _run(self) -> None:
         async def main() -> None:
-            app = create_app(eventfold.connect(self.url), projections=[totals()], tokens=TOKENS)
+            app = create_app(
+                eventfold.connect(self.url), projections=[totals(), counts()], tokens=TOKENS
+            )
             config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning")
             self.server = uvicorn.Server(config)
             task = asyncio.create_task(self.server.serve())
@@ -208,8 +221,13 @@ class Console:
 
     def open(self, fragment: str = "") -> None:
         # A new fragment of the same page only changes the hash: wait for the new mark.
+        # The same URL again loads nothing: reload it.
         before = self._nav()
-        self.driver.get(f"{self.base}/console/{fragment}")
+        target = f"{self.base}/console/{fragment}"
+        if self.driver.current_url == target:
+            self.driver.refresh()
+        else:
+            self.driver.get(target)
         self.wait.until(self._page_done(before))
 
     def follow(self, action: Callable[[], object]) -> None:
@@ -327,8 +345,8 @@ def test_step_a_projection(console: Console) -> None:
 
 
 def test_replay_a_parked_event(console: Console, base: str) -> None:
-    console.token("")
     console.open("#/projections")
+    console.token("")
     console.text_is("#projections tr[data-name=totals] td.parked-count", "1")
     parked = console.all("section.parked[data-name=totals] table.parked-events tr")
     assert len(parked) == 2  # the heading and one event
@@ -351,9 +369,25 @@ def test_replay_a_parked_event(console: Console, base: str) -> None:
     assert [e["data"]["action"] for e in audit] == ["replay_parked"]
 
 
+def test_rebuild_a_projection_with_its_progress(console: Console, base: str) -> None:
+    console.open("#/projections")
+    console.token(ADMIN)
+    try:
+        console.text_has("#projections tr[data-name=counts]", "new")
+        console.find("#projections tr[data-name=counts] button.rebuild").click()
+        console.text_has("#status", "Rebuild of counts done.")
+        console.text_has("#projections tr[data-name=counts]", "active")
+        console.screenshot("10-rebuilt")
+        console.find("#projections tr[data-name=counts] button.rebuild").click()
+        console.text_has("#status", "Rebuild refused: 400")
+    finally:
+        console.token("")
+    assert get_json(base, "projections/counts")["state"] == "active"
+
+
 def test_append_a_compensating_event(console: Console, base: str) -> None:
-    console.token("")
     console.open("#/browse?stream_id=order-2")
+    console.token("")
     console.follow(console.find("#compensate-link").click)
     assert console.find("#comp-expected").get_attribute("value") == "3"
     console.find("#comp-type").send_keys("PlacedCorrected")
