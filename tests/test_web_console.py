@@ -18,14 +18,14 @@ from web_client import Web, serving
 def cart() -> DocumentProjection[dict[str, Any]]:
     p = DocumentProjection("carts", document=dict)
 
-    @p.on("ItemAdded")
+    @p.on("ConsoleItemAdded")
     def added(doc: dict[str, Any], event: eventfold.RecordedEvent) -> dict[str, Any]:
         if event.data["sku"] == "bad":
             raise ValueError("no such sku")
         items = {**doc.get("items", {}), event.data["sku"]: event.data["qty"]}
         return {"items": items, "count": doc.get("count", 0) + 1}
 
-    @p.on("CartEmptied")
+    @p.on("ConsoleCartEmptied")
     def emptied(doc: dict[str, Any], event: eventfold.RecordedEvent) -> None:
         return None
 
@@ -35,7 +35,7 @@ def cart() -> DocumentProjection[dict[str, Any]]:
 def free_form() -> Projection:
     p = Projection("free")
 
-    @p.on("ItemAdded")
+    @p.on("ConsoleItemAdded")
     async def added(event: eventfold.RecordedEvent, tx: ProjectionTransaction) -> None:
         return None
 
@@ -43,7 +43,7 @@ def free_form() -> Projection:
 
 
 def item(sku: str, qty: int = 1) -> dict[str, Any]:
-    return {"type": "ItemAdded", "data": {"sku": sku, "qty": qty}}
+    return {"type": "ConsoleItemAdded", "data": {"sku": sku, "qty": qty}}
 
 
 @pytest.fixture
@@ -81,7 +81,8 @@ async def test_the_console_page_and_assets_carry_a_content_security_policy(web: 
 
 
 async def test_the_stepper_gives_the_state_and_changes_at_each_event(web: Web) -> None:
-    done = await web.append("cart-1", [item("a"), {"type": "Noted", "data": {}}, item("b", 2)])
+    noted = {"type": "ConsoleCartNoted", "data": {}}
+    done = await web.append("cart-1", [item("a"), noted, item("b", 2)])
     assert done.status_code == 201, done.text
     got = await web.http.get("/projections/carts/steps/cart-1")
     assert got.status_code == 200, got.text
@@ -89,9 +90,9 @@ async def test_the_stepper_gives_the_state_and_changes_at_each_event(web: Web) -
     assert (body["projection"], body["doc_id"], body["complete"]) == ("carts", "cart-1", True)
     steps = body["steps"]
     assert [(s["version"], s["type"], s["handled"]) for s in steps] == [
-        (1, "ItemAdded", True),
-        (2, "Noted", False),
-        (3, "ItemAdded", True),
+        (1, "ConsoleItemAdded", True),
+        (2, "ConsoleCartNoted", False),
+        (3, "ConsoleItemAdded", True),
     ]
     assert steps[0]["state"] == {"items": {"a": 1}, "count": 1}
     assert steps[0]["changes"] == [
@@ -118,7 +119,7 @@ async def test_the_stepper_stops_at_a_failing_event_and_shows_a_deletion(web: We
     assert body["steps"][1]["state"] == {"items": {"a": 1}, "count": 1}
     assert body["complete"] is False
 
-    await web.append("cart-3", [item("a"), {"type": "CartEmptied", "data": {}}])
+    await web.append("cart-3", [item("a"), {"type": "ConsoleCartEmptied", "data": {}}])
     body = (await web.http.get("/projections/carts/steps/cart-3")).json()
     assert body["steps"][1]["state"] is None
     assert body["steps"][1]["changes"] == [
@@ -163,3 +164,10 @@ def test_diff_walks_objects_and_same_length_lists() -> None:
     assert diff([1], [1, 2]) == [ChangeOut(path="", before=[1], after=[1, 2], op="replace")]
     assert diff({"a": 1}, {"a": 1}) == []
     assert diff(1, 1.0) == [ChangeOut(path="", before=1, after=1.0, op="replace")]
+
+
+async def test_the_console_page_needs_no_token_when_reads_do(sql_url: str) -> None:
+    async with serving(sql_url, read_token=True) as web:
+        assert (await web.http.get("/console/")).status_code == 200
+        assert (await web.http.get("/console/static/console.js")).status_code == 200
+        assert (await web.http.get("/log")).status_code == 401

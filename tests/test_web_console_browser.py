@@ -62,7 +62,7 @@ def totals() -> DocumentProjection[dict[str, Any]]:
         "totals", document=dict, poison=PoisonPolicy(action="park", retries=0, backoff=0.0)
     )
 
-    @p.on("Placed")
+    @p.on("ConsolePlaced")
     def placed(doc: dict[str, Any], event: eventfold.RecordedEvent) -> dict[str, Any]:
         if event.data["n"] in REFUSED:
             raise ValueError(f"{event.data['n']} is refused")
@@ -75,7 +75,7 @@ def counts() -> DocumentProjection[dict[str, Any]]:
     """A projection never built before the test rebuilds it from the console."""
     p = DocumentProjection("counts", document=dict)
 
-    @p.on("Placed", "Shipped", "Invoiced")
+    @p.on("ConsolePlaced", "ConsoleShipped", "ConsoleInvoiced")
     def seen(doc: dict[str, Any], event: eventfold.RecordedEvent) -> dict[str, Any]:
         return {"events": doc.get("events", 0) + 1}
 
@@ -88,24 +88,24 @@ def new(type: str, data: dict[str, Any], **envelope: Any) -> eventfold.NewEvent:
 
 async def seed(url: str) -> None:
     async with eventfold.connect(url) as store:
-        placed = [new("Placed", {"n": 5}, event_id=ROOT_ID, correlation_id="req-1")]
-        placed += [new("Placed", {"n": 13}), new("Placed", {"n": 7})]
+        placed = [new("ConsolePlaced", {"n": 5}, event_id=ROOT_ID, correlation_id="req-1")]
+        placed += [new("ConsolePlaced", {"n": 13}), new("ConsolePlaced", {"n": 7})]
         await store.append("order-1", placed, expected_version=eventfold.NO_STREAM)
         await store.append(
             "shipment-1",
-            [new("Shipped", {"order": "order-1"}, event_id=SHIPPED_ID,
+            [new("ConsoleShipped", {"order": "order-1"}, event_id=SHIPPED_ID,
                  correlation_id="req-1", causation_id=ROOT_ID)],
             expected_version=eventfold.NO_STREAM,
         )  # fmt: skip
         await store.append(
             "invoice-1",
-            [new("Invoiced", {"amount": 12}, event_id=INVOICED_ID,
+            [new("ConsoleInvoiced", {"amount": 12}, event_id=INVOICED_ID,
                  correlation_id="req-1", causation_id=SHIPPED_ID)],
             expected_version=eventfold.NO_STREAM,
         )  # fmt: skip
-        orders = [new("Placed", {"n": n}) for n in (1, 2, 4)]
+        orders = [new("ConsolePlaced", {"n": n}) for n in (1, 2, 4)]
         await store.append("order-2", orders, expected_version=eventfold.NO_STREAM)
-        notes = [new("Noted", {"text": HOSTILE})]
+        notes = [new("ConsoleNoted", {"text": HOSTILE})]
         await store.append("note-1", notes, expected_version=eventfold.NO_STREAM)
         await rebuild(store, read_models_for(store), totals())
 
@@ -290,7 +290,7 @@ def test_browse_to_a_stream_and_open_an_event(console: Console) -> None:
     assert [r.find_elements(By.TAG_NAME, "td")[2].text for r in rows] == ["1", "2", "3"]
     console.screenshot("02-stream")
 
-    console.follow(rows[1].find_element(By.LINK_TEXT, "Placed").click)
+    console.follow(rows[1].find_element(By.LINK_TEXT, "ConsolePlaced").click)
     console.text_is("#envelope td[data-field=stream_id]", "order-1")
     assert console.find("#envelope td[data-field=version]").text == "2"
     assert json.loads(console.find("#event-data").text) == {"n": 13}
@@ -307,9 +307,9 @@ def test_search_by_correlation_and_time_range(console: Console) -> None:
     ]  # fmt: skip
     console.open("#/browse?until=2000-01-01T00:00:00Z")
     console.text_is("#results p", "No events match.")
-    console.open("#/browse?since=2000-01-01T00:00:00Z&type=Shipped")
+    console.open("#/browse?since=2000-01-01T00:00:00Z&type=ConsoleShipped")
     rows = console.all("#events .event-row")
-    assert [r.find_elements(By.TAG_NAME, "td")[3].text for r in rows] == ["Shipped"]
+    assert [r.find_elements(By.TAG_NAME, "td")[3].text for r in rows] == ["ConsoleShipped"]
 
 
 def test_follow_a_correlation_across_streams(console: Console) -> None:
@@ -390,7 +390,7 @@ def test_append_a_compensating_event(console: Console, base: str) -> None:
     console.token("")
     console.follow(console.find("#compensate-link").click)
     assert console.find("#comp-expected").get_attribute("value") == "3"
-    console.find("#comp-type").send_keys("PlacedCorrected")
+    console.find("#comp-type").send_keys("ConsolePlacedCorrected")
     data = console.find("#comp-data")
     data.clear()
     data.send_keys('{"n": -2}')
@@ -407,7 +407,7 @@ def test_append_a_compensating_event(console: Console, base: str) -> None:
     assert href.endswith("#/event?stream=order-2&version=4")
     console.screenshot("08-compensated")
     stored = get_json(base, "streams/order-2/events/4")
-    assert (stored["type"], stored["data"]) == ("PlacedCorrected", {"n": -2})
+    assert (stored["type"], stored["data"]) == ("ConsolePlacedCorrected", {"n": -2})
     assert stored["metadata"]["reason"] == "entered twice <b>by hand</b>"
 
     expected = console.find("#comp-expected")
