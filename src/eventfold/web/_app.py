@@ -18,6 +18,7 @@ from ..projections import ProjectionBase, ReadModelStore, check_unique_names
 from ..store import EventStore
 from ._api import Api, Limits, guarded
 from ._auth import Role, Tokens
+from ._console import console_routes
 from ._errors import json_response
 from ._openapi import openapi_document
 from ._routes import ROUTES
@@ -50,7 +51,7 @@ def create_app(
       inside another app (whose lifespan does not run a mounted app's), open the store
       in the host's lifespan instead.
 
-    The console's pages will be mounted at ``/console`` in the same app.
+    The web console (HTML pages over this API) is served at ``/console/``.
     """
     if projections:
         check_unique_names(list(projections))
@@ -94,7 +95,7 @@ def create_app(
             )
         )
     app = Starlette(
-        routes=routes,
+        routes=[*routes, *console_routes()],
         middleware=middleware,
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error},

@@ -12,7 +12,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from . import _admin, _append, _live, _reads
+from . import _admin, _append, _live, _reads, _stepper
 from ._api import Api
 from ._auth import Role
 from ._types import (
@@ -152,6 +152,14 @@ ROUTES: tuple[RouteSpec, ...] = (
         "GET", "/projections/{name}/rebuild", _admin.rebuild_progress,
         "The progress of a rebuild", Role.READ, (NAME,), returns=RebuildOut,
         tag="projections",
+    ),
+    RouteSpec(
+        "GET", "/projections/{name}/steps/{stream_id}", _stepper.steps,
+        "A document projection's state at each event of a stream, and each event's changes",
+        Role.READ,
+        (NAME, STREAM, Param("upto", "query", _INT, "The last version to fold (inclusive)."),
+         Param("doc_id", "query", _STR, "The document (default: the stream id).")),
+        returns=_stepper.StepsOut, tag="projections",
     ),
     RouteSpec(
         "GET", "/schemas", _admin.schemas, "The schema registry's types", Role.READ,
