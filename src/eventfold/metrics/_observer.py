@@ -13,10 +13,11 @@ same `Observer`: the clock starts at the first reading that finds it behind.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import enum
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -146,7 +147,9 @@ class Observer:
     - ``models``: where the projections' checkpoints are (default: `read_models_for`);
     - ``stall_seconds``: how long a projection or relay may be behind without its
       checkpoint moving before it counts as stalled;
-    - ``count_limit``: matching events counted exactly per projection.
+    - ``count_limit``: matching events counted exactly per projection;
+    - ``concurrency``: projections and relays read at once (their round trips overlap
+      on a pooled backend such as PostgreSQL).
     """
 
     def __init__(
@@ -158,6 +161,7 @@ class Observer:
         models: ReadModelStore | None = None,
         stall_seconds: float = 60.0,
         count_limit: int = DEFAULT_COUNT_LIMIT,
+        concurrency: int = 8,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if isinstance(stall_seconds, bool) or not stall_seconds > 0:
@@ -173,6 +177,7 @@ class Observer:
         self._models = models
         self.stall_seconds = float(stall_seconds)
         self.count_limit = count_limit
+        self.concurrency = max(1, int(concurrency))
         self._clock = clock
         self._watches: dict[tuple[Kind, str], _Watch] = {}
 
@@ -187,11 +192,18 @@ class Observer:
         started = time.perf_counter()
         head = await self.store.head()
         head_time = _HeadTime(self.store, head)
-        readings: list[Reading] = []
-        for p in self.projections:
-            readings.append(self._track(await self._projection(p, head, head_time)))
-        for relay in self.relays:
-            readings.append(self._track(await self._relay(relay)))
+        # Read concurrently (a pooled backend overlaps its round trips), a few at a time.
+        gate = asyncio.Semaphore(self.concurrency)
+
+        async def one(read: Awaitable[Reading]) -> Reading:
+            async with gate:
+                return await read
+
+        found = await asyncio.gather(
+            *(one(self._projection(p, head, head_time)) for p in self.projections),
+            *(one(self._relay(relay)) for relay in self.relays),
+        )
+        readings = [self._track(r) for r in found]
         return Snapshot(
             backend=str(getattr(self.store, "backend", "") or "unknown"),
             head=head,
@@ -334,8 +346,13 @@ class _HeadTime:
         self.head = head
         self.value: int | None = None
         self.read = False
+        self.lock = asyncio.Lock()
 
     async def get(self) -> int | None:
+        async with self.lock:
+            return await self._get()
+
+    async def _get(self) -> int | None:
         if not self.read:
             self.read = True
             head = self.head
