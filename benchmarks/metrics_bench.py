@@ -17,6 +17,11 @@ figures are medians (and p95) in ms:
 
 Target: ``http`` median <= 20 ms with 50 projections.
 
+A second line, ``instrumented_append``, times ``--appends`` one-event appends made one
+after another on the same store, plain and through `Metrics.instrument` (counters,
+latency histogram, the traceparent check), in turns (``--rounds`` // 10, at least 3,
+each), and gives the median rates and their ratio (1.0: no cost).
+
 ::
 
     .venv/bin/python benchmarks/metrics_bench.py --backend sqlite
@@ -47,6 +52,7 @@ import uvicorn
 import eventfold
 from eventfold.metrics import DEFAULT_COUNT_LIMIT, Metrics, Observer
 from eventfold.projections import Projection, read_models_for
+from eventfold.testing import settle
 from eventfold.web import create_app
 
 TARGET_MS = 20.0
@@ -72,6 +78,7 @@ def projections(n: int) -> list[Projection]:
 async def fill(url: str, events: int, views: list[Projection], behind: int) -> None:
     async with eventfold.connect(url) as store:
         k = 0
+        last = eventfold.START
         while k < events:
             batch = [
                 eventfold.NewEvent(
@@ -79,8 +86,11 @@ async def fill(url: str, events: int, views: list[Projection], behind: int) -> N
                 )
                 for i in range(min(100, events - k))
             ]
-            await store.append(f"order-{k // 100}", batch, expected_version=eventfold.ANY)
+            result = await store.append(f"order-{k // 100}", batch, expected_version=eventfold.ANY)
+            last = result.position
             k += len(batch)
+        # On PostgreSQL an event is readable once older transactions in the cluster end.
+        await settle(store, last)
         log = [e.position async for e in store.read_all()]
         models = read_models_for(store)
         async with models.transaction() as tx:
@@ -227,6 +237,39 @@ async def measure(args: argparse.Namespace, url: str, sqlite_path: str | None) -
     }
 
 
+async def append_overhead(args: argparse.Namespace, url: str) -> dict[str, Any]:
+    rates: dict[str, list[float]] = {"plain": [], "instrumented": []}
+    async with eventfold.connect(url) as store:
+        metrics = Metrics(store)
+
+        async def run(stream: str) -> float:
+            event = eventfold.NewEvent({"n": 1}, type="BenchAppended")
+            started = time.perf_counter()
+            for i in range(args.appends):
+                await store.append(stream, [event], expected_version=i)
+            return float(args.appends / (time.perf_counter() - started))
+
+        await run("warm-0")
+        for r in range(max(3, args.rounds // 10)):
+            rates["plain"].append(await run(f"plain-{r}"))
+            remove = metrics.instrument()
+            rates["instrumented"].append(await run(f"instrumented-{r}"))
+            remove()
+    plain = float(statistics.median(rates["plain"]))
+    instrumented = float(statistics.median(rates["instrumented"]))
+    return {
+        "backend": args.backend,
+        "workload": "instrumented_append",
+        "appends": args.appends,
+        "unit": "appends/s",
+        "plain_rate": round(plain),
+        "instrumented_rate": round(instrumented),
+        "ratio": round(instrumented / plain, 3),
+        "runs": {k: [round(x) for x in v] for k, v in rates.items()},
+        "load_1m": os.getloadavg()[0],
+    }
+
+
 def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
@@ -237,6 +280,7 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--projections", type=int, default=50)
     parser.add_argument("--behind", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=50)
+    parser.add_argument("--appends", type=int, default=2000)
     parser.add_argument(
         "--concurrency", type=int, default=8, help="projections read at once (Observer)"
     )
@@ -245,7 +289,7 @@ def arguments() -> argparse.Namespace:
         args.url = args.url or os.environ.get("EVENTFOLD_TEST_POSTGRES_URL")
         if not args.url:
             parser.error("--backend postgres needs --url or $EVENTFOLD_TEST_POSTGRES_URL")
-    for name in ("events", "projections", "rounds"):
+    for name in ("events", "projections", "rounds", "appends"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be >= 1")
     return args
@@ -267,15 +311,18 @@ def main() -> None:
         url, sqlite_path = urlunsplit(parts._replace(query=scratch)), None
     try:
         line = asyncio.run(measure(args, url, sqlite_path))
+        print(json.dumps(line), flush=True)
+        overhead = asyncio.run(append_overhead(args, url))
+        print(json.dumps(overhead), flush=True)
     finally:
         if args.backend == "postgres":
             with psycopg.connect(args.url, autocommit=True) as conn:
                 conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    print(json.dumps(line), flush=True)
     say(
         f"[{args.backend}] /metrics with {line['projections']} projections: "
         f"http {line['http']['median_ms']} ms (p95 {line['http']['p95_ms']}), in process "
-        f"{line['in_process']['median_ms']} ms, raw {line['raw']}"
+        f"{line['in_process']['median_ms']} ms, raw {line['raw']}; appends "
+        f"{overhead['plain_rate']}/s plain, {overhead['instrumented_rate']}/s instrumented"
     )
 
 
