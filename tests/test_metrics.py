@@ -349,3 +349,19 @@ async def test_the_default_app_counts_its_appends(store: eventfold.EventStore) -
             assert value(found, "eventfold_append_conflicts_total", backend=b) == 1
     finally:
         await app.state.eventfold.close()
+
+
+async def test_two_metrics_on_one_store_both_count(store: eventfold.EventStore) -> None:
+    first, second = Metrics(store), Metrics(store)
+    remove_first = first.instrument()
+    remove_second = second.instrument()
+    await store.append("acct-2", [MetPlaced(cents=1)], expected_version=0)
+    b = store.backend
+    for m in (first, second):
+        assert value(samples(await m.exposition()), "eventfold_appends_total", backend=b) == 1
+    remove_second()
+    await store.append("acct-2", [MetPlaced(cents=2)], expected_version=1)
+    assert value(samples(await first.exposition()), "eventfold_appends_total", backend=b) == 2
+    assert value(samples(await second.exposition()), "eventfold_appends_total", backend=b) == 1
+    remove_first()
+    assert "append" not in vars(store)

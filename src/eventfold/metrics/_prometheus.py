@@ -201,8 +201,8 @@ class Metrics:
         """Count the store's appends, their events, conflicts and latency, and (with
         ``traces``, when OpenTelemetry is installed and a span is active) store the
         span's ``traceparent`` in each appended event's metadata. Wraps ``store.append``
-        on this store object (once; again does nothing). Returns the function that
-        removes the wrapper."""
+        on this store object (once per `Metrics`; again does nothing). Returns the
+        function that removes the wrapper."""
         return instrument(self.store, self, traces=traces)
 
     # -- scrapes -----------------------------------------------------------------------
@@ -265,8 +265,10 @@ def _traced(events: Sequence[Any]) -> Sequence[Any]:
 def instrument(store: EventStore, metrics: Metrics, *, traces: bool = True) -> Callable[[], None]:
     """See `Metrics.instrument`."""
     current = store.append
-    if getattr(current, _MARK, False):
+    if getattr(current, _MARK, None) is metrics:
         return lambda: None
+    # Over another Metrics' wrapper, that one already adds the traceparent.
+    traces = traces and getattr(current, _MARK, None) is None
     b = metrics.backend
     appends = metrics.appends.labels(b)
     events_total = metrics.events_appended.labels(b)
@@ -290,11 +292,15 @@ def instrument(store: EventStore, metrics: Metrics, *, traces: bool = True) -> C
             events_total.inc(len(events))
         return result
 
-    setattr(append, _MARK, True)
+    setattr(append, _MARK, metrics)
     setattr(store, "append", append)  # noqa: B010 - an instance attribute over the method
 
     def remove() -> None:
-        if store.__dict__.get("append") is append:
+        if store.__dict__.get("append") is not append:
+            return  # removed already, or wrapped again since (remove that one first)
+        if getattr(current, _MARK, None) is not None:
+            store.__dict__["append"] = current
+        else:
             del store.__dict__["append"]
 
     return remove

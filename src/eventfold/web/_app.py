@@ -82,6 +82,8 @@ def create_app(
     routes = [Route(r.path, guarded(r.handler, api), methods=[r.method]) for r in ROUTES]
     routes.append(Route("/openapi.json", openapi, methods=["GET"]))
     if metrics is None:
+        if models is None and projections:
+            models = api.read_models()  # the routes' own, so memory:// shares it
         metrics = Metrics(
             store, projections=projections, relays=relays, models=models,
             stall_seconds=stall_seconds,
