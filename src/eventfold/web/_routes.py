@@ -62,7 +62,8 @@ class RouteSpec:
     body_required: bool = True
     ok: int = 200
     returns: Any = None
-    """The body of a success: a msgspec type, ``list[...]`` of one, or None for SSE."""
+    """The body of a success: a msgspec type, ``list[...]`` of one, ``str`` for text in
+    ``media_type``, or None for SSE."""
     tag: str = "events"
     media_type: str = "application/json"
     """The media type of a success (a body of another type is described as text)."""
