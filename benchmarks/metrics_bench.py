@@ -20,7 +20,8 @@ Target: ``http`` median <= 20 ms with 50 projections.
 A second line, ``instrumented_append``, times ``--appends`` one-event appends made one
 after another on the same store, plain and through `Metrics.instrument` (counters,
 latency histogram, the traceparent check), in turns (``--rounds`` // 10, at least 3,
-each), and gives the median rates and their ratio (1.0: no cost).
+each), and gives the median rates and their ratio (1.0: no cost). ``--backend memory``
+prints only this line: the wrapper's own cost, with no disk or server under it.
 
 ::
 
@@ -272,7 +273,12 @@ async def append_overhead(args: argparse.Namespace, url: str) -> dict[str, Any]:
 
 def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    parser.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument(
+        "--backend",
+        choices=["sqlite", "postgres", "memory"],
+        default="sqlite",
+        help="memory: only the instrumented_append line (the wrapper's cost, no disk)",
+    )
     parser.add_argument(
         "--url", help="the PostgreSQL server (default $EVENTFOLD_TEST_POSTGRES_URL)"
     )
@@ -299,6 +305,10 @@ def main() -> None:
     args = arguments()
     folder = tempfile.mkdtemp(prefix="eventfold-metrics-")
     schema = f"bench_metrics_{uuid.uuid4().hex[:10]}"
+    if args.backend == "memory":
+        overhead = asyncio.run(append_overhead(args, "memory://"))
+        print(json.dumps(overhead), flush=True)
+        return
     if args.backend == "sqlite":
         path = f"{folder}/events.db"
         url, sqlite_path = f"sqlite:///{path}", path

@@ -45,3 +45,21 @@ def test_the_metrics_benchmark_prints_a_json_line_on_sqlite() -> None:
 def test_the_metrics_benchmark_prints_a_json_line_on_postgres(postgres_url: str) -> None:
     line = run("--backend", "postgres", "--url", postgres_url)
     assert (line["backend"], line["workload"]) == ("postgres", "metrics_scrape")
+
+
+def test_the_append_overhead_alone_on_memory() -> None:
+    out = subprocess.run(
+        [sys.executable, str(BENCH), "--backend", "memory", "--appends", "50", "--rounds", "3"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    (line,) = [json.loads(x) for x in out.stdout.splitlines()]
+    assert (line["workload"], line["backend"], line["appends"]) == (
+        "instrumented_append",
+        "memory",
+        50,
+    )
+    assert line["plain_rate"] > 0
