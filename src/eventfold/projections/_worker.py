@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from .._events import RecordedEvent
 from .._position import START, Position
+from .._tracing import process_span
 from ..errors import CheckpointConflict, HandlerFailed, InvalidInput, ProjectionStopped
 from ..store.ports import ParkedEvent, PartitionState, ReadModelStore, now_us
 from ..store.protocol import EventStore
@@ -348,10 +349,19 @@ class PartitionWorker:
         if not events and through == checkpoint:
             return
         p = self.projection
-        async with self.ctx.models.transaction() as tx:
-            if events:
+        if not events:
+            async with self.ctx.models.transaction() as tx:
+                await tx.set_checkpoint(
+                    p.name, p.version, self.partition, through, expected=checkpoint
+                )
+            return
+        carriers = (e.metadata for e in events if e.raw_metadata != b"{}")
+        with process_span(f"process {p.name}", carriers, _span_attributes(p, len(events))):
+            async with self.ctx.models.transaction() as tx:
                 await p.apply(events, tx)
-            await tx.set_checkpoint(p.name, p.version, self.partition, through, expected=checkpoint)
+                await tx.set_checkpoint(
+                    p.name, p.version, self.partition, through, expected=checkpoint
+                )
 
     async def _park(
         self,
@@ -388,3 +398,14 @@ class PartitionWorker:
         p = self.projection
         async with self.ctx.models.transaction() as tx:
             await tx.set_state(p.name, p.version, self.partition, PartitionState.FAILED, error)
+
+
+def _span_attributes(p: ProjectionBase, count: int) -> dict[str, str | int]:
+    return {
+        "messaging.system": "eventfold",
+        "messaging.operation.type": "process",
+        "messaging.operation.name": "process",
+        "messaging.consumer.group.name": p.name,
+        "messaging.batch.message_count": count,
+        "eventfold.projection.version": p.version,
+    }

@@ -41,6 +41,7 @@ import msgspec
 
 from .._events import Event, RecordedEvent
 from .._position import MAX_POSITION_PART, START, Position
+from .._tracing import process_span
 from ..errors import (
     CheckpointConflict,
     EventfoldError,
@@ -356,7 +357,19 @@ class _Pump:
                 await self.breaker.up.wait()
             try:
                 async with self.sem:
-                    ack = await self.relay.sink.send(entry.message)
+                    with process_span(
+                        f"send {self.relay.destination}",
+                        (entry.message.headers,),
+                        {
+                            "messaging.system": self.relay.sink.name,
+                            "messaging.operation.type": "send",
+                            "messaging.operation.name": "send",
+                            "messaging.destination.name": entry.message.subject,
+                            "messaging.message.id": entry.message.message_id,
+                        },
+                        producer=True,
+                    ):
+                        ack = await self.relay.sink.send(entry.message)
                     if options.ack_timeout is None:
                         await ack
                     else:

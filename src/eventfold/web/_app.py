@@ -14,7 +14,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from ..metrics import Metrics
 from ..projections import ProjectionBase, ReadModelStore, check_unique_names
+from ..relay import Relay
 from ..store import EventStore
 from ._api import Api, Limits, guarded
 from ._auth import Role, Tokens
@@ -37,6 +39,9 @@ def create_app(
     cors_origins: Sequence[str] = (),
     models: ReadModelStore | None = None,
     open_store: bool = True,
+    relays: Sequence[Relay] = (),
+    metrics: Metrics | None = None,
+    stall_seconds: float = 60.0,
 ) -> Starlette:
     """The HTTP API over ``store`` as an ASGI app (Starlette).
 
@@ -50,6 +55,12 @@ def create_app(
     - ``open_store``: whether the app's lifespan opens and closes the store. Mounted
       inside another app (whose lifespan does not run a mounted app's), open the store
       in the host's lifespan instead.
+    - ``relays``: those whose lag, parked messages and stalls ``/metrics`` and
+      ``/health`` report;
+    - ``metrics``: what ``/metrics`` and ``/health`` serve (default: a `Metrics` over
+      the store, ``projections`` and ``relays``, instrumenting the store's appends);
+    - ``stall_seconds``: how long a projection or relay may be behind without its
+      checkpoint moving before ``/health`` reports it stalled (503).
 
     The web console (HTML pages over this API) is served at ``/console/``.
     """
@@ -71,6 +82,14 @@ def create_app(
 
     routes = [Route(r.path, guarded(r.handler, api), methods=[r.method]) for r in ROUTES]
     routes.append(Route("/openapi.json", openapi, methods=["GET"]))
+    if metrics is None:
+        if models is None and projections:
+            models = api.read_models()  # the routes' own, so memory:// shares it
+        metrics = Metrics(
+            store, projections=projections, relays=relays, models=models,
+            stall_seconds=stall_seconds,
+        )  # fmt: skip
+        metrics.instrument()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -101,6 +120,7 @@ def create_app(
         exception_handlers={HTTPException: _http_error},
     )
     app.state.eventfold = api
+    app.state.eventfold_metrics = metrics
     return app
 
 

@@ -33,7 +33,7 @@ def _types() -> list[Any]:
     found: list[Any] = [ErrorOut]
     for route in ROUTES:
         for t in (route.body, route.returns):
-            if t is None:
+            if t is None or t is str:
                 continue
             inner = get_args(t)
             for candidate in inner or (t,):
@@ -93,7 +93,12 @@ def _operation(route: RouteSpec, read_token: bool) -> dict[str, Any]:
             "content": {"application/json": {"schema": _ref(route.body)}},
         }
     responses: dict[str, Any] = {}
-    if route.returns is None:
+    if route.returns is str:
+        responses[str(route.ok)] = {
+            "description": "Success.",
+            "content": {route.media_type: {"schema": {"type": "string"}}},
+        }
+    elif route.returns is None:
         responses[str(route.ok)] = {
             "description": "A stream of events: `id` is the position, `data` an EventOut.",
             "content": {"text/event-stream": {"schema": {"type": "string"}}},
@@ -118,6 +123,12 @@ def _operation(route: RouteSpec, read_token: bool) -> dict[str, Any]:
         responses[str(code)] = {
             "description": _ERRORS[code],
             "content": {"application/json": {"schema": error}},
+        }
+    if route.handler.__name__ == "health":
+        responses["503"] = {
+            "description": "Something is stalled or failed (the body names it), or the "
+            "store cannot be reached.",
+            "content": {"application/json": {"schema": {"oneOf": [_ref(route.returns), error]}}},
         }
     op["responses"] = responses
     if route.role.value == "read" and not read_token:

@@ -12,7 +12,8 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from . import _admin, _append, _live, _reads, _stepper
+from ..metrics import Health
+from . import _admin, _append, _live, _observe, _reads, _stepper
 from ._api import Api
 from ._auth import Role
 from ._types import (
@@ -61,8 +62,11 @@ class RouteSpec:
     body_required: bool = True
     ok: int = 200
     returns: Any = None
-    """The body of a success: a msgspec type, ``list[...]`` of one, or None for SSE."""
+    """The body of a success: a msgspec type, ``list[...]`` of one, ``str`` for text in
+    ``media_type``, or None for SSE."""
     tag: str = "events"
+    media_type: str = "application/json"
+    """The media type of a success (a body of another type is described as text)."""
 
 
 _INT = {"type": "integer", "minimum": 1}
@@ -169,5 +173,13 @@ ROUTES: tuple[RouteSpec, ...] = (
         "GET", "/schemas/{type}", _admin.schema_type, "A type's recorded schemas", Role.READ,
         (Param("type", "path", _STR, "The event type.", True),),
         returns=list[SchemaRecordOut], tag="schemas",
+    ),
+    RouteSpec(
+        "GET", "/metrics", _observe.metrics, "Prometheus metrics", Role.READ,
+        returns=str, tag="operations", media_type="text/plain; version=0.0.4",
+    ),
+    RouteSpec(
+        "GET", "/health", _observe.health, "Stalled or failed projections and relays",
+        Role.READ, returns=Health, tag="operations",
     ),
 )  # fmt: skip

@@ -1,0 +1,306 @@
+"""`Metrics`: the store's, projections' and relays' numbers in a Prometheus registry."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+from .._events import NewEvent
+from .._tracing import trace_metadata
+from ..errors import WrongExpectedVersion
+from ..projections import ProjectionBase, ReadModelStore
+from ..relay import Relay
+from ..store import EventStore
+from ._observer import DEFAULT_COUNT_LIMIT, Observer, Snapshot
+
+__all__ = ["APPEND_BUCKETS", "Metrics"]
+
+APPEND_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+"""The append latency histogram's buckets, in seconds."""
+
+_MARK = "__eventfold_instrumented__"
+
+
+class Metrics:
+    """The numbers of one store, its projections and its relays, in a Prometheus
+    registry (``registry``; a new one unless given). Never labelled by stream id:
+    ``backend``, ``projection`` (its name) and ``relay`` (its destination) only.
+
+    - `instrument` counts the store's appends, conflicts and append latency (opt in:
+      it wraps ``store.append``);
+    - `collect` reads the head, lags, parked counts and stalls (an `Observer`) into the
+      gauges; call it before each scrape. `exposition` does both and returns the text
+      Prometheus reads. Mount it in any ASGI or WSGI app, or use ``eventfold.web``'s
+      ``/metrics``.
+    """
+
+    def __init__(
+        self,
+        store: EventStore,
+        *,
+        projections: Sequence[ProjectionBase] = (),
+        relays: Sequence[Relay] = (),
+        models: ReadModelStore | None = None,
+        registry: CollectorRegistry | None = None,
+        stall_seconds: float = 60.0,
+        count_limit: int = DEFAULT_COUNT_LIMIT,
+        observer: Observer | None = None,
+    ) -> None:
+        self.store = store
+        self.observer = observer or Observer(
+            store,
+            projections=projections,
+            relays=relays,
+            models=models,
+            stall_seconds=stall_seconds,
+            count_limit=count_limit,
+        )
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.backend = str(getattr(store, "backend", "") or "unknown")
+        r = self.registry
+        b = ("backend",)
+        pb = ("backend", "projection")
+        rb = ("backend", "relay")
+        self.appends = Counter("eventfold_appends", "Appends that stored events.", b, registry=r)
+        self.events_appended = Counter(
+            "eventfold_events_appended", "Events stored by appends.", b, registry=r
+        )
+        self.conflicts = Counter(
+            "eventfold_append_conflicts",
+            "Appends refused because the stream was not at the expected version.",
+            b,
+            registry=r,
+        )
+        self.append_duration = Histogram(
+            "eventfold_append_duration_seconds",
+            "How long an append took (refused ones too).",
+            b,
+            buckets=APPEND_BUCKETS,
+            registry=r,
+        )
+        self.head = Gauge(
+            "eventfold_log_head_position", "The sequence number of the log's head.", b,
+            registry=r,
+        )  # fmt: skip
+        self.scrape_duration = Gauge(
+            "eventfold_observe_duration_seconds",
+            "How long the last reading of lags and parked lists took.",
+            b,
+            registry=r,
+        )
+        self.projection_position = Gauge(
+            "eventfold_projection_position",
+            "The sequence number of a projection's lowest checkpoint.",
+            pb,
+            registry=r,
+        )
+        self.projection_lag_events = Gauge(
+            "eventfold_projection_lag_events",
+            "Matching events after a projection's checkpoint.",
+            pb,
+            registry=r,
+        )
+        self.projection_lag_seconds = Gauge(
+            "eventfold_projection_lag_seconds",
+            "How much older a projection's oldest waiting event is than the head.",
+            pb,
+            registry=r,
+        )
+        self.projection_parked = Gauge(
+            "eventfold_projection_parked_events", "A projection's parked events.", pb,
+            registry=r,
+        )  # fmt: skip
+        self.projection_failed = Gauge(
+            "eventfold_projection_failed",
+            "1 when a projection stopped on a poison event.",
+            pb,
+            registry=r,
+        )
+        self.projection_stalled = Gauge(
+            "eventfold_projection_stalled",
+            "1 when a projection is behind and its checkpoint has not moved for the stall time.",
+            pb,
+            registry=r,
+        )
+        self.relay_position = Gauge(
+            "eventfold_relay_position",
+            "The sequence number of a relay's events checkpoint.",
+            rb,
+            registry=r,
+        )
+        self.relay_lag_events = Gauge(
+            "eventfold_relay_lag_events",
+            "Events and outbox messages a relay has not delivered.",
+            rb,
+            registry=r,
+        )
+        self.relay_lag_seconds = Gauge(
+            "eventfold_relay_lag_seconds",
+            "How much older a relay's checkpoint event is than the head.",
+            rb,
+            registry=r,
+        )
+        self.relay_parked = Gauge(
+            "eventfold_relay_parked_messages", "A relay's parked messages.", rb, registry=r
+        )
+        self.relay_oldest_parked = Gauge(
+            "eventfold_relay_oldest_parked_seconds",
+            "The age of a relay's oldest parked message (0: none).",
+            rb,
+            registry=r,
+        )
+        self.relay_stalled = Gauge(
+            "eventfold_relay_stalled",
+            "1 when a relay is behind and its checkpoint has not moved for the stall time.",
+            rb,
+            registry=r,
+        )
+        for p in self.observer.projections:
+            for gauge in self._projection_gauges():
+                gauge.labels(self.backend, p.name)
+        for relay in self.observer.relays:
+            for gauge in self._relay_gauges():
+                gauge.labels(self.backend, relay.destination)
+        for metric in (self.appends, self.events_appended, self.conflicts):
+            metric.labels(self.backend)
+        self.append_duration.labels(self.backend)
+
+    def _projection_gauges(self) -> tuple[Gauge, ...]:
+        return (
+            self.projection_position,
+            self.projection_lag_events,
+            self.projection_lag_seconds,
+            self.projection_parked,
+            self.projection_failed,
+            self.projection_stalled,
+        )
+
+    def _relay_gauges(self) -> tuple[Gauge, ...]:
+        return (
+            self.relay_position,
+            self.relay_lag_events,
+            self.relay_lag_seconds,
+            self.relay_parked,
+            self.relay_oldest_parked,
+            self.relay_stalled,
+        )
+
+    # -- appends -----------------------------------------------------------------------
+
+    def instrument(self, *, traces: bool = True) -> Callable[[], None]:
+        """Count the store's appends, their events, conflicts and latency, and (with
+        ``traces``, when OpenTelemetry is installed and a span is active) store the
+        span's ``traceparent`` in each appended event's metadata. Wraps ``store.append``
+        on this store object (once per `Metrics`; again does nothing). Returns the
+        function that removes the wrapper."""
+        return instrument(self.store, self, traces=traces)
+
+    # -- scrapes -----------------------------------------------------------------------
+
+    async def collect(self) -> Snapshot:
+        """Read the head, lags, parked lists and stalls into the gauges."""
+        snapshot = await self.observer.observe()
+        b = self.backend
+        self.head.labels(b).set(snapshot.head.seq)
+        self.scrape_duration.labels(b).set(snapshot.duration_seconds)
+        for r in snapshot.readings:
+            if r.kind == "projection":
+                self.projection_position.labels(b, r.name).set(r.position.seq)
+                self.projection_lag_events.labels(b, r.name).set(r.lag_events)
+                self.projection_lag_seconds.labels(b, r.name).set(r.lag_seconds)
+                self.projection_parked.labels(b, r.name).set(r.parked)
+                self.projection_failed.labels(b, r.name).set(int(r.failed))
+                self.projection_stalled.labels(b, r.name).set(int(r.stalled))
+            else:
+                self.relay_position.labels(b, r.name).set(r.position.seq)
+                self.relay_lag_events.labels(b, r.name).set(r.lag_events)
+                self.relay_lag_seconds.labels(b, r.name).set(r.lag_seconds)
+                self.relay_parked.labels(b, r.name).set(r.parked)
+                self.relay_oldest_parked.labels(b, r.name).set(r.oldest_parked_seconds or 0.0)
+                self.relay_stalled.labels(b, r.name).set(int(r.stalled))
+        return snapshot
+
+    async def exposition(self) -> bytes:
+        """`collect`, then the registry in Prometheus' text format."""
+        await self.collect()
+        return generate_latest(self.registry)
+
+    content_type = CONTENT_TYPE_LATEST
+    """The media type of `exposition`'s text."""
+
+
+def _traced(events: Sequence[Any]) -> Sequence[Any]:
+    trace = trace_metadata()
+    if trace is None:
+        return events
+    out: list[NewEvent] = []
+    for e in events:
+        if isinstance(e, NewEvent):
+            out.append(
+                NewEvent(
+                    e.data,
+                    event_id=e.event_id,
+                    type=e.type,
+                    metadata={**trace, **(e.metadata or {})},
+                    correlation_id=e.correlation_id,
+                    causation_id=e.causation_id,
+                    schema_version=e.schema_version,
+                )
+            )
+        else:
+            out.append(NewEvent(e, metadata=trace))
+    return out
+
+
+def instrument(store: EventStore, metrics: Metrics, *, traces: bool = True) -> Callable[[], None]:
+    """See `Metrics.instrument`."""
+    current = store.append
+    if getattr(current, _MARK, None) is metrics:
+        return lambda: None
+    # Over another Metrics' wrapper, that one already adds the traceparent.
+    traces = traces and getattr(current, _MARK, None) is None
+    b = metrics.backend
+    appends = metrics.appends.labels(b)
+    events_total = metrics.events_appended.labels(b)
+    conflicts = metrics.conflicts.labels(b)
+    observe = metrics.append_duration.labels(b).observe
+    clock = time.perf_counter_ns
+
+    async def append(stream_id: str, events: Sequence[Any], **kwargs: Any) -> Any:
+        if traces:
+            events = _traced(events)
+        started = clock()
+        try:
+            result = await current(stream_id, events, **kwargs)
+        except WrongExpectedVersion:
+            observe((clock() - started) / 1e9)
+            conflicts.inc()
+            raise
+        observe((clock() - started) / 1e9)
+        if not result.retry:
+            appends.inc()
+            events_total.inc(len(events))
+        return result
+
+    setattr(append, _MARK, metrics)
+    setattr(store, "append", append)  # noqa: B010 - an instance attribute over the method
+
+    def remove() -> None:
+        if store.__dict__.get("append") is not append:
+            return  # removed already, or wrapped again since (remove that one first)
+        if getattr(current, _MARK, None) is not None:
+            store.__dict__["append"] = current
+        else:
+            del store.__dict__["append"]
+
+    return remove
