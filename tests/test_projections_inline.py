@@ -247,6 +247,15 @@ async def test_postgres_processes_sharing_a_projection_stay_exact(postgres_url: 
         assert await wait_for(read_models_for(b), proj, head, timeout=1) == head
 
 
+async def _last_stored(store: eventfold.EventStore) -> eventfold.Position:
+    """The position of the newest committed event, visible in the log or not yet."""
+    newest = eventfold.START
+    async for info in store.streams():
+        async for e in store.read_stream(info.stream_id, backwards=True, limit=1):
+            newest = max(newest, e.position)
+    return newest
+
+
 async def _count(store: eventfold.EventStore) -> int:
     return sum([1 async for _ in store.read_all(types=[Deposited])])
 
@@ -381,6 +390,9 @@ async def test_postgres_inline_across_processes_survives_a_kill(postgres_url: st
             assert proc.stdout is not None
             proc.stdout.close()
     async with eventfold.connect(postgres_url) as store:
+        # The log shows an event once every older write in the cluster has finished (the
+        # killed process's last transaction included): wait until it shows every row.
+        await settle(store, await _last_stored(store))
         proj = balances()
         docs = await DocumentView(read_models_for(store), proj).all()
         assert docs == await live(store, proj).all()
