@@ -35,6 +35,7 @@ __all__ = [
     "KeyCollision",
     "Where",
     "driver_errors",
+    "driver_errors_ignored",
     "dropped",
     "is_driver_error",
     "read_conninfo",
@@ -150,6 +151,11 @@ def driver_errors(
         if collisions and isinstance(exc, pg_errors.UniqueViolation):
             raise KeyCollision(exc.diag.constraint_name or "", exc) from exc
         raise translate(exc, where, connecting=connecting, query=query) from exc
+
+
+def driver_errors_ignored() -> contextlib.AbstractContextManager[None]:
+    """Ignore a driver error of the block (a best-effort ROLLBACK on a failing connection)."""
+    return contextlib.suppress(psycopg.Error)
 
 
 def is_driver_error(exc: BaseException) -> TypeGuard[psycopg.Error]:

@@ -31,7 +31,7 @@ from ...store.ports import OutboxMessage, TransactionParticipant
 from ...store.protocol import AppendResult
 from ._append import append_statement, not_appended
 from ._batch import Append
-from ._errors import dropped, is_driver_error, recheck, translate
+from ._errors import driver_errors_ignored, dropped, is_driver_error, recheck, translate
 from ._hooks import PostgresHookTransaction, _run
 from ._outbox import OutboxStatements, read_params, to_messages
 
@@ -168,9 +168,9 @@ class PostgresUnitOfWork:
             query, params, binary = statements[0]
             try:
                 return await conn.execute(query, params, binary=binary)
-            except psycopg.Error as exc:
-                raise _Failed(0, exc) from exc
             except BaseException as exc:
+                if is_driver_error(exc):
+                    raise _Failed(0, exc) from exc
                 self.failed = StoreError(f"a round trip of the unit was interrupted ({exc!r})")
                 raise
         cursors: list[psycopg.AsyncCursor[Any]] = []
@@ -178,13 +178,13 @@ class PostgresUnitOfWork:
             async with conn.pipeline():
                 for query, params, binary in statements:
                     cursors.append(await conn.execute(query, params, binary=binary))
-        except psycopg.Error as exc:
-            # The first statement without a result is the one that failed (those after
-            # it were skipped); all have one: the one being sent when the error came.
-            done = [cur.pgresult is not None for cur in cursors]
-            index = done.index(False) if False in done else len(cursors)
-            raise _Failed(index, exc) from exc
         except BaseException as exc:
+            if is_driver_error(exc):
+                # The first statement without a result is the one that failed (those after
+                # it were skipped); all have one: the one being sent when the error came.
+                done = [cur.pgresult is not None for cur in cursors]
+                index = done.index(False) if False in done else len(cursors)
+                raise _Failed(index, exc) from exc
             # Cancelled (say) in the middle: what the server did is unknown.
             self.failed = StoreError(f"a round trip of the unit was interrupted ({exc!r})")
             raise
@@ -222,7 +222,9 @@ class PostgresUnitOfWork:
         try:
             cur = await self._send((query.encode(), tuple(params), False))
             return await cur.fetchall() if cur.description is not None else []
-        except (_Failed, psycopg.Error) as failed:
+        except Exception as failed:
+            if not (isinstance(failed, _Failed) or is_driver_error(failed)):
+                raise
             exc = failed.error if isinstance(failed, _Failed) else failed
             error = _statement_error(exc, query, False)
             self._fail(exc, error)
@@ -249,7 +251,9 @@ class PostgresUnitOfWork:
         try:
             cur = await self._send((query, params, True))
             row = await cur.fetchone()
-        except (_Failed, psycopg.Error) as failed:
+        except Exception as failed:
+            if not (isinstance(failed, _Failed) or is_driver_error(failed)):
+                raise
             exc = failed.error if isinstance(failed, _Failed) else failed
             error = translate(exc, store.where)
             self._fail(exc, error)
@@ -347,7 +351,7 @@ class UnitOfWorkSupport:
                     await self._commit(unit, tx, participants, statements)
                 except BaseException:
                     if unit.begun and not conn.broken:
-                        with contextlib.suppress(psycopg.Error):
+                        with driver_errors_ignored():
                             await conn.execute(b"ROLLBACK")
                     raise
             finally:
