@@ -15,8 +15,6 @@ from eventfold.backends.sqlite import _errors, _tx
 
 SRC = Path(eventfold.__file__).parent
 SQLITE = SRC / "backends" / "sqlite"
-_NOT_YET = ("_unit_of_work.py", "_inbox.py")
-"""Modules still to move onto `_tx` and `_errors`."""
 
 
 def sources(root: Path) -> Iterator[tuple[Path, str]]:
@@ -28,10 +26,23 @@ def test_only_the_tx_module_begins_transactions() -> None:
     found = [
         f"{path.relative_to(SRC)}:{n}"
         for path, text in sources(SQLITE)
-        if path.name != "_tx.py" and path.name not in _NOT_YET
+        if path.name != "_tx.py"
         for n, line in enumerate(text.splitlines(), 1)
         # A trigger's body (CREATE TRIGGER … BEGIN … END) is SQL text, not a transaction.
         if "BEGIN" in line and "RAISE(" not in line
+    ]
+    assert found == []
+
+
+def test_only_the_tx_module_ends_transactions() -> None:
+    # A statement in a string literal (not a docstring that starts with the word).
+    statement = re.compile(r"""(?<!["'])["'](COMMIT|ROLLBACK|SAVEPOINT|RELEASE|END)\b""")
+    found = [
+        f"{path.relative_to(SRC)}:{n}"
+        for path, text in sources(SQLITE)
+        if path.name != "_tx.py"
+        for n, line in enumerate(text.splitlines(), 1)
+        if statement.search(line)
     ]
     assert found == []
 
@@ -41,7 +52,7 @@ def test_only_the_boundary_modules_catch_sqlite3_errors() -> None:
     found = [
         f"{path.relative_to(SRC)}:{n}"
         for path, text in sources(SRC)
-        if path.parent != SQLITE or path.name not in ("_errors.py", "_tx.py", *_NOT_YET)
+        if path.parent != SQLITE or path.name not in ("_errors.py", "_tx.py")
         for n, line in enumerate(text.splitlines(), 1)
         if catch.search(line)
     ]
@@ -101,6 +112,22 @@ def test_a_savepoint_undoes_one_append_only(db: sqlite3.Connection) -> None:
     assert rows(db) == ["a", "c"]
 
 
+def test_a_unit_savepoint_undoes_that_unit_only(db: sqlite3.Connection) -> None:
+    _tx.begin(db)
+    _tx.hold_unit(db)
+    db.execute("INSERT INTO t VALUES ('a')")
+    _tx.keep_unit(db)
+    _tx.hold_unit(db)
+    db.execute("INSERT INTO t VALUES ('b')")
+    _tx.savepoint(db)  # an append's savepoint inside the unit's goes with it
+    db.execute("INSERT INTO t VALUES ('c')")
+    _tx.undo_unit(db)
+    assert db.in_transaction
+    _tx.commit(db)
+    assert rows(db) == ["a"]
+    assert {"BEGIN", "COMMIT", "ROLLBACK", "SAVEPOINT", "RELEASE"} <= _tx.CONTROL
+
+
 def test_try_begin_does_not_wait_for_another_writer(tmp_path: Path, db: sqlite3.Connection) -> None:
     other = sqlite3.connect(tmp_path / "t.db", isolation_level=None)
     try:
@@ -128,6 +155,14 @@ def test_a_locked_database_says_what_to_do(tmp_path: Path, db: sqlite3.Connectio
     assert error.__cause__ is info.value
     assert "'t.db' stayed locked by another connection" in str(error)
     assert _errors.is_locked(info.value)
+    assert _errors.is_busy(info.value)
+    assert not _errors.is_busy(RuntimeError("database is locked"))
+    busy = _errors.inbox_error("commit an inbox transaction", info.value, "t.db")
+    assert type(busy) is eventfold.StoreError
+    assert str(busy) == (
+        "cannot commit an inbox transaction in t.db: database is locked; another connection "
+        "held the file's write lock too long; retry"
+    )
     assert _errors.is_operational(info.value)
     # A read model's statement that meets the lock is the database's trouble (retried).
     assert type(_errors.statement_error(info.value, "SELECT 1", "t.db")) is eventfold.StoreError
@@ -163,6 +198,9 @@ def test_a_unique_violation_names_its_key(db: sqlite3.Connection) -> None:
     with pytest.raises(sqlite3.IntegrityError) as info:
         db.execute("INSERT INTO t VALUES ('a')")
     assert _errors.violates(info.value, "t.k")
+    assert _errors.is_constraint(info.value)
+    assert not _errors.is_busy(info.value)
+    assert "check the file and the disk" in str(_errors.inbox_error("prune", info.value, "t.db"))
     assert not _errors.violates(info.value, "t.other")
     assert not _errors.violates(RuntimeError("t.k"), "t.k")
 
@@ -174,6 +212,17 @@ def test_a_bad_statement_is_the_read_models_mistake(db: sqlite3.Connection) -> N
     assert type(error) is eventfold.InvalidInput
     assert "SELEC k FROM t" in str(error)
     assert "fix the statement" in str(error)
+    assert not _errors.is_constraint(info.value)
+    unit = _errors.unit_statement_error(info.value, " SELEC k FROM t ")
+    assert type(unit) is eventfold.StoreError
+    assert str(unit) == (
+        'a unit of work\'s statement failed: near "SELEC": syntax error (statement: '
+        "'SELEC k FROM t'); fix the statement or its parameters (SQLite takes ? or :name "
+        "parameters)"
+    )
+    inbox = _errors.inbox_statement_error(info.value, "SELEC k FROM t")
+    assert type(inbox) is eventfold.InvalidInput
+    assert str(inbox).startswith("an inbox transaction's SQL statement failed: near ")
 
 
 def test_driver_errors_translates_only_the_drivers(db: sqlite3.Connection) -> None:

@@ -2,10 +2,12 @@
 
 Every other module of the backend lets this one catch the driver's errors: `driver_errors`
 around a block, `translate` where a caller must first act (fail a group's appends, end a
-transaction), `statement_error` for a read model's own statement, and the predicates below
-where a caller must decide on one (a duplicate event id, a file that is not a database, a
-lock to wait for). On the group commit's path they cost nothing until something fails:
-``except Exception`` then `is_driver_error`, no object per append.
+transaction), `statement_error` for a read model's own statement (`unit_statement_error`
+for a unit of work's, `inbox_statement_error` and `inbox_error` for the inbox's), and the
+predicates below where a caller must decide on one (a duplicate event id, a file that is
+not a database, a lock to wait for). On the group commit's and the units' paths they cost
+nothing until something fails: ``except Exception`` then `is_driver_error`, no object per
+append.
 """
 
 from __future__ import annotations
@@ -19,6 +21,10 @@ from ...errors import ConfigurationError, EventfoldError, InvalidInput, StoreErr
 
 __all__ = [
     "driver_errors",
+    "inbox_error",
+    "inbox_statement_error",
+    "is_busy",
+    "is_constraint",
     "is_driver_error",
     "is_locked",
     "is_not_a_database",
@@ -26,6 +32,7 @@ __all__ = [
     "statement_error",
     "translate",
     "translated",
+    "unit_statement_error",
     "violates",
 ]
 
@@ -96,6 +103,33 @@ def statement_error(exc: sqlite3.Error, query: str, path: str) -> EventfoldError
     )
 
 
+def unit_statement_error(exc: sqlite3.Error, query: str) -> StoreError:
+    """A unit of work's own statement failed (the unit rolls back)."""
+    return StoreError(
+        f"a unit of work's statement failed: {exc} (statement: {query.strip()[:200]!r});"
+        " fix the statement or its parameters (SQLite takes ? or :name parameters)"
+    )
+
+
+def inbox_statement_error(exc: sqlite3.Error, query: str) -> InvalidInput:
+    """An inbox transaction's statement failed, not for a lock (`is_busy`): the caller's
+    mistake."""
+    return InvalidInput(
+        f"an inbox transaction's SQL statement failed: {exc} (statement: {query.strip()[:200]!r}); "
+        "fix the statement or its parameters (SQLite takes ? or :name parameters)"
+    )
+
+
+def inbox_error(what: str, exc: sqlite3.Error, path: str) -> StoreError:
+    """The inbox at ``path`` could not do ``what`` (begin, commit, prune, …)."""
+    advice = (
+        "another connection held the file's write lock too long; retry"
+        if is_busy(exc)
+        else "check the file and the disk"
+    )
+    return StoreError(f"cannot {what} in {path}: {exc}; {advice}")
+
+
 def is_driver_error(exc: BaseException) -> TypeGuard[sqlite3.Error]:
     """Whether ``exc`` came from the driver (and is still to be translated)."""
     return isinstance(exc, sqlite3.Error)
@@ -111,6 +145,20 @@ def is_locked(exc: BaseException) -> bool:
     """Whether ``exc`` is SQLite finding the database locked (for work SQLite does not
     apply busy_timeout to, which the caller retries)."""
     return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
+
+
+def is_busy(exc: BaseException) -> bool:
+    """Whether ``exc`` is SQLite finding the database locked or busy (past the busy
+    timeout, or at once for a connection without one): worth waiting and retrying."""
+    if not isinstance(exc, sqlite3.OperationalError):
+        return False
+    message = str(exc)
+    return "locked" in message or "busy" in message
+
+
+def is_constraint(exc: BaseException) -> bool:
+    """Whether ``exc`` is SQLite refusing a row for a constraint (unique, check, …)."""
+    return isinstance(exc, sqlite3.IntegrityError)
 
 
 def is_not_a_database(exc: BaseException) -> bool:

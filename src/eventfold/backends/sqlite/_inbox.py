@@ -1,8 +1,9 @@
 """A consumer's inbox of processed message ids in a SQLite file (`eventfold.inbox`).
 
 One connection, used only on one thread of its own; one transaction at a time
-(``BEGIN IMMEDIATE``: SQLite has one writer anyway, and taking the write lock first means
-the id's insert and the caller's effects never fail half-way on a busy file).
+(`_tx.begin`, which takes the write lock at once: SQLite has one writer anyway, and taking
+it first means the id's insert and the caller's effects never fail half-way on a busy
+file). Its sqlite3 errors become eventfold's in `_errors`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
-from ...errors import InvalidInput, StoreClosed, StoreError, StoreUnavailable
+from ...errors import StoreClosed, StoreError, StoreUnavailable
+from ._errors import inbox_error, inbox_statement_error, is_busy, is_driver_error
+from ._tx import begin, commit, rollback
 
 __all__ = ["SQLiteInbox"]
 
@@ -74,7 +77,9 @@ class SQLiteInbox:
     def _connect(self) -> None:
         try:
             conn = sqlite3.connect(self._path, isolation_level=None, timeout=_BUSY_TIMEOUT_S)
-        except sqlite3.Error as exc:
+        except Exception as exc:
+            if not is_driver_error(exc):
+                raise
             raise StoreUnavailable("sqlite", self._path, None, str(exc)) from exc
         try:
             conn.execute("PRAGMA journal_mode=WAL")
@@ -88,7 +93,9 @@ class SQLiteInbox:
                 f"CREATE INDEX IF NOT EXISTS {self._index} ON {self._table} "
                 "(consumer, processed_us)"
             )
-        except sqlite3.Error as exc:
+        except Exception as exc:
+            if not is_driver_error(exc):
+                raise
             conn.close()
             raise StoreError(
                 f"cannot create the inbox table in {self._path}: {exc}; check that the file "
@@ -130,21 +137,21 @@ class SQLiteInbox:
 
     def _begin(self, consumer: str, message_id: str, now_us: int) -> bool:
         conn = self._connection()
-        if conn.in_transaction:  # left open by a cancelled rollback
-            conn.execute("ROLLBACK")
+        rollback(conn)  # one left open by a cancelled rollback
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            begin(conn)
             cursor = conn.execute(
                 f"INSERT INTO {self._table} (consumer, message_id, processed_us) "
                 "VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
                 (consumer, message_id, now_us),
             )
-        except sqlite3.Error as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise self._failed("begin an inbox transaction", exc) from exc
+        except Exception as exc:
+            if not is_driver_error(exc):
+                raise
+            rollback(conn)
+            raise inbox_error("begin an inbox transaction", exc, self._path) from exc
         if cursor.rowcount == 0:
-            conn.execute("ROLLBACK")
+            rollback(conn)
             return False
         return True
 
@@ -154,26 +161,27 @@ class SQLiteInbox:
         try:
             cursor = self._connection().execute(sql, params)
             return [tuple(row) for row in cursor.fetchall()]
-        except sqlite3.OperationalError as exc:
-            if _busy(exc):
-                raise self._failed("run a statement", exc) from exc
-            raise _statement_failed(sql, exc) from exc
-        except sqlite3.Error as exc:
-            raise _statement_failed(sql, exc) from exc
+        except Exception as exc:
+            if not is_driver_error(exc):
+                raise
+            if is_busy(exc):
+                raise inbox_error("run a statement", exc, self._path) from exc
+            raise inbox_statement_error(exc, sql) from exc
 
     def _commit(self) -> None:
         conn = self._connection()
         try:
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise self._failed("commit an inbox transaction", exc) from exc
+            commit(conn)
+        except Exception as exc:
+            if not is_driver_error(exc):
+                raise
+            rollback(conn)
+            raise inbox_error("commit an inbox transaction", exc, self._path) from exc
 
     def _rollback(self) -> None:
         conn = self._conn
-        if conn is not None and conn.in_transaction:
-            conn.execute("ROLLBACK")
+        if conn is not None:
+            rollback(conn)
 
     async def processed(self, consumer: str, message_id: str) -> bool:
         async with self._lock:
@@ -200,25 +208,8 @@ class SQLiteInbox:
                 f"DELETE FROM {self._table} WHERE consumer = ? AND processed_us < ?",
                 (consumer, before_us),
             )
-        except sqlite3.Error as exc:
-            raise self._failed("prune the inbox", exc) from exc
+        except Exception as exc:
+            if not is_driver_error(exc):
+                raise
+            raise inbox_error("prune the inbox", exc, self._path) from exc
         return cursor.rowcount
-
-    def _failed(self, what: str, exc: sqlite3.Error) -> StoreError:
-        advice = (
-            "another connection held the file's write lock too long; retry"
-            if isinstance(exc, sqlite3.OperationalError) and _busy(exc)
-            else "check the file and the disk"
-        )
-        return StoreError(f"cannot {what} in {self._path}: {exc}; {advice}")
-
-
-def _busy(exc: sqlite3.OperationalError) -> bool:
-    return "locked" in str(exc) or "busy" in str(exc)
-
-
-def _statement_failed(sql: str, exc: sqlite3.Error) -> InvalidInput:
-    return InvalidInput(
-        f"an inbox transaction's SQL statement failed: {exc} (statement: {sql.strip()[:200]!r}); "
-        "fix the statement or its parameters (SQLite takes ? or :name parameters)"
-    )

@@ -5,8 +5,9 @@ Every write transaction is ``BEGIN IMMEDIATE``: it takes the write lock at once,
 busy_timeout applies (a deferred transaction that reads first fails at once with
 SQLITE_BUSY when it tries to upgrade while another process writes). The group commit
 calls the plain functions (`begin`, `commit`, and a savepoint per append on its careful
-path), so that it makes no object per group or append; every other writer job uses
-`transaction`.
+path), so that it makes no object per group or append; so do units of work (a savepoint
+per unit: `hold_unit`, `keep_unit`, `undo_unit`) and the inbox (a transaction across its
+thread's calls); every other writer job uses `transaction`.
 """
 
 from __future__ import annotations
@@ -16,15 +17,19 @@ import sqlite3
 from collections.abc import Iterator
 
 __all__ = [
+    "CONTROL",
     "abandon",
     "begin",
     "commit",
+    "hold_unit",
+    "keep_unit",
     "release",
     "rollback",
     "savepoint",
     "transaction",
     "try_begin",
     "undo",
+    "undo_unit",
 ]
 
 _BEGIN = "BEGIN IMMEDIATE"
@@ -33,6 +38,13 @@ _ROLLBACK = "ROLLBACK"
 _SAVEPOINT = "SAVEPOINT append"
 _UNDO = "ROLLBACK TO append"
 _RELEASE = "RELEASE append"
+_HOLD_UNIT = "SAVEPOINT unit_of_work"
+_UNDO_UNIT = "ROLLBACK TO unit_of_work"
+_KEEP_UNIT = "RELEASE unit_of_work"
+
+CONTROL = frozenset({"BEGIN", "COMMIT", "END", "ROLLBACK", "SAVEPOINT", "RELEASE"})
+"""The first words of the statements that begin or end a transaction or a savepoint: a
+caller's SQL inside a transaction of this module may not run them."""
 
 Executor = sqlite3.Connection | sqlite3.Cursor
 
@@ -83,6 +95,22 @@ def undo(cur: Executor) -> None:
     """Undo the append since `savepoint`; the group's transaction goes on."""
     cur.execute(_UNDO)
     cur.execute(_RELEASE)
+
+
+def hold_unit(cur: Executor) -> None:
+    """Mark the start of one unit of work inside the units' transaction."""
+    cur.execute(_HOLD_UNIT)
+
+
+def keep_unit(cur: Executor) -> None:
+    """Keep the unit of work since `hold_unit`."""
+    cur.execute(_KEEP_UNIT)
+
+
+def undo_unit(cur: Executor) -> None:
+    """Undo the unit of work since `hold_unit`; the units' transaction goes on."""
+    cur.execute(_UNDO_UNIT)
+    cur.execute(_KEEP_UNIT)
 
 
 @contextlib.contextmanager

@@ -42,8 +42,16 @@ from ...store.ports import OutboxMessage
 from ...store.protocol import AppendResult
 from . import _outbox
 from . import _schema as sql
-from ._errors import translate
+from ._errors import (
+    driver_errors,
+    is_busy,
+    is_constraint,
+    is_driver_error,
+    translate,
+    unit_statement_error,
+)
 from ._group import GroupWriter, PendingAppend
+from ._tx import CONTROL, abandon, begin, commit, hold_unit, keep_unit, transaction, undo_unit
 
 if TYPE_CHECKING:
     from ._store import SQLiteStore
@@ -52,8 +60,6 @@ __all__ = ["SQLiteUnitOfWork", "SQLiteUnits", "UnitOfWorkSupport", "refuse_insid
 
 MAX_UNITS = 256
 """Most units of work committed in one transaction."""
-
-_CONTROL = frozenset({"BEGIN", "COMMIT", "END", "ROLLBACK", "SAVEPOINT", "RELEASE"})
 
 _inside: ContextVar[SQLiteUnits | None] = ContextVar("eventfold_sqlite_unit", default=None)
 """The units whose connection the current task holds (inside a unit's block)."""
@@ -128,20 +134,18 @@ class SQLiteUnitOfWork:
     async def execute(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         cur = self._cursor()
         words = query.split(None, 1)
-        if words and words[0].upper().rstrip(";") in _CONTROL:
+        if words and words[0].upper().rstrip(";") in CONTROL:
             raise InvalidInput(
                 f"a unit of work runs inside its own transaction; {words[0]!r} is not "
                 "allowed in it (the block's end commits, an exception rolls back)"
             )
         try:
             return cur.execute(query, params).fetchall()
-        except sqlite3.Error as exc:
+        except Exception as exc:
+            if not is_driver_error(exc):
+                raise
             self._units.check_alive(exc)
-            error = StoreError(
-                f"a unit of work's statement failed: {exc} (statement: {query.strip()[:200]!r});"
-                " fix the statement or its parameters (SQLite takes ? or :name parameters)"
-            )
-            raise error from exc
+            raise unit_statement_error(exc, query) from exc
 
     async def write(self, query: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> None:
         """Run a statement whose rows are not needed. SQLite runs it right away (a call
@@ -172,7 +176,9 @@ class SQLiteUnitOfWork:
                 retry = check_retry(stream_id, encoded, group._find_ids(cur, stream_id, ids))
                 if retry is not None:
                     return retry
-        except sqlite3.Error as exc:
+        except Exception as exc:
+            if not is_driver_error(exc):
+                raise
             self._units.check_alive(exc)
             raise translate(exc, store.path) from exc
         if replaced is not None and stream_id in replaced:
@@ -213,9 +219,9 @@ class SQLiteUnitOfWork:
     def _written_in_part(
         self, group: GroupWriter, cur: sqlite3.Cursor, item: PendingAppend, exc: Exception
     ) -> EventfoldError:
-        if isinstance(exc, sqlite3.Error):
+        if is_driver_error(exc):
             self._units.check_alive(exc)
-            if isinstance(exc, sqlite3.IntegrityError) and cur.connection.in_transaction:
+            if is_constraint(exc) and cur.connection.in_transaction:
                 return group._explain_failure(cur, item, exc)
             return translate(exc, self._units.store.path)
         if isinstance(exc, EventfoldError):
@@ -296,11 +302,12 @@ class SQLiteUnits:
                 await writer.call(_noop)  # let the writer finish what it is doing
                 continue
             try:
-                conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
+                begin(conn)
+            except Exception as exc:
+                if not is_driver_error(exc):
+                    raise
                 writer.release()
-                busy = "locked" in str(exc).lower() or "busy" in str(exc).lower()
-                if busy and time.monotonic() < deadline:
+                if is_busy(exc) and time.monotonic() < deadline:
                     # Another process writes: wait without holding the loop.
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 0.05)
@@ -313,10 +320,9 @@ class SQLiteUnits:
             try:
                 hooks.begin(cur)
             except BaseException as exc:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
+                abandon(conn)
                 writer.release()
-                if isinstance(exc, sqlite3.Error):
+                if is_driver_error(exc):
                     raise translate(exc, store.path) from exc
                 raise
         self.cursor = cur
@@ -335,8 +341,10 @@ class SQLiteUnits:
         try:
             if unit._messages:
                 _outbox.insert_messages(cur, unit._messages, time.time_ns() // 1000)
-            cur.execute("RELEASE unit_of_work")
-        except sqlite3.Error as exc:
+            keep_unit(cur)
+        except Exception as exc:
+            if not is_driver_error(exc):
+                raise
             self.check_alive(exc)
             raise translate(exc, self.store.path) from exc
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -353,11 +361,11 @@ class SQLiteUnits:
             return
         try:
             if cur.connection.in_transaction:
-                cur.execute("ROLLBACK TO unit_of_work")
-                cur.execute("RELEASE unit_of_work")
+                undo_unit(cur)
                 return
-        except sqlite3.Error:
-            pass
+        except Exception as exc:
+            if not is_driver_error(exc):
+                raise
         self._lose(StoreError("the transaction of a unit of work was lost; retry the unit"))
 
     def check_alive(self, exc: BaseException) -> None:
@@ -379,9 +387,7 @@ class SQLiteUnits:
         self.versions = {}
         cur, self.cursor = self.cursor, None
         if cur is not None:
-            with contextlib.suppress(sqlite3.Error):
-                if cur.connection.in_transaction:
-                    cur.execute("ROLLBACK")
+            abandon(cur.connection)
             writer = self.store._writer
             if writer is not None:
                 writer.release()
@@ -449,13 +455,11 @@ class SQLiteUnits:
             guard = writer.group.guard
             if guard is not None:
                 guard()
-            cur.execute("COMMIT")
+            commit(cur)
             writer.group.commits += 1  # the store's count of write transactions
         except Exception as exc:
-            with contextlib.suppress(sqlite3.Error):
-                if cur.connection.in_transaction:
-                    cur.execute("ROLLBACK")
-            if isinstance(exc, sqlite3.Error):
+            abandon(cur.connection)
+            if is_driver_error(exc):
                 error = translate(exc, store.path)
             elif isinstance(exc, EventfoldError):
                 error = exc
@@ -487,20 +491,12 @@ class SQLiteUnits:
         query, params = _outbox.prune_sql(destination, up_to)
 
         def work(conn: sqlite3.Connection) -> int:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
+            with transaction(conn):
                 deleted = conn.execute(query, params).rowcount
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
             return int(deleted)
 
-        try:
+        with driver_errors(self.store.path):
             return await self.store.on_writer(work)
-        except sqlite3.Error as exc:
-            raise translate(exc, self.store.path) from exc
 
 
 class _UnitBlock(contextlib.AbstractAsyncContextManager[SQLiteUnitOfWork]):
@@ -522,7 +518,7 @@ class _UnitBlock(contextlib.AbstractAsyncContextManager[SQLiteUnitOfWork]):
             if units.cursor is None:
                 await units._begin()
             assert units.cursor is not None
-            units.cursor.execute("SAVEPOINT unit_of_work")
+            hold_unit(units.cursor)
         except BaseException:
             units._next()
             raise
