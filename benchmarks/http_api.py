@@ -8,7 +8,12 @@
   /streams/{id}/events?limit=1000``, decoded as JSON by the client) and in process
   (``read_stream(limit=1000)``); target: the HTTP time <= 2x the in-process time.
 
-Runs alternate (HTTP, in process, HTTP, ...) on fresh SQLite files (or fresh PostgreSQL
+  Beside them, ``floor``: the same appends through a bare ASGI app under the same uvicorn
+  (no framework, no auth, no checks: read the body, one msgspec decode, ``store.append``,
+  a JSON answer), the most one uvicorn worker gives on this machine. It logs as ``eventfold
+  serve`` does (uvicorn's access log on); ``BENCH_FLOOR_LOG_LEVEL=warning`` turns that off.
+
+Runs alternate (HTTP, floor, in process, HTTP, ...) on fresh SQLite files (or fresh PostgreSQL
 schemas with ``--url``), and the medians are compared. One JSON line per workload on
 stdout::
 
@@ -32,8 +37,10 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
+import msgspec
 
 import eventfold
 from eventfold.web import hash_token
@@ -70,9 +77,64 @@ def drop_created(base: str) -> None:
             conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
 
 
+class _Floor(msgspec.Struct):
+    type: str
+    data: dict[str, object]
+
+
+class _FloorIn(msgspec.Struct):
+    events: list[_Floor]
+
+
+def floor_app(store: eventfold.EventStore) -> Callable[..., Awaitable[None]]:
+    """A bare ASGI app that appends a request's events: the floor of an HTTP append."""
+    decoder = msgspec.json.Decoder(_FloorIn)
+    encoder = msgspec.json.Encoder()
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while (message := await receive())["type"] != "lifespan.shutdown":
+                if message["type"] == "lifespan.startup":
+                    await store.open()
+                    await send({"type": "lifespan.startup.complete"})
+            await store.close()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        if scope["method"] == "GET":
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"{}"})
+            return
+        chunks = []
+        more = True
+        while more:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        body = decoder.decode(b"".join(chunks))
+        stream = scope["path"].split("/")[2]
+        events = [eventfold.NewEvent(e.data, type=e.type) for e in body.events]
+        result = await store.append(stream, events, expected_version=eventfold.ANY)
+        answer = encoder.encode({"version": result.version, "position": str(result.position)})
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(answer))]
+        await send({"type": "http.response.start", "status": 201, "headers": headers})
+        await send({"type": "http.response.body", "body": answer})
+
+    return app
+
+
+def serve_floor(url: str, port: int) -> None:
+    import uvicorn
+
+    store = eventfold.connect(url)
+    # As `eventfold serve` runs it (log level info: an access log line per request).
+    level = os.environ.get("BENCH_FLOOR_LOG_LEVEL", "info")
+    uvicorn.run(floor_app(store), host="127.0.0.1", port=port, log_level=level, workers=1)
+
+
 @asynccontextmanager
-async def serve(url: str, folder: Path) -> AsyncIterator[str]:
-    """``eventfold serve`` over ``url`` in a process of its own; yields its base URL."""
+async def serve(url: str, folder: Path, *, floor: bool = False) -> AsyncIterator[str]:
+    """``eventfold serve`` over ``url`` in a process of its own (with ``floor``, the bare
+    ASGI app under uvicorn instead); yields its base URL."""
     tokens = folder / "tokens"
     tokens.write_text(f"write {hash_token(TOKEN)}\n")
     port = free_port()
@@ -80,6 +142,8 @@ async def serve(url: str, folder: Path) -> AsyncIterator[str]:
         sys.executable, "-c", "from eventfold.cli import main; main()", "--url", url,
         "serve", "--port", str(port), "--tokens", str(tokens),
     ]  # fmt: skip
+    if floor:
+        command = [sys.executable, __file__, "--serve-floor", url, "--port", str(port)]
     server = subprocess.Popen(  # noqa: ASYNC220 - once, before any timing
         command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
@@ -185,15 +249,12 @@ async def fill(url: str, stream: str, count: int) -> None:
         await store.append(stream, events, expected_version=eventfold.NO_STREAM)
 
 
-async def alternate(
-    rounds: int, http: Callable[[], Awaitable[float]], local: Callable[[], Awaitable[float]]
-) -> tuple[list[float], list[float]]:
-    http_times: list[float] = []
-    local_times: list[float] = []
+async def alternate(rounds: int, *runs: Callable[[], Awaitable[float]]) -> list[list[float]]:
+    times: list[list[float]] = [[] for _ in runs]
     for _ in range(rounds):
-        http_times.append(await http())
-        local_times.append(await local())
-    return http_times, local_times
+        for run, kept in zip(runs, times, strict=True):
+            kept.append(await run())
+    return times
 
 
 def arguments() -> argparse.Namespace:
@@ -202,6 +263,8 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--per-client", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--serve-floor", metavar="URL", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     return parser.parse_args()
 
 
@@ -212,33 +275,45 @@ async def main(args: argparse.Namespace) -> None:
         appends = args.clients * args.per_client
 
         server_url = fresh_url(args.url, folder)
-        async with serve(server_url, folder) as base:
-            http_t, local_t = await alternate(
+        async with (
+            serve(server_url, folder) as base,
+            serve(fresh_url(args.url, folder), folder, floor=True) as floor_base,
+        ):
+            http_t, floor_t, local_t = await alternate(
                 args.rounds,
                 lambda: http_appends(base, args.clients, args.per_client),
+                lambda: http_appends(floor_base, args.clients, args.per_client),
                 lambda: local_appends(fresh_url(args.url, folder), args.clients, args.per_client),
             )
-            http_rate = appends / statistics.median(http_t)
-            local_rate = appends / statistics.median(local_t)
-            print(json.dumps({
-                "workload": "http_append", "backend": backend, "clients": args.clients,
-                "appends": appends, "http_per_s": round(http_rate, 1),
-                "in_process_per_s": round(local_rate, 1),
-                "ratio": round(http_rate / local_rate, 3), "target": ">= 0.5",
-                "http_s": [round(t, 4) for t in http_t],
-                "in_process_s": [round(t, 4) for t in local_t],
-                "load_1m": round(os.getloadavg()[0], 2),
-            }), flush=True)  # fmt: skip
+        http_rate = appends / statistics.median(http_t)
+        floor_rate = appends / statistics.median(floor_t)
+        local_rate = appends / statistics.median(local_t)
+        print(json.dumps({
+            "workload": "http_append", "backend": backend, "clients": args.clients,
+            "appends": appends, "http_per_s": round(http_rate, 1),
+            "floor_per_s": round(floor_rate, 1), "in_process_per_s": round(local_rate, 1),
+            "ratio": round(http_rate / local_rate, 3), "target": ">= 0.5",
+            "floor_ratio": round(floor_rate / local_rate, 3),
+            "http_s": [round(t, 4) for t in http_t],
+            "floor_s": [round(t, 4) for t in floor_t],
+            "in_process_s": [round(t, 4) for t in local_t],
+            "load_1m": round(os.getloadavg()[0], 2),
+        }), flush=True)  # fmt: skip
 
+        server_url = fresh_url(args.url, folder)
+        async with serve(server_url, folder) as base:
             await fill(server_url, "page-1", 1000)
             local_url = fresh_url(args.url, folder)
             await fill(local_url, "page-1", 1000)
             connection = await Connection.open(base)
             async with eventfold.connect(local_url) as store:
+                # Of each HTTP read, the time until its body was read (before json.loads).
+                received: list[float] = []
 
                 async def http_page() -> float:
                     start = time.perf_counter()
                     _, answer = await connection.request("GET", "/streams/page-1/events?limit=1000")
+                    received.append(time.perf_counter() - start)
                     events = json.loads(answer)["events"]
                     took = time.perf_counter() - start
                     assert len(events) == 1000
@@ -259,6 +334,7 @@ async def main(args: argparse.Namespace) -> None:
             print(json.dumps({
                 "workload": "http_read_page", "backend": backend, "events": 1000,
                 "http_ms": round(h * 1000, 3), "in_process_ms": round(loc * 1000, 3),
+                "http_body_ms": round(statistics.median(received[2:]) * 1000, 3),
                 "ratio": round(h / loc, 3), "target": "<= 2",
                 "load_1m": round(os.getloadavg()[0], 2),
             }), flush=True)  # fmt: skip
@@ -266,6 +342,9 @@ async def main(args: argparse.Namespace) -> None:
 
 if __name__ == "__main__":
     given = arguments()
+    if given.serve_floor:
+        serve_floor(given.serve_floor, given.port)
+        sys.exit()
     try:
         asyncio.run(main(given))
     finally:

@@ -209,3 +209,41 @@ async def test_an_event_that_does_not_decode_is_sent_as_stored(
     assert got[0]["data"] is None
     assert "size" in got[0]["undecodable"]
     assert got[1]["data"] == {"n": 1}
+
+
+async def test_an_event_readable_only_after_its_wake_up_arrives_before_the_next_poll() -> None:
+    # On PostgreSQL an event can be woken for before it is readable (it waits for older
+    # transactions). Here the store hides new events from reads until the subscription
+    # has read once after the wake-up; with a 60 s poll, only a prompt re-read delivers
+    # the event within the 10 s bound.
+    async with eventfold.connect("memory://") as store:
+        original = store.read_all
+        hidden_reads = 0
+        hiding = True
+
+        async def read_all(*args: Any, **kwargs: Any) -> AsyncIterator[eventfold.RecordedEvent]:
+            nonlocal hidden_reads
+            async for e in original(*args, **kwargs):
+                if hiding:
+                    hidden_reads += 1
+                    return
+                yield e
+
+        store.read_all = read_all  # type: ignore[method-assign]
+        limits = Limits(poll_seconds=60.0, heartbeat_seconds=120.0)
+        async with (
+            uvicorn_serving(store, limits) as base,
+            httpx.AsyncClient(base_url=base, timeout=30) as client,
+            client.stream("GET", "/subscribe") as response,
+        ):
+            received = frames(response)
+            first = await anext(received)
+            assert first.id is None  # the retry hint: subscribed
+            await store.append("late-1", [LivePlaced(n=1)], expected_version=eventfold.ANY)
+            async with asyncio.timeout(10):
+                while hidden_reads == 0:  # noqa: ASYNC110 - a test double's counter
+                    await asyncio.sleep(0.005)
+            hiding = False  # readable now, and no wake-up says so
+            async with asyncio.timeout(10):
+                frame = await anext(received)
+            assert json.loads(frame.data[0])["data"] == {"n": 1}

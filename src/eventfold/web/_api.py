@@ -143,6 +143,8 @@ class Api:
     async def load_schemas(self) -> None:
         """Read the store's schema registry if not read lately: raw JSON of types without
         a class is checked against it on append."""
+        if time.monotonic() - self._schemas_at < SCHEMA_RELOAD_SECONDS:
+            return  # read lately: no lock to take
         if self._schema_lock is None:
             self._schema_lock = asyncio.Lock()
         async with self._schema_lock:

@@ -31,6 +31,9 @@ from ._render import event_out
 __all__ = ["subscribe"]
 
 _encoder = msgspec.json.Encoder()
+_FIRST_RETRY = 0.005
+"""After a wake-up whose read found nothing, the first wait before reading again (it
+doubles up to ``Limits.poll_seconds``)."""
 
 
 async def subscribe(api: Api, request: Request) -> Response:
@@ -74,6 +77,7 @@ async def _frames(
         after = start
         yield b"retry: 1000\n\n"
         quiet_since = time.monotonic()
+        retry = limits.poll_seconds
         while True:
             # Subscribed before reading: an append that lands between this read and the
             # wait below still wakes it. This runs after the route returned, outside its
@@ -91,12 +95,21 @@ async def _frames(
                     yield b"id: %s\ndata: %s\n\n" % (str(e.position).encode(), data)
                 after = batch[-1].position
                 quiet_since = time.monotonic()
+                retry = limits.poll_seconds
                 continue
             left = limits.heartbeat_seconds - (time.monotonic() - quiet_since)
             if left <= 0:
                 yield b": heartbeat\n\n"
                 quiet_since = time.monotonic()
                 continue
-            await wake.wait(min(left, limits.poll_seconds))
+            timeout = min(left, retry)
+            began = time.monotonic()
+            await wake.wait(timeout)
+            if time.monotonic() - began < timeout:
+                # Woken: the event may not be readable yet (on PostgreSQL it waits for
+                # older transactions), so if this read finds nothing, read again soon.
+                retry = _FIRST_RETRY
+            else:
+                retry = min(retry * 2, limits.poll_seconds)
     finally:
         api.subscribers -= 1

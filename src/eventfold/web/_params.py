@@ -119,6 +119,17 @@ def decode_cursor(request: Request, kind: str) -> str | None:
     return raw[len(prefix) :]
 
 
+_DECODERS: dict[type[Any], msgspec.json.Decoder[Any]] = {}
+
+
+def _decoder(body_type: type[T]) -> msgspec.json.Decoder[T]:
+    """One decoder per body type, made once (cheaper per request than ``decode(type=)``)."""
+    found = _DECODERS.get(body_type)
+    if found is None:
+        found = _DECODERS[body_type] = msgspec.json.Decoder(body_type)
+    return found
+
+
 async def read_body(request: Request, maximum: int, body_type: type[T]) -> T:
     """The request's JSON body as ``body_type``: 413 over ``maximum`` bytes, 400 when it
     is not JSON or not the type (the message names the field)."""
@@ -144,7 +155,7 @@ async def read_body(request: Request, maximum: int, body_type: type[T]) -> T:
     if not raw:
         raise bad("body", "the request has no body; send a JSON object")
     try:
-        return msgspec.json.decode(raw, type=body_type)
+        return _decoder(body_type).decode(raw)
     except msgspec.ValidationError as exc:
         where = str(exc).rpartition(" - at `")[2].rstrip("`") if " - at `" in str(exc) else None
         raise bad(where or "body", f"the body does not match {body_type.__name__}: {exc}") from None

@@ -21,7 +21,7 @@ from ._api import Api
 from ._auth import Role
 from ._errors import ApiError, etag, json_response
 from ._params import bad, decode_cursor, encode_cursor, flag, limit, position, timestamp, values
-from ._render import event_detail, event_out
+from ._render import event_detail, events_out
 from ._types import LogPage, StreamOut, StreamPage, StreamsPage
 
 __all__ = ["read_event", "read_log", "read_log_event", "read_stream", "streams"]
@@ -105,9 +105,7 @@ async def read_stream(api: Api, request: Request) -> Response:
         following = last.version - 1 if backwards else last.version + 1
         if following >= 1:
             nxt = encode_cursor("stream", str(following))
-    body = StreamPage(
-        stream_id=stream_id, version=version, events=[event_out(e) for e in page], next=nxt
-    )
+    body = StreamPage(stream_id=stream_id, version=version, events=events_out(page), next=nxt)
     return json_response(body, headers={"ETag": etag(version)})
 
 
@@ -158,7 +156,7 @@ async def read_log(api: Api, request: Request) -> Response:
     nxt: str | None = None
     if last is not None and (len(scanned) == budget or len(page) == size):
         nxt = encode_cursor("log", str(last.position))
-    body = LogPage(events=[event_out(e) for e in page], head=str(head), next=nxt)
+    body = LogPage(events=events_out(page), head=str(head), next=nxt)
     return json_response(body)
 
 

@@ -26,6 +26,7 @@ from ._types import (
 __all__ = [
     "event_detail",
     "event_out",
+    "events_out",
     "iso",
     "parked_out",
     "progress_out",
@@ -69,6 +70,78 @@ def event_out(event: RecordedEvent) -> EventOut:
         stored_schema_version=event.stored_schema_version,
         undecodable=undecodable,
     )
+
+
+class _PageEvent(msgspec.Struct, gc=False):
+    """`EventOut` as a page writes it: the same fields in the same order (so the same
+    JSON), built positionally, with the stored metadata passed through as raw JSON."""
+
+    event_id: str
+    stream_id: str
+    version: int
+    position: str
+    type: str
+    schema_version: int
+    data: Any
+    metadata: msgspec.Raw
+    recorded_at: str
+    correlation_id: str | None
+    causation_id: str | None
+    stored_type: str
+    stored_schema_version: int
+    undecodable: str | None
+
+
+def _uuid_text(raw: bytes) -> str:
+    h = raw.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def events_out(events: list[RecordedEvent]) -> list[Any]:
+    """`event_out` of every event of a page, encoded the same and built faster: the
+    stored metadata is not decoded unless it may hold a correlation or causation id,
+    and events recorded in the same microsecond share their time's text."""
+    out: list[Any] = []
+    append = out.append
+    last_us = -1
+    last_at = ""
+    for e in events:
+        data = e.data
+        undecodable = None
+        if isinstance(data, UndecodedPayload):
+            undecodable, data = str(data.error), None
+        meta = e.raw_metadata
+        correlation = causation = None
+        if meta != b"{}" and (b"correlation_id" in meta or b"causation_id" in meta):
+            decoded = e.metadata
+            found = decoded.get("correlation_id")
+            correlation = None if found is None else str(found)
+            found = decoded.get("causation_id")
+            causation = None if found is None else str(found)
+        us = e.recorded_us
+        if us != last_us:
+            last_us, last_at = us, _iso_us(us)
+        tx = e.raw_tx
+        upcast = e.upcast_from
+        append(
+            _PageEvent(
+                _uuid_text(e.raw_event_id),
+                e.stream_id,
+                e.version,
+                str(e.raw_seq) if tx == 0 else f"{tx}:{e.raw_seq}",
+                e.type,
+                e.schema_version,
+                data,
+                msgspec.Raw(meta),
+                last_at,
+                correlation,
+                causation,
+                e.type if upcast is None else upcast[0],
+                e.schema_version if upcast is None else upcast[1],
+                undecodable,
+            )
+        )
+    return out
 
 
 def _iso_us(us: int) -> str:
