@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import re
@@ -295,7 +296,7 @@ def delivered_ids(out: str, prefix: str) -> dict[str, str]:
 
 
 def demo_rows(sqlite_file: Path) -> list[tuple[str, str, int]]:
-    with sqlite3.connect(sqlite_file) as db:
+    with contextlib.closing(sqlite3.connect(sqlite_file)) as db:
         return list(db.execute("SELECT id, name, orders FROM demo_customers ORDER BY id"))
 
 

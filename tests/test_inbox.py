@@ -5,6 +5,7 @@ nats://127.0.0.1:4222; under CI a missing server is a failure, never a skip)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -89,7 +90,7 @@ class Consumer:
 
 def _sqlite_bodies(path: str) -> Callable[[], Awaitable[list[str]]]:
     async def bodies() -> list[str]:
-        with sqlite3.connect(path) as conn:
+        with contextlib.closing(sqlite3.connect(path)) as conn:
             return [r[0] for r in conn.execute("SELECT body FROM applied ORDER BY rowid")]
 
     return bodies

@@ -5,6 +5,7 @@ processes, and failover between two relay processes."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -471,7 +472,7 @@ class CounterDb:
 
     def create(self) -> None:
         if self.kind == "sqlite":
-            with sqlite3.connect(self.path) as db:
+            with contextlib.closing(sqlite3.connect(self.path)) as db, db:
                 for statement in self.ddl:
                     db.execute(statement)
             return
@@ -489,7 +490,7 @@ class CounterDb:
 
     def rows(self, query: str) -> list[tuple[Any, ...]]:
         if self.kind == "sqlite":
-            with sqlite3.connect(self.path) as db:
+            with contextlib.closing(sqlite3.connect(self.path)) as db:
                 return list(db.execute(query))
         import psycopg
 
