@@ -171,7 +171,15 @@ class SQLiteUnitOfWork:
     async def write(self, query: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> None:
         """Run a statement whose rows are not needed. SQLite runs it right away (a call
         into the library, no round trip), so its error surfaces here."""
-        await self.execute(query, params)  # type: ignore[arg-type]
+        cur = self._cursor()
+        _check_query(query)
+        try:
+            cur.execute(query, params).fetchall()  # to its end (a RETURNING clause's rows)
+        except Exception as exc:
+            if not is_driver_error(exc):
+                raise
+            self._units.check_alive(exc)
+            raise unit_statement_error(exc, query) from exc
 
     async def append(
         self,
