@@ -80,6 +80,9 @@ def _noop(conn: sqlite3.Connection) -> None:
     return None
 
 
+_STREAM_ROW = "SELECT version, replaced_by FROM streams WHERE stream_id = ?"
+"""A stream's version and replacement, when the log's last position is known."""
+
 _NO_HEADERS: dict[str, str] = {}
 """The headers of a unit given none (read only: a message copies them)."""
 
@@ -196,9 +199,17 @@ class SQLiteUnitOfWork:
         group = writer.group
         # As the group writer's careful path, without its savepoint: the unit has one
         # of its own, and an append that fails once written makes the unit roll back.
+        units = self._units
         try:
-            # The group writer's first statement for a group of one stream.
-            last, stored, replaced_by = cur.execute(sql.BATCH_START_ONE, (stream_id,)).fetchone()
+            last = units.last
+            if last is None:
+                # The group writer's first statement for a group of one stream.
+                last, stored, replaced_by = cur.execute(
+                    sql.BATCH_START_ONE, (stream_id,)
+                ).fetchone()
+            else:
+                row = cur.execute(_STREAM_ROW, (stream_id,)).fetchone()
+                stored, replaced_by = (None, None) if row is None else row
             ids = explicit_ids(encoded)
             if ids:
                 retry = check_retry(stream_id, encoded, group._find_ids(cur, stream_id, ids))
@@ -248,6 +259,7 @@ class SQLiteUnitOfWork:
             if error is exc:
                 raise
             raise error from exc
+        units.last = last + len(encoded)
         version = actual + len(encoded)
         if mine is None:
             self._versions = {stream_id: version}
@@ -307,6 +319,10 @@ class SQLiteUnits:
         self.versions: dict[str, int] = {}
         """The versions of the streams the released units of the open transaction
         appended to: the streams index gets them in one statement before the COMMIT."""
+        self.last: int | None = None
+        """The log's last position in the open transaction once a unit of it appended
+        (its rows are the newest): the next append asks only for its stream's row. None:
+        ask the log too."""
         self._unused: asyncio.Future[AppendResult] | None = None
 
     @property
@@ -379,6 +395,7 @@ class SQLiteUnits:
                     raise translate(exc, store.path) from exc
                 raise
         self.cursor = cur
+        self.last = None
         self._appended = False
 
     def _keep(self, unit: SQLiteUnitOfWork) -> asyncio.Future[None]:
@@ -414,6 +431,7 @@ class SQLiteUnits:
             return
         try:
             if cur.connection.in_transaction:
+                self.last = None  # the unit's rows are undone: ask again
                 undo_unit(cur)
                 return
         except Exception as exc:
@@ -439,6 +457,7 @@ class SQLiteUnits:
                 future.set_exception(failed)
         self.versions = {}
         cur, self.cursor = self.cursor, None
+        self.last = None
         if cur is not None:
             abandon(cur.connection)
             writer = self.store._writer
@@ -471,6 +490,7 @@ class SQLiteUnits:
         # (units that start wait for their turn until it is done).
         self._busy = True
         cur, self.cursor = self.cursor, None
+        self.last = None
         done, self._done = self._done, []
         versions, self.versions = self.versions, {}
         committing = loop.run_in_executor(None, self._finish, cur, versions)
@@ -491,6 +511,7 @@ class SQLiteUnits:
         cur = self.cursor
         assert cur is not None
         self.cursor = None
+        self.last = None
         done, self._done = self._done, []
         versions, self.versions = self.versions, {}
         _settle(done, self._finish(cur, versions))
