@@ -80,6 +80,32 @@ def _noop(conn: sqlite3.Connection) -> None:
     return None
 
 
+_STREAM_ROW = "SELECT version, replaced_by FROM streams WHERE stream_id = ?"
+"""A stream's version and replacement, when the log's last position is known."""
+
+_NO_HEADERS: dict[str, str] = {}
+"""The headers of a unit given none (read only: a message copies them)."""
+
+_CHECKED_MAX = 256
+_checked: set[str] = set()
+"""Queries `_check_query` let through (a unit's statements are mostly the same few)."""
+
+
+def _check_query(query: str) -> None:
+    """Refuse a statement that would begin or end a transaction or a savepoint."""
+    if query in _checked:
+        return
+    words = query.split(None, 1)
+    if words and words[0].upper().rstrip(";") in CONTROL:
+        raise InvalidInput(
+            f"a unit of work runs inside its own transaction; {words[0]!r} is not "
+            "allowed in it (the block's end commits, an exception rolls back)"
+        )
+    if len(_checked) >= _CHECKED_MAX:
+        _checked.clear()
+    _checked.add(query)
+
+
 def _idle(loop: asyncio.AbstractEventLoop) -> bool:
     """Whether nothing else on the loop is ready to run (as the store's own check)."""
     ready = getattr(loop, "_ready", None)
@@ -104,18 +130,21 @@ def _settle(done: list[asyncio.Future[None]], error: EventfoldError | None) -> N
 class SQLiteUnitOfWork:
     """One unit of work on the writer connection (`eventfold.store.UnitOfWork`)."""
 
+    __slots__ = ("_headers", "_live", "_messages", "_units", "_versions", "appended", "failed")
+
     backend = "sqlite"
     paramstyle = "qmark"
 
     def __init__(self, units: SQLiteUnits, headers: dict[str, str]) -> None:
         self._units = units
         self._headers = headers
-        self._messages: list[Outgoing] = []
+        self._messages: list[Outgoing] | None = None
+        """The unit's outbox messages (None until it publishes one)."""
         self._live = False
         self.appended = False
         self.failed: EventfoldError | None = None
-        self._versions: dict[str, int] = {}
-        """The versions of the streams this unit appended to."""
+        self._versions: dict[str, int] | None = None
+        """The versions of the streams this unit appended to (None until it appends)."""
 
     def _cursor(self) -> sqlite3.Cursor:
         if self.failed is not None:
@@ -133,12 +162,7 @@ class SQLiteUnitOfWork:
 
     async def execute(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         cur = self._cursor()
-        words = query.split(None, 1)
-        if words and words[0].upper().rstrip(";") in CONTROL:
-            raise InvalidInput(
-                f"a unit of work runs inside its own transaction; {words[0]!r} is not "
-                "allowed in it (the block's end commits, an exception rolls back)"
-            )
+        _check_query(query)
         try:
             return cur.execute(query, params).fetchall()
         except Exception as exc:
@@ -150,7 +174,15 @@ class SQLiteUnitOfWork:
     async def write(self, query: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> None:
         """Run a statement whose rows are not needed. SQLite runs it right away (a call
         into the library, no round trip), so its error surfaces here."""
-        await self.execute(query, params)  # type: ignore[arg-type]
+        cur = self._cursor()
+        _check_query(query)
+        try:
+            cur.execute(query, params).fetchall()  # to its end (a RETURNING clause's rows)
+        except Exception as exc:
+            if not is_driver_error(exc):
+                raise
+            self._units.check_alive(exc)
+            raise unit_statement_error(exc, query) from exc
 
     async def append(
         self,
@@ -165,12 +197,19 @@ class SQLiteUnitOfWork:
         writer = store._writer
         assert writer is not None
         group = writer.group
-        future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
-        item = PendingAppend(stream_id, encoded, expected, future, 0)
         # As the group writer's careful path, without its savepoint: the unit has one
         # of its own, and an append that fails once written makes the unit roll back.
+        units = self._units
         try:
-            last, versions, replaced = group._start(cur, [item])
+            last = units.last
+            if last is None:
+                # The group writer's first statement for a group of one stream.
+                last, stored, replaced_by = cur.execute(
+                    sql.BATCH_START_ONE, (stream_id,)
+                ).fetchone()
+            else:
+                row = cur.execute(_STREAM_ROW, (stream_id,)).fetchone()
+                stored, replaced_by = (None, None) if row is None else row
             ids = explicit_ids(encoded)
             if ids:
                 retry = check_retry(stream_id, encoded, group._find_ids(cur, stream_id, ids))
@@ -181,40 +220,53 @@ class SQLiteUnitOfWork:
                 raise
             self._units.check_alive(exc)
             raise translate(exc, store.path) from exc
-        if replaced is not None and stream_id in replaced:
-            raise StreamReplaced(stream_id, replaced[stream_id])
+        if replaced_by is not None:
+            raise StreamReplaced(stream_id, replaced_by)
         # Versions this transaction wrote are not in the streams index yet (its rows are
         # written once, before the COMMIT): this unit's own, then the units' before it.
-        actual = self._versions.get(stream_id)
+        mine = self._versions
+        actual = None if mine is None else mine.get(stream_id)
         if actual is None:
             actual = self._units.versions.get(stream_id)
             if actual is None:
-                actual = versions.get(stream_id, 0)
+                actual = 0 if stored is None else stored
         if not version_matches(expected, actual):
             raise WrongExpectedVersion(stream_id, expected, actual)
         now = time.time_ns() // 1000
-        rows = [
-            (last + n, e.event_id, stream_id, actual + n, e.type, e.schema_version, e.data,
-             e.metadata, now)
-            for n, e in enumerate(encoded, 1)
-        ]  # fmt: skip
-        version = actual + len(rows)
+        rows: list[tuple[Any, ...]]
         try:
-            if len(rows) == 1:
-                cur.execute(sql.INSERT_EVENTS_AT, rows[0])
+            if len(encoded) == 1:
+                e = encoded[0]
+                row = (last + 1, e.event_id, stream_id, actual + 1, e.type, e.schema_version,
+                       e.data, e.metadata, now)  # fmt: skip
+                cur.execute(sql.INSERT_EVENTS_AT, row)
+                rows = [row]
             else:
+                rows = [
+                    (last + n, e.event_id, stream_id, actual + n, e.type, e.schema_version,
+                     e.data, e.metadata, now)
+                    for n, e in enumerate(encoded, 1)
+                ]  # fmt: skip
                 cur.executemany(sql.INSERT_EVENTS_AT, rows)
             if group.hooks is not None:
                 group.hooks.apply(cur, rows)
         except Exception as exc:
+            # The item is only what the group writer's explanation reads: its future
+            # stays unused.
+            item = PendingAppend(stream_id, encoded, expected, self._units.unused, 0)
             error = self._written_in_part(group, cur, item, exc)
             self.failed = error
             if error is exc:
                 raise
             raise error from exc
-        self._versions[stream_id] = version
+        units.last = last + len(encoded)
+        version = actual + len(encoded)
+        if mine is None:
+            self._versions = {stream_id: version}
+        else:
+            mine[stream_id] = version
         self.appended = True
-        return AppendResult(version, Position(0, last + len(rows)))
+        return AppendResult(version, Position(0, last + len(encoded)))
 
     def _written_in_part(
         self, group: GroupWriter, cur: sqlite3.Cursor, item: PendingAppend, exc: Exception
@@ -242,7 +294,10 @@ class SQLiteUnitOfWork:
             self._units.destinations, self._headers, destination, payload, key, headers,
             message_id,
         )  # fmt: skip
-        self._messages.append(message)
+        if self._messages is None:
+            self._messages = [message]
+        else:
+            self._messages.append(message)
         return mid
 
 
@@ -264,6 +319,20 @@ class SQLiteUnits:
         self.versions: dict[str, int] = {}
         """The versions of the streams the released units of the open transaction
         appended to: the streams index gets them in one statement before the COMMIT."""
+        self.last: int | None = None
+        """The log's last position in the open transaction once a unit of it appended
+        (its rows are the newest): the next append asks only for its stream's row. None:
+        ask the log too."""
+        self._unused: asyncio.Future[AppendResult] | None = None
+
+    @property
+    def unused(self) -> asyncio.Future[AppendResult]:
+        """A future for the `PendingAppend` of a unit's append (the group writer's checks
+        take one; nothing awaits or sets it)."""
+        future = self._unused
+        if future is None:
+            future = self._unused = asyncio.get_running_loop().create_future()
+        return future
 
     # -- a unit's life ----------------------------------------------------------------
 
@@ -326,6 +395,7 @@ class SQLiteUnits:
                     raise translate(exc, store.path) from exc
                 raise
         self.cursor = cur
+        self.last = None
         self._appended = False
 
     def _keep(self, unit: SQLiteUnitOfWork) -> asyncio.Future[None]:
@@ -361,6 +431,7 @@ class SQLiteUnits:
             return
         try:
             if cur.connection.in_transaction:
+                self.last = None  # the unit's rows are undone: ask again
                 undo_unit(cur)
                 return
         except Exception as exc:
@@ -386,6 +457,7 @@ class SQLiteUnits:
                 future.set_exception(failed)
         self.versions = {}
         cur, self.cursor = self.cursor, None
+        self.last = None
         if cur is not None:
             abandon(cur.connection)
             writer = self.store._writer
@@ -418,6 +490,7 @@ class SQLiteUnits:
         # (units that start wait for their turn until it is done).
         self._busy = True
         cur, self.cursor = self.cursor, None
+        self.last = None
         done, self._done = self._done, []
         versions, self.versions = self.versions, {}
         committing = loop.run_in_executor(None, self._finish, cur, versions)
@@ -438,6 +511,7 @@ class SQLiteUnits:
         cur = self.cursor
         assert cur is not None
         self.cursor = None
+        self.last = None
         done, self._done = self._done, []
         versions, self.versions = self.versions, {}
         _settle(done, self._finish(cur, versions))
@@ -576,6 +650,8 @@ class UnitOfWorkSupport:
     ) -> contextlib.AbstractAsyncContextManager[SQLiteUnitOfWork]:
         """Run the caller's SQL (``?`` parameters), appends and outbox messages in one
         transaction (`eventfold.store.SupportsUnitOfWork`)."""
+        if correlation_id is None and causation_id is None and traceparent is None:
+            return self._units.run(_NO_HEADERS)
         return self._units.run(unit_headers(correlation_id, causation_id, traceparent))
 
     def declare_destination(self, name: str) -> None:
