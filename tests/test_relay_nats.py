@@ -472,9 +472,9 @@ class CounterDb:
 
     def create(self) -> None:
         if self.kind == "sqlite":
-            with contextlib.closing(sqlite3.connect(self.path)) as db, db:
+            with contextlib.closing(sqlite3.connect(self.path)) as lite, lite:
                 for statement in self.ddl:
-                    db.execute(statement)
+                    lite.execute(statement)
             return
         import psycopg
 
@@ -490,8 +490,8 @@ class CounterDb:
 
     def rows(self, query: str) -> list[tuple[Any, ...]]:
         if self.kind == "sqlite":
-            with contextlib.closing(sqlite3.connect(self.path)) as db:
-                return list(db.execute(query))
+            with contextlib.closing(sqlite3.connect(self.path)) as lite:
+                return list(lite.execute(query))
         import psycopg
 
         with psycopg.connect(self.base, autocommit=True) as db:
