@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 import sqlite3
 import subprocess
@@ -32,25 +31,19 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
 from nats.js.errors import NotFoundError
 
+from conftest import nats_url_or_skip
 from eventfold import ConfigurationError, InvalidInput
 from eventfold.inbox import Inbox, InboxSession, consume, message_id_of
-
-NATS_ENV = "EVENTFOLD_TEST_NATS_URL"
-NATS_DEFAULT = "nats://127.0.0.1:4222"
 
 # --- fixtures -------------------------------------------------------------------------
 
 
 @pytest.fixture
 async def nc() -> AsyncIterator[Client]:
-    """A connection to the test JetStream server, or skip (locally) / fail (CI)."""
-    url = os.environ.get(NATS_ENV, NATS_DEFAULT)
-    try:
-        client = await nats.connect(url, connect_timeout=2, max_reconnect_attempts=0)
-    except Exception as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI is set but JetStream at {url} is unreachable: {exc}", pytrace=False)
-        pytest.skip(f"no JetStream at {url} ({exc}); set {NATS_ENV} to run these tests")
+    """A connection to the test JetStream server, or skip (locally) / fail (CI) when it is
+    not listening."""
+    url = nats_url_or_skip()
+    client = await nats.connect(url, connect_timeout=2, max_reconnect_attempts=0)
     yield client
     await client.close()
 
@@ -328,7 +321,7 @@ async def test_a_consumer_killed_between_commit_and_ack_is_not_applied_again(
 ) -> None:
     await stream.publish(b"deposit 10", str(uuid.uuid4()))
     await make_consumer(stream, ack_wait=1.0)
-    nats_url = os.environ.get(NATS_ENV, NATS_DEFAULT)
+    nats_url = nats_url_or_skip()
     args = [nats_url, stream.name, consumer_db.url, consumer_db.placeholder]
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-c", CRASHING_CONSUMER, *args, stderr=subprocess.PIPE
