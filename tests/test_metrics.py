@@ -4,7 +4,8 @@ stalls, and the app's /metrics and /health."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+import dataclasses
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import httpx
@@ -15,10 +16,16 @@ import eventfold
 from eventfold import InvalidInput, Position, WrongExpectedVersion
 from eventfold.metrics import Metrics, Observer
 from eventfold.projections import (
+    Checkpoint,
     DaemonOptions,
     DocumentProjection,
+    ParkedEvent,
+    PartitionState,
     PoisonPolicy,
     ProjectionDaemon,
+    ProjectionSummary,
+    ReadModelStore,
+    SupportsProjectionSummaries,
     read_models_for,
 )
 from eventfold.relay import InProcessSink, Relay
@@ -257,6 +264,116 @@ async def test_parked_events_are_counted(store: eventfold.EventStore) -> None:
     (reading,) = (await Observer(store, projections=[p]).observe()).readings
     assert (reading.parked, reading.lag_events, reading.failed) == (1, 0, False)
     assert reading.oldest_parked_seconds is not None
+
+
+class SingleReads:
+    """A read-model store's single reads only (no `SupportsProjectionSummaries`),
+    counting them."""
+
+    def __init__(self, models: ReadModelStore) -> None:
+        self.models = models
+        self.backend = models.backend
+        self.reads = 0
+
+    def transaction(self) -> Any:
+        return self.models.transaction()
+
+    async def get_documents(self, name: str, version: int, ids: Sequence[str]) -> dict[str, bytes]:
+        return await self.models.get_documents(name, version, ids)
+
+    def iter_documents(self, name: str, version: int, **kwargs: Any) -> Any:
+        return self.models.iter_documents(name, version, **kwargs)
+
+    async def checkpoints(self, name: str, version: int) -> list[Checkpoint]:
+        self.reads += 1
+        return await self.models.checkpoints(name, version)
+
+    async def active_version(self, name: str) -> int | None:
+        return await self.models.active_version(name)
+
+    async def versions(self, name: str | None = None) -> list[Any]:
+        return await self.models.versions(name)
+
+    async def parked(self, name: str, version: int) -> list[ParkedEvent]:
+        self.reads += 1
+        return await self.models.parked(name, version)
+
+
+class BatchedReads(SingleReads):
+    """`SingleReads` with the batched read too, counting those."""
+
+    def __init__(self, models: ReadModelStore) -> None:
+        super().__init__(models)
+        self.batches = 0
+
+    async def summaries(self, slots: Sequence[tuple[str, int]]) -> list[ProjectionSummary]:
+        self.batches += 1
+        assert isinstance(self.models, SupportsProjectionSummaries)
+        return await self.models.summaries(slots)
+
+
+async def test_the_batched_reading_equals_the_reading_of_each_projection(
+    store: eventfold.EventStore,
+) -> None:
+    caught_up = totals("met_b_ok")
+    parking = totals("met_b_parking", fail_on=2, action="park")
+    failing = totals("met_b_failing", fail_on=2)
+    head = await fill(store, 3)
+    models = read_models_for(store)
+
+    async def settled() -> bool:
+        rows = await models.checkpoints("met_b_failing", 1)
+        done = await models.checkpoints("met_b_parking", 1)
+        return bool(rows and rows[0].state is PartitionState.FAILED and done)
+
+    async with ProjectionDaemon(
+        store, models, [caught_up, parking, failing], options=FAST
+    ) as daemon:
+        await daemon.wait_for("met_b_ok", head, timeout=10)
+        await daemon.wait_for("met_b_parking", head, timeout=10)
+        await until(settled)
+    halves = DocumentProjection("met_b_parts", document=dict, partitions=2)
+    halves.on(MetPlaced)(lambda doc, event: doc)
+    log = [e.position async for e in store.read_all()]
+    async with models.transaction() as tx:
+        await tx.set_checkpoint("met_b_parts", 1, 0, log[-1], expected=None)
+        await tx.set_checkpoint("met_b_parts", 1, 1, log[1], expected=None)
+    never_run = totals("met_b_new")
+    await fill(store, 2, prefix="later")  # all of them behind again
+    watched = [caught_up, parking, failing, halves, never_run]
+
+    single, batched = SingleReads(models), BatchedReads(models)
+    assert isinstance(models, SupportsProjectionSummaries)
+    assert not isinstance(single, SupportsProjectionSummaries)
+    assert isinstance(batched, SupportsProjectionSummaries)
+    by_one = await Observer(store, projections=watched, models=single).observe()
+    at_once = await Observer(store, projections=watched, models=batched).observe()
+    assert (single.reads, batched.reads, batched.batches) == (10, 0, 1)
+
+    def comparable(snapshot: Any) -> list[Any]:
+        return [
+            (dataclasses.replace(r, oldest_parked_seconds=None), r.marker)
+            for r in snapshot.readings
+        ]
+
+    assert at_once.head == by_one.head
+    assert comparable(at_once) == comparable(by_one)
+    for one, both in zip(by_one.readings, at_once.readings, strict=True):
+        assert (one.oldest_parked_seconds is None) == (both.oldest_parked_seconds is None)
+        if one.oldest_parked_seconds is not None and both.oldest_parked_seconds is not None:
+            assert both.oldest_parked_seconds == pytest.approx(one.oldest_parked_seconds, abs=1)
+    # What the readings say, so that equal readings are not equally empty.
+    found = {r.name: r for r in at_once.readings}
+    assert (found["met_b_parking"].parked, found["met_b_parking"].failed) == (1, False)
+    assert found["met_b_parking"].oldest_parked_seconds is not None
+    failed = found["met_b_failing"]
+    assert failed.failed
+    assert failed.error is not None
+    assert "cannot place" in failed.error
+    assert found["met_b_parts"].position == log[1]
+    assert found["met_b_new"].position == eventfold.START
+    assert all(r.lag_events > 0 for r in at_once.readings)
+    assert [r.lag_events for r in at_once.readings] == [2, 2, 4, 4, 5]
 
 
 async def test_a_relay_that_does_not_deliver_is_stalled(store: eventfold.EventStore) -> None:
