@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
@@ -29,7 +30,9 @@ from eventfold.projections import (
     read_models_for,
 )
 from eventfold.relay import InProcessSink, Relay
+from eventfold.store import SupportsUnitOfWork
 from eventfold.testing import settle
+from eventfold.testing.unit_of_work import SQLUnitOfWorkConformance, UnitOfWorkConformance
 from eventfold.web import create_app
 
 FAST = DaemonOptions(poll_interval=0.01, lease_retry=0.02)
@@ -176,6 +179,126 @@ async def test_instrumented_appends_conflicts_and_latency(store: eventfold.Event
     await store.append("acct-1", [MetPlaced(cents=5)], expected_version=3)
     found = samples(await metrics.exposition())
     assert value(found, "eventfold_appends_total", backend=b) == 2
+
+
+def append_figures(found: dict[Any, float], backend: str) -> tuple[float, ...]:
+    """Appends, events, conflicts and timed appends, as scraped."""
+    return tuple(
+        value(found, name, backend=backend)
+        for name in (
+            "eventfold_appends_total",
+            "eventfold_events_appended_total",
+            "eventfold_append_conflicts_total",
+            "eventfold_append_duration_seconds_count",
+        )
+    )
+
+
+async def test_appends_in_a_unit_of_work_count_once_it_commits(store_url: str) -> None:
+    async with eventfold.connect(store_url) as store:
+        assert isinstance(store, SupportsUnitOfWork)
+        metrics = Metrics(store)
+        remove = metrics.instrument()
+        b = store.backend
+
+        async def figures() -> tuple[float, ...]:
+            return append_figures(samples(await metrics.exposition()), b)
+
+        async with store.unit_of_work() as uow:
+            await uow.append("uow-1", [MetPlaced(cents=1), MetPlaced(cents=2)], expected_version=0)
+            await uow.append("uow-2", [MetPlaced(cents=3)], expected_version=0)
+            assert await figures() == (0, 0, 0, 2)  # timed, but not stored yet
+        assert await figures() == (2, 3, 0, 2)
+        sums = samples(await metrics.exposition())
+        assert value(sums, "eventfold_append_duration_seconds_sum", backend=b) > 0
+
+        # A conflict caught in the unit counts; the unit's other append commits.
+        async with store.unit_of_work() as uow:
+            with pytest.raises(WrongExpectedVersion):
+                await uow.append("uow-1", [MetPlaced(cents=4)], expected_version=0)
+            await uow.append("uow-1", [MetPlaced(cents=4)], expected_version=2)
+        assert await figures() == (3, 4, 1, 4)
+
+        async def refused() -> None:
+            async with store.unit_of_work() as uow:
+                await uow.append("uow-3", [MetPlaced(cents=5)], expected_version=0)
+                await uow.append("uow-1", [MetPlaced(cents=6)], expected_version=0)
+
+        # One that is not caught rolls the unit back: its first append stored nothing,
+        # and the conflict counts once.
+        with pytest.raises(WrongExpectedVersion):
+            await refused()
+        assert await figures() == (3, 4, 2, 6)
+
+        async def abandoned() -> None:
+            async with store.unit_of_work() as uow:
+                await uow.append("uow-3", [MetPlaced(cents=7)], expected_version=0)
+                raise RuntimeError("changed my mind")
+
+        # A unit that fails otherwise counts its timed append only.
+        with pytest.raises(RuntimeError, match="changed my mind"):
+            await abandoned()
+        assert await figures() == (3, 4, 2, 7)
+        assert [e async for e in store.read_stream("uow-3")] == []
+        assert [e.data.cents async for e in store.read_stream("uow-1")] == [1, 2, 4]
+
+        remove()
+        assert "unit_of_work" not in vars(store)
+        async with store.unit_of_work() as uow:
+            await uow.append("uow-4", [MetPlaced(cents=8)], expected_version=0)
+        assert await figures() == (3, 4, 2, 7)
+
+
+async def test_a_retry_in_a_unit_of_work_is_not_counted_again(sql_url: str) -> None:
+    # (The memory store's units refuse a retry as a conflict.)
+    async with eventfold.connect(sql_url) as store:
+        assert isinstance(store, SupportsUnitOfWork)
+        metrics = Metrics(store)
+        metrics.instrument()
+        event = eventfold.NewEvent(MetPlaced(cents=3), event_id=uuid.uuid4())
+        for _ in range(2):
+            async with store.unit_of_work() as uow:
+                await uow.append("uow-1", [event], expected_version=0)
+        found = samples(await metrics.exposition())
+        assert append_figures(found, store.backend) == (1, 1, 0, 2)
+        assert len([e async for e in store.read_stream("uow-1")]) == 1
+
+
+async def test_a_unit_of_work_refused_at_its_commit_counts_a_conflict() -> None:
+    # The memory store checks a unit's appends again when it commits: an append made
+    # outside the unit meanwhile makes the commit raise.
+    async with eventfold.connect("memory://") as store:
+        assert isinstance(store, SupportsUnitOfWork)
+        metrics = Metrics(store)
+        metrics.instrument()
+
+        async def overtaken() -> None:
+            async with store.unit_of_work() as uow:
+                await uow.append("uow-1", [MetPlaced(cents=1)], expected_version=0)
+                await store.append("uow-1", [MetPlaced(cents=2)], expected_version=0)
+
+        with pytest.raises(WrongExpectedVersion):
+            await overtaken()
+        found = samples(await metrics.exposition())
+        assert append_figures(found, store.backend) == (1, 1, 1, 2)
+
+
+class TestInstrumentedSQLUnitOfWork(SQLUnitOfWorkConformance):
+    """Units of work keep their contract when their appends are counted."""
+
+    @pytest.fixture
+    async def store(self, sql_url: str) -> AsyncIterator[eventfold.EventStore]:
+        async with eventfold.connect(sql_url) as store:
+            Metrics(store).instrument()
+            yield store
+
+
+class TestInstrumentedMemoryUnitOfWork(UnitOfWorkConformance):
+    @pytest.fixture
+    async def store(self) -> AsyncIterator[eventfold.EventStore]:
+        async with eventfold.connect("memory://") as store:
+            Metrics(store).instrument()
+            yield store
 
 
 async def test_a_projection_behind_whose_checkpoint_does_not_move_is_stalled(
