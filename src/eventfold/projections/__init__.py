@@ -59,6 +59,7 @@ from ._status import (
     ProjectionStatus,
     measure_lag,
     projection_status,
+    projection_statuses,
     wait_for,
 )
 from ._subscription import Batch, Notifier, Polling, Signal, Subscription, WakeUp, partition_of
@@ -130,6 +131,7 @@ __all__ = [
     "notifier_for",
     "partition_of",
     "projection_status",
+    "projection_statuses",
     "read_models_for",
     "rebuild",
     "replay",
