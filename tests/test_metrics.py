@@ -4,7 +4,9 @@ stalls, and the app's /metrics and /health."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+import dataclasses
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import httpx
@@ -15,14 +17,22 @@ import eventfold
 from eventfold import InvalidInput, Position, WrongExpectedVersion
 from eventfold.metrics import Metrics, Observer
 from eventfold.projections import (
+    Checkpoint,
     DaemonOptions,
     DocumentProjection,
+    ParkedEvent,
+    PartitionState,
     PoisonPolicy,
     ProjectionDaemon,
+    ProjectionSummary,
+    ReadModelStore,
+    SupportsProjectionSummaries,
     read_models_for,
 )
 from eventfold.relay import InProcessSink, Relay
+from eventfold.store import SupportsUnitOfWork
 from eventfold.testing import settle
+from eventfold.testing.unit_of_work import SQLUnitOfWorkConformance, UnitOfWorkConformance
 from eventfold.web import create_app
 
 FAST = DaemonOptions(poll_interval=0.01, lease_retry=0.02)
@@ -171,6 +181,126 @@ async def test_instrumented_appends_conflicts_and_latency(store: eventfold.Event
     assert value(found, "eventfold_appends_total", backend=b) == 2
 
 
+def append_figures(found: dict[Any, float], backend: str) -> tuple[float, ...]:
+    """Appends, events, conflicts and timed appends, as scraped."""
+    return tuple(
+        value(found, name, backend=backend)
+        for name in (
+            "eventfold_appends_total",
+            "eventfold_events_appended_total",
+            "eventfold_append_conflicts_total",
+            "eventfold_append_duration_seconds_count",
+        )
+    )
+
+
+async def test_appends_in_a_unit_of_work_count_once_it_commits(store_url: str) -> None:
+    async with eventfold.connect(store_url) as store:
+        assert isinstance(store, SupportsUnitOfWork)
+        metrics = Metrics(store)
+        remove = metrics.instrument()
+        b = store.backend
+
+        async def figures() -> tuple[float, ...]:
+            return append_figures(samples(await metrics.exposition()), b)
+
+        async with store.unit_of_work() as uow:
+            await uow.append("uow-1", [MetPlaced(cents=1), MetPlaced(cents=2)], expected_version=0)
+            await uow.append("uow-2", [MetPlaced(cents=3)], expected_version=0)
+            assert await figures() == (0, 0, 0, 2)  # timed, but not stored yet
+        assert await figures() == (2, 3, 0, 2)
+        sums = samples(await metrics.exposition())
+        assert value(sums, "eventfold_append_duration_seconds_sum", backend=b) > 0
+
+        # A conflict caught in the unit counts; the unit's other append commits.
+        async with store.unit_of_work() as uow:
+            with pytest.raises(WrongExpectedVersion):
+                await uow.append("uow-1", [MetPlaced(cents=4)], expected_version=0)
+            await uow.append("uow-1", [MetPlaced(cents=4)], expected_version=2)
+        assert await figures() == (3, 4, 1, 4)
+
+        async def refused() -> None:
+            async with store.unit_of_work() as uow:
+                await uow.append("uow-3", [MetPlaced(cents=5)], expected_version=0)
+                await uow.append("uow-1", [MetPlaced(cents=6)], expected_version=0)
+
+        # One that is not caught rolls the unit back: its first append stored nothing,
+        # and the conflict counts once.
+        with pytest.raises(WrongExpectedVersion):
+            await refused()
+        assert await figures() == (3, 4, 2, 6)
+
+        async def abandoned() -> None:
+            async with store.unit_of_work() as uow:
+                await uow.append("uow-3", [MetPlaced(cents=7)], expected_version=0)
+                raise RuntimeError("changed my mind")
+
+        # A unit that fails otherwise counts its timed append only.
+        with pytest.raises(RuntimeError, match="changed my mind"):
+            await abandoned()
+        assert await figures() == (3, 4, 2, 7)
+        assert [e async for e in store.read_stream("uow-3")] == []
+        assert [e.data.cents async for e in store.read_stream("uow-1")] == [1, 2, 4]
+
+        remove()
+        assert "unit_of_work" not in vars(store)
+        async with store.unit_of_work() as uow:
+            await uow.append("uow-4", [MetPlaced(cents=8)], expected_version=0)
+        assert await figures() == (3, 4, 2, 7)
+
+
+async def test_a_retry_in_a_unit_of_work_is_not_counted_again(sql_url: str) -> None:
+    # (The memory store's units refuse a retry as a conflict.)
+    async with eventfold.connect(sql_url) as store:
+        assert isinstance(store, SupportsUnitOfWork)
+        metrics = Metrics(store)
+        metrics.instrument()
+        event = eventfold.NewEvent(MetPlaced(cents=3), event_id=uuid.uuid4())
+        for _ in range(2):
+            async with store.unit_of_work() as uow:
+                await uow.append("uow-1", [event], expected_version=0)
+        found = samples(await metrics.exposition())
+        assert append_figures(found, store.backend) == (1, 1, 0, 2)
+        assert len([e async for e in store.read_stream("uow-1")]) == 1
+
+
+async def test_a_unit_of_work_refused_at_its_commit_counts_a_conflict() -> None:
+    # The memory store checks a unit's appends again when it commits: an append made
+    # outside the unit meanwhile makes the commit raise.
+    async with eventfold.connect("memory://") as store:
+        assert isinstance(store, SupportsUnitOfWork)
+        metrics = Metrics(store)
+        metrics.instrument()
+
+        async def overtaken() -> None:
+            async with store.unit_of_work() as uow:
+                await uow.append("uow-1", [MetPlaced(cents=1)], expected_version=0)
+                await store.append("uow-1", [MetPlaced(cents=2)], expected_version=0)
+
+        with pytest.raises(WrongExpectedVersion):
+            await overtaken()
+        found = samples(await metrics.exposition())
+        assert append_figures(found, store.backend) == (1, 1, 1, 2)
+
+
+class TestInstrumentedSQLUnitOfWork(SQLUnitOfWorkConformance):
+    """Units of work keep their contract when their appends are counted."""
+
+    @pytest.fixture
+    async def store(self, sql_url: str) -> AsyncIterator[eventfold.EventStore]:
+        async with eventfold.connect(sql_url) as store:
+            Metrics(store).instrument()
+            yield store
+
+
+class TestInstrumentedMemoryUnitOfWork(UnitOfWorkConformance):
+    @pytest.fixture
+    async def store(self) -> AsyncIterator[eventfold.EventStore]:
+        async with eventfold.connect("memory://") as store:
+            Metrics(store).instrument()
+            yield store
+
+
 async def test_a_projection_behind_whose_checkpoint_does_not_move_is_stalled(
     store: eventfold.EventStore,
 ) -> None:
@@ -257,6 +387,116 @@ async def test_parked_events_are_counted(store: eventfold.EventStore) -> None:
     (reading,) = (await Observer(store, projections=[p]).observe()).readings
     assert (reading.parked, reading.lag_events, reading.failed) == (1, 0, False)
     assert reading.oldest_parked_seconds is not None
+
+
+class SingleReads:
+    """A read-model store's single reads only (no `SupportsProjectionSummaries`),
+    counting them."""
+
+    def __init__(self, models: ReadModelStore) -> None:
+        self.models = models
+        self.backend = models.backend
+        self.reads = 0
+
+    def transaction(self) -> Any:
+        return self.models.transaction()
+
+    async def get_documents(self, name: str, version: int, ids: Sequence[str]) -> dict[str, bytes]:
+        return await self.models.get_documents(name, version, ids)
+
+    def iter_documents(self, name: str, version: int, **kwargs: Any) -> Any:
+        return self.models.iter_documents(name, version, **kwargs)
+
+    async def checkpoints(self, name: str, version: int) -> list[Checkpoint]:
+        self.reads += 1
+        return await self.models.checkpoints(name, version)
+
+    async def active_version(self, name: str) -> int | None:
+        return await self.models.active_version(name)
+
+    async def versions(self, name: str | None = None) -> list[Any]:
+        return await self.models.versions(name)
+
+    async def parked(self, name: str, version: int) -> list[ParkedEvent]:
+        self.reads += 1
+        return await self.models.parked(name, version)
+
+
+class BatchedReads(SingleReads):
+    """`SingleReads` with the batched read too, counting those."""
+
+    def __init__(self, models: ReadModelStore) -> None:
+        super().__init__(models)
+        self.batches = 0
+
+    async def summaries(self, slots: Sequence[tuple[str, int]]) -> list[ProjectionSummary]:
+        self.batches += 1
+        assert isinstance(self.models, SupportsProjectionSummaries)
+        return await self.models.summaries(slots)
+
+
+async def test_the_batched_reading_equals_the_reading_of_each_projection(
+    store: eventfold.EventStore,
+) -> None:
+    caught_up = totals("met_b_ok")
+    parking = totals("met_b_parking", fail_on=2, action="park")
+    failing = totals("met_b_failing", fail_on=2)
+    head = await fill(store, 3)
+    models = read_models_for(store)
+
+    async def settled() -> bool:
+        rows = await models.checkpoints("met_b_failing", 1)
+        done = await models.checkpoints("met_b_parking", 1)
+        return bool(rows and rows[0].state is PartitionState.FAILED and done)
+
+    async with ProjectionDaemon(
+        store, models, [caught_up, parking, failing], options=FAST
+    ) as daemon:
+        await daemon.wait_for("met_b_ok", head, timeout=10)
+        await daemon.wait_for("met_b_parking", head, timeout=10)
+        await until(settled)
+    halves = DocumentProjection("met_b_parts", document=dict, partitions=2)
+    halves.on(MetPlaced)(lambda doc, event: doc)
+    log = [e.position async for e in store.read_all()]
+    async with models.transaction() as tx:
+        await tx.set_checkpoint("met_b_parts", 1, 0, log[-1], expected=None)
+        await tx.set_checkpoint("met_b_parts", 1, 1, log[1], expected=None)
+    never_run = totals("met_b_new")
+    await fill(store, 2, prefix="later")  # all of them behind again
+    watched = [caught_up, parking, failing, halves, never_run]
+
+    single, batched = SingleReads(models), BatchedReads(models)
+    assert isinstance(models, SupportsProjectionSummaries)
+    assert not isinstance(single, SupportsProjectionSummaries)
+    assert isinstance(batched, SupportsProjectionSummaries)
+    by_one = await Observer(store, projections=watched, models=single).observe()
+    at_once = await Observer(store, projections=watched, models=batched).observe()
+    assert (single.reads, batched.reads, batched.batches) == (10, 0, 1)
+
+    def comparable(snapshot: Any) -> list[Any]:
+        return [
+            (dataclasses.replace(r, oldest_parked_seconds=None), r.marker)
+            for r in snapshot.readings
+        ]
+
+    assert at_once.head == by_one.head
+    assert comparable(at_once) == comparable(by_one)
+    for one, both in zip(by_one.readings, at_once.readings, strict=True):
+        assert (one.oldest_parked_seconds is None) == (both.oldest_parked_seconds is None)
+        if one.oldest_parked_seconds is not None and both.oldest_parked_seconds is not None:
+            assert both.oldest_parked_seconds == pytest.approx(one.oldest_parked_seconds, abs=1)
+    # What the readings say, so that equal readings are not equally empty.
+    found = {r.name: r for r in at_once.readings}
+    assert (found["met_b_parking"].parked, found["met_b_parking"].failed) == (1, False)
+    assert found["met_b_parking"].oldest_parked_seconds is not None
+    failed = found["met_b_failing"]
+    assert failed.failed
+    assert failed.error is not None
+    assert "cannot place" in failed.error
+    assert found["met_b_parts"].position == log[1]
+    assert found["met_b_new"].position == eventfold.START
+    assert all(r.lag_events > 0 for r in at_once.readings)
+    assert [r.lag_events for r in at_once.readings] == [2, 2, 4, 4, 5]
 
 
 async def test_a_relay_that_does_not_deliver_is_stalled(store: eventfold.EventStore) -> None:

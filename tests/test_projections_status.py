@@ -15,11 +15,17 @@ from eventfold.projections import (
     DocumentProjection,
     DocumentView,
     MemoryReadModelStore,
+    PartitionState,
+    PoisonPolicy,
     ProjectionDaemon,
     ProjectionState,
     StaleRead,
+    SupportsProjectionSummaries,
+    VersionState,
     measure_lag,
     projection_status,
+    projection_statuses,
+    read_models_for,
     wait_for,
 )
 from eventfold.testing import settle
@@ -163,3 +169,83 @@ async def test_max_lag_bounds_a_read(store: eventfold.EventStore) -> None:
     assert "a lag of at most 1 events (it is 3)" in str(info.value)
     status = await projection_status(store, models, p)
     assert (status.state, status.lag_events) == (ProjectionState.ACTIVE, 3)
+
+
+def picky(name: str, action: str, partitions: int = 1) -> DocumentProjection[dict[str, Any]]:
+    """A projection that cannot apply a placement of 2 cents (``action``: stop or park)."""
+    policy = PoisonPolicy(retries=0, action=action)  # type: ignore[arg-type]
+    p = DocumentProjection(name, document=dict, poison=policy, partitions=partitions)
+
+    @p.on(LagPlaced)
+    def placed(doc: dict[str, Any], event: eventfold.RecordedEvent) -> dict[str, Any]:
+        if event.data.cents == 2:
+            raise ValueError("two cents refused")
+        return {"cents": doc.get("cents", 0) + event.data.cents}
+
+    return p
+
+
+async def test_statuses_read_at_once_equal_each_status(store: eventfold.EventStore) -> None:
+    for i in range(3):
+        r = await store.append(
+            f"order-{i}", [LagPlaced(cents=i + 1), LagNoise()], expected_version=0
+        )
+    await settle(store, r.position)
+    models = read_models_for(store)
+    assert isinstance(models, SupportsProjectionSummaries)
+    ok, parking, failing = totals(), picky("s_park", "park"), picky("s_fail", "stop")
+
+    async def settled() -> bool:
+        rows = await models.checkpoints("s_fail", 1)
+        return bool(rows) and rows[0].state is PartitionState.FAILED
+
+    async with ProjectionDaemon(store, models, [ok, parking, failing], options=FAST) as daemon:
+        await daemon.wait_for("totals", r.position, timeout=10)
+        await daemon.wait_for("s_park", r.position, timeout=10)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while not await settled():
+            assert loop.time() < deadline, "s_fail did not stop"
+            await asyncio.sleep(0.02)
+    halves = picky("s_parts", "stop", partitions=2)
+    log = [e.position async for e in store.read_all()]
+    async with models.transaction() as tx:
+        await tx.set_checkpoint("s_parts", 1, 0, log[-1], expected=None)
+        await tx.set_checkpoint("s_parts", 1, 1, log[2], expected=None)
+        await tx.set_version("s_old", 2, VersionState.BUILDING, expected=None)
+        await tx.activate("s_old", 2)
+    r = await store.append("order-9", [LagPlaced(cents=9)], expected_version=0)
+    await settle(store, r.position)
+    watched = [ok, parking, failing, halves, picky("s_new", "stop"), picky("s_old", "stop")]
+
+    at_once = await projection_statuses(store, models, watched)
+    each = [await projection_status(store, models, p) for p in watched]
+    assert at_once == each
+    assert await projection_statuses(store, models, []) == []
+    found = {s.name: s for s in at_once}
+    assert [found[n].state for n in ("totals", "s_fail", "s_new", "s_old")] == [
+        ProjectionState.ACTIVE,
+        ProjectionState.FAILED,
+        ProjectionState.NEW,
+        ProjectionState.SUPERSEDED,
+    ]
+    assert (found["s_park"].parked, found["s_park"].lag_events) == (1, 1)
+    assert found["s_fail"].last_error is not None
+    assert "two cents refused" in found["s_fail"].last_error
+    assert found["s_parts"].position == log[2]
+    assert [len(s.partitions) for s in at_once] == [1, 1, 1, 2, 0, 0]
+    # A read-model store without the port gives the same, one version at a time.
+    assert await projection_statuses(store, SingleReads(models), watched) == each
+
+
+class SingleReads:
+    """A read-model store's single reads only (no `SupportsProjectionSummaries`)."""
+
+    def __init__(self, models: Any) -> None:
+        self._models = models
+        self.backend = models.backend
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "summaries":
+            raise AttributeError(name)
+        return getattr(self._models, name)

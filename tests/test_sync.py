@@ -421,6 +421,7 @@ def test_projections_read_side(store: eventfold.sync.EventStore) -> None:
         status = eventfold.sync.projection_status(store, models, projection)
         assert status.state is eventfold.projections.ProjectionState.ACTIVE
         assert status.position >= result.position
+        assert eventfold.sync.projection_statuses(store, models, [projection]) == [status]
         assert daemon.status("sync_tallies").name == "sync_tallies"
         assert models.active_version("sync_tallies") == projection.version
         assert daemon.parked("sync_tallies") == []

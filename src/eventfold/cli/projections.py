@@ -39,7 +39,7 @@ from ..projections import (
     WorkerState,
     check_projections,
     check_unique_names,
-    projection_status,
+    projection_statuses,
     read_models_for,
     rebuild,
     replay_parked,
@@ -166,7 +166,7 @@ def projections_command(state: CliState, reference: str, as_json: bool) -> None:
 
     async def work(store: EventStore) -> list[ProjectionStatus]:
         models = read_models_for(store)
-        return [await projection_status(store, models, p) for p in projections]
+        return await projection_statuses(store, models, projections)
 
     statuses = run_with_store(state.url, work)
     if as_json:
@@ -200,9 +200,7 @@ async def _caught_up(
 ) -> list[ProjectionStatus] | None:
     """Every projection's status once each is at the head or stopped, else None."""
     halted = {i.name for i in stopped}
-    statuses = [
-        await projection_status(store, daemon.models, p) for p in daemon.projections.values()
-    ]
+    statuses = await projection_statuses(store, daemon.models, list(daemon.projections.values()))
     if all((s.lag_events == 0 and s.lag_exact) or s.name in halted for s in statuses):
         return statuses
     return None

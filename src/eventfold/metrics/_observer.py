@@ -1,10 +1,12 @@
 """What the metrics and the health check are built from: one reading of the head, and of
 each projection's and relay's checkpoint, lag and parked list, taken cheaply.
 
-A reading reads the head once, then for each projection its checkpoints, the matching
-events after them (at most ``count_limit``) and its parked list; the recorded time of the
-event at the head is read once, and only when something is behind. A relay is read with
-`eventfold.relay.relay_status`.
+A reading reads the head once and every projection's checkpoints, parked count and
+oldest parked time at once (one query, when the read-model store offers
+`SupportsProjectionSummaries`; else two reads per projection), then for each projection
+that is behind the matching events after its checkpoints (at most ``count_limit``); the
+recorded time of the event at the head is read once, and only when something is behind.
+A relay is read with `eventfold.relay.relay_status`.
 
 A projection or relay is **stalled** when events are waiting for it (its lag is above 0)
 and its checkpoint has not moved for ``stall_seconds``, over successive readings of the
@@ -28,7 +30,9 @@ from ..errors import DecodeError, InvalidInput
 from ..projections import (
     PartitionState,
     ProjectionBase,
+    ProjectionSummary,
     ReadModelStore,
+    SupportsProjectionSummaries,
     measure_lag,
     partition_of,
     read_models_for,
@@ -190,7 +194,15 @@ class Observer:
     async def observe(self) -> Snapshot:
         """Read everything once, and update how long each has been stalled."""
         started = time.perf_counter()
-        head = await self.store.head()
+        if self.projections and isinstance(self.models, SupportsProjectionSummaries):
+            # Two reads in all for the projections' rows and the head (they overlap on a
+            # pooled backend), however many projections there are.
+            slots = [(p.name, p.version) for p in self.projections]
+            head, found_rows = await asyncio.gather(self.store.head(), self.models.summaries(slots))
+            summaries: Sequence[ProjectionSummary | None] = found_rows
+        else:
+            head = await self.store.head()
+            summaries = [None] * len(self.projections)
         head_time = _HeadTime(self.store, head)
         # Read concurrently (a pooled backend overlaps its round trips), a few at a time.
         gate = asyncio.Semaphore(self.concurrency)
@@ -200,7 +212,10 @@ class Observer:
                 return await read
 
         found = await asyncio.gather(
-            *(one(self._projection(p, head, head_time)) for p in self.projections),
+            *(
+                one(self._projection(p, head, head_time, summary))
+                for p, summary in zip(self.projections, summaries, strict=True)
+            ),
             *(one(self._relay(relay)) for relay in self.relays),
         )
         readings = [self._track(r) for r in found]
@@ -249,19 +264,29 @@ class Observer:
         waited = max(0.0, now - watch.since)
         return _replace(reading, stalled_seconds=waited, stalled=waited >= self.stall_seconds)
 
-    async def _projection(self, p: ProjectionBase, head: Position, head_time: _HeadTime) -> Reading:
-        models = self.models
-        rows = await models.checkpoints(p.name, p.version)
+    async def _projection(
+        self,
+        p: ProjectionBase,
+        head: Position,
+        head_time: _HeadTime,
+        summary: ProjectionSummary | None,
+    ) -> Reading:
+        if summary is None:
+            models = self.models
+            rows = tuple(await models.checkpoints(p.name, p.version))
+            parked_list = await models.parked(p.name, p.version)
+            parked = len(parked_list)
+            oldest = min((e.parked_us for e in parked_list), default=None)
+        else:
+            rows, parked, oldest = summary.checkpoints, summary.parked, summary.oldest_parked_us
         found = {c.partition: c.position for c in rows}
         positions = [found.get(k, START) for k in range(p.partitions)]
         failed = [r for r in rows if r.state is PartitionState.FAILED]
         error = next((r.error for r in (*failed, *rows) if r.error), None)
-        parked = await models.parked(p.name, p.version)
         low = min(positions)
         events, exact, seconds = 0, True, 0.0
         if low < head:
             events, exact, seconds = await self._lag(p, positions, low, head, head_time)
-        oldest = min((e.parked_us for e in parked), default=None)
         return Reading(
             kind=Kind.PROJECTION,
             name=p.name,
@@ -269,7 +294,7 @@ class Observer:
             lag_events=events,
             lag_exact=exact,
             lag_seconds=seconds,
-            parked=len(parked),
+            parked=parked,
             oldest_parked_seconds=_age(oldest),
             failed=bool(failed),
             error=error,

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from types import TracebackType
 from typing import Any
 
 from prometheus_client import (
@@ -20,7 +23,7 @@ from .._tracing import trace_metadata
 from ..errors import WrongExpectedVersion
 from ..projections import ProjectionBase, ReadModelStore
 from ..relay import Relay
-from ..store import EventStore
+from ..store import AppendResult, EventStore, SupportsUnitOfWork, UnitOfWork
 from ._observer import DEFAULT_COUNT_LIMIT, Observer, Snapshot
 
 __all__ = ["APPEND_BUCKETS", "Metrics"]
@@ -36,8 +39,9 @@ class Metrics:
     registry (``registry``; a new one unless given). Never labelled by stream id:
     ``backend``, ``projection`` (its name) and ``relay`` (its destination) only.
 
-    - `instrument` counts the store's appends, conflicts and append latency (opt in:
-      it wraps ``store.append``);
+    - `instrument` counts the store's appends, conflicts and append latency, those made
+      in a unit of work too (opt in: it wraps ``store.append`` and
+      ``store.unit_of_work``);
     - `collect` reads the head, lags, parked counts and stalls (an `Observer`) into the
       gauges; call it before each scrape. `exposition` does both and returns the text
       Prometheus reads. Mount it in any ASGI or WSGI app, or use ``eventfold.web``'s
@@ -201,8 +205,15 @@ class Metrics:
         """Count the store's appends, their events, conflicts and latency, and (with
         ``traces``, when OpenTelemetry is installed and a span is active) store the
         span's ``traceparent`` in each appended event's metadata. Wraps ``store.append``
-        on this store object (once per `Metrics`; again does nothing). Returns the
-        function that removes the wrapper."""
+        on this store object, and ``store.unit_of_work`` on a store that has units of
+        work (once per `Metrics`; again does nothing). Returns the function that removes
+        the wrappers.
+
+        An append in a unit of work counts as one append, with its events, once the unit
+        commits (a unit rolled back stored nothing); a `WrongExpectedVersion` counts as a
+        conflict when the unit's append raises it, caught or not, or its commit does.
+        The latency observed is that of the ``uow.append`` call itself, refused ones too,
+        as for ``store.append``; the unit's commit is not timed."""
         return instrument(self.store, self, traces=traces)
 
     # -- scrapes -----------------------------------------------------------------------
@@ -294,13 +305,153 @@ def instrument(store: EventStore, metrics: Metrics, *, traces: bool = True) -> C
 
     setattr(append, _MARK, metrics)
     setattr(store, "append", append)  # noqa: B010 - an instance attribute over the method
+    counters = _Counters(appends, events_total, conflicts, observe, traces)
+    remove_units = _instrument_units(store, metrics, counters)
 
     def remove() -> None:
         if store.__dict__.get("append") is not append:
             return  # removed already, or wrapped again since (remove that one first)
-        if getattr(current, _MARK, None) is not None:
-            store.__dict__["append"] = current
-        else:
-            del store.__dict__["append"]
+        _unwrap(store, "append", current)
+        remove_units()
 
     return remove
+
+
+def _unwrap(store: object, name: str, previous: Any) -> None:
+    if getattr(previous, _MARK, None) is not None:
+        store.__dict__[name] = previous
+    else:
+        store.__dict__.pop(name, None)
+
+
+class _Counters:
+    """What an instrumented unit of work counts into (one `Metrics`' children)."""
+
+    def __init__(
+        self,
+        appends: Any,
+        events: Any,
+        conflicts: Any,
+        observe: Callable[[float], None],
+        traces: bool,
+    ) -> None:
+        self.appends = appends
+        self.events = events
+        self.conflicts = conflicts
+        self.observe = observe
+        self.traces = traces
+
+
+def _instrument_units(
+    store: EventStore, metrics: Metrics, counters: _Counters
+) -> Callable[[], None]:
+    """Wrap ``store.unit_of_work`` (on a store that has units of work); the function
+    that removes the wrapper."""
+    if not isinstance(store, SupportsUnitOfWork):
+        return lambda: None
+    current = store.unit_of_work
+    if getattr(current, _MARK, None) is metrics:
+        return lambda: None
+
+    def unit_of_work(**options: Any) -> AbstractAsyncContextManager[UnitOfWork]:
+        return _CountedUnit(current(**options), counters)
+
+    setattr(unit_of_work, _MARK, metrics)
+    setattr(store, "unit_of_work", unit_of_work)  # noqa: B010 - as ``append`` above
+
+    def remove() -> None:
+        if store.__dict__.get("unit_of_work") is unit_of_work:
+            _unwrap(store, "unit_of_work", current)
+
+    return remove
+
+
+class _CountedUnit:
+    """A unit of work's context, counting its appends once it commits."""
+
+    def __init__(self, inner: AbstractAsyncContextManager[UnitOfWork], c: _Counters) -> None:
+        self._inner = inner
+        self._counters = c
+        self._unit: _CountedUnitOfWork | None = None
+
+    async def __aenter__(self) -> UnitOfWork:
+        self._unit = _CountedUnitOfWork(await self._inner.__aenter__(), self._counters)
+        return self._unit
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        unit = self._unit
+        assert unit is not None
+        try:
+            suppressed = await self._inner.__aexit__(kind, error, tb)
+        except WrongExpectedVersion as refused:
+            if not any(refused is seen for seen in unit.refused):
+                self._counters.conflicts.inc()  # refused by the commit itself
+            raise
+        if kind is None:
+            c = self._counters
+            for events in unit.stored:
+                c.appends.inc()
+                c.events.inc(events)
+        return suppressed
+
+
+class _CountedUnitOfWork:
+    """A `UnitOfWork` whose appends are timed and remembered until the unit ends."""
+
+    def __init__(self, unit: UnitOfWork, c: _Counters) -> None:
+        self._unit = unit
+        self._counters = c
+        self.backend = unit.backend
+        self.paramstyle = unit.paramstyle
+        self.stored: list[int] = []
+        """The number of events of each append that stored events."""
+        self.refused: list[WrongExpectedVersion] = []
+        """The conflicts counted already (the commit may raise one of them again)."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "_unit":
+            raise AttributeError(name)
+        return getattr(self._unit, name)  # a backend's own further members
+
+    async def execute(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return await self._unit.execute(query, params)
+
+    async def write(self, query: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> None:
+        await self._unit.write(query, params)
+
+    def publish(
+        self,
+        destination: str,
+        payload: object,
+        *,
+        key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        message_id: uuid.UUID | None = None,
+    ) -> uuid.UUID:
+        return self._unit.publish(
+            destination, payload, key=key, headers=headers, message_id=message_id
+        )
+
+    async def append(
+        self, stream_id: str, events: Sequence[Any], *, expected_version: Any
+    ) -> AppendResult:
+        c = self._counters
+        if c.traces:
+            events = _traced(events)
+        started = time.perf_counter_ns()
+        try:
+            result = await self._unit.append(stream_id, events, expected_version=expected_version)
+        except WrongExpectedVersion as refused:
+            c.observe((time.perf_counter_ns() - started) / 1e9)
+            c.conflicts.inc()
+            self.refused.append(refused)
+            raise
+        c.observe((time.perf_counter_ns() - started) / 1e9)
+        if not result.retry:
+            self.stored.append(len(events))
+        return result

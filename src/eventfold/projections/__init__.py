@@ -30,8 +30,10 @@ from ..store.ports import (
     Checkpoint,
     ParkedEvent,
     PartitionState,
+    ProjectionSummary,
     ReadModelStore,
     ReadModelTransaction,
+    SupportsProjectionSummaries,
     VersionRecord,
     VersionState,
 )
@@ -57,6 +59,7 @@ from ._status import (
     ProjectionStatus,
     measure_lag,
     projection_status,
+    projection_statuses,
     wait_for,
 )
 from ._subscription import Batch, Notifier, Polling, Signal, Subscription, WakeUp, partition_of
@@ -99,6 +102,7 @@ __all__ = [
     "ProjectionState",
     "ProjectionStatus",
     "ProjectionStopped",
+    "ProjectionSummary",
     "ProjectionTransaction",
     "ReadModelStore",
     "ReadModelTransaction",
@@ -108,6 +112,7 @@ __all__ = [
     "StaleRead",
     "StoreWakeUps",
     "Subscription",
+    "SupportsProjectionSummaries",
     "SwapPolicy",
     "VersionRecord",
     "VersionState",
@@ -126,6 +131,7 @@ __all__ = [
     "notifier_for",
     "partition_of",
     "projection_status",
+    "projection_statuses",
     "read_models_for",
     "rebuild",
     "replay",

@@ -36,7 +36,13 @@ from ._bluegreen import drop_retired
 from ._definition import ProjectionBase
 from ._leases import Leases, MemoryLeases
 from ._parked import ReplayResult, replay_parked
-from ._status import ProjectionStatus, checkpoint_positions, projection_status, wait_for
+from ._status import (
+    ProjectionStatus,
+    checkpoint_positions,
+    projection_status,
+    projection_statuses,
+    wait_for,
+)
 from ._subscription import Notifier, Signal
 from ._wakeups import notifier_for
 from ._worker import Context, DaemonOptions, PartitionWorker, WorkerInfo, WorkerState
@@ -225,15 +231,20 @@ class ProjectionDaemon:
         status = await projection_status(
             self.store, self.models, self.projection(name), count_limit=count_limit
         )
+        return self._with_local_error(status)
+
+    def _with_local_error(self, status: ProjectionStatus) -> ProjectionStatus:
         if status.last_error is None:
-            local = next((w.error for w in self.workers(name) if w.error), None)
+            local = next((w.error for w in self.workers(status.name) if w.error), None)
             if local is not None:
                 status = dataclasses.replace(status, last_error=local)
         return status
 
     async def statuses(self) -> list[ProjectionStatus]:
-        """The status of every projection, by name."""
-        return [await self.status(name) for name in sorted(self.projections)]
+        """The status of every projection, by name (their rows read at once)."""
+        ordered = [self.projection(name) for name in sorted(self.projections)]
+        found = await projection_statuses(self.store, self.models, ordered)
+        return [self._with_local_error(status) for status in found]
 
     async def wait_for(
         self,

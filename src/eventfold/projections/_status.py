@@ -10,6 +10,10 @@ Lag is measured against the event store, so any process can report it:
 - **seconds**: the recorded time of the event at the head minus that of the event at
   the checkpoint (both stamped by the store, so no clock skew enters), 0 when nothing
   matching is pending.
+
+`projection_statuses` gives many projections' statuses with their stored rows read at
+once (one query on a read-model store with `SupportsProjectionSummaries`) and the head
+read once; `projection_status` reads one projection's rows by themselves.
 """
 
 from __future__ import annotations
@@ -23,7 +27,14 @@ from dataclasses import dataclass
 from .._events import RecordedEvent
 from .._position import START, Position
 from ..errors import DecodeError, InvalidInput, StaleRead
-from ..store.ports import Checkpoint, PartitionState, ReadModelStore, VersionState
+from ..store.ports import (
+    Checkpoint,
+    PartitionState,
+    ProjectionSummary,
+    ReadModelStore,
+    SupportsProjectionSummaries,
+    VersionState,
+)
 from ..store.protocol import EventStore
 from ._definition import ProjectionBase
 from ._subscription import WakeUp, aclose, partition_of
@@ -36,6 +47,8 @@ __all__ = [
     "event_at",
     "measure_lag",
     "projection_status",
+    "projection_statuses",
+    "summary_of",
     "wait_for",
     "wait_for_version",
 ]
@@ -130,9 +143,12 @@ async def measure_lag(
     positions: Sequence[Position],
     *,
     count_limit: int = DEFAULT_COUNT_LIMIT,
+    head: Position | None = None,
 ) -> Lag:
-    """The lag of a version whose partitions stand at ``positions``."""
-    head = await store.head()
+    """The lag of a version whose partitions stand at ``positions`` (behind ``head``, by
+    default the store's head, read now)."""
+    if head is None:
+        head = await store.head()
     low = min(positions)
     if low >= head:
         return Lag(0, True, 0.0, head)
@@ -176,6 +192,21 @@ async def measure_lag(
     return Lag(events, exact, seconds, head)
 
 
+async def summary_of(models: ReadModelStore, name: str, version: int) -> ProjectionSummary:
+    """One version's `ProjectionSummary` through the store's single reads (what
+    `SupportsProjectionSummaries.summaries` reads for many at once)."""
+    parked = await models.parked(name, version)
+    return ProjectionSummary(
+        name=name,
+        version=version,
+        checkpoints=tuple(await models.checkpoints(name, version)),
+        parked=len(parked),
+        oldest_parked_us=min((p.parked_us for p in parked), default=None),
+        active_version=await models.active_version(name),
+        record=next((r for r in await models.versions(name) if r.version == version), None),
+    )
+
+
 async def projection_status(
     store: EventStore,
     models: ReadModelStore,
@@ -185,12 +216,49 @@ async def projection_status(
     count_limit: int = DEFAULT_COUNT_LIMIT,
 ) -> ProjectionStatus:
     """The status of one version of ``projection`` (default: the definition's version)."""
-    name = projection.name
     version = projection.version if version is None else version
-    active = await models.active_version(name)
-    record = next((r for r in await models.versions(name) if r.version == version), None)
-    rows = tuple(await models.checkpoints(name, version))
-    positions = await checkpoint_positions(models, name, version, projection.partitions)
+    summary = await summary_of(models, projection.name, version)
+    return await _status(store, projection, summary, count_limit=count_limit)
+
+
+async def projection_statuses(
+    store: EventStore,
+    models: ReadModelStore,
+    projections: Sequence[ProjectionBase],
+    *,
+    count_limit: int = DEFAULT_COUNT_LIMIT,
+) -> list[ProjectionStatus]:
+    """The status of each projection's definition version, in the order given: the same
+    as `projection_status` of each, with their rows read at once (`summaries`, when
+    ``models`` offers `SupportsProjectionSummaries`) and the head read once."""
+    slots = [(p.name, p.version) for p in projections]
+    if not slots:
+        return []
+    if isinstance(models, SupportsProjectionSummaries):
+        summaries = await models.summaries(slots)
+    else:
+        summaries = [await summary_of(models, name, version) for name, version in slots]
+    head = await store.head()
+    return [
+        await _status(store, p, summary, count_limit=count_limit, head=head)
+        for p, summary in zip(projections, summaries, strict=True)
+    ]
+
+
+async def _status(
+    store: EventStore,
+    projection: ProjectionBase,
+    summary: ProjectionSummary,
+    *,
+    count_limit: int,
+    head: Position | None = None,
+) -> ProjectionStatus:
+    name, version = summary.name, summary.version
+    active = summary.active_version
+    record = summary.record
+    rows = summary.checkpoints
+    found = {c.partition: c.position for c in rows}
+    positions = [found.get(k, START) for k in range(projection.partitions)]
     failed = [r for r in rows if r.state is PartitionState.FAILED]
     newer_active = active is not None and active > version
     if failed:
@@ -206,7 +274,7 @@ async def projection_status(
         state = ProjectionState.NEW
     else:
         state = ProjectionState.BUILDING
-    lag = await measure_lag(store, projection, positions, count_limit=count_limit)
+    lag = await measure_lag(store, projection, positions, count_limit=count_limit, head=head)
     return ProjectionStatus(
         name=name,
         version=version,
@@ -218,7 +286,7 @@ async def projection_status(
         lag_exact=lag.exact,
         lag_seconds=lag.seconds,
         last_error=next((r.error for r in (*failed, *rows) if r.error), None),
-        parked=len(await models.parked(name, version)),
+        parked=summary.parked,
         partitions=rows,
     )
 

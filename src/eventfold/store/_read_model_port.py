@@ -47,8 +47,10 @@ __all__ = [
     "Notifier",
     "ParkedEvent",
     "PartitionState",
+    "ProjectionSummary",
     "ReadModelStore",
     "ReadModelTransaction",
+    "SupportsProjectionSummaries",
     "VersionRecord",
     "VersionState",
     "WakeUp",
@@ -265,6 +267,38 @@ class ReadModelStore(Protocol):
 
     async def parked(self, name: str, version: int) -> list[ParkedEvent]:
         """The version's parked events, in log order."""
+        ...
+
+
+class ProjectionSummary(msgspec.Struct, frozen=True):
+    """What a status reading needs of one projection version, read together with the
+    others' (`SupportsProjectionSummaries.summaries`)."""
+
+    name: str
+    version: int
+    checkpoints: tuple[Checkpoint, ...]
+    """The version's checkpoint rows, ordered by partition (as `ReadModelStore.checkpoints`)."""
+    parked: int
+    """How many events it has parked."""
+    oldest_parked_us: int | None
+    """When the oldest of them was parked (None: none is)."""
+    active_version: int | None
+    """The version readers read of this name (as `ReadModelStore.active_version`)."""
+    record: VersionRecord | None
+    """This version's record, None when it has none."""
+
+
+@runtime_checkable
+class SupportsProjectionSummaries(Protocol):
+    """A read-model store that reads many projection versions' checkpoints, parked counts
+    and version records at once: what a metrics scrape or a status listing reads, in one
+    query instead of a few per projection. Code that reads them tests for the port and
+    falls back to `ReadModelStore`'s own reads."""
+
+    async def summaries(self, slots: Sequence[tuple[str, int]]) -> list[ProjectionSummary]:
+        """One `ProjectionSummary` per ``(name, version)`` of ``slots``, in that order
+        (committed data, as the store's other reads; a slot with nothing stored has no
+        checkpoints, no parked events and no record)."""
         ...
 
 

@@ -8,7 +8,14 @@ from typing import Any
 
 from .._position import Position
 from ..errors import InvalidInput
-from ._read_model_port import Checkpoint, ParkedEvent, PartitionState, VersionRecord, VersionState
+from ._read_model_port import (
+    Checkpoint,
+    ParkedEvent,
+    PartitionState,
+    ProjectionSummary,
+    VersionRecord,
+    VersionState,
+)
 
 __all__ = [
     "TransactionGuard",
@@ -16,6 +23,7 @@ __all__ = [
     "ordered",
     "parked_of",
     "parked_row",
+    "summaries_of",
     "version_of",
 ]
 
@@ -67,6 +75,45 @@ def parked_row(event: ParkedEvent) -> tuple[Any, ...]:
         event.attempts,
         event.parked_us,
     )
+
+
+def summaries_of(
+    slots: Sequence[tuple[str, int]], rows: Iterable[Sequence[Any]]
+) -> list[ProjectionSummary]:
+    """`ProjectionSummary` values from the rows of a summaries statement: each row is
+    ``(ord, kind, a, b, c, d, e, f)``, ``ord`` the slot's place (from 1), ``kind`` 0 for
+    a checkpoint ``(part, tx, seq, state, error, updated_us)``, 1 for the parked events
+    ``(count, oldest parked_us)``, 2 for the version's record ``(state in d, changed_us
+    in f)`` and 3 for the name's active version ``(a)``."""
+    checkpoints: list[list[Checkpoint]] = [[] for _ in slots]
+    parked: list[tuple[int, int | None]] = [(0, None)] * len(slots)
+    records: list[VersionRecord | None] = [None] * len(slots)
+    active: list[int | None] = [None] * len(slots)
+    for ord_, kind, a, b, c, d, e, f in rows:
+        i = int(ord_) - 1
+        name, version = slots[i]
+        if kind == 0:
+            checkpoints[i].append(
+                Checkpoint(name, version, int(a), Position(b, c), PartitionState(d), e, f)
+            )
+        elif kind == 1:
+            parked[i] = (int(a), b)
+        elif kind == 2:
+            records[i] = VersionRecord(name, version, VersionState(d), f)
+        else:
+            active[i] = int(a)
+    return [
+        ProjectionSummary(
+            name=name,
+            version=version,
+            checkpoints=tuple(sorted(checkpoints[i], key=lambda cp: cp.partition)),
+            parked=parked[i][0],
+            oldest_parked_us=parked[i][1],
+            active_version=active[i],
+            record=records[i],
+        )
+        for i, (name, version) in enumerate(slots)
+    ]
 
 
 def ordered(rows: Iterable[tuple[str, bytes]], ids: Sequence[str]) -> dict[str, bytes]:

@@ -29,6 +29,7 @@ from ._projections import (
     ReadModelStore,
     live,
     projection_status,
+    projection_statuses,
     read_models_for,
     wait_for,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "connect",
     "live",
     "projection_status",
+    "projection_statuses",
     "read_models_for",
     "wait_for",
 ]

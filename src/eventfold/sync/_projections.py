@@ -31,6 +31,7 @@ __all__ = [
     "ReadModelStore",
     "live",
     "projection_status",
+    "projection_statuses",
     "read_models_for",
     "wait_for",
 ]
@@ -215,6 +216,21 @@ def projection_status(
             projection,
             version=version,
             count_limit=count_limit,
+        )
+    )
+
+
+def projection_statuses(
+    store: EventStore,
+    models: ReadModelStore,
+    projections: Sequence[ProjectionBase],
+    *,
+    count_limit: int = DEFAULT_COUNT_LIMIT,
+) -> list[ProjectionStatus]:
+    """See `eventfold.projections.projection_statuses`."""
+    return store.run(
+        _async.projection_statuses(
+            store.async_store, models.async_models, projections, count_limit=count_limit
         )
     )
 

@@ -6,7 +6,9 @@ events, the one `read_models_for` gives for a fresh event store). Async tests ne
 pytest-asyncio with ``asyncio_mode = "auto"``.
 
 What a SQL read-model store also offers (``execute`` and ``write`` on a transaction)
-depends on its dialect, so it is not part of this suite.
+depends on its dialect, so it is not part of this suite. Reading many versions' summaries
+at once (`SupportsProjectionSummaries`) is an optional port: its test is skipped for a
+store that does not declare it.
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ from eventfold.projections import (
     CheckpointConflict,
     ParkedEvent,
     PartitionState,
+    ProjectionSummary,
     ReadModelStore,
     ReadModelTransaction,
+    SupportsProjectionSummaries,
     VersionState,
 )
 
@@ -252,6 +256,51 @@ class ReadModelStoreConformance:
             await tx.unpark("docs", 1, P(404))  # missing: not an error
         assert [p.position for p in await models.parked("docs", 1)] == [P(9), P(2, tx=5)]
         assert [p.position for p in await models.parked("docs", 2)] == [P(1)]
+
+    async def test_summaries_read_many_versions_as_their_single_reads_do(
+        self, models: ReadModelStore
+    ) -> None:
+        if not isinstance(models, SupportsProjectionSummaries):
+            pytest.skip(f"{type(models).__name__} does not offer SupportsProjectionSummaries")
+        async with models.transaction() as tx:
+            await tx.set_checkpoint("docs", 1, 1, P(7), expected=None)
+            await tx.set_checkpoint("docs", 1, 0, P(3, tx=2), expected=None)
+            await tx.set_state("docs", 1, 2, PartitionState.FAILED, "boom")
+            await tx.park(_parked(P(9)))
+            await tx.park(msgspec.structs.replace(_parked(P(4)), parked_us=5))
+            await tx.set_version("docs", 1, VersionState.BUILDING, expected=None)
+            await tx.set_version("docs", 2, VersionState.BUILDING, expected=None)
+            await tx.activate("docs", 2)
+            await tx.set_checkpoint("docs", 2, 0, P(11), expected=None)
+            await tx.park(_parked(P(1), version=2))
+            await tx.set_checkpoint("other", 1, 0, P(2), expected=None)
+        slots = [("docs", 1), ("none", 1), ("docs", 2), ("other", 1), ("docs", 1), ("docs", 3)]
+        found = await models.summaries(slots)
+        assert [(s.name, s.version) for s in found] == slots  # in the order asked for
+        for summary in found:
+            name, version = summary.name, summary.version
+            parked = await models.parked(name, version)
+            records = [r for r in await models.versions(name) if r.version == version]
+            assert summary == ProjectionSummary(
+                name=name,
+                version=version,
+                checkpoints=tuple(await models.checkpoints(name, version)),
+                parked=len(parked),
+                oldest_parked_us=min((p.parked_us for p in parked), default=None),
+                active_version=await models.active_version(name),
+                record=records[0] if records else None,
+            )
+        docs = found[0]
+        assert [c.partition for c in docs.checkpoints] == [0, 1, 2]
+        assert (docs.parked, docs.oldest_parked_us, docs.active_version) == (2, 1, 2)
+        assert docs.record is not None
+        assert docs.record.state is VersionState.BUILDING
+        assert found[1] == ProjectionSummary("none", 1, (), 0, None, None, None)
+        assert found[5].active_version == 2
+        assert found[5].record is None
+        assert await models.summaries([]) == []
+        many = [(f"v{i}", 1) for i in range(700)]  # more than one query's worth on SQLite
+        assert [(s.name, s.version) for s in await models.summaries(many)] == many
 
     # -- versions ------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from ..projections import (
     MemoryLeases,
     ProjectionStatus,
     projection_status,
+    projection_statuses,
     rebuild,
     replay_parked,
 )
@@ -46,7 +47,8 @@ async def projections(api: Api, request: Request) -> Response:
     """GET /projections: every projection's status."""
     api.authorize(request, Role.READ)
     models = api.read_models()
-    found = [projection_out(await projection_status(api.store, models, p)) for p in api.projections]
+    statuses = await projection_statuses(api.store, models, api.projections)
+    found = [projection_out(status) for status in statuses]
     return json_response(found)
 
 

@@ -18,6 +18,7 @@ from ...store.ports import (
     Checkpoint,
     ParkedEvent,
     PartitionState,
+    ProjectionSummary,
     VersionRecord,
     VersionState,
     now_us,
@@ -97,6 +98,26 @@ class MemoryReadModelStore:
     async def parked(self, name: str, version: int) -> list[ParkedEvent]:
         parked = self._tables.parked.get((name, version), {})
         return sorted(parked.values(), key=lambda p: p.position)
+
+    async def summaries(self, slots: Sequence[tuple[str, int]]) -> list[ProjectionSummary]:
+        """Many versions' checkpoints, parked counts and records at once
+        (`SupportsProjectionSummaries`)."""
+        t = self._tables
+        found = []
+        for name, version in slots:
+            parked = t.parked.get((name, version), {})
+            found.append(
+                ProjectionSummary(
+                    name=name,
+                    version=version,
+                    checkpoints=tuple(await self.checkpoints(name, version)),
+                    parked=len(parked),
+                    oldest_parked_us=min((p.parked_us for p in parked.values()), default=None),
+                    active_version=t.active.get(name),
+                    record=t.versions.get((name, version)),
+                )
+            )
+        return found
 
 
 class MemoryTransaction:

@@ -207,6 +207,23 @@ class Statements:
         )
         self.update_active = render("UPDATE {active} SET version = %s WHERE name = %s")
 
+        # Many versions' checkpoints, parked counts, records and pointers in one round
+        # trip: one row per checkpoint (kind 0), per version with parked events (1), per
+        # record (2) and per pointer (3), tagged with the slot's place in the list asked.
+        self.summaries = render(
+            """WITH k AS (SELECT u.name, u.version, u.ord
+                FROM unnest(%s::text[], %s::int8[]) WITH ORDINALITY AS u(name, version, ord))
+            SELECT k.ord, 0, c.part::int8, c.tx, c.seq, c.state, c.error, c.updated_us
+                FROM k JOIN {checkpoints} c ON c.name = k.name AND c.version = k.version
+            UNION ALL SELECT k.ord, 1, count(*), min(p.parked_us), NULL, NULL, NULL, NULL
+                FROM k JOIN {parked} p ON p.name = k.name AND p.version = k.version
+                GROUP BY k.ord
+            UNION ALL SELECT k.ord, 2, NULL, NULL, NULL, v.state, NULL, v.changed_us
+                FROM k JOIN {versions} v ON v.name = k.name AND v.version = k.version
+            UNION ALL SELECT k.ord, 3, a.version, NULL, NULL, NULL, NULL, NULL
+                FROM k JOIN {active} a ON a.name = k.name"""
+        )
+
         # Drop: one round trip (every data-modifying WITH runs to completion).
         self.drop = render(
             """WITH d AS (DELETE FROM {documents} WHERE name = %(n)s AND version = %(v)s),

@@ -46,12 +46,14 @@ from ...store._read_model_rows import (
     ordered,
     parked_of,
     parked_row,
+    summaries_of,
     version_of,
 )
 from ...store.ports import (
     Checkpoint,
     ParkedEvent,
     PartitionState,
+    ProjectionSummary,
     VersionRecord,
     VersionState,
     now_us,
@@ -185,6 +187,14 @@ class PostgresReadModelStore:
     async def parked(self, name: str, version: int) -> list[ParkedEvent]:
         rows = await self._rows(self.statements.parked, (name, version))
         return [parked_of(row) for row in rows]
+
+    async def summaries(self, slots: Sequence[tuple[str, int]]) -> list[ProjectionSummary]:
+        """Many versions' checkpoints, parked counts and records in one round trip
+        (`SupportsProjectionSummaries`)."""
+        if not slots:
+            return []
+        names, versions = [n for n, _ in slots], [v for _, v in slots]
+        return summaries_of(slots, await self._rows(self.statements.summaries, (names, versions)))
 
 
 class PostgresTransaction(TransactionGuard):

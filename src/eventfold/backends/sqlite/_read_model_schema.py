@@ -181,6 +181,29 @@ SET_ACTIVE = (
     "ON CONFLICT (name) DO UPDATE SET version = excluded.version"
 )
 
+# -- summaries -----------------------------------------------------------------------
+
+SUMMARIES_CHUNK = 300
+"""Slots per summaries query (three parameters each, under SQLite's oldest limit of 999)."""
+
+
+def summaries_query(n: int) -> str:
+    """Checkpoints, parked counts, records and pointers of ``n`` slots in one query,
+    with ``(ord, name, version)`` parameters per slot (the rows `summaries_of` reads)."""
+    values = ", ".join(["(?, ?, ?)"] * n)
+    return (
+        f"WITH k(ord, name, version) AS (VALUES {values}) "
+        "SELECT k.ord, 0, c.part, c.tx, c.seq, c.state, c.error, c.updated_us "
+        "FROM k JOIN ef_checkpoints c ON c.name = k.name AND c.version = k.version "
+        "UNION ALL SELECT k.ord, 1, count(*), min(p.parked_us), NULL, NULL, NULL, NULL "
+        "FROM k JOIN ef_parked p ON p.name = k.name AND p.version = k.version GROUP BY k.ord "
+        "UNION ALL SELECT k.ord, 2, NULL, NULL, NULL, v.state, NULL, v.changed_us "
+        "FROM k JOIN ef_versions v ON v.name = k.name AND v.version = k.version "
+        "UNION ALL SELECT k.ord, 3, a.version, NULL, NULL, NULL, NULL, NULL "
+        "FROM k JOIN ef_active a ON a.name = k.name"
+    )
+
+
 # -- drop ----------------------------------------------------------------------------
 
 DROP = (

@@ -53,12 +53,14 @@ from ...store._read_model_rows import (
     checkpoint_of,
     ordered,
     parked_of,
+    summaries_of,
     version_of,
 )
 from ...store.ports import (
     Checkpoint,
     ParkedEvent,
     PartitionState,
+    ProjectionSummary,
     VersionRecord,
     VersionState,
     now_us,
@@ -188,6 +190,18 @@ class SQLiteReadModelStore:
     async def parked(self, name: str, version: int) -> list[ParkedEvent]:
         await self.ensure_schema()
         return [parked_of(row) for row in self._read(sql.PARKED, (name, version))]
+
+    async def summaries(self, slots: Sequence[tuple[str, int]]) -> list[ProjectionSummary]:
+        """Many versions' checkpoints, parked counts and records in one query (a few
+        hundred slots each) (`SupportsProjectionSummaries`)."""
+        await self.ensure_schema()
+        found: list[ProjectionSummary] = []
+        chunk = sql.SUMMARIES_CHUNK
+        for at in range(0, len(slots), chunk):
+            part = list(slots[at : at + chunk])
+            params = [x for i, (n, v) in enumerate(part, 1) for x in (i, n, v)]
+            found.extend(summaries_of(part, self._read(sql.summaries_query(len(part)), params)))
+        return found
 
 
 class SQLiteTransaction(TransactionGuard):
