@@ -249,9 +249,8 @@ async def test_appends_in_a_unit_of_work_count_once_it_commits(store_url: str) -
         assert await figures() == (3, 4, 2, 7)
 
 
-async def test_a_retry_in_a_unit_of_work_is_not_counted_again(sql_url: str) -> None:
-    # (The memory store's units refuse a retry as a conflict.)
-    async with eventfold.connect(sql_url) as store:
+async def test_a_retry_in_a_unit_of_work_is_not_counted_again(store_url: str) -> None:
+    async with eventfold.connect(store_url) as store:
         assert isinstance(store, SupportsUnitOfWork)
         metrics = Metrics(store)
         metrics.instrument()

@@ -18,10 +18,11 @@ from typing import Any
 import msgspec
 import pytest
 
-from .._events import Event, RecordedEvent
+from .._events import Event, NewEvent, RecordedEvent
 from .._position import ANY, NO_STREAM, START, Position
 from ..errors import (
     ConfigurationError,
+    DuplicateEventId,
     EventfoldError,
     InvalidInput,
     StoreError,
@@ -242,6 +243,58 @@ class UnitOfWorkConformance:
             await attempt()
         assert await events_of(store, f"a-{run}") == []
         await empty_outbox(store, dest)
+
+    async def test_a_retry_of_stored_events_returns_their_result_and_stores_nothing(
+        self, store: EventStore, dest: str
+    ) -> None:
+        run = uuid.uuid4().hex[:8]
+        batch = [NewEvent(Charged(cents=n), event_id=uuid.uuid4()) for n in (1, 2)]
+        async with units(store).unit_of_work() as uow:
+            first = await uow.append(f"a-{run}", batch, expected_version=NO_STREAM)
+        # The same unit run again (its caller did not learn that it committed).
+        async with units(store).unit_of_work() as uow:
+            again = await uow.append(f"a-{run}", batch, expected_version=NO_STREAM)
+            other = await uow.append(f"b-{run}", [Charged(cents=3)], expected_version=NO_STREAM)
+            uow.publish(dest, b"sent")
+        assert again == first
+        assert (first.retry, again.retry) == (False, True)
+        await settle(store, other.position)
+        assert await events_of(store, f"a-{run}") == [1, 2]
+        assert await events_of(store, f"b-{run}") == [3]
+        assert [m.payload for m in await messages(store, 1, dest)] == [b"sent"]
+        # Still a retry once the stream has moved on.
+        later = await store.append(f"a-{run}", [Charged(cents=4)], expected_version=2)
+        async with units(store).unit_of_work() as uow:
+            again = await uow.append(f"a-{run}", batch, expected_version=NO_STREAM)
+        assert again == first
+        assert again.retry
+        await settle(store, later.position)
+        assert await events_of(store, f"a-{run}") == [1, 2, 4]
+
+    async def test_stored_ids_in_an_append_that_is_not_a_retry_are_refused(
+        self, store: EventStore, dest: str
+    ) -> None:
+        run = uuid.uuid4().hex[:8]
+        batch = [NewEvent(Charged(cents=n), event_id=uuid.uuid4()) for n in (1, 2)]
+        await store.append(f"a-{run}", batch, expected_version=NO_STREAM)
+        extra = NewEvent(Charged(cents=9), event_id=uuid.uuid4())
+        changed = NewEvent(Charged(cents=5), event_id=batch[0].event_id)
+        async with units(store).unit_of_work() as uow:
+            for events, taken in (
+                ([batch[1], extra], batch[1]),  # only some of them stored
+                ([batch[1], batch[0]], batch[1]),  # in another order
+                ([changed, batch[1]], batch[0]),  # one with other data
+            ):
+                with pytest.raises(DuplicateEventId) as info:
+                    await uow.append(f"a-{run}", events, expected_version=NO_STREAM)
+                assert info.value.event_id == taken.event_id
+            # Nothing was appended: the unit goes on.
+            other = await uow.append(f"b-{run}", [Charged(cents=3)], expected_version=NO_STREAM)
+            uow.publish(dest, b"sent")
+        await settle(store, other.position)
+        assert await events_of(store, f"a-{run}") == [1, 2]
+        assert await events_of(store, f"b-{run}") == [3]
+        assert [m.payload for m in await messages(store, 1, dest)] == [b"sent"]
 
     async def test_bad_input_is_refused_with_what_to_do(self, store: EventStore, dest: str) -> None:
         with pytest.raises(InvalidInput, match="not a valid name"):

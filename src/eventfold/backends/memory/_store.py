@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
 from typing import Self
 
-from ..._codec import Codec, Row
+from ..._codec import Codec, EncodedEvent, Row
 from ..._events import Event, NewEvent, RecordedEvent
 from ..._position import ExpectedVersion, Position, version_matches
 from ...errors import (
@@ -160,18 +160,9 @@ class MemoryStore(UnitOfWorkSupport):
         encoded, expected = prepare_append(self.codec, stream_id, events, expected_version)
         stamps = None if recorded_us is None else check_recorded(recorded_us, len(encoded))
         indexes = self._streams.get(stream_id, [])
-        ids = explicit_ids(encoded)
-        if ids:
-            known = self._ids.get(stream_id, {})
-            found: dict[bytes, StoredCopy] = {}
-            for eid in ids:
-                at = known.get(eid)
-                if at is not None:
-                    row = self._log[at]
-                    found[eid] = (row[2], row[3], row[5], Position(0, at + 1))
-            retry = check_retry(stream_id, encoded, found)
-            if retry is not None:
-                return retry
+        retry = self._retry_of(stream_id, encoded)
+        if retry is not None:
+            return retry
         replaced_by = self._replaced.get(stream_id)
         if replaced_by is not None:
             raise StreamReplaced(stream_id, replaced_by)
@@ -202,6 +193,21 @@ class MemoryStore(UnitOfWorkSupport):
         if self.committed:
             self.committed.fire()
         return AppendResult(actual + len(encoded), Position(0, len(self._log)))
+
+    def _retry_of(self, stream_id: str, encoded: Sequence[EncodedEvent]) -> AppendResult | None:
+        """The first result of the append ``encoded`` repeats if the stream holds its
+        events (`check_retry`: `DuplicateEventId` if it holds some otherwise), or None."""
+        ids = explicit_ids(encoded)
+        if not ids:
+            return None
+        known = self._ids.get(stream_id, {})
+        found: dict[bytes, StoredCopy] = {}
+        for eid in ids:
+            at = known.get(eid)
+            if at is not None:
+                row = self._log[at]
+                found[eid] = (row[2], row[3], row[5], Position(0, at + 1))
+        return check_retry(stream_id, encoded, found)
 
     async def replace_stream(
         self, stream_id: str, target: str, *, version: int, target_version: int

@@ -1,9 +1,10 @@
 """Units of work on the memory backend: appends and outbox messages, without SQL.
 
-A unit checks each append when it is made (a conflict raises at once) and keeps it; the
-block's end applies them all at once (the event loop runs nothing else meanwhile), after
-checking them again: an append made elsewhere in between turns into the unit's
-`WrongExpectedVersion`, and nothing of the unit is kept.
+A unit checks each append when it is made (a conflict raises at once; a retry of events
+already stored returns their result and is not kept, as `store.append` stores nothing)
+and keeps it; the block's end applies them all at once (the event loop runs nothing else
+meanwhile), after checking them again: an append made elsewhere in between turns into
+the unit's `WrongExpectedVersion`, and nothing of the unit is kept.
 """
 
 from __future__ import annotations
@@ -70,6 +71,10 @@ class MemoryUnitOfWork:
         store = self._store
         store._check_writable()
         encoded, expected = prepare_append(store.codec, stream_id, events, expected_version)
+        # As `store.append`: a retry of stored events returns their result, stores nothing.
+        retry = store._retry_of(stream_id, encoded)
+        if retry is not None:
+            return retry
         replaced_by = store._replaced.get(stream_id)
         if replaced_by is not None:
             raise StreamReplaced(stream_id, replaced_by)
