@@ -53,6 +53,7 @@ def event_out(event: RecordedEvent) -> EventOut:
     metadata = event.metadata
     correlation = metadata.get("correlation_id")
     causation = metadata.get("causation_id")
+    upcast = event.upcast_from
     # ``data`` stays the typed event: msgspec encodes it as it stored it, with no copy.
     return EventOut(
         event_id=str(event.event_id),
@@ -66,15 +67,16 @@ def event_out(event: RecordedEvent) -> EventOut:
         recorded_at=_iso_us(event.recorded_us),
         correlation_id=None if correlation is None else str(correlation),
         causation_id=None if causation is None else str(causation),
-        stored_type=event.stored_type,
-        stored_schema_version=event.stored_schema_version,
+        stored_type=None if upcast is None else upcast[0],
+        stored_schema_version=None if upcast is None else upcast[1],
         undecodable=undecodable,
     )
 
 
-class _PageEvent(msgspec.Struct, gc=False):
-    """`EventOut` as a page writes it: the same fields in the same order (so the same
-    JSON), built positionally, with the stored metadata passed through as raw JSON."""
+class _PageEvent(msgspec.Struct, gc=False, omit_defaults=True):
+    """`EventOut` as a page writes it: the same fields in the same order, the same ones
+    left out (so the same JSON), built positionally, with the stored metadata passed
+    through as raw JSON."""
 
     event_id: str
     stream_id: str
@@ -85,11 +87,11 @@ class _PageEvent(msgspec.Struct, gc=False):
     data: Any
     metadata: msgspec.Raw
     recorded_at: str
-    correlation_id: str | None
-    causation_id: str | None
-    stored_type: str
-    stored_schema_version: int
-    undecodable: str | None
+    correlation_id: str | None = None
+    causation_id: str | None = None
+    stored_type: str | None = None
+    stored_schema_version: int | None = None
+    undecodable: str | None = None
 
 
 def _uuid_text(raw: bytes) -> str:
@@ -136,8 +138,8 @@ def events_out(events: list[RecordedEvent]) -> list[Any]:
                 last_at,
                 correlation,
                 causation,
-                e.type if upcast is None else upcast[0],
-                e.schema_version if upcast is None else upcast[1],
+                None if upcast is None else upcast[0],
+                None if upcast is None else upcast[1],
                 undecodable,
             )
         )
