@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 
 import msgspec
@@ -10,7 +11,7 @@ import pytest
 from eventfold import Event, MissingUpcaster, TypeRegistry
 from eventfold._undecodable import keep_undecodable
 from eventfold.store.kit import Codec, Row
-from eventfold.web._render import events_out, rows_out
+from eventfold.web._render import _iso_us, events_out, rows_out
 
 
 class Placed(Event):
@@ -123,3 +124,13 @@ def test_what_reads_as_stored_follows_the_registry() -> None:
 
     found.register(Later)
     assert not codec.reads_as_stored("render.Later", 1)
+
+
+@pytest.mark.parametrize(
+    "us",
+    [0, 1, -1, 999_999, 1_000_000, 1_700_000_000_120_000, 1_700_000_059_999_999, -86_400_000_001,
+     253_402_300_799_999_999],
+)  # fmt: skip
+def test_recorded_times_are_written_as_isoformat_writes_them(us: int) -> None:
+    when = dt.datetime(1970, 1, 1) + dt.timedelta(microseconds=us)
+    assert _iso_us(us) == when.isoformat() + "Z"

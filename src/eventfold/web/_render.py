@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import datetime as _dt
+import functools
 import uuid
 from typing import Any
 
@@ -229,7 +230,17 @@ def rows_out(codec: Codec, rows: list[Row]) -> list[Any]:
 
 
 def _iso_us(us: int) -> str:
-    return (_NAIVE_EPOCH + _dt.timedelta(microseconds=us)).isoformat() + "Z"
+    """Microseconds since the epoch as ISO 8601 text with a ``Z`` (no fraction when
+    there is none, as `datetime.isoformat` writes it)."""
+    seconds, fraction = divmod(us, 1_000_000)
+    head = _second_text(seconds)
+    return f"{head}.{fraction:06d}Z" if fraction else head + "Z"
+
+
+@functools.lru_cache(maxsize=256)
+def _second_text(seconds: int) -> str:
+    # Events of a page mostly share their seconds: their text is built once.
+    return (_NAIVE_EPOCH + _dt.timedelta(seconds=seconds)).isoformat()
 
 
 def event_detail(event: RecordedEvent) -> EventDetail:
