@@ -17,7 +17,6 @@ from starlette.responses import Response
 from .._events import RecordedEvent
 from .._position import START, Position
 from ..projections._status import event_at
-from ..store import SupportsRowReads
 from ._api import Api
 from ._auth import Role
 from ._errors import ApiError, etag, json_response
@@ -95,15 +94,16 @@ async def read_stream(api: Api, request: Request) -> Response:
     store = api.store
     version = await store.stream_version(stream_id)
     last: int | None = None  # the version of the last event looked at
-    if match is None and isinstance(store, SupportsRowReads):
+    row_reads = api.row_reads
+    if match is None and row_reads is not None:
         rows = [
             row
-            async for rows_page in store.read_stream_rows(
+            async for rows_page in row_reads.read_stream_rows(
                 stream_id, from_version=start, backwards=backwards, limit=size
             )
             for row in rows_page
         ]
-        events = rows_out(store.codec, rows)
+        events = rows_out(row_reads.codec, rows)
         more = len(rows) == size
         if rows:
             last = rows[-1][2]
@@ -167,15 +167,16 @@ async def read_log(api: Api, request: Request) -> Response:
     store = api.store
     head = await store.head()
     last: Position | None = None  # the position of the last event looked at
-    if match is None and isinstance(store, SupportsRowReads):
+    row_reads = api.row_reads
+    if match is None and row_reads is not None:
         rows = [
             row
-            async for rows_page in store.read_all_rows(
+            async for rows_page in row_reads.read_all_rows(
                 after=after, types=types, categories=categories, limit=size
             )
             for row in rows_page
         ]
-        events = rows_out(store.codec, rows)
+        events = rows_out(row_reads.codec, rows)
         more = len(rows) == size
         if rows:
             last = Position(rows[-1][8], rows[-1][9])
