@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import pytest
 from bank import Deposit, Deposited, OpenAccount, account
@@ -18,11 +18,14 @@ from eventfold.store import (
     SupportsCodec,
     SupportsCommitListeners,
     SupportsLoad,
+    SupportsRowReads,
     SupportsSnapshots,
     SupportsTransactionHooks,
     SupportsTransform,
     capability,
 )
+from eventfold.store.kit import Row
+from eventfold.testing import settle
 
 # Checked by mypy: each backend class fits the ports it declares.
 _memory_ports: tuple[SupportsCodec, SupportsSnapshots, SupportsCommitListeners, SupportsTransform]
@@ -35,7 +38,8 @@ _sqlite_ports: tuple[
     SupportsCommitListeners,
     SupportsTransform,
     SupportsTransactionHooks,
-] = (_sqlite,) * 6
+    SupportsRowReads,
+] = (_sqlite,) * 7
 
 ALL = [
     SupportsCodec,
@@ -44,6 +48,7 @@ ALL = [
     SupportsCommitListeners,
     SupportsTransform,
     SupportsTransactionHooks,
+    SupportsRowReads,
 ]
 DECLARED = {
     "memory": [SupportsCodec, SupportsSnapshots, SupportsCommitListeners, SupportsTransform],
@@ -129,3 +134,41 @@ async def test_a_transformation_needs_the_transform_port(plain: EventStore) -> N
     with pytest.raises(UnsupportedCapability, match="sqlite store does not support Supports"):
         await eventfold.transform(plain, "s-1", target=lambda s: s + "x", fn=lambda e: e)
     assert (await plain.stream_info("s-1")).replaced_by is None
+
+
+async def test_row_reads_hand_out_the_rows_the_reads_decode(sql_url: str) -> None:
+    async with eventfold.connect(sql_url) as store:
+        rows_store = capability(store, SupportsRowReads)
+        await store.append("acct-1", [Deposited(amount=n) for n in range(1, 8)],
+                           expected_version=eventfold.NO_STREAM)  # fmt: skip
+        raw = eventfold.NewEvent({"n": 1}, type="ports.Noted", correlation_id="c-1")
+        last = await store.append("note-1", [raw], expected_version=eventfold.NO_STREAM)
+        await settle(store, last.position)
+
+        async def same(
+            rows: AsyncIterator[list[Row]], events: AsyncIterator[eventfold.RecordedEvent]
+        ) -> int:
+            pages = [page async for page in rows]
+            assert all(pages)
+            decoded = [e for page in pages for e in rows_store.codec.decode_rows(page)]
+            assert decoded == [e async for e in events]
+            return len(decoded)
+
+        stream_reads: list[tuple[dict[str, Any], int]] = [
+            ({}, 7),
+            ({"from_version": 3, "limit": 2}, 2),
+            ({"backwards": True, "limit": 4}, 4),
+        ]
+        for options, count in stream_reads:
+            rows = rows_store.read_stream_rows("acct-1", **options)
+            assert await same(rows, store.read_stream("acct-1", **options)) == count
+        assert await same(rows_store.read_stream_rows("none"), store.read_stream("none")) == 0
+        second = [e async for e in store.read_all(limit=2)][1].position
+        log_reads: list[tuple[dict[str, Any], int]] = [
+            ({}, 8),
+            ({"after": second, "limit": 3}, 3),
+            ({"types": ["ports.Noted"]}, 1),
+            ({"categories": ["acct"]}, 7),
+        ]
+        for query, count in log_reads:
+            assert await same(rows_store.read_all_rows(**query), store.read_all(**query)) == count

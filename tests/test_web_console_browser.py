@@ -293,6 +293,10 @@ def test_browse_to_a_stream_and_open_an_event(console: Console) -> None:
     console.follow(rows[1].find_element(By.LINK_TEXT, "ConsolePlaced").click)
     console.text_is("#envelope td[data-field=stream_id]", "order-1")
     assert console.find("#envelope td[data-field=version]").text == "2"
+    # Left out of the API's answer (not upcast, no ids): shown as it reads, and empty.
+    assert console.find("#envelope td[data-field=stored_type]").text == "ConsolePlaced"
+    assert console.find("#envelope td[data-field=stored_schema_version]").text == "1"
+    assert console.find("#envelope td[data-field=causation_id]").text == ""
     assert json.loads(console.find("#event-data").text) == {"n": 13}
     assert json.loads(console.find("#stored-json").text) == {"n": 13}
     assert console.find("#stored-base64").text

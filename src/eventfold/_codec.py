@@ -105,6 +105,8 @@ class Codec:
     """``_lifts[v][name]``: how to upcast events of ``name`` stored at version ``v``."""
     _checkers: dict[type[Event], Callable[[bytes], Any] | None]
     """Per class, the typed decoder that checks its encoded instances (None: no check)."""
+    _as_stored: dict[tuple[str, int], bool]
+    """Per stored (type, schema version), whether its payloads read back as stored."""
 
     def __init__(
         self,
@@ -143,6 +145,7 @@ class Codec:
         self._plans = {}
         self._lifts = [{}]
         self._checkers = {}
+        self._as_stored = {}
 
     # -- writing ---------------------------------------------------------------------
 
@@ -429,6 +432,25 @@ class Codec:
             cls = self.registry.resolve(type_name)
             found = msgspec.json.Decoder(cls).decode if cls is not None else self._generic.decode
             self._decoders[type_name] = found
+        return found
+
+    def reads_as_stored(self, type_name: str, schema_version: int) -> bool:
+        """Whether a payload stored as ``type_name`` at ``schema_version`` reads back as
+        the JSON value it is: no class to build and nothing to upcast, so the stored JSON
+        may be passed on as it is, once checked to be JSON (a payload that is not reads
+        as undecodable, as `decode_rows` says)."""
+        if self._generation != self.registry.generation:
+            self._reset()
+        key = (type_name, schema_version)
+        found = self._as_stored.get(key)
+        if found is None:
+            try:
+                steps, _, _ = self._plan(type_name, schema_version, "")
+            except (MissingUpcaster, EventTypeError):
+                found = False  # `decode_rows` names what is wrong
+            else:
+                found = not steps and self.registry.resolve(type_name) is None
+            self._as_stored[key] = found
         return found
 
     def stored_type_names(self, names: Sequence[str]) -> list[str]:

@@ -29,7 +29,7 @@ from typing import Any, NamedTuple, Protocol, TypeVar, cast, runtime_checkable
 
 import msgspec
 
-from .._codec import Codec, LoadRow
+from .._codec import Codec, LoadRow, Row
 from .._events import Event, NewEvent, RecordedEvent
 from .._position import ExpectedVersion, Position
 from ..errors import UnsupportedCapability
@@ -81,6 +81,7 @@ __all__ = [
     "SupportsLoad",
     "SupportsOutbox",
     "SupportsProjectionSummaries",
+    "SupportsRowReads",
     "SupportsSnapshots",
     "SupportsTransactionHooks",
     "SupportsTransform",
@@ -173,6 +174,43 @@ class SupportsLoad(Protocol):
         """The newest snapshot of ``state_type`` within the bounds (from the store's own
         ``snapshots``), the id of the event at its version, and the stream's events after
         it up to ``max_version`` (`LoadRows`)."""
+        ...
+
+
+@runtime_checkable
+class SupportsRowReads(Protocol):
+    """A store that hands out its stored rows undecoded, a page at a time, with the codec
+    that decodes them: for code that writes events out again (the HTTP API's pages) and
+    can pass a payload through as stored when the codec would read it as it is
+    (`Codec.reads_as_stored`), decoding only the others (`Codec.decode_rows`).
+
+    Each read takes the arguments of, and yields the rows of the same events in the same
+    order as, its `EventStore` namesake; a page is never empty.
+    """
+
+    @property
+    def codec(self) -> Codec: ...
+
+    def read_stream_rows(
+        self,
+        stream_id: str,
+        *,
+        from_version: int | None = None,
+        backwards: bool = False,
+        limit: int | None = None,
+    ) -> AsyncIterator[list[Row]]:
+        """`EventStore.read_stream`'s rows, in pages."""
+        ...
+
+    def read_all_rows(
+        self,
+        *,
+        after: Position | str | None = None,
+        types: Sequence[str | type[Event]] | None = None,
+        categories: Sequence[str] | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[list[Row]]:
+        """`EventStore.read_all`'s rows, in pages."""
         ...
 
 

@@ -25,7 +25,7 @@ from ..projections import (
     StoreWakeUps,
     read_models_for,
 )
-from ..store import EventStore
+from ..store import EventStore, SupportsRowReads
 from ._auth import Role, Tokens
 from ._errors import ApiError, error_response, from_eventfold
 from ._types import MAX_EVENTS_PER_APPEND, AuditEntry
@@ -107,6 +107,12 @@ class Api:
     _wakeups: StoreWakeUps | None = None
     _schemas_at: float = -1e9
     _schema_lock: asyncio.Lock | None = None
+    row_reads: SupportsRowReads | None = field(init=False)
+    """The store, when it hands out its stored rows (asked once: a runtime Protocol check
+    costs tens of microseconds)."""
+
+    def __post_init__(self) -> None:
+        self.row_reads = self.store if isinstance(self.store, SupportsRowReads) else None
 
     def read_models(self) -> ReadModelStore:
         """The read models beside the store (made once, when first needed)."""

@@ -21,7 +21,7 @@ from ._api import Api
 from ._auth import Role
 from ._errors import ApiError, etag, json_response
 from ._params import bad, decode_cursor, encode_cursor, flag, limit, position, timestamp, values
-from ._render import event_detail, events_out
+from ._render import event_detail, events_out, rows_out
 from ._types import LogPage, StreamOut, StreamPage, StreamsPage
 
 __all__ = ["read_event", "read_log", "read_log_event", "read_stream", "streams"]
@@ -91,21 +91,41 @@ async def read_stream(api: Api, request: Request) -> Response:
         if not cursor.isdigit():
             raise bad("cursor", "cursor is not a cursor of this listing; pass a page's `next`")
         start = int(cursor)
-    version = await api.store.stream_version(stream_id)
-    budget = size if match is None else size * api.limits.scan_factor
-    scanned = [
-        e
-        async for e in api.store.read_stream(
-            stream_id, from_version=start, backwards=backwards, limit=budget
-        )
-    ]
-    page, last = _take(scanned, match, size)
+    store = api.store
+    version = await store.stream_version(stream_id)
+    last: int | None = None  # the version of the last event looked at
+    row_reads = api.row_reads
+    if match is None and row_reads is not None:
+        rows = [
+            row
+            async for rows_page in row_reads.read_stream_rows(
+                stream_id, from_version=start, backwards=backwards, limit=size
+            )
+            for row in rows_page
+        ]
+        events = rows_out(row_reads.codec, rows)
+        more = len(rows) == size
+        if rows:
+            last = rows[-1][2]
+    else:
+        budget = size if match is None else size * api.limits.scan_factor
+        scanned = [
+            e
+            async for e in store.read_stream(
+                stream_id, from_version=start, backwards=backwards, limit=budget
+            )
+        ]
+        page, looked = _take(scanned, match, size)
+        events = events_out(page)
+        more = len(scanned) == budget or len(page) == size
+        if looked is not None:
+            last = looked.version
     nxt: str | None = None
-    if last is not None and (len(scanned) == budget or len(page) == size):
-        following = last.version - 1 if backwards else last.version + 1
+    if last is not None and more:
+        following = last - 1 if backwards else last + 1
         if following >= 1:
             nxt = encode_cursor("stream", str(following))
-    body = StreamPage(stream_id=stream_id, version=version, events=events_out(page), next=nxt)
+    body = StreamPage(stream_id=stream_id, version=version, events=events, next=nxt)
     return json_response(body, headers={"ETag": etag(version)})
 
 
@@ -144,19 +164,39 @@ async def read_log(api: Api, request: Request) -> Response:
         after = position(cursor, "cursor")
     elif after_text is not None:
         after = position(after_text, "after")
-    head = await api.store.head()
-    budget = size if match is None else size * api.limits.scan_factor
-    scanned = [
-        e
-        async for e in api.store.read_all(
-            after=after, types=types, categories=categories, limit=budget
-        )
-    ]
-    page, last = _take(scanned, match, size)
+    store = api.store
+    head = await store.head()
+    last: Position | None = None  # the position of the last event looked at
+    row_reads = api.row_reads
+    if match is None and row_reads is not None:
+        rows = [
+            row
+            async for rows_page in row_reads.read_all_rows(
+                after=after, types=types, categories=categories, limit=size
+            )
+            for row in rows_page
+        ]
+        events = rows_out(row_reads.codec, rows)
+        more = len(rows) == size
+        if rows:
+            last = Position(rows[-1][8], rows[-1][9])
+    else:
+        budget = size if match is None else size * api.limits.scan_factor
+        scanned = [
+            e
+            async for e in store.read_all(
+                after=after, types=types, categories=categories, limit=budget
+            )
+        ]
+        page, looked = _take(scanned, match, size)
+        events = events_out(page)
+        more = len(scanned) == budget or len(page) == size
+        if looked is not None:
+            last = looked.position
     nxt: str | None = None
-    if last is not None and (len(scanned) == budget or len(page) == size):
-        nxt = encode_cursor("log", str(last.position))
-    body = LogPage(events=events_out(page), head=str(head), next=nxt)
+    if last is not None and more:
+        nxt = encode_cursor("log", str(last))
+    body = LogPage(events=events, head=str(head), next=nxt)
     return json_response(body)
 
 

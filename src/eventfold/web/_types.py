@@ -76,8 +76,15 @@ class AppendOut(msgspec.Struct, kw_only=True):
     """True when every event was already stored (a retry): nothing new was appended."""
 
 
-class EventOut(msgspec.Struct, kw_only=True):
-    """One recorded event: its envelope and its data as the code reads it today."""
+class EventOut(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One recorded event: its envelope and its data as the code reads it today.
+
+    The optional fields are left out when they say nothing (a page of 1,000 events is a
+    quarter smaller without them): ``correlation_id``, ``causation_id`` and
+    ``undecodable`` when null, ``stored_type`` and ``stored_schema_version`` unless the
+    event was upcast. Read an absent field as null, and an absent stored type and version
+    as ``type`` and ``schema_version``.
+    """
 
     event_id: str
     stream_id: str
@@ -90,11 +97,17 @@ class EventOut(msgspec.Struct, kw_only=True):
     metadata: dict[str, Any]
     recorded_at: str
     correlation_id: str | None = None
+    """``metadata``'s ``correlation_id``, as text; absent when it has none."""
     causation_id: str | None = None
-    stored_type: str
-    stored_schema_version: int
+    """``metadata``'s ``causation_id``, as text; absent when it has none."""
+    stored_type: str | None = None
+    """The type name the event was stored under, present only when it was upcast
+    (absent: ``type``)."""
+    stored_schema_version: int | None = None
+    """The schema version the event was stored at, present only when it was upcast
+    (absent: ``schema_version``)."""
     undecodable: str | None = None
-    """Why the stored payload does not decode, when it does not."""
+    """Why the stored payload does not decode; absent when it decodes."""
 
 
 class StoredPayload(msgspec.Struct, kw_only=True):

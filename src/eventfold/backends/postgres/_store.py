@@ -31,12 +31,12 @@ from collections.abc import AsyncGenerator, Sequence
 from functools import partial
 from operator import itemgetter
 from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Final, Self, cast
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from ..._codec import Codec, LoadRow
+from ..._codec import Codec, LoadRow, Row
 from ..._events import Event, NewEvent, RecordedEvent
 from ..._position import START, ExpectedVersion, Position
 from ...errors import (
@@ -429,6 +429,32 @@ class PostgresStore(UnitOfWorkSupport):
         follow_alias: bool = True,
     ) -> AsyncGenerator[RecordedEvent, None]:
         """The stream's events from ``from_version`` (inclusive), paged by version."""
+        pages = self._stream_pages(stream_id, from_version, backwards, limit, follow_alias)
+        async for rows in pages:
+            for event in self.codec.decode_rows(rows):
+                yield event
+
+    async def read_stream_rows(
+        self,
+        stream_id: str,
+        *,
+        from_version: int | None = None,
+        backwards: bool = False,
+        limit: int | None = None,
+    ) -> AsyncGenerator[list[Row], None]:
+        """`read_stream`'s rows, undecoded, a page at a time (`SupportsRowReads`)."""
+        async for rows in self._stream_pages(stream_id, from_version, backwards, limit, True):
+            if rows:
+                yield cast(list[Row], rows)
+
+    def _stream_pages(
+        self,
+        stream_id: str,
+        from_version: int | None,
+        backwards: bool,
+        limit: int | None,
+        follow_alias: bool,
+    ) -> AsyncGenerator[Rows, None]:
         self.require_pool()
         check_stream_id(stream_id)
         limit = check_limit(limit)
@@ -447,9 +473,7 @@ class PostgresStore(UnitOfWorkSupport):
             params["sid"], params["at"] = last[1], last[2] + step
 
         first = follow if follow_alias else query
-        async for rows in self._pager.pages(first, params, limit, advance, then=query):
-            for event in self.codec.decode_rows(rows):
-                yield event
+        return self._pager.pages(first, params, limit, advance, then=query)
 
     async def read_for_load(
         self,
@@ -540,6 +564,32 @@ class PostgresStore(UnitOfWorkSupport):
         limit: int | None = None,
     ) -> AsyncGenerator[RecordedEvent, None]:
         """The global log after ``after``, below the horizon of running transactions."""
+        async for rows in self._log_pages(after, types, categories, limit):
+            for event in self.codec.decode_rows(rows):
+                yield event
+        await self.horizon.poke()
+
+    async def read_all_rows(
+        self,
+        *,
+        after: Position | str | None = None,
+        types: Sequence[str | type[Event]] | None = None,
+        categories: Sequence[str] | None = None,
+        limit: int | None = None,
+    ) -> AsyncGenerator[list[Row], None]:
+        """`read_all`'s rows, undecoded, a page at a time (`SupportsRowReads`)."""
+        async for rows in self._log_pages(after, types, categories, limit):
+            if rows:
+                yield cast(list[Row], rows)
+        await self.horizon.poke()
+
+    def _log_pages(
+        self,
+        after: Position | str | None,
+        types: Sequence[str | type[Event]] | None,
+        categories: Sequence[str] | None,
+        limit: int | None,
+    ) -> AsyncGenerator[Rows, None]:
         self.require_pool()
         start = log_start(after, paired=True)
         wanted = type_names(types)
@@ -552,10 +602,7 @@ class PostgresStore(UnitOfWorkSupport):
         def advance(last: tuple[Any, ...]) -> None:
             params["x"], params["s"] = str(last[8]), last[9]
 
-        async for rows in self._pager.pages(query, params, limit, advance):
-            for event in self.codec.decode_rows(rows):
-                yield event
-        await self.horizon.poke()
+        return self._pager.pages(query, params, limit, advance)
 
     async def head(self) -> Position:
         """The position of the newest event below the horizon (`START` when none)."""

@@ -185,6 +185,37 @@ class SQLiteReads:
         limit: int | None = None,
         follow_alias: bool = True,
     ) -> AsyncIterator[RecordedEvent]:
+        pages = self._stream_pages(
+            stream_id, from_version, backwards, limit, follow_alias, self.codec.decode_rows
+        )
+        async with aclosing(pages):
+            async for page in pages:
+                for event in page:
+                    yield event
+
+    async def read_stream_rows(
+        self,
+        stream_id: str,
+        *,
+        from_version: int | None = None,
+        backwards: bool = False,
+        limit: int | None = None,
+    ) -> AsyncIterator[list[Row]]:
+        """`read_stream`'s rows, undecoded, a page at a time (`SupportsRowReads`)."""
+        pages = self._stream_pages(stream_id, from_version, backwards, limit, True, _as_rows)
+        async with aclosing(pages):
+            async for page in pages:
+                yield page
+
+    def _stream_pages(
+        self,
+        stream_id: str,
+        from_version: int | None,
+        backwards: bool,
+        limit: int | None,
+        follow_alias: bool,
+        decode: Callable[[list[Any]], list[_R]],
+    ) -> AsyncGenerator[list[_R], None]:
         self._check_open()
         check_stream_id(stream_id)
         limit = check_limit(limit)
@@ -198,13 +229,12 @@ class SQLiteReads:
         # The first page finds the stream a replaced one's alias leads to; the later
         # pages read that stream by id, so one read never straddles two streams.
         found = [stream_id]
-        decode = self.codec.decode_rows
 
-        def convert(rows: list[Any]) -> list[RecordedEvent]:
+        def convert(rows: list[Any]) -> list[_R]:
             found[0] = rows[0][1]
             return decode(rows)
 
-        pages = self._pages(
+        return self._pages(
             follow if follow_alias else query,
             lambda v, n: {"sid": found[0], "version": v, "limit": n},
             key,
@@ -213,10 +243,6 @@ class SQLiteReads:
             convert if follow_alias else decode,
             query,
         )
-        async with aclosing(pages):
-            async for page in pages:
-                for event in page:
-                    yield event
 
     async def read_for_load(
         self,
@@ -305,6 +331,34 @@ class SQLiteReads:
         categories: Sequence[str] | None = None,
         limit: int | None = None,
     ) -> AsyncIterator[RecordedEvent]:
+        pages = self._log_pages(after, types, categories, limit, self.codec.decode_rows)
+        async with aclosing(pages):
+            async for page in pages:
+                for event in page:
+                    yield event
+
+    async def read_all_rows(
+        self,
+        *,
+        after: Position | str | None = None,
+        types: Sequence[str | type[Event]] | None = None,
+        categories: Sequence[str] | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[list[Row]]:
+        """`read_all`'s rows, undecoded, a page at a time (`SupportsRowReads`)."""
+        pages = self._log_pages(after, types, categories, limit, _as_rows)
+        async with aclosing(pages):
+            async for page in pages:
+                yield page
+
+    def _log_pages(
+        self,
+        after: Position | str | None,
+        types: Sequence[str | type[Event]] | None,
+        categories: Sequence[str] | None,
+        limit: int | None,
+        decode: Callable[[list[Any]], list[_R]],
+    ) -> AsyncGenerator[list[_R], None]:
         self._check_open()
         start = log_start(after, paired=False).seq
         names = type_names(types)
@@ -326,11 +380,7 @@ class SQLiteReads:
                     "limit": n,
                 },
             )
-        pages = self._pages(query, params, start, _row_position, limit, self.codec.decode_rows)
-        async with aclosing(pages):
-            async for page in pages:
-                for event in page:
-                    yield event
+        return self._pages(query, params, start, _row_position, limit, decode)
 
     async def head(self) -> Position:
         self._check_open()
@@ -363,6 +413,11 @@ class SQLiteReads:
         rows = await self._submit(sql.COUNTS, ())
         streams, events = rows[0]
         return StoreStats(self.backend, head, int(streams), int(events))
+
+
+def _as_rows(rows: list[Any]) -> list[Row]:
+    """A page of cursor rows as they are: they are `Row`s already."""
+    return rows
 
 
 def _row_position(row: Row) -> int:

@@ -189,6 +189,12 @@
     }
     const envelope = ["event_id", "stream_id", "version", "position", "type", "schema_version",
       "stored_type", "stored_schema_version", "recorded_at", "correlation_id", "causation_id"];
+    // The API leaves out what says nothing: null fields, and how an event that was not
+    // upcast was stored (as it reads).
+    const shown = Object.assign({}, e, {
+      stored_type: e.stored_type ?? e.type,
+      stored_schema_version: e.stored_schema_version ?? e.schema_version,
+    });
     const links = el("p", { className: "links" },
       el("a", { href: hash("/browse", { stream_id: stream }) }, "Stream"), " · ",
       e.correlation_id
@@ -202,7 +208,7 @@
     main.append(links,
       el("h2", {}, "Envelope"),
       el("table", { id: "envelope" }, envelope.map((k) =>
-        el("tr", {}, el("th", {}, k), el("td", { "data-field": k }, e[k] === null ? "" : String(e[k]))))),
+        el("tr", {}, el("th", {}, k), el("td", { "data-field": k }, shown[k] == null ? "" : String(shown[k]))))),
       el("h2", {}, "Metadata"), json(e.metadata),
       el("h2", {}, "Data (decoded)"),
       e.undecodable ? el("p", { className: "error" }, "Does not decode: ", e.undecodable) : "",
