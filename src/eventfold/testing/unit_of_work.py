@@ -532,6 +532,35 @@ class SQLUnitOfWorkConformance(UnitOfWorkConformance):
         assert await events_of(store, f"a-{run}") == [3]
         assert len(await messages(store, 1, dest)) == 1
 
+    async def test_repeated_and_refused_appends_keep_the_units_statements(
+        self, store: EventStore, table: str, dest: str
+    ) -> None:
+        run = uuid.uuid4().hex[:8]
+        batch = [NewEvent(Charged(cents=n), event_id=uuid.uuid4()) for n in (1, 2)]
+        stored = NewEvent(Charged(cents=8), event_id=uuid.uuid4())
+        await store.append(f"s-{run}", [stored], expected_version=NO_STREAM)
+        async with units(store).unit_of_work() as uow:
+            m = _mark(uow)
+            await uow.execute(f"INSERT INTO {table} VALUES ({m}, {m})", ("x", 1))
+            first = await uow.append(f"a-{run}", batch, expected_version=ANY)
+            await uow.write(f"INSERT INTO {table} VALUES ({m}, {m})", ("y", 2))
+            assert (await uow.append(f"a-{run}", batch, expected_version=ANY)).retry
+            assert (await uow.append(f"s-{run}", [stored], expected_version=ANY)).retry
+            await uow.write(f"INSERT INTO {table} VALUES ({m}, {m})", ("z", 3))
+            with pytest.raises(DuplicateEventId):
+                await uow.append(f"a-{run}", [batch[1], stored], expected_version=ANY)
+            with pytest.raises(DuplicateEventId):
+                await uow.append(f"s-{run}", [stored, batch[0]], expected_version=1)
+            # The statements before the refusals are there, and more can follow.
+            assert await uow.execute(f"SELECT count(*) FROM {table}") == [(3,)]
+            await uow.write(f"INSERT INTO {table} VALUES ({m}, {m})", ("w", 4))
+            uow.publish(dest, b"sent")
+        await settle(store, first.position)
+        assert await self.rows(store, table) == [("w", 4), ("x", 1), ("y", 2), ("z", 3)]
+        assert await events_of(store, f"a-{run}") == [1, 2]
+        assert await events_of(store, f"s-{run}") == [8]
+        assert [m.payload for m in await messages(store, 1, dest)] == [b"sent"]
+
     async def test_a_failing_statement_rolls_everything_back(
         self, store: EventStore, table: str, dest: str
     ) -> None:
