@@ -45,11 +45,13 @@ async def units_concurrently(
     tasks: int,
     *,
     write: bool = True,
+    ids: bool = False,
 ) -> None:
     """One unit of work per new stream (an upsert and a single-event append), from
     ``tasks`` asyncio tasks sharing one queue. The upsert goes through ``uow.write``
     (the documented way for a statement whose rows are not needed) or, with
-    ``write=False``, ``uow.execute``."""
+    ``write=False``, ``uow.execute``. ``ids``: each event carries an id of the caller's
+    (what makes a retry of the unit detectable)."""
     units = capability(store, SupportsUnitOfWork)
     mark = "?" if store.backend == "sqlite" else "%s"
     upsert = _upsert(mark)
@@ -62,7 +64,8 @@ async def units_concurrently(
                     await uow.write(upsert, (f"a{n % ACCOUNTS}", event.unit_price_cents))
                 else:
                     await uow.execute(upsert, (f"a{n % ACCOUNTS}", event.unit_price_cents))
-                await uow.append(stream_id, [event], expected_version=eventfold.NO_STREAM)
+                batch = [eventfold.NewEvent(event, event_id=uuid.uuid4()) if ids else event]
+                await uow.append(stream_id, batch, expected_version=eventfold.NO_STREAM)
 
     await asyncio.gather(*(worker() for _ in range(tasks)))
 
@@ -158,6 +161,9 @@ async def unit_of_work(ctx: Context) -> Figures:
             "execute": lambda i: units_concurrently(
                 store, stream_ids(n, f"x{i}"), events, tasks, write=False
             ),
+            "ids": lambda i: units_concurrently(
+                store, stream_ids(n, f"i{i}"), events, tasks, ids=True
+            ),
             "driver": None,
             "pipelined": None,
         }
@@ -187,6 +193,8 @@ async def unit_of_work(ctx: Context) -> Figures:
         "pool_max_size": tasks if ctx.backend == "postgres" else None,
         "execute_rate": rate(n, statistics.median(t["execute"])),
         "execute_ratio": round(statistics.median(t["raw"]) / statistics.median(t["execute"]), 3),
+        "ids_rate": rate(n, statistics.median(t["ids"])),
+        "ids_ratio": round(statistics.median(t["raw"]) / statistics.median(t["ids"]), 3),
     }
     if "driver" in t:
         extra["raw_driver_rate"] = rate(n, statistics.median(t["driver"]))

@@ -263,6 +263,21 @@ async def test_a_retry_in_a_unit_of_work_is_not_counted_again(store_url: str) ->
         assert len([e async for e in store.read_stream("uow-1")]) == 1
 
 
+async def test_an_append_repeated_in_a_unit_of_work_is_counted_once(store_url: str) -> None:
+    async with eventfold.connect(store_url) as store:
+        assert isinstance(store, SupportsUnitOfWork)
+        metrics = Metrics(store)
+        metrics.instrument()
+        batch = [eventfold.NewEvent(MetPlaced(cents=n), event_id=uuid.uuid4()) for n in (1, 2)]
+        async with store.unit_of_work() as uow:
+            first = await uow.append("uow-1", batch, expected_version=0)
+            again = await uow.append("uow-1", batch, expected_version=eventfold.ANY)
+        assert (again, again.retry) == (first, True)
+        found = samples(await metrics.exposition())
+        assert append_figures(found, store.backend) == (1, 2, 0, 2)
+        assert len([e async for e in store.read_stream("uow-1")]) == 2
+
+
 async def test_a_unit_of_work_refused_at_its_commit_counts_a_conflict() -> None:
     # The memory store checks a unit's appends again when it commits: an append made
     # outside the unit meanwhile makes the commit raise.

@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
 
 import pytest
 
 import eventfold
-from eventfold import NO_STREAM, START, EventStore
+from eventfold import ANY, NO_STREAM, START, AppendResult, EventStore
 from eventfold.store import SupportsOutbox, SupportsUnitOfWork, capability
 from eventfold.testing.conformance import settle
 from eventfold.testing.unit_of_work import (
@@ -306,3 +307,50 @@ async def test_sqlite_a_unit_cancelled_while_waiting_for_its_turn_leaves_no_trac
         async with units.unit_of_work() as uow:
             await uow.append("c", [Charged(cents=3)], expected_version=NO_STREAM)
         assert [s.stream_id async for s in store.streams()] == ["a", "c"]
+
+
+@pytest.mark.postgres
+async def test_postgres_unit_racing_a_concurrent_append_of_the_same_ids_fails_clearly(
+    postgres_url: str,
+) -> None:
+    # The unit checks its ids before inserting them; a transaction holding the same ids
+    # uncommitted passes that check and commits first: the unit's insert then collides.
+    schema = dict(p.split("=", 1) for p in urlsplit(postgres_url).query.split("&"))["schema"]
+    async with eventfold.connect(f"{postgres_url}&pool_max_size=4") as store:
+        units = capability(store, SupportsUnitOfWork)
+        run = uuid.uuid4().hex[:8]
+        event = eventfold.NewEvent(Charged(cents=1), event_id=uuid.uuid4())
+        holding = asyncio.Event()
+        release = asyncio.Event()
+
+        async def first() -> None:
+            async with units.unit_of_work() as uow:
+                await uow.append(f"a-{run}", [event], expected_version=ANY)
+                holding.set()
+                await asyncio.wait_for(release.wait(), 30)
+
+        async def second() -> AppendResult:
+            async with units.unit_of_work() as uow:
+                return await uow.append(f"a-{run}", [event], expected_version=ANY)
+
+        held = asyncio.create_task(first())
+        await asyncio.wait_for(holding.wait(), 30)
+        racing = asyncio.create_task(second())
+        waiting = (
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE %s"
+        )
+        for _ in range(3000):
+            async with units.unit_of_work() as uow:
+                if await uow.execute(waiting, (f"%{schema}%",)) == [(1,)]:
+                    break
+            await asyncio.sleep(0.01)
+        else:
+            raise AssertionError("the second unit never waited for the first")
+        release.set()
+        await held
+        with pytest.raises(eventfold.StoreError, match="concurrent append stored") as info:
+            await racing
+        assert info.value.__cause__ is not None
+        # Run again, the unit is a retry.
+        assert (await second()).retry
+        assert [e.event_id async for e in store.read_stream(f"a-{run}")] == [event.event_id]

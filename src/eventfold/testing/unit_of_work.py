@@ -19,7 +19,7 @@ import msgspec
 import pytest
 
 from .._events import Event, NewEvent, RecordedEvent
-from .._position import ANY, NO_STREAM, START, Position
+from .._position import ANY, NO_STREAM, START, STREAM_EXISTS, Position
 from ..errors import (
     ConfigurationError,
     DuplicateEventId,
@@ -296,6 +296,72 @@ class UnitOfWorkConformance:
         assert await events_of(store, f"b-{run}") == [3]
         assert [m.payload for m in await messages(store, 1, dest)] == [b"sent"]
 
+    async def test_a_retry_whose_expected_version_still_matches_is_a_retry(
+        self, store: EventStore, dest: str
+    ) -> None:
+        run = uuid.uuid4().hex[:8]
+        batch = [NewEvent(Charged(cents=n), event_id=uuid.uuid4()) for n in (1, 2)]
+        first = await store.append(f"a-{run}", batch, expected_version=NO_STREAM)
+        extra = NewEvent(Charged(cents=9), event_id=uuid.uuid4())
+        changed = NewEvent(Charged(cents=5), event_id=batch[0].event_id)
+        async with units(store).unit_of_work() as uow:
+            for expected in (ANY, STREAM_EXISTS, 2):
+                again = await uow.append(f"a-{run}", batch, expected_version=expected)
+                assert (again, again.retry) == (first, True), expected
+                for events, taken in (
+                    ([batch[1], extra], batch[1]),
+                    ([changed, batch[1]], batch[0]),
+                ):
+                    with pytest.raises(DuplicateEventId) as info:
+                        await uow.append(f"a-{run}", events, expected_version=expected)
+                    assert info.value.event_id == taken.event_id, expected
+            # Nothing was appended: the unit goes on.
+            more = await uow.append(f"a-{run}", [Charged(cents=3)], expected_version=2)
+            assert more.version == 3
+            other = await uow.append(f"b-{run}", [Charged(cents=4)], expected_version=NO_STREAM)
+            uow.publish(dest, b"sent")
+        await settle(store, other.position)
+        assert await events_of(store, f"a-{run}") == [1, 2, 3]
+        assert await events_of(store, f"b-{run}") == [4]
+        assert [m.payload for m in await messages(store, 1, dest)] == [b"sent"]
+
+    async def test_a_unit_sees_its_own_appends_so_a_repeat_is_a_retry(
+        self, store: EventStore, dest: str
+    ) -> None:
+        run = uuid.uuid4().hex[:8]
+        batch = [NewEvent(Charged(cents=n), event_id=uuid.uuid4()) for n in (1, 2)]
+        extra = NewEvent(Charged(cents=9), event_id=uuid.uuid4())
+        changed = NewEvent(Charged(cents=5), event_id=batch[0].event_id)
+        async with units(store).unit_of_work() as uow:
+            first = await uow.append(f"a-{run}", batch, expected_version=NO_STREAM)
+            assert (first.version, first.retry) == (2, False)
+            for expected in (NO_STREAM, ANY, STREAM_EXISTS, 2):
+                again = await uow.append(f"a-{run}", batch, expected_version=expected)
+                assert (again, again.retry) == (first, True), expected
+                for events, taken in (
+                    ([batch[1], extra], batch[1]),  # only some of them appended
+                    ([batch[1], batch[0]], batch[1]),  # in another order
+                    ([changed, batch[1]], batch[0]),  # one with other data
+                ):
+                    with pytest.raises(DuplicateEventId) as info:
+                        await uow.append(f"a-{run}", events, expected_version=expected)
+                    assert info.value.event_id == taken.event_id, expected
+            # The repeats and refusals appended nothing: the stream is at 2, the unit goes on.
+            with pytest.raises(WrongExpectedVersion, match="is at version 2"):
+                await uow.append(f"a-{run}", [Charged(cents=7)], expected_version=1)
+            more = await uow.append(f"a-{run}", [Charged(cents=3)], expected_version=2)
+            assert more.version == 3
+            other = await uow.append(f"b-{run}", [Charged(cents=4)], expected_version=NO_STREAM)
+            uow.publish(dest, b"sent")
+        await settle(store, other.position)
+        assert await events_of(store, f"a-{run}") == [1, 2, 3]
+        assert await events_of(store, f"b-{run}") == [4]
+        assert [m.payload for m in await messages(store, 1, dest)] == [b"sent"]
+        # Once committed, the same append is still a retry, with the same result.
+        async with units(store).unit_of_work() as uow:
+            again = await uow.append(f"a-{run}", batch, expected_version=NO_STREAM)
+        assert (again.version, again.retry) == (2, True)
+
     async def test_bad_input_is_refused_with_what_to_do(self, store: EventStore, dest: str) -> None:
         with pytest.raises(InvalidInput, match="not a valid name"):
             units(store).declare_destination("has space")
@@ -465,6 +531,35 @@ class SQLUnitOfWorkConformance(UnitOfWorkConformance):
         assert await self.rows(store, table) == [("x", 3)]
         assert await events_of(store, f"a-{run}") == [3]
         assert len(await messages(store, 1, dest)) == 1
+
+    async def test_repeated_and_refused_appends_keep_the_units_statements(
+        self, store: EventStore, table: str, dest: str
+    ) -> None:
+        run = uuid.uuid4().hex[:8]
+        batch = [NewEvent(Charged(cents=n), event_id=uuid.uuid4()) for n in (1, 2)]
+        stored = NewEvent(Charged(cents=8), event_id=uuid.uuid4())
+        await store.append(f"s-{run}", [stored], expected_version=NO_STREAM)
+        async with units(store).unit_of_work() as uow:
+            m = _mark(uow)
+            await uow.execute(f"INSERT INTO {table} VALUES ({m}, {m})", ("x", 1))
+            first = await uow.append(f"a-{run}", batch, expected_version=ANY)
+            await uow.write(f"INSERT INTO {table} VALUES ({m}, {m})", ("y", 2))
+            assert (await uow.append(f"a-{run}", batch, expected_version=ANY)).retry
+            assert (await uow.append(f"s-{run}", [stored], expected_version=ANY)).retry
+            await uow.write(f"INSERT INTO {table} VALUES ({m}, {m})", ("z", 3))
+            with pytest.raises(DuplicateEventId):
+                await uow.append(f"a-{run}", [batch[1], stored], expected_version=ANY)
+            with pytest.raises(DuplicateEventId):
+                await uow.append(f"s-{run}", [stored, batch[0]], expected_version=1)
+            # The statements before the refusals are there, and more can follow.
+            assert await uow.execute(f"SELECT count(*) FROM {table}") == [(3,)]
+            await uow.write(f"INSERT INTO {table} VALUES ({m}, {m})", ("w", 4))
+            uow.publish(dest, b"sent")
+        await settle(store, first.position)
+        assert await self.rows(store, table) == [("w", 4), ("x", 1), ("y", 2), ("z", 3)]
+        assert await events_of(store, f"a-{run}") == [1, 2]
+        assert await events_of(store, f"s-{run}") == [8]
+        assert [m.payload for m in await messages(store, 1, dest)] == [b"sent"]
 
     async def test_a_failing_statement_rolls_everything_back(
         self, store: EventStore, table: str, dest: str

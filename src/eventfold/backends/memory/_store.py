@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from types import TracebackType
 from typing import Self
 
@@ -194,9 +194,17 @@ class MemoryStore(UnitOfWorkSupport):
             self.committed.fire()
         return AppendResult(actual + len(encoded), Position(0, len(self._log)))
 
-    def _retry_of(self, stream_id: str, encoded: Sequence[EncodedEvent]) -> AppendResult | None:
+    def _retry_of(
+        self,
+        stream_id: str,
+        encoded: Sequence[EncodedEvent],
+        pending: Mapping[bytes, StoredCopy] | None = None,
+    ) -> AppendResult | None:
         """The first result of the append ``encoded`` repeats if the stream holds its
-        events (`check_retry`: `DuplicateEventId` if it holds some otherwise), or None."""
+        events (`check_retry`: `DuplicateEventId` if it holds some otherwise), or None.
+
+        ``pending``: the stream's events a unit of work appended and has not committed
+        yet, by id (the unit sees its own appends)."""
         ids = explicit_ids(encoded)
         if not ids:
             return None
@@ -207,6 +215,8 @@ class MemoryStore(UnitOfWorkSupport):
             if at is not None:
                 row = self._log[at]
                 found[eid] = (row[2], row[3], row[5], Position(0, at + 1))
+            elif pending is not None and eid in pending:
+                found[eid] = pending[eid]
         return check_retry(stream_id, encoded, found)
 
     async def replace_stream(

@@ -1,10 +1,11 @@
 """Units of work on the memory backend: appends and outbox messages, without SQL.
 
 A unit checks each append when it is made (a conflict raises at once; a retry of events
-already stored returns their result and is not kept, as `store.append` stores nothing)
-and keeps it; the block's end applies them all at once (the event loop runs nothing else
-meanwhile), after checking them again: an append made elsewhere in between turns into
-the unit's `WrongExpectedVersion`, and nothing of the unit is kept.
+already stored, or appended earlier in the unit, returns their result and is not kept, as
+`store.append` stores nothing) and keeps it; the block's end applies them all at once
+(the event loop runs nothing else meanwhile), after checking them again: an append made
+elsewhere in between turns into the unit's `WrongExpectedVersion`, and nothing of the
+unit is kept.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from ..._events import Event, NewEvent
 from ..._position import ExpectedVersion, Position, version_matches
 from ...errors import ConfigurationError, InvalidInput, StoreError, StreamReplaced
 from ...errors import WrongExpectedVersion as _Conflict
-from ...store._common import check_limit, log_start, prepare_append
+from ...store._common import StoredCopy, check_limit, log_start, prepare_append
 from ...store._outbox import Destinations, Outgoing, decode_headers, prepare_message
 from ...store._outbox import unit_headers as _unit_headers
 from ...store.ports import OutboxMessage
@@ -44,6 +45,8 @@ class MemoryUnitOfWork:
         self.appends: list[tuple[str, Sequence[Event | NewEvent], ExpectedVersion]] = []
         self.messages: list[Outgoing] = []
         self._versions: dict[str, int] = {}
+        self._pending: dict[str, dict[bytes, StoredCopy]] = {}
+        """The unit's appended events with ids the caller chose, by stream and id."""
         self._events = 0
         self.live = False
 
@@ -71,8 +74,10 @@ class MemoryUnitOfWork:
         store = self._store
         store._check_writable()
         encoded, expected = prepare_append(store.codec, stream_id, events, expected_version)
-        # As `store.append`: a retry of stored events returns their result, stores nothing.
-        retry = store._retry_of(stream_id, encoded)
+        # As `store.append`: a retry of stored events returns their result, stores nothing;
+        # the unit sees its own appends, so a retry of one of them does the same.
+        pending = self._pending.get(stream_id)
+        retry = store._retry_of(stream_id, encoded, pending)
         if retry is not None:
             return retry
         replaced_by = store._replaced.get(stream_id)
@@ -83,8 +88,14 @@ class MemoryUnitOfWork:
             raise _Conflict(stream_id, expected, actual)
         self.appends.append((stream_id, list(events), expected_version))
         self._versions[stream_id] = actual + len(encoded)
+        before = len(store._log) + self._events
         self._events += len(encoded)
-        return AppendResult(actual + len(encoded), Position(0, len(store._log) + self._events))
+        if pending is None:
+            pending = self._pending[stream_id] = {}
+        for n, e in enumerate(encoded, 1):
+            if e.explicit_id:
+                pending[e.event_id] = (actual + n, e.type, e.data, Position(0, before + n))
+        return AppendResult(actual + len(encoded), Position(0, before + len(encoded)))
 
     def publish(
         self,

@@ -50,14 +50,22 @@ def mode_of(expected: ExpectedVersion) -> str:
 
 
 def append_statement(
-    st: Statements, stream_id: str, encoded: list[EncodedEvent], expected: ExpectedVersion
+    st: Statements,
+    stream_id: str,
+    encoded: list[EncodedEvent],
+    expected: ExpectedVersion,
+    *,
+    guarded: bool = False,
 ) -> tuple[bytes, dict[str, Any]]:
-    """The statement that appends ``encoded`` to the stream, and its parameters."""
+    """The statement that appends ``encoded`` to the stream, and its parameters.
+
+    ``guarded``: one that appends nothing (returns no base) when the stream already
+    holds one of the events' ids, rather than failing (for units of work)."""
     mode = mode_of(expected)
     n = expected if mode == "exact" else None
     if len(encoded) == 1:
         (e,) = encoded
-        return st.append_one[mode], {
+        return (st.unit_append_one if guarded else st.append_one)[mode], {
             "sid": stream_id,
             "k": 1,
             "n": n,
@@ -67,7 +75,7 @@ def append_statement(
             "datas": e.data,
             "metas": e.metadata,
         }
-    return st.append[mode], {
+    return (st.unit_append if guarded else st.append)[mode], {
         "sid": stream_id,
         "k": len(encoded),
         "n": n,

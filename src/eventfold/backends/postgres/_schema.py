@@ -179,6 +179,40 @@ _BASE = {
         RETURNING s.version - %(k)s AS base""",
 }
 
+# The same branches for an append in a unit of work whose events have ids the caller
+# chose: no row either when the stream already holds one of them (stored before, or
+# earlier in the unit's own transaction). Inserting it would fail the statement and so
+# abort the unit's transaction; this way the unit learns of a retry, or of a
+# `DuplicateEventId`, and goes on.
+_GUARDED_BASE = {
+    "exact": """
+        UPDATE {streams} SET version = version + %(k)s
+        WHERE stream_id = %(sid)s AND version = %(n)s AND replaced_by IS NULL
+          AND NOT EXISTS ({taken})
+        RETURNING version - %(k)s AS base""",
+    "new": """
+        INSERT INTO {streams} (stream_id, version)
+        SELECT %(sid)s, %(k)s WHERE NOT EXISTS ({taken})
+        ON CONFLICT (stream_id) DO NOTHING
+        RETURNING 0::int8 AS base""",
+    "exists": """
+        UPDATE {streams} SET version = version + %(k)s
+        WHERE stream_id = %(sid)s AND replaced_by IS NULL AND NOT EXISTS ({taken})
+        RETURNING version - %(k)s AS base""",
+    "any": """
+        INSERT INTO {streams} AS s (stream_id, version)
+        SELECT %(sid)s, %(k)s WHERE NOT EXISTS ({taken})
+        ON CONFLICT (stream_id) DO UPDATE SET version = s.version + excluded.version
+        WHERE s.replaced_by IS NULL
+        RETURNING s.version - %(k)s AS base""",
+}
+# Whether the stream holds one of the append's ids (one probe of the (stream_id,
+# event_id) key per id).
+_TAKEN = """SELECT FROM {events} t WHERE t.stream_id = %(sid)s AND t.event_id = ANY(
+            ARRAY(SELECT encode(i, 'hex')::uuid FROM unnest(%(ids)b::bytea[]) AS i))"""
+_TAKEN_ONE = """SELECT FROM {events} t WHERE t.stream_id = %(sid)s
+            AND t.event_id = encode(%(ids)b::bytea, 'hex')::uuid"""
+
 # One statement, so one round trip and the shortest possible write transaction. Binary
 # array parameters (%b) dump about 6x faster than text ones; ids travel as bytea and
 # become uuids on the server.
@@ -337,6 +371,14 @@ class Statements:
         self.append = {mode: render(_APPEND, base=base) for mode, base in _BASE.items()}
         self.append_one = {mode: render(_APPEND_ONE, base=base) for mode, base in _BASE.items()}
         self.append_at = {mode: render(_APPEND_AT, base=base) for mode, base in _BASE.items()}
+        self.unit_append = {
+            mode: render(_APPEND, base=base.replace("{taken}", _TAKEN))
+            for mode, base in _GUARDED_BASE.items()
+        }
+        self.unit_append_one = {
+            mode: render(_APPEND_ONE, base=base.replace("{taken}", _TAKEN_ONE))
+            for mode, base in _GUARDED_BASE.items()
+        }
         self.find_ids = render(
             """SELECT uuid_send(event_id), version, type, data, transaction_id::text::int8, seq
             FROM {events} WHERE stream_id = %s AND event_id = ANY(%s::uuid[])"""

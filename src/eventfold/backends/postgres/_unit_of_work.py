@@ -20,20 +20,28 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import psycopg
+from psycopg import errors as pg_errors
 from psycopg import sql as pgsql
 
+from ..._codec import EncodedEvent
 from ..._events import Event, NewEvent
 from ..._position import ExpectedVersion, Position
-from ...errors import EventfoldError, InvalidInput, StoreError
-from ...store._common import prepare_append
+from ...errors import (
+    EventfoldError,
+    InvalidInput,
+    StoreError,
+    StreamReplaced,
+    WrongExpectedVersion,
+)
+from ...store._common import StoredCopy, check_retry, explicit_ids, prepare_append
 from ...store._outbox import Destinations, Outgoing, prepare_message, unit_headers
 from ...store.ports import OutboxMessage, TransactionParticipant
 from ...store.protocol import AppendResult
-from ._append import append_statement, not_appended
-from ._batch import Append
+from ._append import append_statement
 from ._errors import driver_errors_ignored, dropped, is_driver_error, recheck, translate
 from ._hooks import PostgresHookTransaction, _run
 from ._outbox import OutboxStatements, read_params, to_messages
+from ._schema import EVENT_ID_KEY
 
 if TYPE_CHECKING:
     from ._store import PostgresStore
@@ -247,23 +255,73 @@ class PostgresUnitOfWork:
         store = self._store
         encoded, expected = prepare_append(store.codec, stream_id, events, expected_version)
         self._check()
-        query, params = append_statement(store.statements, stream_id, encoded, expected)
+        # Ids the caller chose may be stored already, or appended earlier in this unit:
+        # the guarded statement then appends nothing (a failed insert would abort the
+        # transaction) and the unit finds out whether it is a retry.
+        ids = explicit_ids(encoded)
+        query, params = append_statement(
+            store.statements, stream_id, encoded, expected, guarded=bool(ids)
+        )
+        rows = await self._rows(query, params, stream_id)
+        base, tx, seq = rows[0]
+        if base is None:
+            return await self._not_appended(stream_id, encoded, expected, ids)
+        self.appended = True
+        return AppendResult(base + len(encoded), Position(tx, seq))
+
+    async def _rows(self, query: bytes, params: Any, stream_id: str) -> list[tuple[Any, ...]]:
+        """The rows of one of the unit's own statements (binary); it sees what the unit
+        wrote. A failure fails the unit."""
+        store = self._store
         try:
             cur = await self._send((query, params, True))
-            row = await cur.fetchone()
+            return await cur.fetchall()
         except Exception as failed:
             if not (isinstance(failed, _Failed) or is_driver_error(failed)):
                 raise
             exc = failed.error if isinstance(failed, _Failed) else failed
-            error = translate(exc, store.where)
+            error: EventfoldError
+            if (
+                isinstance(exc, pg_errors.UniqueViolation)
+                and exc.diag.constraint_name == EVENT_ID_KEY
+            ):
+                # A concurrent transaction stored one of the ids after the check.
+                error = StoreError(
+                    f"a concurrent append stored some of the same event ids in stream "
+                    f"{stream_id!r} while this unit of work ran; the unit rolls back: run it "
+                    "again (it is then a retry, or refused with DuplicateEventId)"
+                )
+            else:
+                error = translate(exc, store.where)
             self._fail(exc, error)
             raise error from exc
-        assert row is not None
-        base, tx, seq = row
-        if base is None:
-            return await not_appended(store, Append(stream_id, encoded, expected, query, params))
-        self.appended = True
-        return AppendResult(base + len(encoded), Position(tx, seq))
+
+    async def _not_appended(
+        self,
+        stream_id: str,
+        encoded: list[EncodedEvent],
+        expected: ExpectedVersion,
+        ids: list[bytes],
+    ) -> AppendResult:
+        """An append that appended nothing: a retry of events stored or appended earlier
+        in this unit, `DuplicateEventId`, a replaced stream or a conflict, as the unit's
+        transaction sees them."""
+        st = self._store.statements
+        if ids:
+            found: dict[bytes, StoredCopy] = {
+                eid: (version, typ, data, Position(tx, seq))
+                for eid, version, typ, data, tx, seq in await self._rows(
+                    st.find_ids, (stream_id, [uuid.UUID(bytes=i) for i in ids]), stream_id
+                )
+            }
+            retry = check_retry(stream_id, encoded, found)
+            if retry is not None:
+                return retry
+        info = await self._rows(st.stream_info, {"sid": stream_id}, stream_id)
+        version, replaced_by = info[0] if info else (0, None)
+        if replaced_by is not None:
+            raise StreamReplaced(stream_id, replaced_by)
+        raise WrongExpectedVersion(stream_id, expected, version)
 
     def publish(
         self,
