@@ -54,6 +54,7 @@ from ._live import LiveView, live, replay
 from ._parked import ReplayResult, replay_parked
 from ._rebuild import rebuild
 from ._status import (
+    DEFAULT_COUNT_LIMIT,
     Lag,
     ProjectionState,
     ProjectionStatus,
@@ -72,6 +73,7 @@ if typing.TYPE_CHECKING:
     from ..backends.sqlite import SQLiteReadModelStore
 
 __all__ = [
+    "DEFAULT_COUNT_LIMIT",
     "Batch",
     "BuildProgress",
     "Checkpoint",

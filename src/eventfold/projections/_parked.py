@@ -21,10 +21,10 @@ import msgspec
 from .._events import RecordedEvent
 from .._position import Position
 from ..errors import DecodeError, HandlerFailed, InvalidInput
+from ..store import event_at
 from ..store.ports import ParkedEvent, ReadModelStore, now_us
 from ..store.protocol import EventStore
 from ._definition import ProjectionBase
-from ._status import event_at
 
 __all__ = ["ReplayResult", "replay_parked"]
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from .._events import RecordedEvent
 from .._position import START, Position
 from ..errors import DecodeError, InvalidInput, StaleRead
+from ..store import event_at
 from ..store.ports import (
     Checkpoint,
     PartitionState,
@@ -40,11 +41,11 @@ from ._definition import ProjectionBase
 from ._subscription import WakeUp, aclose, partition_of
 
 __all__ = [
+    "DEFAULT_COUNT_LIMIT",
     "Lag",
     "ProjectionState",
     "ProjectionStatus",
     "checkpoint_positions",
-    "event_at",
     "measure_lag",
     "projection_status",
     "projection_statuses",
@@ -54,6 +55,8 @@ __all__ = [
 ]
 
 DEFAULT_COUNT_LIMIT = 10_000
+"""Events a status reads at most to count a lag exactly (beyond it the lag is an upper
+bound, ``lag_exact`` False); the metrics scrape uses a smaller limit of its own."""
 
 
 class ProjectionState(enum.StrEnum):
@@ -112,21 +115,6 @@ async def checkpoint_positions(
     """Each partition's checkpoint (`START` for one that has written none)."""
     found = {c.partition: c.position for c in await models.checkpoints(name, version)}
     return [found.get(k, START) for k in range(partitions)]
-
-
-async def event_at(store: EventStore, position: Position) -> RecordedEvent | None:
-    """The event at exactly ``position``, if there is one (`DecodeError` if it does not
-    decode)."""
-    if position.seq == 0:
-        return None
-    found: RecordedEvent | None = None
-    reader = store.read_all(after=Position(position.tx, position.seq - 1), limit=1)
-    try:
-        async for event in reader:
-            found = event
-    finally:
-        await aclose(reader)
-    return found if found is not None and found.position == position else None
 
 
 async def _decodable_at(store: EventStore, position: Position) -> RecordedEvent | None:

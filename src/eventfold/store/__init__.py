@@ -3,6 +3,7 @@ backends it reads (each imported on first use; see `register_backend`)."""
 
 from __future__ import annotations
 
+from ._reading import event_at
 from ._registry import (
     Backend,
     backend_for_scheme,
@@ -61,6 +62,7 @@ __all__ = [
     "backend_of",
     "capability",
     "connect",
+    "event_at",
     "register_backend",
     "unregister_backend",
 ]

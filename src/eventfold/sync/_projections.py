@@ -10,6 +10,7 @@ from typing import Generic, Self, TypeVar
 from .. import projections as _async
 from .._position import Position
 from ..projections import (
+    DEFAULT_COUNT_LIMIT,
     Checkpoint,
     DaemonOptions,
     DocumentProjection,
@@ -21,7 +22,6 @@ from ..projections import (
     ReplayResult,
     VersionRecord,
 )
-from ..projections._status import DEFAULT_COUNT_LIMIT
 from ._store import EventStore
 
 __all__ = [

@@ -16,7 +16,7 @@ from starlette.responses import Response
 
 from .._events import RecordedEvent
 from .._position import START, Position
-from ..projections._status import event_at
+from ..store import event_at
 from ._api import Api
 from ._auth import Role
 from ._errors import ApiError, etag, json_response
