@@ -13,7 +13,9 @@
   a JSON answer), the most one uvicorn worker gives on this machine (``floor_ratio``:
   floor/in-process; ``api_floor_ratio``: http/floor, aim >= 0.85). It runs as ``eventfold
   serve`` does: log level info, the default loop and HTTP parser, no access log
-  (``--access-log`` turns it on for both).
+  (``--access-log`` turns it on for both). ``http_cpu_us`` and ``floor_cpu_us``: each
+  server's CPU time per append (Linux), steadier than rates when other work shares the
+  cores; ``api_floor_cpu_ratio`` is floor/http of those.
 
 Runs alternate (HTTP, floor, in process, HTTP, ...) on fresh SQLite files (or fresh PostgreSQL
 schemas with ``--url``), and the medians are compared. One JSON line per workload on
@@ -135,6 +137,22 @@ def serve_floor(url: str, port: int, access_log: bool) -> None:
     )  # fmt: skip
 
 
+SERVERS: dict[str, int] = {}
+"""The process id of each server this run started, by base URL."""
+CPU_US: dict[str, list[float]] = {}
+"""The server's CPU time (user + system) per append of each timed run, by base URL."""
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """The CPU time a process has used (Linux: /proc), or None where it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @asynccontextmanager
 async def serve(
     url: str, folder: Path, *, floor: bool = False, access_log: bool = False
@@ -170,6 +188,7 @@ async def serve(
                 if time.monotonic() > deadline:
                     raise RuntimeError("eventfold serve did not start")
                 await asyncio.sleep(0.05)
+        SERVERS[base] = server.pid
         yield base
     finally:
         server.send_signal(signal.SIGINT)
@@ -229,9 +248,16 @@ async def http_appends(base: str, clients: int, per_client: int) -> float:
                 raise RuntimeError(answer.decode())
 
     try:
+        # The server's CPU per append: steadier than its rate on a machine whose cores
+        # the client and other work share.
+        used = cpu_seconds(SERVERS[base])
         start = time.perf_counter()
         await asyncio.gather(*(one(c) for c in range(clients)))
-        return time.perf_counter() - start
+        took = time.perf_counter() - start
+        after = cpu_seconds(SERVERS[base])
+        if used is not None and after is not None:
+            CPU_US.setdefault(base, []).append((after - used) / (clients * per_client) * 1e6)
+        return took
     finally:
         for connection in connections:
             connection.close()
@@ -300,6 +326,8 @@ async def main(args: argparse.Namespace) -> None:
                 lambda: http_appends(floor_base, args.clients, args.per_client),
                 lambda: local_appends(fresh_url(args.url, folder), args.clients, args.per_client),
             )
+        http_cpu = statistics.median(CPU_US[base]) if base in CPU_US else None
+        floor_cpu = statistics.median(CPU_US[floor_base]) if floor_base in CPU_US else None
         http_rate = appends / statistics.median(http_t)
         floor_rate = appends / statistics.median(floor_t)
         local_rate = appends / statistics.median(local_t)
@@ -311,6 +339,11 @@ async def main(args: argparse.Namespace) -> None:
             "ratio": round(http_rate / local_rate, 3), "target": ">= 0.5",
             "floor_ratio": round(floor_rate / local_rate, 3),
             "api_floor_ratio": round(http_rate / floor_rate, 3), "api_floor_target": ">= 0.85",
+            "http_cpu_us": None if http_cpu is None else round(http_cpu, 1),
+            "floor_cpu_us": None if floor_cpu is None else round(floor_cpu, 1),
+            "api_floor_cpu_ratio": (
+                None if http_cpu is None or floor_cpu is None else round(floor_cpu / http_cpu, 3)
+            ),
             "http_s": [round(t, 4) for t in http_t],
             "floor_s": [round(t, 4) for t in floor_t],
             "in_process_s": [round(t, 4) for t in local_t],
