@@ -342,7 +342,7 @@ async def main(args: argparse.Namespace) -> None:
             "http_cpu_us": None if http_cpu is None else round(http_cpu, 1),
             "floor_cpu_us": None if floor_cpu is None else round(floor_cpu, 1),
             "api_floor_cpu_ratio": (
-                None if http_cpu is None or floor_cpu is None else round(floor_cpu / http_cpu, 3)
+                round(floor_cpu / http_cpu, 3) if http_cpu and floor_cpu is not None else None
             ),
             "http_s": [round(t, 4) for t in http_t],
             "floor_s": [round(t, 4) for t in floor_t],
