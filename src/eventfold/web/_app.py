@@ -132,8 +132,8 @@ class _App(Starlette):
     """Starlette, answering appends itself while nothing is wrapped around the routes.
 
     Appends are the one route a busy client calls as fast as the server answers; passing
-    them by Starlette's middleware stack and router costs about as much per request as
-    the rest of the API's work. The answer is the same as the route's (`serve_append`);
+    them by Starlette's middleware stack and router costs about 20 µs per request, more
+    than the API's own checks. The answer is the same as the route's (`serve_append`);
     with middleware (``cors_origins``, ``add_middleware``), exception handlers of the
     host's, or a ``root_path`` (a mounted app), every request takes the usual way.
     """

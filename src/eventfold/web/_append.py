@@ -103,8 +103,7 @@ async def serve_append(
     """`append` as a bare ASGI call, answering as `append` under `guarded` does.
 
     An app with nothing wrapped around its routes answers appends with it, without
-    Starlette's middleware, routing, request and response objects: at the rates one
-    server process reaches those cost as much as the rest of an append over HTTP.
+    Starlette's middleware, routing, request and response objects (see ``_App``).
     """
     try:
         with keep_undecodable():
