@@ -12,8 +12,12 @@
 
   Beside them, ``floor``: the same appends through a bare ASGI app under the same uvicorn
   (no framework, no auth, no checks: read the body, one msgspec decode, ``store.append``,
-  a JSON answer), the most one uvicorn worker gives on this machine. It logs as ``eventfold
-  serve`` does (uvicorn's access log on); ``BENCH_FLOOR_LOG_LEVEL=warning`` turns that off.
+  a JSON answer), the most one uvicorn worker gives on this machine (``floor_ratio``:
+  floor/in-process; ``api_floor_ratio``: http/floor, aim >= 0.85). It runs as ``eventfold
+  serve`` does: log level info, the default loop and HTTP parser, no access log
+  (``--access-log`` turns it on for both). ``http_cpu_us`` and ``floor_cpu_us``: each
+  server's CPU time per append (Linux), steadier than rates when other work shares the
+  cores; ``api_floor_cpu_ratio`` is floor/http of those.
 
 Runs alternate (HTTP, floor, in process, HTTP, ...) on fresh SQLite files (or fresh PostgreSQL
 schemas with ``--url``), and the medians are compared. One JSON line per workload on
@@ -124,17 +128,37 @@ def floor_app(store: eventfold.EventStore) -> Callable[..., Awaitable[None]]:
     return app
 
 
-def serve_floor(url: str, port: int) -> None:
+def serve_floor(url: str, port: int, access_log: bool) -> None:
     import uvicorn
 
     store = eventfold.connect(url)
-    # As `eventfold serve` runs it (log level info: an access log line per request).
-    level = os.environ.get("BENCH_FLOOR_LOG_LEVEL", "info")
-    uvicorn.run(floor_app(store), host="127.0.0.1", port=port, log_level=level, workers=1)
+    # As `eventfold serve` runs its app.
+    uvicorn.run(
+        floor_app(store), host="127.0.0.1", port=port, log_level="info",
+        access_log=access_log, workers=1,
+    )  # fmt: skip
+
+
+SERVERS: dict[str, int] = {}
+"""The process id of each server this run started, by base URL."""
+CPU_US: dict[str, list[float]] = {}
+"""The server's CPU time (user + system) per append of each timed run, by base URL."""
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """The CPU time a process has used (Linux: /proc), or None where it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @asynccontextmanager
-async def serve(url: str, folder: Path, *, floor: bool = False) -> AsyncIterator[str]:
+async def serve(
+    url: str, folder: Path, *, floor: bool = False, access_log: bool = False
+) -> AsyncIterator[str]:
     """``eventfold serve`` over ``url`` in a process of its own (with ``floor``, the bare
     ASGI app under uvicorn instead); yields its base URL."""
     tokens = folder / "tokens"
@@ -146,6 +170,8 @@ async def serve(url: str, folder: Path, *, floor: bool = False) -> AsyncIterator
     ]  # fmt: skip
     if floor:
         command = [sys.executable, __file__, "--serve-floor", url, "--port", str(port)]
+    if access_log:
+        command.append("--access-log")
     server = subprocess.Popen(  # noqa: ASYNC220 - once, before any timing
         command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
@@ -164,6 +190,7 @@ async def serve(url: str, folder: Path, *, floor: bool = False) -> AsyncIterator
                 if time.monotonic() > deadline:
                     raise RuntimeError("eventfold serve did not start")
                 await asyncio.sleep(0.05)
+        SERVERS[base] = server.pid
         yield base
     finally:
         server.send_signal(signal.SIGINT)
@@ -223,9 +250,16 @@ async def http_appends(base: str, clients: int, per_client: int) -> float:
                 raise RuntimeError(answer.decode())
 
     try:
+        # The server's CPU per append: steadier than its rate on a machine whose cores
+        # the client and other work share.
+        used = cpu_seconds(SERVERS[base])
         start = time.perf_counter()
         await asyncio.gather(*(one(c) for c in range(clients)))
-        return time.perf_counter() - start
+        took = time.perf_counter() - start
+        after = cpu_seconds(SERVERS[base])
+        if used is not None and after is not None:
+            CPU_US.setdefault(base, []).append((after - used) / (clients * per_client) * 1e6)
+        return took
     finally:
         for connection in connections:
             connection.close()
@@ -263,8 +297,13 @@ def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--url", help="a PostgreSQL URL (default: SQLite files)")
     parser.add_argument("--clients", type=int, default=32)
-    parser.add_argument("--per-client", type=int, default=50)
+    # 32 x 250 appends: about 0.25 s in process on SQLite, long enough to time steadily
+    # (32 x 50 took 50 ms, in which a scheduling hiccup shows).
+    parser.add_argument("--per-client", type=int, default=250)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--access-log", action="store_true", help="uvicorn's access log on, for both servers"
+    )
     parser.add_argument("--serve-floor", metavar="URL", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     return parser.parse_args()
@@ -278,8 +317,10 @@ async def main(args: argparse.Namespace) -> None:
 
         server_url = fresh_url(args.url, folder)
         async with (
-            serve(server_url, folder) as base,
-            serve(fresh_url(args.url, folder), folder, floor=True) as floor_base,
+            serve(server_url, folder, access_log=args.access_log) as base,
+            serve(
+                fresh_url(args.url, folder), folder, floor=True, access_log=args.access_log
+            ) as floor_base,
         ):
             http_t, floor_t, local_t = await alternate(
                 args.rounds,
@@ -287,6 +328,8 @@ async def main(args: argparse.Namespace) -> None:
                 lambda: http_appends(floor_base, args.clients, args.per_client),
                 lambda: local_appends(fresh_url(args.url, folder), args.clients, args.per_client),
             )
+        http_cpu = statistics.median(CPU_US[base]) if base in CPU_US else None
+        floor_cpu = statistics.median(CPU_US[floor_base]) if floor_base in CPU_US else None
         http_rate = appends / statistics.median(http_t)
         floor_rate = appends / statistics.median(floor_t)
         local_rate = appends / statistics.median(local_t)
@@ -294,8 +337,15 @@ async def main(args: argparse.Namespace) -> None:
             "workload": "http_append", "backend": backend, "clients": args.clients,
             "appends": appends, "http_per_s": round(http_rate, 1),
             "floor_per_s": round(floor_rate, 1), "in_process_per_s": round(local_rate, 1),
+            "access_log": args.access_log,
             "ratio": round(http_rate / local_rate, 3), "target": ">= 0.5",
             "floor_ratio": round(floor_rate / local_rate, 3),
+            "api_floor_ratio": round(http_rate / floor_rate, 3), "api_floor_target": ">= 0.85",
+            "http_cpu_us": None if http_cpu is None else round(http_cpu, 1),
+            "floor_cpu_us": None if floor_cpu is None else round(floor_cpu, 1),
+            "api_floor_cpu_ratio": (
+                round(floor_cpu / http_cpu, 3) if http_cpu and floor_cpu is not None else None
+            ),
             "http_s": [round(t, 4) for t in http_t],
             "floor_s": [round(t, 4) for t in floor_t],
             "in_process_s": [round(t, 4) for t in local_t],
@@ -355,7 +405,7 @@ async def main(args: argparse.Namespace) -> None:
 if __name__ == "__main__":
     given = arguments()
     if given.serve_floor:
-        serve_floor(given.serve_floor, given.port)
+        serve_floor(given.serve_floor, given.port, given.access_log)
         sys.exit()
     try:
         asyncio.run(main(given))

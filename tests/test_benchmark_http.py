@@ -22,3 +22,6 @@ def test_the_http_benchmark_prints_json_lines() -> None:
     assert [line["workload"] for line in lines] == ["http_append", "http_read_page"]
     assert lines[0]["appends"] == 4
     assert all(line["ratio"] > 0 for line in lines)
+    assert lines[0]["api_floor_ratio"] > 0
+    assert lines[0]["access_log"] is False
+    assert {"http_cpu_us", "floor_cpu_us", "api_floor_cpu_ratio"} <= lines[0].keys()

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 from click.testing import CliRunner
 
 from eventfold.cli import cli
@@ -61,7 +62,10 @@ def test_serve_refuses_a_bad_tokens_file(tmp_path: Path) -> None:
     assert "hash_token" in result.stderr
 
 
-def test_serve_runs_the_api_with_the_app_projections_and_tokens(tmp_path: Path) -> None:
+@pytest.mark.parametrize("access_log", [False, True])
+def test_serve_runs_the_api_with_the_app_projections_and_tokens(
+    tmp_path: Path, access_log: bool
+) -> None:
     (tmp_path / "served_app.py").write_text(textwrap.dedent(APP))
     made = json.loads(CliRunner().invoke(cli, ["token", "write", "--json"]).stdout)
     (tmp_path / "tokens").write_text(f"# the writers\n{made['line']}\n")
@@ -72,6 +76,8 @@ def test_serve_runs_the_api_with_the_app_projections_and_tokens(tmp_path: Path) 
         "--url", f"sqlite:///{tmp_path / 's.db'}", "serve",
         "--app", "served_app", "--port", str(port), "--tokens", "tokens",
     ]  # fmt: skip
+    if access_log:
+        command.append("--access-log")
     server = subprocess.Popen(
         command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
@@ -101,6 +107,9 @@ def test_serve_runs_the_api_with_the_app_projections_and_tokens(tmp_path: Path) 
         assert (status["name"], status["lag_events"]) == ("counts", 1)
     finally:
         server.send_signal(signal.SIGINT)
-        _, err = server.communicate(timeout=30)
+        out, err = server.communicate(timeout=30)
     assert server.returncode == 0, err
     assert b"1 projection(s), 1 token(s)" in err
+    # uvicorn's access log: a line per request only when asked for.
+    logged = b'"POST /streams/s-1/events HTTP/1.1" 201' in out + err
+    assert logged is access_log, (out, err)

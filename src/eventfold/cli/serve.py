@@ -53,6 +53,12 @@ def _web() -> Any:
     metavar="ORIGIN",
     help="Allow browsers on this origin to call the API (repeat); default: none.",
 )
+@click.option(
+    "--access-log",
+    is_flag=True,
+    help="Log a line per request (uvicorn's access log); off by default, as it costs "
+    "time on every request.",
+)
 @click.pass_obj
 def serve_command(
     state: CliState,
@@ -62,6 +68,7 @@ def serve_command(
     tokens_file: str | None,
     read_token: bool,
     cors_origins: tuple[str, ...],
+    access_log: bool,
 ) -> None:
     """Serve the store over HTTP (the API of docs/http-api.md) with uvicorn.
 
@@ -87,7 +94,7 @@ def serve_command(
         markup=False,
         highlight=False,
     )
-    uvicorn.run(app, host=host, port=port, log_level="info", workers=1)
+    uvicorn.run(app, host=host, port=port, log_level="info", access_log=access_log, workers=1)
 
 
 @click.command("token")

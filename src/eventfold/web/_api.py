@@ -162,7 +162,10 @@ class Api:
     def authorize(self, request: Request, needed: Role) -> Caller:
         """The caller, if their token grants ``needed``; else 401 (no or unknown token)
         or 403 (a token without the role)."""
-        header = request.headers.get("authorization")
+        return self.authorize_header(request.headers.get("authorization"), needed)
+
+    def authorize_header(self, header: str | None, needed: Role) -> Caller:
+        """`authorize` given the request's ``Authorization`` header (None: absent)."""
         if header is None:
             if needed is Role.READ and not self.read_token:
                 return Caller(None, None)

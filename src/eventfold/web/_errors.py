@@ -36,7 +36,7 @@ from ..errors import (
 )
 from ._types import ErrorOut
 
-__all__ = ["ApiError", "error_response", "json_response", "status_of"]
+__all__ = ["ApiError", "encode_json", "error_response", "json_response", "status_of"]
 
 _encoder = msgspec.json.Encoder()
 
@@ -103,6 +103,11 @@ def from_eventfold(exc: EventfoldError) -> ApiError:
 def etag(version: int) -> str:
     """A stream version as an ETag (weak: it names the version, not the bytes)."""
     return f'W/"{version}"'
+
+
+def encode_json(body: Any) -> bytes:
+    """``body`` (msgspec types, builtins) as JSON."""
+    return _encoder.encode(body)
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:

@@ -8,7 +8,8 @@ import datetime as _dt
 from typing import Any, TypeVar
 
 import msgspec
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
+from starlette.types import Receive
 
 from .._nesting import MAX_NESTING_DEPTH
 from .._position import Position
@@ -16,12 +17,15 @@ from ..errors import InvalidPosition
 from ._errors import ApiError
 
 __all__ = [
+    "check_body_head",
+    "decode_body",
     "decode_cursor",
     "encode_cursor",
     "flag",
     "limit",
     "position",
     "read_body",
+    "receive_body",
     "timestamp",
     "values",
 ]
@@ -133,17 +137,8 @@ def _decoder(body_type: type[T]) -> msgspec.json.Decoder[T]:
 async def read_body(request: Request, maximum: int, body_type: type[T]) -> T:
     """The request's JSON body as ``body_type``: 413 over ``maximum`` bytes, 400 when it
     is not JSON or not the type (the message names the field)."""
-    content_type = request.headers.get("content-type", "application/json")
-    if content_type.split(";")[0].strip().lower() not in ("application/json", ""):
-        raise ApiError(
-            415,
-            "unsupported_media_type",
-            f"the body must be application/json, got {content_type[:80]!r}",
-            field="Content-Type",
-        )
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > maximum:
-        raise _too_large(maximum)
+    headers = request.headers
+    check_body_head(headers.get("content-type"), headers.get("content-length"), maximum)
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
@@ -151,7 +146,51 @@ async def read_body(request: Request, maximum: int, body_type: type[T]) -> T:
         if size > maximum:
             raise _too_large(maximum)
         chunks.append(chunk)
-    raw = b"".join(chunks)
+    return decode_body(b"".join(chunks), body_type)
+
+
+def check_body_head(content_type: str | None, content_length: str | None, maximum: int) -> None:
+    """Refuse a body by its headers: 415 when it is not JSON, 413 when it says it is over
+    ``maximum`` bytes."""
+    if content_type is None:
+        content_type = "application/json"
+    if content_type.split(";")[0].strip().lower() not in ("application/json", ""):
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            f"the body must be application/json, got {content_type[:80]!r}",
+            field="Content-Type",
+        )
+    if content_length is not None and content_length.isdigit() and int(content_length) > maximum:
+        raise _too_large(maximum)
+
+
+async def receive_body(receive: Receive, maximum: int) -> bytes:
+    """A request's body from its ASGI ``receive``: 413 once over ``maximum`` bytes."""
+    message = await receive()
+    if message["type"] == "http.request" and not message.get("more_body", False):
+        body: bytes = message.get("body", b"")  # the usual case: one message
+        if len(body) > maximum:
+            raise _too_large(maximum)
+        return body
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > maximum:
+            raise _too_large(maximum)
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+        message = await receive()
+
+
+def decode_body(raw: bytes, body_type: type[T]) -> T:
+    """A JSON body as ``body_type``: 400 when empty, not JSON or not the type (the
+    message names the field)."""
     if not raw:
         raise bad("body", "the request has no body; send a JSON object")
     try:
