@@ -21,7 +21,8 @@ async def test_event_at_finds_the_event_at_a_position_and_nothing_between(tmp_pa
         assert found is not None
         assert (found.stream_id, found.data) == ("b-1", {"n": 2})
         found = await event_at(store, first.position)
-        assert found is not None and found.stream_id == "a-1"
+        assert found is not None
+        assert found.stream_id == "a-1"
         after = second.position
         assert await event_at(store, Position(after.tx, after.seq + 1)) is None
         assert await event_at(store, Position(0, 0)) is None
