@@ -150,6 +150,28 @@ def test_a_reader_deep_in_its_stack_gets_an_undecodable_event_not_a_recursion_er
     assert at_depth(10)[0].data == nest(MAX_NESTING_DEPTH)
 
 
+def test_keep_undecodable_nests_and_decorates() -> None:
+    """Each block restores what it found, as a `with` block or as a decorator."""
+    from eventfold._undecodable import keeping_undecodable
+
+    @keep_undecodable()
+    def inside() -> bool:
+        return keeping_undecodable()
+
+    assert not keeping_undecodable()
+    with keep_undecodable():
+        with keep_undecodable():
+            assert keeping_undecodable()
+        assert keeping_undecodable()
+    assert not keeping_undecodable()
+    assert inside()
+    assert inside()
+    assert not keeping_undecodable()
+    with pytest.raises(ValueError, match="left by an error"), keep_undecodable():
+        raise ValueError("left by an error")
+    assert not keeping_undecodable()
+
+
 def test_a_payload_that_is_not_json_is_an_undecodable_event() -> None:
     with pytest.raises(eventfold.UndecodableEvent, match="order-1@3") as info:
         Codec(registry_with(Paid)).decode_rows([row(b'{"order_id":')])

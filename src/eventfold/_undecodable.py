@@ -11,8 +11,7 @@ as its data instead of stopping the read.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ContextDecorator
 from contextvars import ContextVar
 from dataclasses import dataclass
 
@@ -39,18 +38,24 @@ class UndecodedPayload:
         return self.raw.decode("utf-8", "replace")
 
 
-@contextmanager
-def keep_undecodable() -> Iterator[None]:
+class keep_undecodable(ContextDecorator):
     """Within this block, reads return undecodable events with `UndecodedPayload` data.
 
     Scoped to the current context (and the tasks it starts), so an inspection command
     can show every stored event while every other reader keeps failing loudly.
     """
-    token = _KEEP.set(True)
-    try:
-        yield
-    finally:
-        _KEEP.reset(token)
+
+    # A class, not a generator: the HTTP API enters it on every request, and a class is
+    # entered and left with less work.
+
+    def __enter__(self) -> None:
+        self._token = _KEEP.set(True)
+
+    def __exit__(self, *exc: object) -> None:
+        _KEEP.reset(self._token)
+
+    def _recreate_cm(self) -> keep_undecodable:
+        return keep_undecodable()  # a decorated function's calls may overlap
 
 
 def keeping_undecodable() -> bool:

@@ -250,10 +250,8 @@ class Metrics:
     """The media type of `exposition`'s text."""
 
 
-def _traced(events: Sequence[Any]) -> Sequence[Any]:
-    trace = trace_metadata()
-    if trace is None:
-        return events
+def _traced(events: Sequence[Any], trace: dict[str, str]) -> list[NewEvent]:
+    """``events`` with ``trace`` (`trace_metadata`) in their metadata."""
     out: list[NewEvent] = []
     for e in events:
         if isinstance(e, NewEvent):
@@ -288,8 +286,8 @@ def instrument(store: EventStore, metrics: Metrics, *, traces: bool = True) -> C
     clock = time.perf_counter_ns
 
     async def append(stream_id: str, events: Sequence[Any], **kwargs: Any) -> Any:
-        if traces:
-            events = _traced(events)
+        if traces and (trace := trace_metadata()) is not None:
+            events = _traced(events, trace)
         started = clock()
         try:
             result = await current(stream_id, events, **kwargs)
@@ -441,8 +439,8 @@ class _CountedUnitOfWork:
         self, stream_id: str, events: Sequence[Any], *, expected_version: Any
     ) -> AppendResult:
         c = self._counters
-        if c.traces:
-            events = _traced(events)
+        if c.traces and (trace := trace_metadata()) is not None:
+            events = _traced(events, trace)
         started = time.perf_counter_ns()
         try:
             result = await self._unit.append(stream_id, events, expected_version=expected_version)
