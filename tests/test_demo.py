@@ -11,16 +11,18 @@ import shlex
 import sqlite3
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import nats
 import nats.js.errors
+import psycopg
 import pytest
 from click.testing import CliRunner, Result
 from rich.console import Console
 
 import eventfold
-from conftest import nats_url_or_skip
+from conftest import nats_url_or_skip, postgres_base_url
 from eventfold.cli import cli
 from eventfold.cli.demo import (
     Account,
@@ -35,6 +37,7 @@ from eventfold.cli.demo import (
     account,
     checks,
     evolve,
+    hybrid,
     run_demo,
     tour,
 )
@@ -384,3 +387,47 @@ def test_the_hybrid_write_on_memory_says_where_it_runs() -> None:
     result = run("--url", "memory://", "demo", "--orders", "5")
     assert result.exit_code == 0, result.output
     assert "units of work with SQL run on SQLite and PostgreSQL, not memory" in result.stdout
+
+
+class _Held(io.StringIO):
+    """The demo's output; while step 11 runs, a write transaction elsewhere in the cluster
+    stays open (PostgreSQL hides later commits from read_all and the heads meanwhile). It
+    ends when the demo reports the failed unit, or a second after the step began."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        self.conn = psycopg.connect(url)
+        self.lock = threading.Lock()
+        self.xid: str | None = None
+        self.timer = threading.Timer(1.0, self.release)
+
+    def write(self, s: str) -> int:
+        if "11. A hybrid write" in s and self.xid is None:
+            with self.lock:
+                self.xid = str(self.conn.execute("SELECT pg_current_xact_id()").fetchone())
+            self.timer.start()
+        if "a second unit" in s:
+            self.release()
+        return super().write(s)
+
+    def release(self) -> None:
+        with self.lock:
+            self.conn.commit()
+
+
+@pytest.mark.postgres
+async def test_the_hybrid_write_waits_for_its_own_commit_behind_an_older_transaction(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EVENTFOLD_NATS_URL", nats_url_or_skip())
+    out = _Held(postgres_base_url())
+    try:
+        await run_demo(Console(file=out, width=200), url=postgres_url, steps=(hybrid.hybrid_write,))
+    finally:
+        out.timer.cancel()
+        out.release()
+        out.conn.close()
+    assert out.xid is not None
+    text = " ".join(out.getvalue().split())
+    assert re.search(r"rolled back: 0 rows for 'bob-\w+', 0 events, no new message", text), text
+    assert "delivered 2 events and 1 message" in text, text

@@ -38,7 +38,7 @@ from .. import render
 from ..progress import format_progress
 from .bank import Account, Deposit, Deposited, account
 from .checks import check
-from .hybrid import hybrid_write
+from .hybrid import SETTLE_TIMEOUT, hybrid_write
 from .orders import (
     CARRIERS,
     OrderCancelled,
@@ -258,7 +258,7 @@ async def store_contents(demo: Demo) -> None:
     )
 
     counts = collections.Counter[str]()
-    last, deadline = START, asyncio.get_running_loop().time() + 10
+    last, deadline = START, asyncio.get_running_loop().time() + SETTLE_TIMEOUT
     while True:
         async for e in store.read_all(after=last):
             counts[e.type] += 1
@@ -276,7 +276,11 @@ async def store_contents(demo: Demo) -> None:
     out.print(f"the store holds {total:,} events in {stats.streams:,} streams", markup=False)
     if demo.start == START:
         # A fresh store: the log read after the stats must hold exactly what they counted.
-        check(total == stats.events, f"read_all counted {total} events, stats {stats.events}")
+        check(
+            total == stats.events,
+            f"read_all counted {total} events, stats {stats.events} "
+            f"(after waiting up to {SETTLE_TIMEOUT:g} s for the demo's own writes)",
+        )
 
 
 async def command_retry(demo: Demo) -> None:
