@@ -15,6 +15,9 @@ from .._position import Position
 from ..errors import InvalidInput, StoreError, UnknownDestination
 
 __all__ = [
+    "NOTHING_PUBLISHED",
+    "PENDING",
+    "ROLLED_BACK",
     "Destinations",
     "Outgoing",
     "Published",
@@ -43,23 +46,26 @@ class Outgoing(NamedTuple):
 
 class Published:
     """The outbox positions of a unit's messages, known once it commits (the unit's
-    `outbox_position`)."""
+    `outbox_position`); `PENDING` until then, `ROLLED_BACK` if it does not commit."""
 
     __slots__ = ("_positions", "rolled_back")
 
-    def __init__(self) -> None:
-        self._positions: dict[bytes, Position] | None = None
-        self.rolled_back = False
+    def __init__(
+        self, positions: dict[bytes, Position] | None = None, *, rolled_back: bool = False
+    ) -> None:
+        self._positions = positions
+        self.rolled_back = rolled_back
 
-    def commit(self, pairs: Iterable[tuple[bytes, Position]]) -> None:
-        """Record the committed positions (message id, position), in any order; a
-        message id published twice in the unit gets its later position."""
+    @classmethod
+    def of(cls, pairs: Iterable[tuple[bytes, Position]]) -> Published:
+        """The committed positions (message id, position), in any order; a message id
+        published twice in the unit gets its later position."""
         positions: dict[bytes, Position] = {}
         for mid, position in pairs:
             known = positions.get(mid)
             if known is None or known < position:
                 positions[mid] = position
-        self._positions = positions
+        return cls(positions)
 
     def position(self, message_id: uuid.UUID) -> Position:
         if not isinstance(message_id, uuid.UUID):
@@ -71,7 +77,8 @@ class Published:
             if self.rolled_back:
                 raise StoreError(
                     f"message {message_id} has no outbox position: its unit of work rolled "
-                    "back, so nothing it published was stored"
+                    "back (or failed before its commit was confirmed), so nothing it "
+                    "published is known to be stored"
                 )
             raise StoreError(
                 f"message {message_id} has no outbox position yet: a position is given at "
@@ -84,6 +91,13 @@ class Published:
                 "that published it"
             )
         return found
+
+
+PENDING = Published()
+"""A unit's positions before it commits (shared: a unit allocates nothing for them)."""
+ROLLED_BACK = Published(rolled_back=True)
+NOTHING_PUBLISHED = Published({})
+"""A committed unit's positions when it published nothing."""
 
 
 class Destinations:

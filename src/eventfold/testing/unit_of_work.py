@@ -229,6 +229,10 @@ class UnitOfWorkConformance:
         for uow, mid in kept:
             with pytest.raises(StoreError, match="rolled back"):
                 uow.outbox_position(mid)
+        async with units(store).unit_of_work() as silent:
+            await silent.append(f"c-{run}", [Charged(cents=3)], expected_version=NO_STREAM)
+        with pytest.raises(InvalidInput, match="not published in this unit"):
+            silent.outbox_position(kept[0][1])
         await empty_outbox(store, dest)
 
     async def test_a_conflict_on_a_later_append_rolls_everything_back(
@@ -782,13 +786,18 @@ class SQLUnitOfWorkConformance(UnitOfWorkConformance):
         seen = f"ef_uow_seen_{uuid.uuid4().hex[:12]}"
         hooks = capability(store, SupportsTransactionHooks).transaction_hooks
         recorder = _Recorder(seen, refuse=f"no-{run}")
+        kept = f"k-{run}"
+        units(store).declare_destination(kept)
         await hooks.add(recorder)
         try:
             async with units(store).unit_of_work() as uow:
                 m = _mark(uow)
                 await uow.execute(f"INSERT INTO {table} VALUES ({m}, {m})", ("x", 1))
                 await uow.append(f"a-{run}", [Charged(cents=4)], expected_version=NO_STREAM)
+                sent = uow.publish(kept, b"kept")
                 await uow.append(f"b-{run}", [Charged(cents=5)], expected_version=NO_STREAM)
+            [message] = await messages(store, 1, kept)
+            assert uow.outbox_position(sent) == message.position
 
             async def attempt() -> None:
                 async with units(store).unit_of_work() as uow:

@@ -21,7 +21,15 @@ from ..._position import ExpectedVersion, Position, version_matches
 from ...errors import ConfigurationError, InvalidInput, StoreError, StreamReplaced
 from ...errors import WrongExpectedVersion as _Conflict
 from ...store._common import StoredCopy, check_limit, log_start, prepare_append
-from ...store._outbox import Destinations, Outgoing, Published, decode_headers, prepare_message
+from ...store._outbox import (
+    PENDING,
+    ROLLED_BACK,
+    Destinations,
+    Outgoing,
+    Published,
+    decode_headers,
+    prepare_message,
+)
 from ...store._outbox import unit_headers as _unit_headers
 from ...store.ports import OutboxMessage
 from ...store.protocol import AppendResult
@@ -49,7 +57,7 @@ class MemoryUnitOfWork:
         """The unit's appended events with ids the caller chose, by stream and id."""
         self._events = 0
         self.live = False
-        self.published = Published()
+        self.published = PENDING
 
     def _check(self) -> None:
         if not self.live:
@@ -162,14 +170,14 @@ class UnitOfWorkSupport:
         try:
             yield unit
         except BaseException:
-            unit.published.rolled_back = True
+            unit.published = ROLLED_BACK
             raise
         finally:
             unit.live = False
         try:
             self._commit(unit)
         except BaseException:
-            unit.published.rolled_back = True
+            unit.published = ROLLED_BACK
             raise
 
     def _commit(self, unit: MemoryUnitOfWork) -> None:
@@ -202,7 +210,7 @@ class UnitOfWorkSupport:
                     decode_headers(m.headers), now,
                 )
             )  # fmt: skip
-        unit.published.commit(
+        unit.published = Published.of(
             (m.message_id, Position(0, start + n)) for n, m in enumerate(unit.messages, 1)
         )
 

@@ -34,7 +34,16 @@ from ...errors import (
     WrongExpectedVersion,
 )
 from ...store._common import StoredCopy, check_retry, explicit_ids, prepare_append
-from ...store._outbox import Destinations, Outgoing, Published, prepare_message, unit_headers
+from ...store._outbox import (
+    NOTHING_PUBLISHED,
+    PENDING,
+    ROLLED_BACK,
+    Destinations,
+    Outgoing,
+    Published,
+    prepare_message,
+    unit_headers,
+)
 from ...store.ports import OutboxMessage, TransactionParticipant
 from ...store.protocol import AppendResult
 from ._append import append_statement
@@ -131,7 +140,7 @@ class PostgresUnitOfWork:
         """Whether the BEGIN (and the search path) went to the server."""
         self.queued: list[tuple[str, tuple[Any, ...] | Mapping[str, Any]]] = []
         """Statements written with `write`, not sent yet."""
-        self.published = Published()
+        self.published = PENDING
 
     def _check(self) -> psycopg.AsyncConnection[Any]:
         if self.failed is not None:
@@ -412,7 +421,7 @@ class UnitOfWorkSupport:
                         raise unit.failed
                     await self._commit(unit, tx, participants, statements)
                 except BaseException:
-                    unit.published.rolled_back = True
+                    unit.published = ROLLED_BACK
                     if unit.begun and not conn.broken:
                         with driver_errors_ignored():
                             await conn.execute(b"ROLLBACK")
@@ -460,6 +469,7 @@ class UnitOfWorkSupport:
                 False,
             )
         if not unit.begun and insert is None and not unit.queued:
+            unit.published = NOTHING_PUBLISHED
             return  # nothing was sent: nothing to commit
         queued, begun = unit.queued, unit.begun
         seeing = bool(participants) and unit.appended
@@ -483,9 +493,11 @@ class UnitOfWorkSupport:
             for p in participants:
                 await _run(p, p.apply(tx, events))
             await unit.roundtrip(commit=True)
-        if insert is not None:
+        if insert is None:
+            unit.published = NOTHING_PUBLISHED
+        else:
             assert inserted is not None
-            unit.published.commit(
+            unit.published = Published.of(
                 (bytes(mid), Position(tx, seq)) for mid, tx, seq in await inserted.fetchall()
             )
 

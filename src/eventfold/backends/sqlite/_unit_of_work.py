@@ -37,7 +37,16 @@ from ...errors import (
     WrongExpectedVersion,
 )
 from ...store._common import check_retry, explicit_ids, prepare_append
-from ...store._outbox import Destinations, Outgoing, Published, prepare_message, unit_headers
+from ...store._outbox import (
+    NOTHING_PUBLISHED,
+    PENDING,
+    ROLLED_BACK,
+    Destinations,
+    Outgoing,
+    Published,
+    prepare_message,
+    unit_headers,
+)
 from ...store.ports import OutboxMessage
 from ...store.protocol import AppendResult
 from . import _outbox
@@ -150,7 +159,7 @@ class SQLiteUnitOfWork:
         """The versions of the streams this unit appended to (None until it appends)."""
         self.last = 0
         """The outbox position of the unit's last message, once written."""
-        self.published = Published()
+        self.published = PENDING
 
     def _cursor(self) -> sqlite3.Cursor:
         if self.failed is not None:
@@ -311,11 +320,14 @@ class SQLiteUnitOfWork:
 
     def committed(self) -> None:
         """Record the positions of the unit's messages (its transaction committed)."""
-        messages = self._messages or []
-        first = self.last - len(messages)
-        self.published.commit(
-            (m.message_id, Position(0, first + n)) for n, m in enumerate(messages, 1)
-        )
+        messages = self._messages
+        if messages:
+            first = self.last - len(messages)
+            self.published = Published.of(
+                (m.message_id, Position(0, first + n)) for n, m in enumerate(messages, 1)
+            )
+        else:
+            self.published = NOTHING_PUBLISHED
 
 
 class SQLiteUnits:
@@ -630,14 +642,14 @@ class _UnitBlock(contextlib.AbstractAsyncContextManager[SQLiteUnitOfWork]):
             self._inside = None
         unit._live = False
         if exc_type is not None:
-            unit.published.rolled_back = True
+            unit.published = ROLLED_BACK
             units._undo()
             units._next()
             return  # the exception propagates
         try:
             done = units._keep(unit)
         except BaseException:
-            unit.published.rolled_back = True
+            unit.published = ROLLED_BACK
             units._undo()
             units._next()
             raise
@@ -645,7 +657,7 @@ class _UnitBlock(contextlib.AbstractAsyncContextManager[SQLiteUnitOfWork]):
         try:
             await done
         except BaseException:
-            unit.published.rolled_back = True
+            unit.published = ROLLED_BACK
             raise
         unit.committed()
         store = units.store
