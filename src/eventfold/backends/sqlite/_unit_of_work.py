@@ -321,7 +321,9 @@ class SQLiteUnitOfWork:
     def committed(self) -> None:
         """Record the positions of the unit's messages (its transaction committed)."""
         messages = self._messages
-        if messages:
+        if messages and len(messages) == 1:
+            self.published = Published({messages[0].message_id: Position(0, self.last)})
+        elif messages:
             first = self.last - len(messages)
             self.published = Published.of(
                 (m.message_id, Position(0, first + n)) for n, m in enumerate(messages, 1)
