@@ -316,20 +316,24 @@ class SQLiteUnitOfWork:
         return mid
 
     def outbox_position(self, message_id: uuid.UUID) -> Position:
+        if self.published is _COMMITTED:
+            self.published = self._positions()
         return self.published.position(message_id)
 
-    def committed(self) -> None:
-        """Record the positions of the unit's messages (its transaction committed)."""
+    def _positions(self) -> Published:
+        """The positions of the unit's messages (its transaction committed; worked out
+        when first asked, off the commit's path)."""
         messages = self._messages
-        if messages and len(messages) == 1:
-            self.published = Published({messages[0].message_id: Position(0, self.last)})
-        elif messages:
-            first = self.last - len(messages)
-            self.published = Published.of(
-                (m.message_id, Position(0, first + n)) for n, m in enumerate(messages, 1)
-            )
-        else:
-            self.published = NOTHING_PUBLISHED
+        if not messages:
+            return NOTHING_PUBLISHED
+        first = self.last - len(messages)
+        return Published.of(
+            (m.message_id, Position(0, first + n)) for n, m in enumerate(messages, 1)
+        )
+
+
+_COMMITTED = Published({})
+"""A committed unit's positions, until `SQLiteUnitOfWork.outbox_position` works them out."""
 
 
 class SQLiteUnits:
@@ -661,7 +665,7 @@ class _UnitBlock(contextlib.AbstractAsyncContextManager[SQLiteUnitOfWork]):
         except BaseException:
             unit.published = ROLLED_BACK
             raise
-        unit.committed()
+        unit.published = _COMMITTED
         store = units.store
         if unit.appended and store.committed:
             store.committed.fire()
