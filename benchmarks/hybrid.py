@@ -5,7 +5,8 @@
   committed together; beside the same single-event appends made bare (the ``raw`` side of
   this line: the ratio is the unit of work's cost, target >= 0.7). The raw driver doing
   the same transaction (upsert + event insert, one transaction per unit; 32 connections on
-  PostgreSQL, one on SQLite) is reported beside them as ``raw_driver_rate``.
+  PostgreSQL, one on SQLite) is reported beside them as ``raw_driver_rate``; the same
+  units that also publish one outbox message each as ``publish_rate``.
 """
 
 from __future__ import annotations
@@ -46,12 +47,14 @@ async def units_concurrently(
     *,
     write: bool = True,
     ids: bool = False,
+    publish: bool = False,
 ) -> None:
     """One unit of work per new stream (an upsert and a single-event append), from
     ``tasks`` asyncio tasks sharing one queue. The upsert goes through ``uow.write``
     (the documented way for a statement whose rows are not needed) or, with
     ``write=False``, ``uow.execute``. ``ids``: each event carries an id of the caller's
-    (what makes a retry of the unit detectable)."""
+    (what makes a retry of the unit detectable). ``publish``: each unit also publishes one
+    outbox message (to ``bench``)."""
     units = capability(store, SupportsUnitOfWork)
     mark = "?" if store.backend == "sqlite" else "%s"
     upsert = _upsert(mark)
@@ -66,6 +69,8 @@ async def units_concurrently(
                     await uow.execute(upsert, (f"a{n % ACCOUNTS}", event.unit_price_cents))
                 batch = [eventfold.NewEvent(event, event_id=uuid.uuid4()) if ids else event]
                 await uow.append(stream_id, batch, expected_version=eventfold.NO_STREAM)
+                if publish:
+                    uow.publish("bench", {"stream": stream_id}, key=stream_id)
 
     await asyncio.gather(*(worker() for _ in range(tasks)))
 
@@ -153,6 +158,7 @@ async def unit_of_work(ctx: Context) -> Figures:
         eventfold.connect(plain_url) as plain,
         fresh_baseline(ctx) as raw,
     ):
+        capability(store, SupportsUnitOfWork).declare_destination("bench")
         async with capability(store, SupportsUnitOfWork).unit_of_work() as uow:
             await uow.execute(_CREATE)
         works: dict[str, Callable[[int], Awaitable[object]] | None] = {
@@ -163,6 +169,9 @@ async def unit_of_work(ctx: Context) -> Figures:
             ),
             "ids": lambda i: units_concurrently(
                 store, stream_ids(n, f"i{i}"), events, tasks, ids=True
+            ),
+            "publish": lambda i: units_concurrently(
+                store, stream_ids(n, f"m{i}"), events, tasks, publish=True
             ),
             "driver": None,
             "pipelined": None,
@@ -195,6 +204,8 @@ async def unit_of_work(ctx: Context) -> Figures:
         "execute_ratio": round(statistics.median(t["raw"]) / statistics.median(t["execute"]), 3),
         "ids_rate": rate(n, statistics.median(t["ids"])),
         "ids_ratio": round(statistics.median(t["raw"]) / statistics.median(t["ids"]), 3),
+        "publish_rate": rate(n, statistics.median(t["publish"])),
+        "publish_ratio": round(statistics.median(t["raw"]) / statistics.median(t["publish"]), 3),
     }
     if "driver" in t:
         extra["raw_driver_rate"] = rate(n, statistics.median(t["driver"]))

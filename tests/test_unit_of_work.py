@@ -8,10 +8,13 @@ import uuid
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
+import psycopg
 import pytest
 
 import eventfold
+from conftest import postgres_base_url
 from eventfold import ANY, NO_STREAM, START, AppendResult, EventStore
+from eventfold.relay import OUTBOX, InProcessSink, Relay, RelayOptions
 from eventfold.store import SupportsOutbox, SupportsUnitOfWork, capability
 from eventfold.testing.conformance import settle
 from eventfold.testing.unit_of_work import (
@@ -21,6 +24,8 @@ from eventfold.testing.unit_of_work import (
     check_no_sql,
     messages,
 )
+
+FAST = RelayOptions(checkpoint_interval=0.01, poll_interval=0.02, retry_delay=0.01)
 
 
 class TestSQLUnitOfWork(SQLUnitOfWorkConformance):
@@ -354,3 +359,50 @@ async def test_postgres_unit_racing_a_concurrent_append_of_the_same_ids_fails_cl
         # Run again, the unit is a retry.
         assert (await second()).retry
         assert [e.event_id async for e in store.read_stream(f"a-{run}")] == [event.event_id]
+
+
+async def test_the_relay_waits_for_a_units_message_by_its_outbox_position(store_url: str) -> None:
+    async with eventfold.connect(store_url) as store:
+        units = capability(store, SupportsUnitOfWork)
+        units.declare_destination("own")
+        sink = InProcessSink()
+        async with Relay(store, sink, destination="own", options=FAST) as relay:
+            for n in range(3):
+                async with units.unit_of_work() as uow:
+                    first = uow.publish("own", b"first %d" % n)
+                    mine = uow.publish("own", b"mine %d" % n)
+                position = uow.outbox_position(mine)
+                assert uow.outbox_position(first) < position
+                await relay.wait_for(position, partition=OUTBOX)
+                assert sink.messages[-1].message_id == str(mine)
+                assert len(sink.messages) == 2 * n + 2
+
+
+@pytest.mark.postgres
+async def test_postgres_the_relay_waits_for_a_units_message_behind_an_older_transaction(
+    postgres_url: str,
+) -> None:
+    async with eventfold.connect(postgres_url) as store:
+        units = capability(store, SupportsUnitOfWork)
+        box = capability(store, SupportsOutbox)
+        units.declare_destination("own")
+        sink = InProcessSink()
+        async with (
+            Relay(store, sink, destination="own", options=FAST) as relay,
+            await psycopg.AsyncConnection.connect(postgres_base_url()) as older,
+        ):
+            # A write transaction elsewhere in the cluster, older than the unit, stays open:
+            # readers (the relay, outbox_head) do not see the unit's commit meanwhile.
+            await older.execute("SELECT pg_current_xact_id()")
+            async with units.unit_of_work() as uow:
+                mid = uow.publish("own", b"mine")
+            position = uow.outbox_position(mid)
+            assert await box.outbox_head("own") < position
+            waiting = asyncio.create_task(relay.wait_for(position, partition=OUTBOX, timeout=30))
+            await asyncio.sleep(0.3)
+            assert not waiting.done()
+            assert sink.messages == []
+            await older.commit()
+            assert await waiting >= position
+            assert [m.message_id for m in sink.messages] == [str(mid)]
+            assert sink.messages[0].headers["Eventfold-Position"] == str(position)

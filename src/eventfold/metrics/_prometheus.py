@@ -19,6 +19,7 @@ from prometheus_client import (
 )
 
 from .._events import NewEvent
+from .._position import Position
 from .._tracing import trace_metadata
 from ..errors import WrongExpectedVersion
 from ..projections import ProjectionBase, ReadModelStore
@@ -434,6 +435,9 @@ class _CountedUnitOfWork:
         return self._unit.publish(
             destination, payload, key=key, headers=headers, message_id=message_id
         )
+
+    def outbox_position(self, message_id: uuid.UUID) -> Position:
+        return self._unit.outbox_position(message_id)
 
     async def append(
         self, stream_id: str, events: Sequence[Any], *, expected_version: Any

@@ -6,16 +6,21 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
 import msgspec
 
-from ..errors import InvalidInput, UnknownDestination
+from .._position import Position
+from ..errors import InvalidInput, StoreError, UnknownDestination
 
 __all__ = [
+    "NOTHING_PUBLISHED",
+    "PENDING",
+    "ROLLED_BACK",
     "Destinations",
     "Outgoing",
+    "Published",
     "decode_headers",
     "prepare_message",
     "unit_headers",
@@ -37,6 +42,62 @@ class Outgoing(NamedTuple):
     payload: bytes
     headers: bytes
     """The headers as a JSON object of strings."""
+
+
+class Published:
+    """The outbox positions of a unit's messages, known once it commits (the unit's
+    `outbox_position`); `PENDING` until then, `ROLLED_BACK` if it does not commit."""
+
+    __slots__ = ("_positions", "rolled_back")
+
+    def __init__(
+        self, positions: dict[bytes, Position] | None = None, *, rolled_back: bool = False
+    ) -> None:
+        self._positions = positions
+        self.rolled_back = rolled_back
+
+    @classmethod
+    def of(cls, pairs: Iterable[tuple[bytes, Position]]) -> Published:
+        """The committed positions (message id, position), in any order; a message id
+        published twice in the unit gets its later position."""
+        positions: dict[bytes, Position] = {}
+        for mid, position in pairs:
+            known = positions.get(mid)
+            if known is None or known < position:
+                positions[mid] = position
+        return cls(positions)
+
+    def position(self, message_id: uuid.UUID) -> Position:
+        if not isinstance(message_id, uuid.UUID):
+            raise InvalidInput(
+                f"outbox_position takes the uuid.UUID that publish returned, got {message_id!r}"
+            )
+        positions = self._positions
+        if positions is None:
+            if self.rolled_back:
+                raise StoreError(
+                    f"message {message_id} has no outbox position: its unit of work rolled "
+                    "back (or failed before its commit was confirmed), so nothing it "
+                    "published is known to be stored"
+                )
+            raise StoreError(
+                f"message {message_id} has no outbox position yet: a position is given at "
+                "the commit; ask after the unit's `async with` block has ended"
+            )
+        found = positions.get(message_id.bytes)
+        if found is None:
+            raise InvalidInput(
+                f"message {message_id} was not published in this unit of work; ask the unit "
+                "that published it"
+            )
+        return found
+
+
+PENDING = Published()
+"""A unit's positions before it commits (shared: a unit allocates nothing for them)."""
+ROLLED_BACK = Published(rolled_back=True)
+NOTHING_PUBLISHED = Published({})
+"""A committed unit's positions when it published nothing."""
 
 
 class Destinations:

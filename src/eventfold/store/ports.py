@@ -400,6 +400,16 @@ class UnitOfWork(Protocol):
         before anything is stored."""
         ...
 
+    def outbox_position(self, message_id: uuid.UUID) -> Position:
+        """Where the message this unit published as ``message_id`` is in the outbox, once
+        the unit has committed: the position `SupportsOutbox.read_outbox` reports for it
+        (as `AppendResult.position` is for an append), so a relay's
+        ``wait_for(position, partition=OUTBOX)`` waits for exactly that message. Asked
+        inside the block (before the commit) or after a rollback it raises `StoreError`;
+        for an id the unit did not publish, `InvalidInput`. An id published twice gets its
+        later position."""
+        ...
+
 
 @runtime_checkable
 class SupportsUnitOfWork(Protocol):

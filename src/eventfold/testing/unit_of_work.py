@@ -175,6 +175,66 @@ class UnitOfWorkConformance:
         assert await outbox(store).outbox_head(dest) == positions[-1]
         assert found[0].recorded_us > 0
 
+    async def test_a_unit_tells_the_outbox_positions_of_its_messages(
+        self, store: EventStore, dest: str
+    ) -> None:
+        run = uuid.uuid4().hex[:8]
+        again = uuid.uuid4()
+        async with units(store).unit_of_work() as uow:
+            first = uow.publish(dest, b"one")
+            assert uow.publish(dest, b"two", message_id=again) == again
+            await uow.append(f"a-{run}", [Charged(cents=1)], expected_version=NO_STREAM)
+            uow.publish(dest, b"three", message_id=again)
+            with pytest.raises(StoreError, match="after the unit's `async with` block"):
+                uow.outbox_position(first)
+        found = await messages(store, 3, dest)
+        assert [m.payload for m in found] == [b"one", b"two", b"three"]
+        assert uow.outbox_position(first) == found[0].position
+        assert uow.outbox_position(again) == found[2].position  # an id sent twice: the later
+        with pytest.raises(InvalidInput, match="not published in this unit"):
+            uow.outbox_position(uuid.uuid4())
+        with pytest.raises(InvalidInput, match=r"uuid\.UUID"):
+            uow.outbox_position(str(first))  # type: ignore[arg-type]
+
+        async with units(store).unit_of_work() as later:
+            other = later.publish(dest, b"four")
+        found = await messages(store, 4, dest)
+        assert later.outbox_position(other) == found[3].position > found[2].position
+        assert await outbox(store).read_outbox(found[2].position, 10, destination=dest) == [
+            found[3]
+        ]
+
+    async def test_a_rolled_back_unit_has_no_outbox_positions(
+        self, store: EventStore, dest: str
+    ) -> None:
+        run = uuid.uuid4().hex[:8]
+        kept: list[tuple[UnitOfWork, uuid.UUID]] = []
+
+        async def failing() -> None:
+            async with units(store).unit_of_work() as uow:
+                kept.append((uow, uow.publish(dest, b"lost")))
+                raise Boom
+
+        async def stale() -> None:
+            async with units(store).unit_of_work() as uow:
+                kept.append((uow, uow.publish(dest, b"lost too")))
+                await uow.append(f"b-{run}", [Charged(cents=2)], expected_version=NO_STREAM)
+
+        with pytest.raises(Boom):
+            await failing()
+        await store.append(f"b-{run}", [Charged(cents=9)], expected_version=NO_STREAM)
+        with pytest.raises(WrongExpectedVersion):
+            await stale()
+        assert len(kept) == 2
+        for uow, mid in kept:
+            with pytest.raises(StoreError, match="rolled back"):
+                uow.outbox_position(mid)
+        async with units(store).unit_of_work() as silent:
+            await silent.append(f"c-{run}", [Charged(cents=3)], expected_version=NO_STREAM)
+        with pytest.raises(InvalidInput, match="not published in this unit"):
+            silent.outbox_position(kept[0][1])
+        await empty_outbox(store, dest)
+
     async def test_a_conflict_on_a_later_append_rolls_everything_back(
         self, store: EventStore, dest: str
     ) -> None:
@@ -726,13 +786,18 @@ class SQLUnitOfWorkConformance(UnitOfWorkConformance):
         seen = f"ef_uow_seen_{uuid.uuid4().hex[:12]}"
         hooks = capability(store, SupportsTransactionHooks).transaction_hooks
         recorder = _Recorder(seen, refuse=f"no-{run}")
+        kept = f"k-{run}"
+        units(store).declare_destination(kept)
         await hooks.add(recorder)
         try:
             async with units(store).unit_of_work() as uow:
                 m = _mark(uow)
                 await uow.execute(f"INSERT INTO {table} VALUES ({m}, {m})", ("x", 1))
                 await uow.append(f"a-{run}", [Charged(cents=4)], expected_version=NO_STREAM)
+                sent = uow.publish(kept, b"kept")
                 await uow.append(f"b-{run}", [Charged(cents=5)], expected_version=NO_STREAM)
+            [message] = await messages(store, 1, kept)
+            assert uow.outbox_position(sent) == message.position
 
             async def attempt() -> None:
                 async with units(store).unit_of_work() as uow:

@@ -21,7 +21,15 @@ from ..._position import ExpectedVersion, Position, version_matches
 from ...errors import ConfigurationError, InvalidInput, StoreError, StreamReplaced
 from ...errors import WrongExpectedVersion as _Conflict
 from ...store._common import StoredCopy, check_limit, log_start, prepare_append
-from ...store._outbox import Destinations, Outgoing, decode_headers, prepare_message
+from ...store._outbox import (
+    PENDING,
+    ROLLED_BACK,
+    Destinations,
+    Outgoing,
+    Published,
+    decode_headers,
+    prepare_message,
+)
 from ...store._outbox import unit_headers as _unit_headers
 from ...store.ports import OutboxMessage
 from ...store.protocol import AppendResult
@@ -49,6 +57,7 @@ class MemoryUnitOfWork:
         """The unit's appended events with ids the caller chose, by stream and id."""
         self._events = 0
         self.live = False
+        self.published = PENDING
 
     def _check(self) -> None:
         if not self.live:
@@ -113,6 +122,9 @@ class MemoryUnitOfWork:
         self.messages.append(message)
         return mid
 
+    def outbox_position(self, message_id: uuid.UUID) -> Position:
+        return self.published.position(message_id)
+
 
 class UnitOfWorkSupport:
     """`SupportsUnitOfWork` and `SupportsOutbox` for `MemoryStore`."""
@@ -157,9 +169,16 @@ class UnitOfWorkSupport:
         unit.live = True
         try:
             yield unit
+        except BaseException:
+            unit.published = ROLLED_BACK
+            raise
         finally:
             unit.live = False
-        self._commit(unit)
+        try:
+            self._commit(unit)
+        except BaseException:
+            unit.published = ROLLED_BACK
+            raise
 
     def _commit(self, unit: MemoryUnitOfWork) -> None:
         """Apply the unit's appends and messages, all or none (synchronously)."""
@@ -182,6 +201,7 @@ class UnitOfWorkSupport:
                     store._ids.pop(sid, None)
             raise
         now = time.time_ns() // 1000
+        start = self.__seq
         for m in unit.messages:
             self.__seq += 1
             self._outbox.append(
@@ -190,6 +210,9 @@ class UnitOfWorkSupport:
                     decode_headers(m.headers), now,
                 )
             )  # fmt: skip
+        unit.published = Published.of(
+            (m.message_id, Position(0, start + n)) for n, m in enumerate(unit.messages, 1)
+        )
 
     def declare_destination(self, name: str) -> None:
         """Allow outbox messages for ``name`` on this store."""

@@ -61,8 +61,10 @@ class OutboxStatements:
             FROM unnest(%(ids)b::bytea[], %(dests)s::text[], %(keys)s::text[],
                         %(payloads)b::bytea[], %(headers)b::bytea[])
                  WITH ORDINALITY AS m(id, dest, key, payload, headers, ord)
-            ORDER BY m.ord"""
+            ORDER BY m.ord
+            RETURNING uuid_send(message_id), transaction_id::text::int8, seq"""
         )
+        """Insert a unit's messages; each one's id and position (as `read_outbox` gives it)."""
         self.read = render(_READ, filter="", order="o.transaction_id, o.seq")
         self.read_one = render(
             _READ,

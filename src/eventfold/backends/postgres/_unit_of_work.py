@@ -34,7 +34,16 @@ from ...errors import (
     WrongExpectedVersion,
 )
 from ...store._common import StoredCopy, check_retry, explicit_ids, prepare_append
-from ...store._outbox import Destinations, Outgoing, prepare_message, unit_headers
+from ...store._outbox import (
+    NOTHING_PUBLISHED,
+    PENDING,
+    ROLLED_BACK,
+    Destinations,
+    Outgoing,
+    Published,
+    prepare_message,
+    unit_headers,
+)
 from ...store.ports import OutboxMessage, TransactionParticipant
 from ...store.protocol import AppendResult
 from ._append import append_statement
@@ -131,6 +140,7 @@ class PostgresUnitOfWork:
         """Whether the BEGIN (and the search path) went to the server."""
         self.queued: list[tuple[str, tuple[Any, ...] | Mapping[str, Any]]] = []
         """Statements written with `write`, not sent yet."""
+        self.published = PENDING
 
     def _check(self) -> psycopg.AsyncConnection[Any]:
         if self.failed is not None:
@@ -339,6 +349,9 @@ class PostgresUnitOfWork:
         self.messages.append(message)
         return mid
 
+    def outbox_position(self, message_id: uuid.UUID) -> Position:
+        return self.published.position(message_id)
+
 
 class UnitOfWorkSupport:
     """`SupportsUnitOfWork` and `SupportsOutbox` for `PostgresStore`."""
@@ -408,6 +421,7 @@ class UnitOfWorkSupport:
                         raise unit.failed
                     await self._commit(unit, tx, participants, statements)
                 except BaseException:
+                    unit.published = ROLLED_BACK
                     if unit.begun and not conn.broken:
                         with driver_errors_ignored():
                             await conn.execute(b"ROLLBACK")
@@ -455,14 +469,16 @@ class UnitOfWorkSupport:
                 False,
             )
         if not unit.begun and insert is None and not unit.queued:
+            unit.published = NOTHING_PUBLISHED
             return  # nothing was sent: nothing to commit
         queued, begun = unit.queued, unit.begun
         seeing = bool(participants) and unit.appended
+        inserted: psycopg.AsyncCursor[Any] | None = None
         try:
             if not seeing:
-                await unit.roundtrip(insert, commit=True)
+                inserted = await unit.roundtrip(insert, commit=True)
             elif queued or insert is not None:
-                await unit.roundtrip(insert)
+                inserted = await unit.roundtrip(insert)
         except _Failed as failed:
             if unit._conn.broken:
                 raise  # whether it committed is unknown: said as such
@@ -477,6 +493,13 @@ class UnitOfWorkSupport:
             for p in participants:
                 await _run(p, p.apply(tx, events))
             await unit.roundtrip(commit=True)
+        if insert is None:
+            unit.published = NOTHING_PUBLISHED
+        else:
+            assert inserted is not None
+            unit.published = Published.of(
+                (bytes(mid), Position(tx, seq)) for mid, tx, seq in await inserted.fetchall()
+            )
 
     def declare_destination(self, name: str) -> None:
         """Allow outbox messages for ``name`` on this store (this process's setting)."""

@@ -35,10 +35,18 @@ HEAD_ONE = "SELECT coalesce(max(position), 0) FROM outbox WHERE destination = ?"
 PRUNE = "DELETE FROM outbox WHERE destination = ? AND position <= ?"
 
 
-def insert_messages(cur: sqlite3.Cursor, messages: Sequence[Outgoing], now: int) -> None:
-    cur.executemany(
-        INSERT, [(m.message_id, m.destination, m.key, m.payload, m.headers, now) for m in messages]
-    )
+def insert_messages(cur: sqlite3.Cursor, messages: Sequence[Outgoing], now: int) -> int:
+    """Insert the messages; the position of the last one. The one writer connection
+    gives one transaction's rows consecutive positions, so the others are just before it."""
+    rows = [(m.message_id, m.destination, m.key, m.payload, m.headers, now) for m in messages]
+    if len(rows) == 1:
+        cur.execute(INSERT, rows[0])
+        last = cur.lastrowid
+    else:
+        cur.executemany(INSERT, rows)
+        last = cur.execute("SELECT last_insert_rowid()").fetchone()[0]
+    assert isinstance(last, int)
+    return last
 
 
 def read_sql(after: Position, limit: int, destination: str | None) -> tuple[str, tuple[Any, ...]]:

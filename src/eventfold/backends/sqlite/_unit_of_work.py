@@ -37,7 +37,16 @@ from ...errors import (
     WrongExpectedVersion,
 )
 from ...store._common import check_retry, explicit_ids, prepare_append
-from ...store._outbox import Destinations, Outgoing, prepare_message, unit_headers
+from ...store._outbox import (
+    NOTHING_PUBLISHED,
+    PENDING,
+    ROLLED_BACK,
+    Destinations,
+    Outgoing,
+    Published,
+    prepare_message,
+    unit_headers,
+)
 from ...store.ports import OutboxMessage
 from ...store.protocol import AppendResult
 from . import _outbox
@@ -130,7 +139,10 @@ def _settle(done: list[asyncio.Future[None]], error: EventfoldError | None) -> N
 class SQLiteUnitOfWork:
     """One unit of work on the writer connection (`eventfold.store.UnitOfWork`)."""
 
-    __slots__ = ("_headers", "_live", "_messages", "_units", "_versions", "appended", "failed")
+    __slots__ = (
+        "_headers", "_live", "_messages", "_units", "_versions", "appended", "failed", "last",
+        "published",
+    )  # fmt: skip
 
     backend = "sqlite"
     paramstyle = "qmark"
@@ -145,6 +157,9 @@ class SQLiteUnitOfWork:
         self.failed: EventfoldError | None = None
         self._versions: dict[str, int] | None = None
         """The versions of the streams this unit appended to (None until it appends)."""
+        self.last = 0
+        """The outbox position of the unit's last message, once written."""
+        self.published = PENDING
 
     def _cursor(self) -> sqlite3.Cursor:
         if self.failed is not None:
@@ -300,6 +315,26 @@ class SQLiteUnitOfWork:
             self._messages.append(message)
         return mid
 
+    def outbox_position(self, message_id: uuid.UUID) -> Position:
+        if self.published is _COMMITTED:
+            self.published = self._positions()
+        return self.published.position(message_id)
+
+    def _positions(self) -> Published:
+        """The positions of the unit's messages (its transaction committed; worked out
+        when first asked, off the commit's path)."""
+        messages = self._messages
+        if not messages:
+            return NOTHING_PUBLISHED
+        first = self.last - len(messages)
+        return Published.of(
+            (m.message_id, Position(0, first + n)) for n, m in enumerate(messages, 1)
+        )
+
+
+_COMMITTED = Published({})
+"""A committed unit's positions, until `SQLiteUnitOfWork.outbox_position` works them out."""
+
 
 class SQLiteUnits:
     """A store's units of work: whose turn it is, and the transaction they share."""
@@ -410,7 +445,7 @@ class SQLiteUnits:
             )
         try:
             if unit._messages:
-                _outbox.insert_messages(cur, unit._messages, time.time_ns() // 1000)
+                unit.last = _outbox.insert_messages(cur, unit._messages, time.time_ns() // 1000)
             keep_unit(cur)
         except Exception as exc:
             if not is_driver_error(exc):
@@ -613,17 +648,24 @@ class _UnitBlock(contextlib.AbstractAsyncContextManager[SQLiteUnitOfWork]):
             self._inside = None
         unit._live = False
         if exc_type is not None:
+            unit.published = ROLLED_BACK
             units._undo()
             units._next()
             return  # the exception propagates
         try:
             done = units._keep(unit)
         except BaseException:
+            unit.published = ROLLED_BACK
             units._undo()
             units._next()
             raise
         units._next()
-        await done
+        try:
+            await done
+        except BaseException:
+            unit.published = ROLLED_BACK
+            raise
+        unit.published = _COMMITTED
         store = units.store
         if unit.appended and store.committed:
             store.committed.fire()

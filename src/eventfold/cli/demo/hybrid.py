@@ -9,7 +9,6 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
-from uuid import UUID
 
 from ..._events import Event
 from ..._position import NO_STREAM, Position
@@ -186,7 +185,6 @@ async def hybrid_write(demo: Demo) -> None:
     customer_stream = f"customer-{demo.run_id}-ann"
     cart_stream = f"cart-{demo.run_id}-ann"
 
-    before = await store.outbox_head(DESTINATION)
     async with store.unit_of_work(correlation_id=f"signup-{demo.run_id}") as uow:
         p = "?" if uow.paramstyle == "qmark" else "%s"
         await uow.execute(
@@ -206,9 +204,9 @@ async def hybrid_write(demo: Demo) -> None:
         message_id = uow.publish(
             DESTINATION, {"welcome": customer, "cart": cart_stream}, key=customer_stream
         )
-    # Not the outbox's head: on PostgreSQL it passes the message only once every older
-    # write transaction in the cluster has finished, maybe well after this commit.
-    outbox_at = await _outbox_position(store, before, message_id)
+    # The message's own position, not the outbox's head: on PostgreSQL the head passes the
+    # message only once every older write transaction in the cluster has finished.
+    outbox_at = uow.outbox_position(message_id)
     demo.say(
         f"one unit of work committed: a demo_customers row {customer!r}, "
         f"{customer_stream} v1, {cart_stream} v1 and a message for {DESTINATION!r} "
@@ -255,22 +253,6 @@ async def hybrid_write(demo: Demo) -> None:
     check(rows[0][0] == 0 and versions == (0, 1) and not bobs, "a failed unit of work left traces")
 
     await _relay(demo, last.position, outbox_at, {str(message_id)})
-
-
-async def _outbox_position(store: SupportsOutbox, after: Position, message_id: UUID) -> Position:
-    """Where the message ``message_id``, committed after ``after``, is in the outbox, once
-    it is readable (on PostgreSQL: once every older write transaction has finished)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + SETTLE_TIMEOUT
-    while True:
-        while found := await store.read_outbox(after, 500, destination=DESTINATION):
-            for m in found:
-                if m.message_id == message_id.bytes:
-                    return m.position
-            after = found[-1].position
-        if loop.time() > deadline:
-            check(False, f"message {message_id} was not readable {SETTLE_TIMEOUT:g} s after commit")
-        await asyncio.sleep(0.02)
 
 
 async def _relay(demo: Demo, events_at: Position, outbox_at: Position, ids: set[str]) -> None:
