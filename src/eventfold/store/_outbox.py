@@ -21,6 +21,7 @@ __all__ = [
     "Destinations",
     "Outgoing",
     "Published",
+    "QueuedMessages",
     "decode_headers",
     "prepare_message",
     "unit_headers",
@@ -199,3 +200,37 @@ def encode_payload(payload: object) -> bytes:
 def decode_headers(data: Any) -> dict[str, str]:
     """The stored headers back as a dict."""
     return _decode_headers(bytes(data))
+
+
+class QueuedMessages:
+    """`UnitOfWork.publish` and `outbox_position` for a unit that keeps its messages in a
+    list until its commit writes them (the memory and PostgreSQL units): the unit sets
+    ``_destinations``, ``_headers``, ``messages`` and ``published``, and refuses work in
+    ``_check`` once it is over."""
+
+    _destinations: Destinations
+    _headers: Mapping[str, str]
+    messages: list[Outgoing]
+    published: Published
+
+    def _check(self) -> object:
+        raise NotImplementedError
+
+    def publish(
+        self,
+        destination: str,
+        payload: object,
+        *,
+        key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        message_id: uuid.UUID | None = None,
+    ) -> uuid.UUID:
+        self._check()
+        mid, message = prepare_message(
+            self._destinations, self._headers, destination, payload, key, headers, message_id
+        )
+        self.messages.append(message)
+        return mid
+
+    def outbox_position(self, message_id: uuid.UUID) -> Position:
+        return self.published.position(message_id)

@@ -27,8 +27,8 @@ from ...store._outbox import (
     Destinations,
     Outgoing,
     Published,
+    QueuedMessages,
     decode_headers,
-    prepare_message,
 )
 from ...store._outbox import unit_headers as _unit_headers
 from ...store.ports import OutboxMessage
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 __all__ = ["MemoryUnitOfWork", "UnitOfWorkSupport"]
 
 
-class MemoryUnitOfWork:
+class MemoryUnitOfWork(QueuedMessages):
     """One unit of work on a `MemoryStore` (`eventfold.store.UnitOfWork`)."""
 
     backend = "memory"
@@ -105,25 +105,6 @@ class MemoryUnitOfWork:
             if e.explicit_id:
                 pending[e.event_id] = (actual + n, e.type, e.data, Position(0, before + n))
         return AppendResult(actual + len(encoded), Position(0, before + len(encoded)))
-
-    def publish(
-        self,
-        destination: str,
-        payload: object,
-        *,
-        key: str | None = None,
-        headers: Mapping[str, str] | None = None,
-        message_id: uuid.UUID | None = None,
-    ) -> uuid.UUID:
-        self._check()
-        mid, message = prepare_message(
-            self._destinations, self._headers, destination, payload, key, headers, message_id
-        )
-        self.messages.append(message)
-        return mid
-
-    def outbox_position(self, message_id: uuid.UUID) -> Position:
-        return self.published.position(message_id)
 
 
 class UnitOfWorkSupport:

@@ -41,7 +41,7 @@ from ...store._outbox import (
     Destinations,
     Outgoing,
     Published,
-    prepare_message,
+    QueuedMessages,
     unit_headers,
 )
 from ...store.ports import OutboxMessage, TransactionParticipant
@@ -115,7 +115,7 @@ class _Failed(Exception):
 _CONTROL = frozenset({"BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT", "SAVEPOINT"})
 
 
-class PostgresUnitOfWork:
+class PostgresUnitOfWork(QueuedMessages):
     """One unit of work on a pooled connection (`eventfold.store.UnitOfWork`)."""
 
     backend = "postgresql"
@@ -332,25 +332,6 @@ class PostgresUnitOfWork:
         if replaced_by is not None:
             raise StreamReplaced(stream_id, replaced_by)
         raise WrongExpectedVersion(stream_id, expected, version)
-
-    def publish(
-        self,
-        destination: str,
-        payload: object,
-        *,
-        key: str | None = None,
-        headers: Mapping[str, str] | None = None,
-        message_id: uuid.UUID | None = None,
-    ) -> uuid.UUID:
-        self._check()
-        mid, message = prepare_message(
-            self._destinations, self._headers, destination, payload, key, headers, message_id
-        )
-        self.messages.append(message)
-        return mid
-
-    def outbox_position(self, message_id: uuid.UUID) -> Position:
-        return self.published.position(message_id)
 
 
 class UnitOfWorkSupport:
