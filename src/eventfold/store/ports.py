@@ -76,6 +76,7 @@ __all__ = [
     "ReadModelTransaction",
     "Snapshot",
     "SnapshotStore",
+    "SubjectKeys",
     "SupportsCodec",
     "SupportsCommitListeners",
     "SupportsLoad",
@@ -83,6 +84,7 @@ __all__ = [
     "SupportsProjectionSummaries",
     "SupportsRowReads",
     "SupportsSnapshots",
+    "SupportsSubjectKeys",
     "SupportsTransactionHooks",
     "SupportsTransform",
     "SupportsUnitOfWork",
@@ -555,6 +557,51 @@ class SupportsTransactionHooks(Protocol):
 
     @property
     def transaction_hooks(self) -> TransactionHooks: ...
+
+
+class SubjectKeys(Protocol):
+    """Per-subject data keys for crypto-shredding (see `eventfold.privacy`), kept in the
+    store's own database.
+
+    Synchronous on purpose: the codec asks for keys while it decodes a page, which on
+    SQLite runs on a reader thread and everywhere runs inside synchronous code. Callers
+    cache what they get; a lookup is one round trip for any number of ids.
+
+    A subject may have several keys (two processes that meet a new subject at once each
+    make one; that is harmless, as every ciphertext names its key). Forgetting a subject
+    deletes all its keys, so every ciphertext made under them stops decrypting, for good:
+    the store holds no other copy. On a store opened read-only, `find` and `current` read
+    and `add` and `forget` raise `StoreReadOnly`. Before the first `add` nothing need
+    exist in the database: lookups then find nothing.
+    """
+
+    def find(self, key_ids: Sequence[bytes]) -> dict[bytes, bytes]:
+        """The stored material of those of ``key_ids`` that exist (forgotten or never
+        made: absent)."""
+        ...
+
+    def current(self, subject: str) -> tuple[bytes, bytes] | None:
+        """The newest key of ``subject`` as ``(key_id, material)``; None when it has none
+        (never had one, or was forgotten)."""
+        ...
+
+    def add(self, key_id: bytes, subject: str, material: bytes) -> None:
+        """Store a new key for ``subject``, committed when this returns (so it exists
+        before any event sealed with it can)."""
+        ...
+
+    def forget(self, subject: str) -> int:
+        """Delete every key of ``subject``, committed when this returns; how many there
+        were."""
+        ...
+
+
+@runtime_checkable
+class SupportsSubjectKeys(Protocol):
+    """A store that keeps per-subject data keys for crypto-shredding."""
+
+    @property
+    def subject_keys(self) -> SubjectKeys: ...
 
 
 def capability(store: object, port: Callable[..., P], *, hint: str | None = None) -> P:
