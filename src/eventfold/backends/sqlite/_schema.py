@@ -429,7 +429,10 @@ def snapshot_bounds(
 
 # Then the events after the snapshot, with only what a fold reads: each column more costs
 # a Python object per row, so the recorded time is read only for a load bounded by time.
-LOAD_EVENTS = """SELECT version, type, schema_version, data, 0 FROM events
+# Columns 6 and 8 (event id, metadata) are read only for sealed rows (`Codec.decode_loaded`).
+LOAD_EVENTS = """SELECT version, type, schema_version, data, 0, NULL,
+    CASE WHEN instr(metadata, CAST('"$personal"' AS BLOB)) THEN event_id END, NULL,
+    CASE WHEN instr(metadata, CAST('"$personal"' AS BLOB)) THEN metadata END FROM events
     WHERE stream_id = ? AND version >= ? AND version <= ? ORDER BY version LIMIT ?"""
 LOAD_EVENTS_TIMED = LOAD_EVENTS.replace("data, 0", "data, recorded_at")
 
