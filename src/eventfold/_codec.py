@@ -685,8 +685,9 @@ class Codec:
 
     def decode_loaded(self, stream_id: str, rows: Iterable[Sequence[Any]]) -> list[LoadRow]:
         """A load's rows of one stream, ``(version, type, schema_version, data,
-        recorded_us, …)`` (further columns are ignored), as `LoadRow`s: what a fold reads,
-        without building `RecordedEvent`s.
+        recorded_us, …)`` (further columns are ignored, but for the last of a longer row:
+        the event id and metadata of a sealed row, None for others), as `LoadRow`s: what
+        a fold reads, without building `RecordedEvent`s.
 
         A row at its type's current schema version is decoded right here; any other goes
         through `decode_rows` (upcast, or named in its error).
@@ -703,21 +704,11 @@ class Codec:
             except IndexError:
                 dec = None
             if dec is None:
-                # Backends put the event id and metadata in columns 6 and 8 (sealed
-                # rows need them to open).
-                eid, meta = (row[6], row[8]) if len(row) > 8 else (b"", _EMPTY_META)
-                row = (
-                    eid or b"",
-                    stream_id,
-                    version,
-                    typ,
-                    sv,
-                    data,
-                    meta or _EMPTY_META,
-                    rec_us,
-                    0,
-                    0,
-                )
+                # A sealed row's last column (beyond the five) is its event id and
+                # metadata: opening it needs both.
+                sealed = row[-1] if len(row) > 5 else None
+                eid, meta = (sealed[:16], sealed[16:]) if sealed else (b"", _EMPTY_META)
+                row = (eid, stream_id, version, typ, sv, data, meta, rec_us, 0, 0)
                 append((version, self.decode_rows((row,))[0].data, rec_us))
                 continue
             try:
