@@ -23,6 +23,8 @@ from ._personal import (
     b64decode,
     b64encode,
     personal_fields,
+    sealed_bytes,
+    sealed_text,
 )
 from ._position import Position
 from ._undecodable import UndecodedPayload, keeping_undecodable, undecodable
@@ -88,10 +90,11 @@ _Lift = tuple[
     str,
     int,
     type[Any],
-    tuple[str, int],
+    tuple[str, int] | None,
 ]
 """A cached upcast: the chain's functions, the final type and version, the type to convert
-the result into (the class, or dict when there is none), and the stored (type, version)."""
+the result into (the class, or dict when there is none), and the stored (type, version)
+(None: nothing to upcast)."""
 
 
 class Codec:
@@ -175,6 +178,7 @@ class Codec:
         self._tables = [{}]
         self._plans = {}
         self._lifts = [{}]
+        self._openers: dict[tuple[str, int], _Lift] = {}
         self._checkers = {}
         self._as_stored = {}
 
@@ -425,7 +429,7 @@ class Codec:
             kid = b64encode(key_id)
             aad = associated_data(event_id, name, schema_version, kid, group.fields)
             sealed = protector.seal(key_id, self._encoder.encode(plain), aad)
-            entries.append({"k": kid, "f": list(group.fields), "c": b64encode(sealed)})
+            entries.append({"k": kid, "f": list(group.fields), "c": sealed_text(sealed)})
         return self._encoder.encode(raw), entries
 
     def _open(
@@ -450,7 +454,7 @@ class Codec:
             for entry in entries:
                 kid, fields = entry["k"], entry["f"]
                 aad = associated_data(eid, typ, sv, kid, fields)
-                opened = protector.open(b64decode(kid), b64decode(entry["c"]), aad)
+                opened = protector.open(b64decode(kid), sealed_bytes(entry["c"]), aad)
                 if opened is None:
                     continue  # forgotten: the replacement values stay
                 values = self._generic.decode(opened)
@@ -622,6 +626,7 @@ class Codec:
         generic = self._generic.decode
         convert = msgspec.convert
         sealed = _PERSONAL_BYTES if self._protector is not None else None
+        openers = self._openers
         out: list[RecordedEvent] = []
         append = out.append
         for eid, sid, version, typ, sv, data, meta, rec_us, tx, seq in rows:
@@ -637,11 +642,41 @@ class Codec:
                     payload = self._undecoded(undecodable(sid, version, typ, sv, at, data, exc))
                 append(RecordedEvent(sid, version, typ, sv, payload, eid, tx, seq, meta, rec_us))
                 continue
-            try:
-                lift = lifts[sv].get(typ)
-            except IndexError:
+            if sealed is not None and sealed in meta:
+                opener = openers.get((typ, sv))
+                if opener is not None:
+                    fns, final, final_version, target, upcast = opener
+                    try:
+                        raw = self._open(eid, sid, version, typ, sv, data, meta, None)
+                        for fn in fns:
+                            raw = fn(raw)
+                        payload = convert(raw, target)
+                    except Exception:
+                        pass  # redone below, where the error is named
+                    else:
+                        append(
+                            RecordedEvent(
+                                sid,
+                                version,
+                                final,
+                                final_version,
+                                payload,
+                                eid,
+                                tx,
+                                seq,
+                                meta,
+                                rec_us,
+                                upcast,
+                            )
+                        )
+                        continue
                 lift = None
-            if lift is not None and (sealed is None or sealed not in meta):
+            else:
+                try:
+                    lift = lifts[sv].get(typ)
+                except IndexError:
+                    lift = None
+            if lift is not None:
                 fns, final, final_version, target, stored = lift
                 try:
                     raw = generic(data)
@@ -758,6 +793,8 @@ class Codec:
         steps, final, final_version = self._plan(typ, sv, where)
         if not steps and opened is not None:
             found_cls = self.registry.resolve(typ)
+            target: type[Any] = found_cls if found_cls is not None else dict
+            self._openers[(typ, sv)] = ((), typ, sv, target, None)
             try:
                 payload = msgspec.convert(opened, found_cls if found_cls is not None else dict)
             except (msgspec.ValidationError, RecursionError) as exc:
@@ -777,7 +814,10 @@ class Codec:
         fns = tuple(step.fn for step in steps if step.fn is not None)
         # Without a class the payload stays a dict: converting to dict checks it is one.
         target = cls if cls is not None else dict
-        self._cache(self._lifts, sv, typ, (fns, final, final_version, target, (typ, sv)))
+        if opened is not None:
+            self._openers[(typ, sv)] = (fns, final, final_version, target, (typ, sv))
+        else:
+            self._cache(self._lifts, sv, typ, (fns, final, final_version, target, (typ, sv)))
         try:
             raw = opened if opened is not None else self._generic.decode(data)
         except (msgspec.DecodeError, RecursionError) as exc:

@@ -9,6 +9,8 @@ store's codec; the codec seals and opens through it (see `Codec`).
 from __future__ import annotations
 
 import base64
+import binascii
+import functools
 import types
 import typing
 from dataclasses import dataclass
@@ -29,6 +31,8 @@ __all__ = [
     "b64encode",
     "personal_fields",
     "redacted",
+    "sealed_bytes",
+    "sealed_text",
 ]
 
 PERSONAL_KEY = "$personal"
@@ -249,8 +253,20 @@ def associated_data(
 
 
 def b64encode(raw: bytes) -> str:
+    """URL-safe base64 without padding (key ids)."""
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
 
+@functools.lru_cache(maxsize=65_536)
 def b64decode(text: str) -> bytes:
+    """The bytes of `b64encode`'s text (cached: a key id recurs on every event it seals)."""
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def sealed_text(raw: bytes) -> str:
+    """Standard base64 (ciphertexts: the quickest to decode)."""
+    return binascii.b2a_base64(raw, newline=False).decode("ascii")
+
+
+def sealed_bytes(text: str) -> bytes:
+    return binascii.a2b_base64(text)
