@@ -118,6 +118,10 @@ async def test_postgres_read_only_store_without_the_key_table_finds_nothing(
         schema = store.schema  # type: ignore[attr-defined]
         with psycopg.connect(postgres_url.partition("?")[0], autocommit=True) as admin:
             admin.execute(f'DROP TABLE "{schema}".subject_keys')
+        # A write never passes for done without its table.
+        with pytest.raises(eventfold.StoreError, match="subject_keys"):
+            keys_of(store).add(b"k" * 16, "ann", b"m" * 32)
+        assert keys_of(store).current("ann") is None
         async with eventfold.connect(postgres_url, read_only=True) as reader:
             keys = keys_of(reader)
             assert keys.find([b"k" * 16]) == {}

@@ -20,12 +20,11 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import psycopg
-from psycopg import errors as pg_errors
 from psycopg import sql
 
 from ...errors import InvalidInput, StoreClosed, StoreReadOnly
 from ...store._subject_keys import check_key_ids, check_material, check_subject, created_us
-from ._errors import driver_errors, translate
+from ._errors import driver_errors, is_driver_error, is_missing_table, translate
 
 if TYPE_CHECKING:
     from ._store import PostgresStore
@@ -36,6 +35,13 @@ STATEMENT_TIMEOUT: Final = 5.0
 """Seconds one statement of the key connection may run before the server cancels it."""
 
 _T = TypeVar("_T")
+
+
+class _Raise:
+    """`PostgresSubjectKeys._run`'s ``missing`` for writes: a missing table is an error."""
+
+
+_RAISE: Final = _Raise()
 
 
 class PostgresSubjectKeys:
@@ -99,19 +105,29 @@ class PostgresSubjectKeys:
             self._conn = conn
         return conn
 
-    def _run(self, work: Callable[[psycopg.Connection[tuple[Any, ...]]], _T]) -> _T:
+    def _run(
+        self,
+        work: Callable[[psycopg.Connection[tuple[Any, ...]]], _T],
+        missing: _T | _Raise = _RAISE,
+    ) -> _T:
         """``work`` on the connection, under the lock; once more on a new connection when
         the server dropped the first (a restart, a failover). Every statement here can run
-        twice safely: `add` is idempotent, `forget` deletes what is left."""
+        twice safely: `add` is idempotent, `forget` deletes what is left. ``missing`` is a
+        lookup's answer when the schema has no key table (a read-only store's, before its
+        migration); writes raise."""
         with self._lock:
             for attempt in range(2):
                 conn = self._connection()
                 try:
                     return work(conn)
-                except psycopg.Error as exc:
+                except Exception as exc:
+                    if not is_driver_error(exc):
+                        raise
                     if attempt == 0 and conn.broken:
                         self._drop()
                         continue
+                    if is_missing_table(exc) and not isinstance(missing, _Raise):
+                        return missing
                     raise translate(exc, self._store.where) from exc
             raise AssertionError("unreachable")  # pragma: no cover
 
@@ -137,25 +153,19 @@ class PostgresSubjectKeys:
         def work(conn: psycopg.Connection[tuple[Any, ...]]) -> dict[bytes, bytes]:
             if not ids:
                 return {}
-            try:
-                rows = conn.execute(self._find, (ids,)).fetchall()
-            except pg_errors.UndefinedTable:
-                return {}
+            rows = conn.execute(self._find, (ids,)).fetchall()
             return {bytes(key_id): bytes(material) for key_id, material in rows}
 
-        return self._run(work)
+        return self._run(work, {})
 
     def current(self, subject: str) -> tuple[bytes, bytes] | None:
         check_subject(subject)
 
         def work(conn: psycopg.Connection[tuple[Any, ...]]) -> tuple[bytes, bytes] | None:
-            try:
-                row = conn.execute(self._current, (subject,)).fetchone()
-            except pg_errors.UndefinedTable:
-                return None
+            row = conn.execute(self._current, (subject,)).fetchone()
             return (bytes(row[0]), bytes(row[1])) if row is not None else None
 
-        return self._run(work)
+        return self._run(work, None)
 
     def add(self, key_id: bytes, subject: str, material: bytes) -> None:
         (key,) = check_key_ids([key_id])

@@ -25,7 +25,7 @@ from ...store._subject_keys import (
     check_subject,
     created_us,
 )
-from ._errors import driver_errors
+from ._errors import driver_errors, is_driver_error, is_missing_table, translate
 from ._tx import transaction
 from ._unit_of_work import inside_unit_of
 
@@ -56,10 +56,6 @@ def _find_sql(count: int) -> str:
     return f"SELECT key_id, material FROM {_TABLE} WHERE key_id IN ({', '.join('?' * count)})"
 
 
-def _no_table(exc: sqlite3.Error) -> bool:
-    return isinstance(exc, sqlite3.OperationalError) and f"no such table: {_TABLE}" in str(exc)
-
-
 class SQLiteSubjectKeys:
     """The `SubjectKeys` of a `SQLiteStore` (its ``subject_keys``).
 
@@ -82,8 +78,12 @@ class SQLiteSubjectKeys:
         if self._conn is None:
             conn = store._connect(reader=store.read_only)
             if not store.read_only:
-                with driver_errors(store.path):
-                    conn.execute("PRAGMA secure_delete = ON")
+                try:
+                    with driver_errors(store.path):
+                        conn.execute("PRAGMA secure_delete = ON")
+                except BaseException:
+                    conn.close()
+                    raise
             self._conn = conn
         return self._conn
 
@@ -110,11 +110,12 @@ class SQLiteSubjectKeys:
                     chunk = ids[start : start + _FIND_CHUNK]
                     for key_id, material in conn.execute(_find_sql(len(chunk)), chunk):
                         found[bytes(key_id)] = bytes(material)
-            except sqlite3.Error as exc:
-                if _no_table(exc):
+            except Exception as exc:
+                if is_missing_table(exc, _TABLE):
                     return {}
-                with driver_errors(self._store.path):
+                if not is_driver_error(exc):
                     raise
+                raise translate(exc, self._store.path) from exc
         return found
 
     def current(self, subject: str) -> tuple[bytes, bytes] | None:
@@ -123,11 +124,12 @@ class SQLiteSubjectKeys:
             conn = self._connection()
             try:
                 row = conn.execute(_CURRENT, (subject,)).fetchone()
-            except sqlite3.Error as exc:
-                if _no_table(exc):
+            except Exception as exc:
+                if is_missing_table(exc, _TABLE):
                     return None
-                with driver_errors(self._store.path):
+                if not is_driver_error(exc):
                     raise
+                raise translate(exc, self._store.path) from exc
         return (bytes(row[0]), bytes(row[1])) if row is not None else None
 
     def add(self, key_id: bytes, subject: str, material: bytes) -> None:
