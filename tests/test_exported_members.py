@@ -47,6 +47,7 @@ PUBLIC_MODULES: dict[str, set[str]] = {
         "read_models",
         "snapshots",
         "spec",
+        "subject_keys",
         "transform",
         "unit_of_work",
         "wakeups",

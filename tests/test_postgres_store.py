@@ -304,6 +304,7 @@ async def test_schema_option_isolates_stores(schema: str) -> None:
             "snapshots",
             "epochs",
             "outbox",
+            "subject_keys",
         }
         assert {s for s, _ in tables} == {schema, other}
     finally:

@@ -5,7 +5,8 @@
   health check built from it (`Observer.health`: what is stalled or failed);
 - `Metrics` (``pip install "eventfold[metrics]"``): the same numbers as Prometheus
   metrics in a ``prometheus_client`` registry, plus appends, conflicts and append latency
-  once `Metrics.instrument` wraps the store. Never labelled by stream id.
+  once `Metrics.instrument` wraps the store (counted in an `AppendCounts`, a collector
+  that gives them to the registry when it is scraped). Never labelled by stream id.
 
 ::
 
@@ -24,11 +25,13 @@ import typing
 from ._observer import DEFAULT_COUNT_LIMIT, Health, Kind, Observer, Problem, Reading, Snapshot
 
 if typing.TYPE_CHECKING:
+    from ._appends import AppendCounts
     from ._prometheus import APPEND_BUCKETS, Metrics
 
 __all__ = [
     "APPEND_BUCKETS",
     "DEFAULT_COUNT_LIMIT",
+    "AppendCounts",
     "Health",
     "Kind",
     "Metrics",
@@ -40,7 +43,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> typing.Any:
-    if name in ("Metrics", "APPEND_BUCKETS"):
+    if name in ("Metrics", "APPEND_BUCKETS", "AppendCounts"):
         try:
             from . import _prometheus
         except ImportError as exc:  # pragma: no cover - the extra is missing

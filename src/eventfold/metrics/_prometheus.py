@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -12,9 +13,7 @@ from typing import Any
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
-    Counter,
     Gauge,
-    Histogram,
     generate_latest,
 )
 
@@ -25,6 +24,7 @@ from ..errors import WrongExpectedVersion
 from ..projections import ProjectionBase, ReadModelStore
 from ..relay import Relay
 from ..store import AppendResult, EventStore, SupportsUnitOfWork, UnitOfWork
+from ._appends import AppendCounts
 from ._observer import DEFAULT_COUNT_LIMIT, Observer, Snapshot
 
 __all__ = ["APPEND_BUCKETS", "Metrics"]
@@ -42,7 +42,8 @@ class Metrics:
 
     - `instrument` counts the store's appends, conflicts and append latency, those made
       in a unit of work too (opt in: it wraps ``store.append`` and
-      ``store.unit_of_work``);
+      ``store.unit_of_work``), into ``append_counts`` (an `AppendCounts`: plain numbers,
+      read into the registry's families when it is scraped);
     - `collect` reads the head, lags, parked counts and stalls (an `Observer`) into the
       gauges; call it before each scrape. `exposition` does both and returns the text
       Prometheus reads. Mount it in any ASGI or WSGI app, or use ``eventfold.web``'s
@@ -76,23 +77,10 @@ class Metrics:
         b = ("backend",)
         pb = ("backend", "projection")
         rb = ("backend", "relay")
-        self.appends = Counter("eventfold_appends", "Appends that stored events.", b, registry=r)
-        self.events_appended = Counter(
-            "eventfold_events_appended", "Events stored by appends.", b, registry=r
-        )
-        self.conflicts = Counter(
-            "eventfold_append_conflicts",
-            "Appends refused because the stream was not at the expected version.",
-            b,
-            registry=r,
-        )
-        self.append_duration = Histogram(
-            "eventfold_append_duration_seconds",
-            "How long an append took (refused ones too).",
-            b,
-            buckets=APPEND_BUCKETS,
-            registry=r,
-        )
+        # The append figures are plain numbers on the append path, read into their
+        # families at scrape time (registered first: the scrape's order is unchanged).
+        self.append_counts = AppendCounts(self.backend, APPEND_BUCKETS)
+        r.register(self.append_counts)
         self.head = Gauge(
             "eventfold_log_head_position", "The sequence number of the log's head.", b,
             registry=r,
@@ -176,9 +164,6 @@ class Metrics:
         for relay in self.observer.relays:
             for gauge in self._relay_gauges():
                 gauge.labels(self.backend, relay.destination)
-        for metric in (self.appends, self.events_appended, self.conflicts):
-            metric.labels(self.backend)
-        self.append_duration.labels(self.backend)
 
     def _projection_gauges(self) -> tuple[Gauge, ...]:
         return (
@@ -279,11 +264,10 @@ def instrument(store: EventStore, metrics: Metrics, *, traces: bool = True) -> C
         return lambda: None
     # Over another Metrics' wrapper, that one already adds the traceparent.
     traces = traces and getattr(current, _MARK, None) is None
-    b = metrics.backend
-    appends = metrics.appends.labels(b)
-    events_total = metrics.events_appended.labels(b)
-    conflicts = metrics.conflicts.labels(b)
-    observe = metrics.append_duration.labels(b).observe
+    counts = metrics.append_counts
+    bounds = counts.bounds
+    buckets = counts.buckets
+    bucket_of = bisect.bisect_left
     clock = time.perf_counter_ns
 
     async def append(stream_id: str, events: Sequence[Any], **kwargs: Any) -> Any:
@@ -293,19 +277,23 @@ def instrument(store: EventStore, metrics: Metrics, *, traces: bool = True) -> C
         try:
             result = await current(stream_id, events, **kwargs)
         except WrongExpectedVersion:
-            observe((clock() - started) / 1e9)
-            conflicts.inc()
+            seconds = (clock() - started) / 1e9
+            counts.sum += seconds
+            buckets[bucket_of(bounds, seconds)] += 1
+            counts.conflicts += 1
             raise
-        observe((clock() - started) / 1e9)
+        # `AppendCounts.observe`, inline: this runs once per append.
+        seconds = (clock() - started) / 1e9
+        counts.sum += seconds
+        buckets[bucket_of(bounds, seconds)] += 1
         if not result.retry:
-            appends.inc()
-            events_total.inc(len(events))
+            counts.appends += 1
+            counts.events += len(events)
         return result
 
     setattr(append, _MARK, metrics)
     setattr(store, "append", append)  # noqa: B010 - an instance attribute over the method
-    counters = _Counters(appends, events_total, conflicts, observe, traces)
-    remove_units = _instrument_units(store, metrics, counters)
+    remove_units = _instrument_units(store, metrics, _Counters(counts, traces))
 
     def remove() -> None:
         if store.__dict__.get("append") is not append:
@@ -324,20 +312,10 @@ def _unwrap(store: object, name: str, previous: Any) -> None:
 
 
 class _Counters:
-    """What an instrumented unit of work counts into (one `Metrics`' children)."""
+    """What an instrumented unit of work counts into (one `Metrics`' numbers)."""
 
-    def __init__(
-        self,
-        appends: Any,
-        events: Any,
-        conflicts: Any,
-        observe: Callable[[float], None],
-        traces: bool,
-    ) -> None:
-        self.appends = appends
-        self.events = events
-        self.conflicts = conflicts
-        self.observe = observe
+    def __init__(self, counts: AppendCounts, traces: bool) -> None:
+        self.counts = counts
         self.traces = traces
 
 
@@ -389,13 +367,13 @@ class _CountedUnit:
             suppressed = await self._inner.__aexit__(kind, error, tb)
         except WrongExpectedVersion as refused:
             if not any(refused is seen for seen in unit.refused):
-                self._counters.conflicts.inc()  # refused by the commit itself
+                self._counters.counts.conflicts += 1  # refused by the commit itself
             raise
         if kind is None:
-            c = self._counters
+            counts = self._counters.counts
             for events in unit.stored:
-                c.appends.inc()
-                c.events.inc(events)
+                counts.appends += 1
+                counts.events += events
         return suppressed
 
 
@@ -449,11 +427,11 @@ class _CountedUnitOfWork:
         try:
             result = await self._unit.append(stream_id, events, expected_version=expected_version)
         except WrongExpectedVersion as refused:
-            c.observe((time.perf_counter_ns() - started) / 1e9)
-            c.conflicts.inc()
+            c.counts.observe((time.perf_counter_ns() - started) / 1e9)
+            c.counts.conflicts += 1
             self.refused.append(refused)
             raise
-        c.observe((time.perf_counter_ns() - started) / 1e9)
+        c.counts.observe((time.perf_counter_ns() - started) / 1e9)
         if not result.retry:
             self.stored.append(len(events))
         return result

@@ -17,7 +17,8 @@ A backend with transaction hooks also passes `TransactionHookConformance` (the s
 fixture), `SnapshotStoreConformance` and `TransformConformance` (``store``),
 `LeaseConformance` (``leases``, ``rival``, ``lose_lease``), `WakeUpConformance`
 (``store``, ``other_store``, ``notifier``), `UnitOfWorkConformance` and
-`SQLUnitOfWorkConformance` (``store``); docs/architecture.md lists them.
+`SQLUnitOfWorkConformance` (``store``), `SubjectKeysConformance` (``store``,
+``open_store``); docs/architecture.md lists them.
 
 The suites need pytest and pytest-asyncio and are imported on first use; `spec` and
 `handler_spec` do not, so ``import eventfold.testing`` works without pytest installed.
@@ -36,6 +37,7 @@ if typing.TYPE_CHECKING:
     from .leases import LeaseConformance, LoseLease
     from .read_models import ReadModelStoreConformance
     from .snapshots import SnapshotStoreConformance
+    from .subject_keys import SubjectKeysConformance
     from .transform import TransformConformance
     from .unit_of_work import SQLUnitOfWorkConformance, UnitOfWorkConformance
     from .wakeups import WakeUpConformance
@@ -50,6 +52,7 @@ __all__ = [
     "SharedStoreConformance",
     "SnapshotStoreConformance",
     "Spec",
+    "SubjectKeysConformance",
     "TransactionHookConformance",
     "TransformConformance",
     "UnitOfWorkConformance",
@@ -68,6 +71,7 @@ _SUITES = {
     "LoseLease": "leases",
     "ReadModelStoreConformance": "read_models",
     "SnapshotStoreConformance": "snapshots",
+    "SubjectKeysConformance": "subject_keys",
     "TransformConformance": "transform",
     "UnitOfWorkConformance": "unit_of_work",
     "SQLUnitOfWorkConformance": "unit_of_work",

@@ -163,6 +163,11 @@ def is_driver_error(exc: BaseException) -> TypeGuard[psycopg.Error]:
     return isinstance(exc, psycopg.Error)
 
 
+def is_missing_table(exc: BaseException) -> bool:
+    """Whether ``exc`` is a statement naming a table the schema does not have."""
+    return isinstance(exc, pg_errors.UndefinedTable)
+
+
 def dropped(
     exc: BaseException, conn: psycopg.AsyncConnection[Any] | None
 ) -> TypeGuard[psycopg.Error]:

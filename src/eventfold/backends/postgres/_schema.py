@@ -125,6 +125,20 @@ MIGRATIONS: tuple[sql.SQL, ...] = (
         CREATE INDEX outbox_by_destination ON {schema}.outbox (destination, transaction_id, seq);
         """
     ),
+    # 6: per-subject data keys for crypto-shredding (`_keys`). Rows are deleted: forgetting
+    # a subject deletes its keys, which is what makes its encrypted fields unreadable.
+    sql.SQL(
+        """
+        CREATE TABLE {schema}.subject_keys (
+            key_id     bytea NOT NULL,
+            subject    text COLLATE "C" NOT NULL,
+            material   bytea NOT NULL,
+            created_us bigint NOT NULL,
+            CONSTRAINT subject_keys_pkey PRIMARY KEY (key_id)
+        );
+        CREATE INDEX subject_keys_by_subject ON {schema}.subject_keys (subject, created_us);
+        """
+    ),
 )
 
 

@@ -84,6 +84,7 @@ from ._errors import (
     translate,
 )
 from ._hooks import PostgresTransactionHooks
+from ._keys import PostgresSubjectKeys
 from ._notify import NotifySender, channel_name
 from ._paging import Pager, Rows
 from ._schema import Statements, lock_key
@@ -180,6 +181,14 @@ class PostgresStore(UnitOfWorkSupport):
         self.committed.add(self._notify.poke)
         self.transaction_hooks = PostgresTransactionHooks(self)
         """Participants in each append's transaction (`eventfold.store.TransactionHooks`)."""
+        self._subject_keys = PostgresSubjectKeys(self)
+
+    @property
+    def subject_keys(self) -> PostgresSubjectKeys:
+        """Per-subject data keys for crypto-shredding (`eventfold.store.SubjectKeys`):
+        synchronous, each call one blocking round trip on a connection of their own; see
+        `eventfold.privacy`."""
+        return self._subject_keys
 
     def __repr__(self) -> str:
         return f"PostgresStore(host={self.host!r}, port={self.port}, schema={self.schema!r})"
@@ -232,6 +241,7 @@ class PostgresStore(UnitOfWorkSupport):
         if pool is not None:
             await self._pager.settle()
             await pool.close()
+        self._subject_keys.close()
 
     async def __aenter__(self) -> Self:
         await self.open()

@@ -161,6 +161,11 @@ def is_constraint(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.IntegrityError)
 
 
+def is_missing_table(exc: BaseException, table: str) -> bool:
+    """Whether ``exc`` is a statement naming ``table``, which the file does not have."""
+    return is_operational(exc) and f"no such table: {table}" in str(exc)
+
+
 def is_not_a_database(exc: BaseException) -> bool:
     """Whether ``exc`` says the file is not a SQLite database."""
     return isinstance(exc, sqlite3.DatabaseError) and "not a database" in str(exc)

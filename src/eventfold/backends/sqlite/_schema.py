@@ -195,6 +195,20 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """,
         "CREATE INDEX outbox_by_destination ON outbox (destination, position)",
     ),
+    # 5: per-subject data keys for crypto-shredding (`_keys`). Rows are deleted: forgetting
+    # a subject deletes its keys, which is what makes its encrypted fields unreadable.
+    (
+        """
+        CREATE TABLE eventfold_subject_keys (
+            key_id BLOB PRIMARY KEY,
+            subject TEXT NOT NULL,
+            material BLOB NOT NULL,
+            created_us INTEGER NOT NULL  -- microseconds since the Unix epoch, UTC
+        )
+        """,
+        "CREATE INDEX eventfold_subject_keys_by_subject "
+        "ON eventfold_subject_keys (subject, created_us)",
+    ),
 )
 """Migration N is ``MIGRATIONS[N - 1]``: statements applied in one transaction."""
 

@@ -48,6 +48,7 @@ from . import _schema as sql
 from ._errors import driver_errors
 from ._file import FileGuard, check_store
 from ._hooks import SQLiteTransactionHooks
+from ._keys import SQLiteSubjectKeys
 from ._reads import PAGE_BUDGET, SQLiteReads
 from ._snapshots import SQLiteSnapshotStore
 from ._tx import transaction
@@ -134,6 +135,13 @@ class SQLiteStore(UnitOfWorkSupport, SQLiteReads):
         """Called after each append this process commits (in-process wake-ups)."""
         self.transaction_hooks = SQLiteTransactionHooks(self)
         """Participants in each append's transaction (`eventfold.store.TransactionHooks`)."""
+        self._subject_keys = SQLiteSubjectKeys(self)
+
+    @property
+    def subject_keys(self) -> SQLiteSubjectKeys:
+        """Per-subject data keys for crypto-shredding (`eventfold.store.SubjectKeys`):
+        synchronous, on a connection of their own; see `eventfold.privacy`."""
+        return self._subject_keys
 
     @property
     def commits(self) -> int:
@@ -184,6 +192,7 @@ class SQLiteStore(UnitOfWorkSupport, SQLiteReads):
             conns, self._reader_conns = self._reader_conns, []
         for conn in conns:
             conn.close()
+        self._subject_keys.close()
         self._local = threading.local()
         # The writer closes last: the last connection to close checkpoints the WAL and
         # removes it, which a read-only one cannot do.

@@ -65,13 +65,25 @@ from ._tx import CONTROL, abandon, begin, commit, hold_unit, keep_unit, transact
 if TYPE_CHECKING:
     from ._store import SQLiteStore
 
-__all__ = ["SQLiteUnitOfWork", "SQLiteUnits", "UnitOfWorkSupport", "refuse_inside_unit"]
+__all__ = [
+    "SQLiteUnitOfWork",
+    "SQLiteUnits",
+    "UnitOfWorkSupport",
+    "inside_unit_of",
+    "refuse_inside_unit",
+]
 
 MAX_UNITS = 256
 """Most units of work committed in one transaction."""
 
 _inside: ContextVar[SQLiteUnits | None] = ContextVar("eventfold_sqlite_unit", default=None)
 """The units whose connection the current task holds (inside a unit's block)."""
+
+
+def inside_unit_of(store: object) -> bool:
+    """Whether the calling task is inside a unit of work of ``store``."""
+    units = _inside.get()
+    return units is not None and units.store is store
 
 
 def refuse_inside_unit(store: object, what: str) -> None:
