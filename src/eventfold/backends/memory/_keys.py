@@ -3,51 +3,68 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from ...errors import StoreReadOnly
+from ...errors import InvalidInput, StoreClosed, StoreReadOnly
+from ...store._subject_keys import check_key_id, check_key_ids, check_material, check_subject
 
 __all__ = ["MemorySubjectKeys"]
 
 
 class MemorySubjectKeys:
-    """Per-subject data keys held in memory (see `eventfold.store.SubjectKeys`)."""
+    """Per-subject data keys held in memory (see `eventfold.store.SubjectKeys`); they
+    live as long as the store object, like its events."""
 
-    def __init__(self, *, read_only: bool = False) -> None:
+    def __init__(self, is_open: Callable[[], bool], *, read_only: bool = False) -> None:
+        self._is_open = is_open
         self._read_only = read_only
-        self._material: dict[bytes, bytes] = {}
-        self._subject_of: dict[bytes, str] = {}
+        self._material: dict[bytes, tuple[str, bytes]] = {}
         self._by_subject: dict[str, list[bytes]] = {}
         # The codec may ask from a reader thread while `forget` runs in another.
         self._lock = threading.Lock()
 
+    def _check(self, writing: bool) -> None:
+        if not self._is_open():
+            raise StoreClosed("memory store")
+        if writing and self._read_only:
+            raise StoreReadOnly("memory://")
+
     def find(self, key_ids: Sequence[bytes]) -> dict[bytes, bytes]:
+        ids = check_key_ids(key_ids)
+        self._check(False)
         with self._lock:
-            return {k: self._material[k] for k in key_ids if k in self._material}
+            return {k: self._material[k][1] for k in ids if k in self._material}
 
     def current(self, subject: str) -> tuple[bytes, bytes] | None:
+        check_subject(subject)
+        self._check(False)
         with self._lock:
             ids = self._by_subject.get(subject)
             if not ids:
                 return None
-            return ids[-1], self._material[ids[-1]]
+            return ids[-1], self._material[ids[-1]][1]
 
     def add(self, key_id: bytes, subject: str, material: bytes) -> None:
-        if self._read_only:
-            raise StoreReadOnly("memory://")
+        key, data = check_key_id(key_id), check_material(material)
+        check_subject(subject)
+        self._check(True)
         with self._lock:
-            if key_id in self._material:
-                raise ValueError(f"key id {key_id.hex()} already exists")
-            self._material[key_id] = material
-            self._subject_of[key_id] = subject
-            self._by_subject.setdefault(subject, []).append(key_id)
+            known = self._material.get(key)
+            if known is not None:
+                if known != (subject, data):
+                    raise InvalidInput(
+                        f"subject key id {key.hex()} is already taken by another key; "
+                        "make a new random id for each key"
+                    )
+                return  # a retry
+            self._material[key] = (subject, data)
+            self._by_subject.setdefault(subject, []).append(key)
 
     def forget(self, subject: str) -> int:
-        if self._read_only:
-            raise StoreReadOnly("memory://")
+        check_subject(subject)
+        self._check(True)
         with self._lock:
             ids = self._by_subject.pop(subject, [])
-            for key_id in ids:
-                del self._material[key_id]
-                del self._subject_of[key_id]
+            for key in ids:
+                del self._material[key]
             return len(ids)

@@ -100,7 +100,7 @@ class MemoryStore(UnitOfWorkSupport):
         """Snapshots kept beside the events (in memory too)."""
         self.committed = CommitListeners()
         """Called after each append (in-process wake-ups)."""
-        self._subject_keys = MemorySubjectKeys(read_only=read_only)
+        self._subject_keys = MemorySubjectKeys(lambda: self._opens > 0, read_only=read_only)
 
     @property
     def subject_keys(self) -> MemorySubjectKeys:
