@@ -513,3 +513,16 @@ async def test_a_second_store_sees_a_forget_after_its_cache_window(sql_url: str)
         assert (seen.name, seen.email) == ("<erased>", "")
         # Within its window, a store that cached the key still opens (as documented).
         assert await read(third, "customer-1") == [ANN]
+
+
+async def test_subjects_prepared_before_a_unit_of_work_are_sealed_in_it(sql_url: str) -> None:
+    async with connect(sql_url) as store:
+        privacy = enable(store)
+        await privacy.prepare("c-1", "c-2")
+        assert not await privacy.is_forgotten("c-2")
+        async with store.unit_of_work() as uow:  # type: ignore[attr-defined]
+            await uow.append("customer-1", [ANN], expected_version=NO_STREAM)
+        assert await read(store, "customer-1") == [ANN]
+        with pytest.raises(eventfold.InvalidInput, match="subject must be a non-empty str"):
+            await privacy.prepare("c-3", "")
+        assert await privacy.is_forgotten("c-3")

@@ -72,6 +72,18 @@ class Privacy:
         audit = await self.store.append(AUDIT_STREAM, [event], expected_version=ANY)
         return ForgetResult(subject, deleted, audit)
 
+    async def prepare(self, *subjects: str) -> None:
+        """Make the keys of ``subjects`` that have none now, off the event loop.
+
+        The first sealed event of a subject makes its key; on SQLite that cannot happen
+        inside a unit of work (the key's write would wait for the unit), so prepare the
+        subjects a unit will seal before it begins.
+        """
+        for subject in subjects:
+            _check_subject(subject)
+        for subject in subjects:
+            await asyncio.to_thread(self._ring.key_for, subject)
+
     async def is_forgotten(self, subject: str) -> bool:
         """Whether ``subject`` has no key in the store, so nothing sealed for them can be
         opened any more (also true of a subject never seen)."""
