@@ -19,12 +19,9 @@ from ._personal import (
     PERSONAL_KEY,
     PersonalFields,
     Protector,
-    associated_data,
-    b64decode,
-    b64encode,
+    open_fields,
     personal_fields,
-    sealed_bytes,
-    sealed_text,
+    seal_fields,
 )
 from ._position import Position
 from ._undecodable import UndecodedPayload, keeping_undecodable, undecodable
@@ -406,30 +403,8 @@ class Codec:
                 "(nothing was stored)"
             )
         raw = self._generic.decode(data)
-        kept = _forgotten_entries(protector, old)
-        entries: list[dict[str, Any]] = []
-        for group in found.groups:
-            value = raw.get(group.subject)
-            if value is None:
-                raise InvalidEvent(
-                    f"event {index} for stream {stream_id!r}: {name}.{group.subject} is the "
-                    f"data subject of {', '.join(group.fields)} and must not be None"
-                )
-            subject = value if isinstance(value, str) else self._encoder.encode(value).decode()
-            plain = {f: raw[f] for f in group.fields if f in raw}
-            for field, replacement in zip(group.fields, group.replacements, strict=True):
-                raw[field] = replacement
-            entry = kept.get(tuple(group.fields))
-            if entry is not None and all(plain[f] == raw[f] for f in plain):
-                # Already forgotten: the copy holds replacement values; keep the dead entry
-                # rather than make the subject a new key.
-                entries.append(entry)
-                continue
-            key_id = protector.key_for(subject)
-            kid = b64encode(key_id)
-            aad = associated_data(event_id, name, schema_version, kid, group.fields)
-            sealed = protector.seal(key_id, self._encoder.encode(plain), aad)
-            entries.append({"k": kid, "f": list(group.fields), "c": sealed_text(sealed)})
+        where = f"event {index} for stream {stream_id!r}"
+        entries = seal_fields(protector, found, raw, event_id, name, schema_version, old, where)
         return self._encoder.encode(raw), entries
 
     def _open(
@@ -448,19 +423,9 @@ class Codec:
         assert protector is not None
         try:
             raw = self._generic.decode(data)
-            entries = self._generic.decode(meta)[PERSONAL_KEY]
-            if not isinstance(raw, dict) or not isinstance(entries, list):
-                raise ValueError("the stored payload or its sealed entries have the wrong shape")
-            for entry in entries:
-                kid, fields = entry["k"], entry["f"]
-                aad = associated_data(eid, typ, sv, kid, fields)
-                opened = protector.open(b64decode(kid), sealed_bytes(entry["c"]), aad)
-                if opened is None:
-                    continue  # forgotten: the replacement values stay
-                values = self._generic.decode(opened)
-                if not isinstance(values, dict) or set(values) - set(fields):
-                    raise ValueError("a sealed entry opened to fields it does not name")
-                raw.update(values)
+            if not isinstance(raw, dict):
+                raise ValueError("the stored payload is not a JSON object")
+            open_fields(protector, raw, self._generic.decode(meta)[PERSONAL_KEY], eid, typ, sv)
         except (ValueError, KeyError, TypeError, msgspec.DecodeError) as exc:
             cause = f"its personal fields cannot be opened ({exc or type(exc).__name__})"
             raise undecodable(sid, version, typ, sv, position, data, cause) from exc
@@ -841,20 +806,6 @@ class Codec:
 _UNSEEN: Any = object()
 _PERSONAL: Any = object()
 """In `Codec._checkers`: a class with personal fields, encoded through `_encode_new`."""
-
-
-def _forgotten_entries(protector: Protector, old: Any) -> dict[tuple[str, ...], dict[str, Any]]:
-    """The entries of ``old`` (a copied event's sealed entries) whose keys are gone, by
-    their field names."""
-    if not isinstance(old, list) or not old:
-        return {}
-    try:
-        ids = {b64decode(e["k"]): e for e in old}
-        fields = {b64decode(e["k"]): tuple(e["f"]) for e in old}
-    except (KeyError, TypeError, ValueError):
-        return {}
-    alive = protector.exists(list(ids))
-    return {fields[k]: e for k, e in ids.items() if k not in alive}
 
 
 _UNDECODABLE = (msgspec.ValidationError, msgspec.DecodeError, RecursionError)

@@ -29,8 +29,10 @@ __all__ = [
     "associated_data",
     "b64decode",
     "b64encode",
+    "open_fields",
     "personal_fields",
     "redacted",
+    "seal_fields",
     "sealed_bytes",
     "sealed_text",
 ]
@@ -270,3 +272,85 @@ def sealed_text(raw: bytes) -> str:
 
 def sealed_bytes(text: str) -> bytes:
     return binascii.a2b_base64(text)
+
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder()
+
+
+def seal_fields(
+    protector: Protector,
+    found: PersonalFields,
+    raw: dict[str, Any],
+    event_id: bytes,
+    type_name: str,
+    schema_version: int,
+    old: Any,
+    where: str,
+) -> list[dict[str, Any]]:
+    """Seal the personal fields of ``raw`` (an event's data as a dict), one entry per
+    subject, and put their replacement values in their place.
+
+    ``old``: the sealed entries a copied event came with (a stream transformation); an
+    entry whose key is gone is kept as it is rather than making its subject a new key.
+    """
+    kept = _forgotten_entries(protector, old)
+    entries: list[dict[str, Any]] = []
+    for group in found.groups:
+        value = raw.get(group.subject)
+        if value is None:
+            raise InvalidEvent(
+                f"{where}: {type_name}.{group.subject} is the data subject of "
+                f"{', '.join(group.fields)} and must not be None"
+            )
+        subject = value if isinstance(value, str) else _encoder.encode(value).decode()
+        plain = {f: raw[f] for f in group.fields if f in raw}
+        for field, replacement in zip(group.fields, group.replacements, strict=True):
+            raw[field] = replacement
+        entry = kept.get(group.fields)
+        if entry is not None and all(plain[f] == raw[f] for f in plain):
+            entries.append(entry)  # already forgotten: the copy holds replacements
+            continue
+        key_id = protector.key_for(subject)
+        kid = b64encode(key_id)
+        aad = associated_data(event_id, type_name, schema_version, kid, group.fields)
+        sealed = protector.seal(key_id, _encoder.encode(plain), aad)
+        entries.append({"k": kid, "f": list(group.fields), "c": sealed_text(sealed)})
+    return entries
+
+
+def open_fields(
+    protector: Protector,
+    raw: dict[str, Any],
+    entries: Any,
+    event_id: bytes,
+    type_name: str,
+    schema_version: int,
+) -> None:
+    """Merge the opened fields of ``entries`` into ``raw``; those whose key is gone keep
+    their replacement values. A malformed or unauthentic entry raises `ValueError`,
+    `KeyError`, `TypeError` or `msgspec.DecodeError`."""
+    if not isinstance(entries, list):
+        raise ValueError("the sealed entries are not a list")
+    for entry in entries:
+        kid, fields = entry["k"], entry["f"]
+        aad = associated_data(event_id, type_name, schema_version, kid, fields)
+        opened = protector.open(b64decode(kid), sealed_bytes(entry["c"]), aad)
+        if opened is None:
+            continue  # forgotten
+        values = _decoder.decode(opened)
+        if not isinstance(values, dict) or set(values) - set(fields):
+            raise ValueError("a sealed entry opened to fields it does not name")
+        raw.update(values)
+
+
+def _forgotten_entries(protector: Protector, old: Any) -> dict[tuple[str, ...], dict[str, Any]]:
+    """The entries of ``old`` whose keys are gone, by their field names."""
+    if not isinstance(old, list) or not old:
+        return {}
+    try:
+        by_id = {b64decode(e["k"]): (tuple(e["f"]), e) for e in old}
+    except (KeyError, TypeError, ValueError):
+        return {}
+    alive = protector.exists(list(by_id))
+    return dict(found for k, found in by_id.items() if k not in alive)
