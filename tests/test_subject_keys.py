@@ -40,6 +40,37 @@ class TestSubjectKeys(SubjectKeysConformance):
     """The shipped suite over `store`: each backend in turn."""
 
 
+class TestMemorySubjectKeys(SubjectKeysConformance):
+    """The shipped suite over the memory backend, but for what needs a second store
+    object on the same database (a memory store's data is its object's alone)."""
+
+    test_lookups_before_any_key_find_nothing = None  # type: ignore[assignment]
+    test_another_store_object_sees_adds_and_forgets = None  # type: ignore[assignment]
+    test_read_only_store_reads_and_refuses_writes = None  # type: ignore[assignment]
+    test_keys_need_an_open_store_and_outlive_it = None  # type: ignore[assignment]
+
+    @pytest.fixture
+    async def store(self) -> AsyncIterator[eventfold.EventStore]:
+        async with eventfold.connect("memory://") as store:
+            yield store
+
+
+async def test_memory_keys_need_an_open_store_and_refuse_writes_when_read_only() -> None:
+    store = eventfold.connect("memory://")
+    with pytest.raises(eventfold.StoreClosed):
+        keys_of(store).current("ann")
+    async with store:
+        keys_of(store).add(b"k" * 16, "ann", b"m" * 32)
+    with pytest.raises(eventfold.StoreClosed):
+        keys_of(store).find([b"k" * 16])
+    async with eventfold.connect("memory://", read_only=True) as reader:
+        assert keys_of(reader).current("ann") is None
+        with pytest.raises(eventfold.StoreReadOnly):
+            keys_of(reader).add(b"k" * 16, "ann", b"m" * 32)
+        with pytest.raises(eventfold.StoreReadOnly):
+            keys_of(reader).forget("ann")
+
+
 # -- SQLite ----------------------------------------------------------------------------
 
 

@@ -62,6 +62,7 @@ from .errors import (
     UpcastFailed,
     WrongExpectedVersion,
 )
+from .privacy import Personal
 from .projections import DocumentProjection, Projection, ProjectionDaemon
 from .schema import StreamReport, TransformReport, transform, transformed_event_id
 from .store import (
@@ -130,6 +131,7 @@ __all__ = [
     "MissingUpcaster",
     "NewEvent",
     "NondeterministicEvolve",
+    "Personal",
     "Position",
     "Projection",
     "ProjectionDaemon",
@@ -177,6 +179,7 @@ __all__ = [
     "fold",
     "keep_undecodable",
     "new_event_id",
+    "privacy",
     "schema",
     "transform",
     "transformed_event_id",

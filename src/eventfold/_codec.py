@@ -15,9 +15,18 @@ import msgspec
 
 from ._events import Event, NewEvent, RecordedEvent, TypeRegistry, default_registry, fresh_id_bytes
 from ._nesting import MAX_NESTING_DEPTH, nesting_depth_exceeds, too_deep_error
+from ._personal import (
+    PERSONAL_KEY,
+    PersonalFields,
+    Protector,
+    open_fields,
+    personal_fields,
+    seal_fields,
+)
 from ._position import Position
 from ._undecodable import UndecodedPayload, keeping_undecodable, undecodable
 from .errors import (
+    ConfigurationError,
     DecodeError,
     EncodingError,
     EventTooLarge,
@@ -46,6 +55,7 @@ DEFAULT_MAX_EVENT_SIZE = 1024 * 1024
 """Default limit on one event's encoded data plus metadata, in bytes (1 MiB)."""
 
 _EMPTY_META = b"{}"
+_PERSONAL_BYTES = b'"' + PERSONAL_KEY.encode() + b'"'
 
 LoadRow = tuple[int, Any, int]
 """One event as a load folds it: its version, its (upcast) payload, and its recorded time in
@@ -77,10 +87,11 @@ _Lift = tuple[
     str,
     int,
     type[Any],
-    tuple[str, int],
+    tuple[str, int] | None,
 ]
 """A cached upcast: the chain's functions, the final type and version, the type to convert
-the result into (the class, or dict when there is none), and the stored (type, version)."""
+the result into (the class, or dict when there is none), and the stored (type, version)
+(None: nothing to upcast)."""
 
 
 class Codec:
@@ -93,6 +104,13 @@ class Codec:
     ``validate=False`` to skip the check for `Event` instances (bulk imports of trusted
     data). On read, events stored at an older schema version are upcast (see
     `eventfold.upcasting`) before they are built into their class.
+
+    Events of a class with personal fields (`eventfold.Personal`) are sealed on write by
+    the attached `protector` (see `eventfold.privacy.enable`): the stored data holds
+    their replacement values, the metadata key ``"$personal"`` the ciphertexts. On read
+    the protector opens them again; a row whose key is gone keeps its replacement values.
+    Rows of other classes never meet this: personal classes are kept out of the fast
+    path's tables instead of testing every row.
     """
 
     # Caches built from the registry (see `_reset`).
@@ -125,6 +143,19 @@ class Codec:
         self._encoder = msgspec.json.Encoder()
         self._generic = msgspec.json.Decoder()
         self._generation = -1
+        self._protector: Protector | None = None
+        self._reset()
+
+    @property
+    def protector(self) -> Protector | None:
+        """What seals and opens personal fields (None: events with personal fields are
+        refused on write and read with their replacement values)."""
+        return self._protector
+
+    @protector.setter
+    def protector(self, value: Protector | None) -> None:
+        self._protector = value
+        # The fast path's tables may hold personal classes, read without opening.
         self._reset()
 
     @property
@@ -144,6 +175,7 @@ class Codec:
         self._tables = [{}]
         self._plans = {}
         self._lifts = [{}]
+        self._openers: dict[tuple[str, int], _Lift] = {}
         self._checkers = {}
         self._as_stored = {}
 
@@ -175,20 +207,27 @@ class Codec:
                     if check is _UNSEEN:
                         check = self._checker(name, cls)
                         checkers = self._checkers
-                    try:
-                        data = encode(item)
-                    except (TypeError, ValueError, msgspec.EncodeError) as exc:
-                        raise EncodingError(stream_id, index, name, str(exc)) from exc
-                    if nesting_depth_exceeds(data):
-                        raise too_deep_error(stream_id, index, "data")
-                    if check is not None:
+                    if check is _PERSONAL:
+                        enc = self._encode_new(
+                            stream_id, index, NewEvent(item), ids[index], meta_base
+                        )
+                    else:
                         try:
-                            check(data)
-                        except msgspec.ValidationError as exc:
-                            raise self._violation(stream_id, index, cls, data, exc, item) from None
-                    enc = EncodedEvent(
-                        ids[index], name, cls.__schema_version__, data, meta_plain, False
-                    )
+                            data = encode(item)
+                        except (TypeError, ValueError, msgspec.EncodeError) as exc:
+                            raise EncodingError(stream_id, index, name, str(exc)) from exc
+                        if nesting_depth_exceeds(data):
+                            raise too_deep_error(stream_id, index, "data")
+                        if check is not None:
+                            try:
+                                check(data)
+                            except msgspec.ValidationError as exc:
+                                raise self._violation(
+                                    stream_id, index, cls, data, exc, item
+                                ) from None
+                        enc = EncodedEvent(
+                            ids[index], name, cls.__schema_version__, data, meta_plain, False
+                        )
                 elif isinstance(item, NewEvent):
                     enc = self._encode_new(stream_id, index, item, ids[index], meta_base)
                 else:
@@ -218,6 +257,9 @@ class Codec:
                 f"{cls.__qualname__} ({name!r}) has a field type msgspec cannot decode: {exc}; "
                 "its events could not be read back, so none are written"
             ) from exc
+        if personal_fields(cls) is not None:
+            # Sealed through `_encode_new`, which checks with the typed decoder itself.
+            check = _PERSONAL
         self._checkers[cls] = check
         return check
 
@@ -274,6 +316,8 @@ class Codec:
             check = self._checkers.get(cls, _UNSEEN)
             if check is _UNSEEN:
                 check = self._checker(name, cls)
+            if check is _PERSONAL:
+                check = self.decoder(name) if self._validate else None
             data = self._encode_payload(stream_id, index, name, payload)
             if check is not None:
                 try:
@@ -305,6 +349,25 @@ class Codec:
             meta_dict["correlation_id"] = str(item.correlation_id)
         if item.causation_id is not None:
             meta_dict["causation_id"] = str(item.causation_id)
+        # Sealed entries never come from the caller: a copy of a stored event (a stream
+        # transformation) is sealed afresh, keeping only the entries of forgotten keys.
+        old = meta_dict.pop(PERSONAL_KEY, None)
+        event_id = fresh_id if item.event_id is None else None
+        if isinstance(item.event_id, uuid.UUID):
+            event_id = item.event_id.bytes
+        resolved = self.registry.resolve(name)
+        found = personal_fields(resolved) if resolved is not None else None
+        if found is not None and event_id is not None:
+            assert resolved is not None
+            if schema_version != resolved.__schema_version__:
+                raise InvalidEvent(
+                    f"event {index} for stream {stream_id!r}: {name!r} has personal fields, "
+                    f"so only its current schema version ({resolved.__schema_version__}) can "
+                    f"be appended, not {schema_version}"
+                )
+            data, meta_dict[PERSONAL_KEY] = self._seal(
+                stream_id, index, name, schema_version, found, data, event_id, old
+            )
         try:
             meta = self._encoder.encode(meta_dict) if meta_dict else _EMPTY_META
         except (TypeError, ValueError, msgspec.EncodeError) as exc:
@@ -319,6 +382,54 @@ class Codec:
                 f"{item.event_id!r}"
             )
         return EncodedEvent(item.event_id.bytes, name, schema_version, data, meta, True)
+
+    def _seal(
+        self,
+        stream_id: str,
+        index: int,
+        name: str,
+        schema_version: int,
+        found: PersonalFields,
+        data: bytes,
+        event_id: bytes,
+        old: Any,
+    ) -> tuple[bytes, list[dict[str, Any]]]:
+        """``data`` with its personal fields replaced, and the entries that seal them."""
+        protector = self._protector
+        if protector is None:
+            raise ConfigurationError(
+                f"event {index} for stream {stream_id!r}: {name!r} has personal fields; "
+                "call eventfold.privacy.enable(store) first so they are stored encrypted "
+                "(nothing was stored)"
+            )
+        raw = self._generic.decode(data)
+        where = f"event {index} for stream {stream_id!r}"
+        entries = seal_fields(protector, found, raw, event_id, name, schema_version, old, where)
+        return self._encoder.encode(raw), entries
+
+    def _open(
+        self,
+        eid: bytes,
+        sid: str,
+        version: int,
+        typ: str,
+        sv: int,
+        data: bytes,
+        meta: bytes,
+        position: Position | None,
+    ) -> dict[str, Any]:
+        """A sealed row's payload as a dict, its fields opened where their keys exist."""
+        protector = self._protector
+        assert protector is not None
+        try:
+            raw = self._generic.decode(data)
+            if not isinstance(raw, dict):
+                raise ValueError("the stored payload is not a JSON object")
+            open_fields(protector, raw, self._generic.decode(meta)[PERSONAL_KEY], eid, typ, sv)
+        except (ValueError, KeyError, TypeError, msgspec.DecodeError) as exc:
+            cause = f"its personal fields cannot be opened ({exc or type(exc).__name__})"
+            raise undecodable(sid, version, typ, sv, position, data, cause) from exc
+        return raw
 
     def _encode_payload(self, stream_id: str, index: int, name: str, payload: Any) -> bytes:
         try:
@@ -479,6 +590,8 @@ class Codec:
         lifts = self._lifts
         generic = self._generic.decode
         convert = msgspec.convert
+        sealed = _PERSONAL_BYTES if self._protector is not None else None
+        openers = self._openers
         out: list[RecordedEvent] = []
         append = out.append
         for eid, sid, version, typ, sv, data, meta, rec_us, tx, seq in rows:
@@ -494,10 +607,40 @@ class Codec:
                     payload = self._undecoded(undecodable(sid, version, typ, sv, at, data, exc))
                 append(RecordedEvent(sid, version, typ, sv, payload, eid, tx, seq, meta, rec_us))
                 continue
-            try:
-                lift = lifts[sv].get(typ)
-            except IndexError:
+            if sealed is not None and sealed in meta:
+                opener = openers.get((typ, sv))
+                if opener is not None:
+                    fns, final, final_version, target, upcast = opener
+                    try:
+                        raw = self._open(eid, sid, version, typ, sv, data, meta, None)
+                        for fn in fns:
+                            raw = fn(raw)
+                        payload = convert(raw, target)
+                    except Exception:
+                        pass  # redone below, where the error is named
+                    else:
+                        append(
+                            RecordedEvent(
+                                sid,
+                                version,
+                                final,
+                                final_version,
+                                payload,
+                                eid,
+                                tx,
+                                seq,
+                                meta,
+                                rec_us,
+                                upcast,
+                            )
+                        )
+                        continue
                 lift = None
+            else:
+                try:
+                    lift = lifts[sv].get(typ)
+                except IndexError:
+                    lift = None
             if lift is not None:
                 fns, final, final_version, target, stored = lift
                 try:
@@ -542,8 +685,9 @@ class Codec:
 
     def decode_loaded(self, stream_id: str, rows: Iterable[Sequence[Any]]) -> list[LoadRow]:
         """A load's rows of one stream, ``(version, type, schema_version, data,
-        recorded_us, …)`` (further columns are ignored), as `LoadRow`s: what a fold reads,
-        without building `RecordedEvent`s.
+        recorded_us, …)`` (further columns are ignored, but for the last of a longer row:
+        the event id and metadata of a sealed row, None for others), as `LoadRow`s: what
+        a fold reads, without building `RecordedEvent`s.
 
         A row at its type's current schema version is decoded right here; any other goes
         through `decode_rows` (upcast, or named in its error).
@@ -560,7 +704,11 @@ class Codec:
             except IndexError:
                 dec = None
             if dec is None:
-                row = (b"", stream_id, version, typ, sv, data, _EMPTY_META, rec_us, 0, 0)
+                # A sealed row's last column (beyond the five) is its event id and
+                # metadata: opening it needs both.
+                sealed = row[-1] if len(row) > 5 else None
+                eid, meta = (sealed[:16], sealed[16:]) if sealed else (b"", _EMPTY_META)
+                row = (eid, stream_id, version, typ, sv, data, meta, rec_us, 0, 0)
                 append((version, self.decode_rows((row,))[0].data, rec_us))
                 continue
             try:
@@ -604,10 +752,24 @@ class Codec:
         """A row off the fast path: cache how to read its kind, then read it carefully."""
         where = f"{sid}@{version}"
         position = Position(tx, seq) if tx or seq else None
+        opened: dict[str, Any] | None = None
+        if self._protector is not None and _PERSONAL_BYTES in meta:
+            opened = self._open(eid, sid, version, typ, sv, data, meta, position)
         steps, final, final_version = self._plan(typ, sv, where)
+        if not steps and opened is not None:
+            found_cls = self.registry.resolve(typ)
+            target: type[Any] = found_cls if found_cls is not None else dict
+            self._openers[(typ, sv)] = ((), typ, sv, target, None)
+            try:
+                payload = msgspec.convert(opened, found_cls if found_cls is not None else dict)
+            except (msgspec.ValidationError, RecursionError) as exc:
+                raise undecodable(sid, version, typ, sv, position, data, exc) from exc
+            return RecordedEvent(sid, version, typ, sv, payload, eid, tx, seq, meta, rec_us)
         if not steps:
             dec = self.decoder(typ)
-            self._cache(self._tables, sv, typ, dec)
+            found_cls = self.registry.resolve(typ)
+            if self._protector is None or found_cls is None or personal_fields(found_cls) is None:
+                self._cache(self._tables, sv, typ, dec)
             try:
                 payload = dec(data)
             except _UNDECODABLE as exc:
@@ -617,9 +779,12 @@ class Codec:
         fns = tuple(step.fn for step in steps if step.fn is not None)
         # Without a class the payload stays a dict: converting to dict checks it is one.
         target = cls if cls is not None else dict
-        self._cache(self._lifts, sv, typ, (fns, final, final_version, target, (typ, sv)))
+        if opened is not None:
+            self._openers[(typ, sv)] = (fns, final, final_version, target, (typ, sv))
+        else:
+            self._cache(self._lifts, sv, typ, (fns, final, final_version, target, (typ, sv)))
         try:
-            raw = self._generic.decode(data)
+            raw = opened if opened is not None else self._generic.decode(data)
         except (msgspec.DecodeError, RecursionError) as exc:
             raise undecodable(sid, version, typ, sv, position, data, exc) from exc
         if not isinstance(raw, dict):
@@ -639,6 +804,9 @@ class Codec:
 
 
 _UNSEEN: Any = object()
+_PERSONAL: Any = object()
+"""In `Codec._checkers`: a class with personal fields, encoded through `_encode_new`."""
+
 
 _UNDECODABLE = (msgspec.ValidationError, msgspec.DecodeError, RecursionError)
 """What a typed decode of a stored payload raises when it does not fit (a payload nested

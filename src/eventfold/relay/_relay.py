@@ -40,6 +40,7 @@ from urllib.parse import quote, unquote
 import msgspec
 
 from .._events import Event, RecordedEvent
+from .._personal import redacted
 from .._position import MAX_POSITION_PART, START, Position
 from .._tracing import process_span
 from ..errors import (
@@ -625,7 +626,8 @@ class Relay:
         _ascii_headers(headers)
         return Message(
             subject=f"{self.subject_prefix}.{subject_token(category)}.{subject_token(event.type)}",
-            payload=msgspec.json.encode(event.data),
+            # The sealed form: a bus is out of erasure's reach, so no opened values.
+            payload=msgspec.json.encode(redacted(event.data)),
             headers=headers,
             message_id=str(event.event_id),
             key=event.stream_id,

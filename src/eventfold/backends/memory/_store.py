@@ -43,6 +43,7 @@ from ...store._common import (
 )
 from ...store.ports import Snapshot
 from ...store.protocol import AppendResult, StoreStats, StreamInfo
+from ._keys import MemorySubjectKeys
 from ._unit_of_work import UnitOfWorkSupport
 
 __all__ = ["MemorySnapshotStore", "MemoryStore"]
@@ -99,6 +100,12 @@ class MemoryStore(UnitOfWorkSupport):
         """Snapshots kept beside the events (in memory too)."""
         self.committed = CommitListeners()
         """Called after each append (in-process wake-ups)."""
+        self._subject_keys = MemorySubjectKeys(lambda: self._opens > 0, read_only=read_only)
+
+    @property
+    def subject_keys(self) -> MemorySubjectKeys:
+        """Per-subject data keys for crypto-shredding (`eventfold.privacy`), in memory."""
+        return self._subject_keys
 
     async def open(self) -> None:
         """Open the store (each `open` needs its `close`; see `EventStore.open`)."""

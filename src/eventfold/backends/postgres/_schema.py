@@ -314,10 +314,14 @@ _CATEGORIES = "\n      AND split_part(e.stream_id, '-', 1) = ANY(%(cats)s::text[
 # snapshot's version in the stream read (the snapshot is used only if it is its own). Then
 # the stream's first page of events after the snapshot (from 1 without one), with only
 # what a fold reads: `_LOAD_ROW`, the recorded time only for a load bounded by time. Both
-# follow a replaced stream's alias: only the replacement's snapshots count.
+# follow a replaced stream's alias: only the replacement's snapshots count. The last
+# column of an event row is, for a sealed row (metadata holding the bytes '"$personal"',
+# the hex below), its event id and metadata, which opening it needs (`Codec.decode_loaded`).
 _LOAD_ROW = """e.version, e.type, e.schema_version, e.data,
     CASE WHEN %(timed)s THEN (extract(epoch FROM e.recorded_at) * 1000000)::int8 ELSE 0 END,
-    NULL::int8, NULL::bytea, NULL::int8, NULL::bytea"""
+    NULL::int8, NULL::bytea, NULL::int8,
+    CASE WHEN position('\\x2224706572736f6e616c22'::bytea IN e.metadata) > 0
+        THEN uuid_send(e.event_id) || e.metadata END"""
 _READ_FOR_LOAD = """
     WITH t AS (SELECT {follow} AS sid),
     s AS (

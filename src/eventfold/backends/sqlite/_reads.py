@@ -272,7 +272,10 @@ class SQLiteReads:
             snapshot = None
         start = snapshot.version + 1 if snapshot is not None else 1
         upto = _MAX_VERSION if max_version is None else max_version
-        query = sql.LOAD_EVENTS if max_recorded_us is None else sql.LOAD_EVENTS_TIMED
+        if self.codec.protector is None:
+            query = sql.LOAD_EVENTS if max_recorded_us is None else sql.LOAD_EVENTS_TIMED
+        else:
+            query = sql.LOAD_SEALED if max_recorded_us is None else sql.LOAD_SEALED_TIMED
         decode = partial(self.codec.decode_loaded, resolved)
         rows = self.fetch_few(query, (resolved, start, upto, _FIRST_PAGE))
         first = decode(rows)

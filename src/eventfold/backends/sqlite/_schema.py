@@ -446,5 +446,12 @@ def snapshot_bounds(
 LOAD_EVENTS = """SELECT version, type, schema_version, data, 0 FROM events
     WHERE stream_id = ? AND version >= ? AND version <= ? ORDER BY version LIMIT ?"""
 LOAD_EVENTS_TIMED = LOAD_EVENTS.replace("data, 0", "data, recorded_at")
+# With privacy enabled, one more column: a sealed row's event id and metadata, which
+# opening it needs (`Codec.decode_loaded`); NULL for the others.
+# (`||` makes text of the two blobs; the cast gives back their exact bytes).
+_SEALED = """, CASE WHEN instr(metadata, CAST('"$personal"' AS BLOB))
+    THEN CAST(event_id || metadata AS BLOB) END FROM events"""
+LOAD_SEALED = LOAD_EVENTS.replace(" FROM events", _SEALED)
+LOAD_SEALED_TIMED = LOAD_EVENTS_TIMED.replace(" FROM events", _SEALED)
 
 COUNTS = "SELECT (SELECT count(*) FROM streams), (SELECT count(*) FROM events)"

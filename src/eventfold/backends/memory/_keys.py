@@ -1,0 +1,70 @@
+"""Subject keys in a dict: the memory backend's `SubjectKeys`."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+
+from ...errors import InvalidInput, StoreClosed, StoreReadOnly
+from ...store._subject_keys import check_key_id, check_key_ids, check_material, check_subject
+
+__all__ = ["MemorySubjectKeys"]
+
+
+class MemorySubjectKeys:
+    """Per-subject data keys held in memory (see `eventfold.store.SubjectKeys`); they
+    live as long as the store object, like its events."""
+
+    def __init__(self, is_open: Callable[[], bool], *, read_only: bool = False) -> None:
+        self._is_open = is_open
+        self._read_only = read_only
+        self._material: dict[bytes, tuple[str, bytes]] = {}
+        self._by_subject: dict[str, list[bytes]] = {}
+        # The codec may ask from a reader thread while `forget` runs in another.
+        self._lock = threading.Lock()
+
+    def _check(self, writing: bool) -> None:
+        if not self._is_open():
+            raise StoreClosed("memory store")
+        if writing and self._read_only:
+            raise StoreReadOnly("memory://")
+
+    def find(self, key_ids: Sequence[bytes]) -> dict[bytes, bytes]:
+        ids = check_key_ids(key_ids)
+        self._check(False)
+        with self._lock:
+            return {k: self._material[k][1] for k in ids if k in self._material}
+
+    def current(self, subject: str) -> tuple[bytes, bytes] | None:
+        check_subject(subject)
+        self._check(False)
+        with self._lock:
+            ids = self._by_subject.get(subject)
+            if not ids:
+                return None
+            return ids[-1], self._material[ids[-1]][1]
+
+    def add(self, key_id: bytes, subject: str, material: bytes) -> None:
+        key, data = check_key_id(key_id), check_material(material)
+        check_subject(subject)
+        self._check(True)
+        with self._lock:
+            known = self._material.get(key)
+            if known is not None:
+                if known != (subject, data):
+                    raise InvalidInput(
+                        f"subject key id {key.hex()} is already taken by another key; "
+                        "make a new random id for each key"
+                    )
+                return  # a retry
+            self._material[key] = (subject, data)
+            self._by_subject.setdefault(subject, []).append(key)
+
+    def forget(self, subject: str) -> int:
+        check_subject(subject)
+        self._check(True)
+        with self._lock:
+            ids = self._by_subject.pop(subject, [])
+            for key in ids:
+                del self._material[key]
+            return len(ids)

@@ -1,0 +1,24 @@
+"""Crypto-shredding: personal fields encrypted per data subject, erased by deleting keys.
+
+Mark fields with `Personal`, call `enable` on the store, and `Privacy.forget` a subject
+to make their fields read as replacement values for good (see docs/privacy.md).
+"""
+
+from __future__ import annotations
+
+from .._personal import PERSONAL_KEY, Personal, redacted
+from ._audit import AUDIT_STREAM, SubjectForgotten
+from ._privacy import MASTER_KEY_ENV, ForgetResult, Privacy, enable, erased_fields
+
+__all__ = [
+    "AUDIT_STREAM",
+    "MASTER_KEY_ENV",
+    "PERSONAL_KEY",
+    "ForgetResult",
+    "Personal",
+    "Privacy",
+    "SubjectForgotten",
+    "enable",
+    "erased_fields",
+    "redacted",
+]
