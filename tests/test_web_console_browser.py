@@ -18,12 +18,14 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import pytest
 import uvicorn
 
 import eventfold
+import eventfold.privacy
+from eventfold.privacy import Personal
 from eventfold.projections import DocumentProjection, PoisonPolicy, read_models_for, rebuild
 from eventfold.web import create_app
 from web_client import ADMIN, TOKENS, WRITE
@@ -82,6 +84,24 @@ def counts() -> DocumentProjection[dict[str, Any]]:
     return p
 
 
+class ConsoleMemberJoined(eventfold.Event):
+    member_id: str
+    referrer_id: str
+    name: Annotated[str, Personal(subject="member_id", replacement="<erased>")]
+    email: Annotated[str, Personal(subject="member_id")]
+    referrer_name: Annotated[str, Personal(subject="referrer_id", replacement="?")]
+
+
+def joined(member: str, referrer: str) -> ConsoleMemberJoined:
+    return ConsoleMemberJoined(
+        member_id=member,
+        referrer_id=referrer,
+        name=f"name of {member}",
+        email=f"{member}@example.org",
+        referrer_name=f"name of {referrer}",
+    )
+
+
 def new(type: str, data: dict[str, Any], **envelope: Any) -> eventfold.NewEvent:
     return eventfold.NewEvent(data, type=type, **envelope)
 
@@ -108,6 +128,11 @@ async def seed(url: str) -> None:
         notes = [new("ConsoleNoted", {"text": HOSTILE})]
         await store.append("note-1", notes, expected_version=eventfold.NO_STREAM)
         await rebuild(store, read_models_for(store), totals())
+        # Two members, one of whom was then forgotten (crypto-shredding).
+        privacy = eventfold.privacy.enable(store)
+        await store.append("member-1", [joined("m1", "m2")], expected_version=eventfold.NO_STREAM)
+        await store.append("member-2", [joined("m2", "m3")], expected_version=eventfold.NO_STREAM)
+        await privacy.forget("m2", reason="erasure request")
 
 
 class Server:
@@ -123,8 +148,12 @@ class Server:
 
     def _run(self) -> None:
         async def main() -> None:
+            store = eventfold.connect(self.url)
             app = create_app(
-                eventfold.connect(self.url), projections=[totals(), counts()], tokens=TOKENS
+                store,
+                projections=[totals(), counts()],
+                tokens=TOKENS,
+                privacy=eventfold.privacy.enable(store),
             )
             config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning")
             self.server = uvicorn.Server(config)
@@ -437,3 +466,29 @@ def test_event_data_holding_markup_renders_as_text(console: Console) -> None:
     assert console.all("#main script") == []
     assert console.driver.execute_script("return window.pwned === undefined") is True
     console.screenshot("09-markup-as-text")
+
+
+def test_a_forgotten_subjects_personal_fields_show_as_erased(console: Console) -> None:
+    console.open("#/browse?stream_id=member-2")
+    console.text_has("#results h2", "Stream member-2 (version 1)")
+    [row] = console.all("#events .event-row")
+    assert row.find_element(By.CSS_SELECTOR, ".erased-badge").text.lower() == "erased"
+    console.screenshot("11-erased-in-stream")
+
+    console.follow(row.find_element(By.LINK_TEXT, "ConsoleMemberJoined").click)
+    console.text_is("#envelope td[data-field=stream_id]", "member-2")
+    fields = console.all("#erased-fields li")
+    assert [f.get_attribute("data-field") for f in fields] == ["name", "email"]
+    assert '"<erased>"' in fields[0].text
+    data = json.loads(console.find("#event-data").text)
+    assert (data["name"], data["email"]) == ("<erased>", "")
+    assert data["referrer_name"] == "name of m3"  # m3 was not forgotten
+    console.screenshot("12-erased-event")
+
+    # m1's own fields still read; only the forgotten referrer's name is erased.
+    console.open("#/event?stream=member-1&version=1")
+    console.text_is("#envelope td[data-field=stream_id]", "member-1")
+    fields = console.all("#erased-fields li")
+    assert [f.get_attribute("data-field") for f in fields] == ["referrer_name"]
+    data = json.loads(console.find("#event-data").text)
+    assert (data["name"], data["referrer_name"]) == ("name of m1", "?")

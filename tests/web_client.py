@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 
 import eventfold
+import eventfold.privacy
 from eventfold.projections import ProjectionBase
 from eventfold.testing import settle
 from eventfold.web import Limits, create_app, hash_token
@@ -54,10 +55,16 @@ async def serving(
     projections: tuple[ProjectionBase, ...] = (),
     limits: Limits | None = None,
     read_token: bool = False,
+    privacy: bool = False,
 ) -> AsyncIterator[Web]:
     async with eventfold.connect(url) as store:
         app = create_app(
-            store, projections=projections, tokens=TOKENS, limits=limits, read_token=read_token
+            store,
+            projections=projections,
+            tokens=TOKENS,
+            limits=limits,
+            read_token=read_token,
+            privacy=eventfold.privacy.enable(store, cache_seconds=0) if privacy else None,
         )
         transport = httpx.ASGITransport(app=app)
         try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from .._personal import PERSONAL_KEY, Personal, redacted
 from ._audit import AUDIT_STREAM, SubjectForgotten
-from ._privacy import MASTER_KEY_ENV, ForgetResult, Privacy, enable, erased_fields
+from ._privacy import MASTER_KEY_ENV, ForgetResult, Privacy, enable, erased_fields, erased_in
 
 __all__ = [
     "AUDIT_STREAM",
@@ -20,5 +20,6 @@ __all__ = [
     "SubjectForgotten",
     "enable",
     "erased_fields",
+    "erased_in",
     "redacted",
 ]

@@ -6,8 +6,11 @@ import asyncio
 import base64
 import binascii
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import msgspec
 
 from .._events import RecordedEvent
 from .._personal import PERSONAL_KEY, b64decode
@@ -23,7 +26,14 @@ from ..store import (
 )
 from ._audit import AUDIT_STREAM, SubjectForgotten
 
-__all__ = ["MASTER_KEY_ENV", "ForgetResult", "Privacy", "enable", "erased_fields"]
+__all__ = [
+    "MASTER_KEY_ENV",
+    "ForgetResult",
+    "Privacy",
+    "enable",
+    "erased_fields",
+    "erased_in",
+]
 
 MASTER_KEY_ENV = "EVENTFOLD_MASTER_KEY"
 """The environment variable read for the master key (base64 of 32 bytes) when
@@ -129,20 +139,45 @@ def enable(
 def erased_fields(store: EventStore, event: RecordedEvent) -> tuple[str, ...]:
     """The personal fields of ``event`` whose subject was forgotten (their keys no longer
     exist), so they read as replacement values; () for an event with none sealed."""
-    if PERSONAL_KEY.encode() not in event.raw_metadata:
-        return ()
-    entries = event.metadata.get(PERSONAL_KEY)
-    if not isinstance(entries, list):
-        return ()
+    return erased_in(store, [event.raw_metadata])[0]
+
+
+def erased_in(
+    store: EventStore, metadata: Sequence[bytes | Mapping[str, Any]]
+) -> list[tuple[str, ...]]:
+    """`erased_fields` of many events at once, given their stored metadata (bytes as
+    stored, or decoded): one lookup of the store's keys for all of them (none when no
+    event has sealed fields). Synchronous, like `SubjectKeys`: a page of an async server
+    runs it in a thread."""
+    entries: list[list[Any]] = []
+    wanted: set[bytes] = set()
+    for meta in metadata:
+        found: Any = None
+        if isinstance(meta, (bytes, bytearray, memoryview)):
+            raw = bytes(meta)
+            if _MARK in raw:
+                found = msgspec.json.decode(raw).get(PERSONAL_KEY)
+        else:
+            found = meta.get(PERSONAL_KEY)
+        sealed = found if isinstance(found, list) else []
+        pairs = [
+            (b64decode(entry["k"]), entry["f"])
+            for entry in sealed
+            if isinstance(entry, dict) and isinstance(entry.get("k"), str)
+        ]
+        wanted.update(key_id for key_id, _ in pairs)
+        entries.append(pairs)
+    if not wanted:
+        return [() for _ in entries]
     keys = capability(store, SupportsSubjectKeys, hint=_HINT).subject_keys
-    ids = [b64decode(entry["k"]) for entry in entries]
-    alive = keys.find(ids)
-    return tuple(
-        field
-        for entry, key_id in zip(entries, ids, strict=True)
-        if key_id not in alive
-        for field in entry["f"]
-    )
+    alive = keys.find(sorted(wanted))
+    return [
+        tuple(str(f) for key_id, fields in pairs if key_id not in alive for f in fields)
+        for pairs in entries
+    ]
+
+
+_MARK = PERSONAL_KEY.encode()
 
 
 def _check_subject(subject: object) -> None:

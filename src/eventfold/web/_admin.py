@@ -1,5 +1,6 @@
 """Projections (status, lag, parked events, replay, rebuild with progress) and the schema
-registry. Replay and rebuild need the admin role and are recorded in ``$audit`` first."""
+registry, and forgetting a data subject. Replay, rebuild and forgetting need the admin role
+and are recorded in ``$audit`` first."""
 
 from __future__ import annotations
 
@@ -29,9 +30,18 @@ from ._auth import Role
 from ._errors import ApiError, json_response
 from ._params import bad, position, read_body
 from ._render import iso, parked_out, progress_out, projection_out, schema_record_out
-from ._types import RebuildIn, RebuildOut, ReplayIn, ReplayOut, SchemaTypeOut
+from ._types import (
+    ForgetIn,
+    ForgetOut,
+    RebuildIn,
+    RebuildOut,
+    ReplayIn,
+    ReplayOut,
+    SchemaTypeOut,
+)
 
 __all__ = [
+    "forget_subject",
     "parked",
     "projection",
     "projections",
@@ -242,3 +252,27 @@ async def schema_type(api: Api, request: Request) -> Response:
     if not records:
         raise ApiError(404, "not_found", f"no schema is recorded for type {name!r}", field="type")
     return json_response([schema_record_out(r) for r in records])
+
+
+async def forget_subject(api: Api, request: Request) -> Response:
+    """POST /privacy/forget: forget a data subject (crypto-shredding; admin)."""
+    caller = api.authorize(request, Role.ADMIN)
+    body = await read_body(request, api.limits.max_body_bytes, ForgetIn)
+    if api.privacy is None:
+        raise ApiError(
+            409,
+            "privacy_not_enabled",
+            "crypto-shredding is not enabled on this app; pass "
+            "privacy=eventfold.privacy.enable(store) to create_app",
+        )
+    await api.audit(caller, "forget_subject", f"subject:{body.subject}", reason=body.reason)
+    result = await api.privacy.forget(
+        body.subject, reason=body.reason, actor=f"token:{caller.token}"
+    )
+    return json_response(
+        ForgetOut(
+            subject=result.subject,
+            keys_deleted=result.keys_deleted,
+            position=str(result.audit.position),
+        )
+    )

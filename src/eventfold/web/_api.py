@@ -17,6 +17,7 @@ from .._events import NewEvent
 from .._position import ANY
 from .._undecodable import keep_undecodable
 from ..errors import EventfoldError
+from ..privacy import Privacy
 from ..projections import (
     BuildProgress,
     ProjectionBase,
@@ -102,6 +103,8 @@ class Api:
     read_token: bool
     """Whether reads need a token too (by default they do not)."""
     models: ReadModelStore | None = None
+    privacy: Privacy | None = None
+    """Crypto-shredding on the store, when the app was given it (forgetting subjects)."""
     subscribers: int = 0
     rebuilds: dict[str, RebuildJob] = field(default_factory=dict)
     _wakeups: StoreWakeUps | None = None

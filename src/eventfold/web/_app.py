@@ -17,6 +17,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ExceptionHandler, Lifespan, Receive, Scope, Send
 
 from ..metrics import Metrics
+from ..privacy import Privacy
 from ..projections import ProjectionBase, ReadModelStore, check_unique_names
 from ..relay import Relay
 from ..store import EventStore
@@ -45,6 +46,7 @@ def create_app(
     relays: Sequence[Relay] = (),
     metrics: Metrics | None = None,
     stall_seconds: float = 60.0,
+    privacy: Privacy | None = None,
 ) -> Starlette:
     """The HTTP API over ``store`` as an ASGI app (Starlette).
 
@@ -63,7 +65,9 @@ def create_app(
     - ``metrics``: what ``/metrics`` and ``/health`` serve (default: a `Metrics` over
       the store, ``projections`` and ``relays``, instrumenting the store's appends);
     - ``stall_seconds``: how long a projection or relay may be behind without its
-      checkpoint moving before ``/health`` reports it stalled (503).
+      checkpoint moving before ``/health`` reports it stalled (503);
+    - ``privacy``: crypto-shredding on ``store`` (`eventfold.privacy.enable`), for
+      ``POST /privacy/forget``. Events show which personal fields were erased either way.
 
     The web console (HTML pages over this API) is served at ``/console/``.
     """
@@ -77,6 +81,7 @@ def create_app(
         limits=limits or Limits(),
         read_token=read_token,
         models=models,
+        privacy=privacy,
     )
     document = msgspec.json.encode(openapi_document(read_token=read_token))
 

@@ -24,6 +24,7 @@ from .._position import Position
 from .._undecodable import keep_undecodable
 from ._api import Api
 from ._auth import Role
+from ._erased import mark_erased
 from ._errors import ApiError
 from ._params import position, values
 from ._render import event_out
@@ -90,8 +91,10 @@ async def _frames(
                     )
                 ]
             if batch:
-                for e in batch:
-                    data = _encoder.encode(event_out(e))
+                shown = [event_out(e) for e in batch]
+                await mark_erased(store, shown)
+                for e, out in zip(batch, shown, strict=True):
+                    data = _encoder.encode(out)
                     yield b"id: %s\ndata: %s\n\n" % (str(e.position).encode(), data)
                 after = batch[-1].position
                 quiet_since = time.monotonic()

@@ -19,6 +19,7 @@ from .._position import START, Position
 from ..store import event_at
 from ._api import Api
 from ._auth import Role
+from ._erased import mark_erased
 from ._errors import ApiError, etag, json_response
 from ._params import bad, decode_cursor, encode_cursor, flag, limit, position, timestamp, values
 from ._render import event_detail, events_out, rows_out
@@ -104,6 +105,7 @@ async def read_stream(api: Api, request: Request) -> Response:
             for row in rows_page
         ]
         events = rows_out(row_reads.codec, rows)
+        await mark_erased(store, events)
         more = len(rows) == size
         if rows:
             last = rows[-1][2]
@@ -117,6 +119,7 @@ async def read_stream(api: Api, request: Request) -> Response:
         ]
         page, looked = _take(scanned, match, size)
         events = events_out(page)
+        await mark_erased(store, events)
         more = len(scanned) == budget or len(page) == size
         if looked is not None:
             last = looked.version
@@ -177,6 +180,7 @@ async def read_log(api: Api, request: Request) -> Response:
             for row in rows_page
         ]
         events = rows_out(row_reads.codec, rows)
+        await mark_erased(store, events)
         more = len(rows) == size
         if rows:
             last = Position(rows[-1][8], rows[-1][9])
@@ -190,6 +194,7 @@ async def read_log(api: Api, request: Request) -> Response:
         ]
         page, looked = _take(scanned, match, size)
         events = events_out(page)
+        await mark_erased(store, events)
         more = len(scanned) == budget or len(page) == size
         if looked is not None:
             last = looked.position
@@ -214,7 +219,9 @@ async def read_event(api: Api, request: Request) -> Response:
             404, "not_found", f"stream {stream_id!r} has no event at version {wanted}",
             field="version",
         )  # fmt: skip
-    return json_response(event_detail(found[0]))
+    detail = event_detail(found[0])
+    await mark_erased(api.store, [detail])
+    return json_response(detail)
 
 
 async def read_log_event(api: Api, request: Request) -> Response:
@@ -224,4 +231,6 @@ async def read_log_event(api: Api, request: Request) -> Response:
     found = await event_at(api.store, at)
     if found is None:
         raise ApiError(404, "not_found", f"no readable event at position {at}", field="position")
-    return json_response(event_detail(found))
+    detail = event_detail(found)
+    await mark_erased(api.store, [detail])
+    return json_response(detail)

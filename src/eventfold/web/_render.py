@@ -96,6 +96,7 @@ class _PageEvent(msgspec.Struct, gc=False, omit_defaults=True):
     stored_type: str | None = None
     stored_schema_version: int | None = None
     undecodable: str | None = None
+    erased: list[str] | None = None
 
 
 _pack = msgspec.msgpack.Encoder().encode

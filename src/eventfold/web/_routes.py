@@ -20,6 +20,8 @@ from ._types import (
     AppendIn,
     AppendOut,
     EventDetail,
+    ForgetIn,
+    ForgetOut,
     LogPage,
     ParkedOut,
     ProjectionOut,
@@ -173,6 +175,11 @@ ROUTES: tuple[RouteSpec, ...] = (
         "GET", "/schemas/{type}", _admin.schema_type, "A type's recorded schemas", Role.READ,
         (Param("type", "path", _STR, "The event type.", True),),
         returns=list[SchemaRecordOut], tag="schemas",
+    ),
+    RouteSpec(
+        "POST", "/privacy/forget", _admin.forget_subject,
+        "Forget a data subject: their personal fields read as erased for good "
+        "(recorded in $audit)", Role.ADMIN, body=ForgetIn, returns=ForgetOut, tag="privacy",
     ),
     RouteSpec(
         "GET", "/metrics", _observe.metrics, "Prometheus metrics", Role.READ,

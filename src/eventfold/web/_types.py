@@ -21,6 +21,8 @@ __all__ = [
     "ErrorOut",
     "EventDetail",
     "EventOut",
+    "ForgetIn",
+    "ForgetOut",
     "LogPage",
     "NewEventIn",
     "ParkedOut",
@@ -108,6 +110,9 @@ class EventOut(msgspec.Struct, kw_only=True, omit_defaults=True):
     (absent: ``schema_version``)."""
     undecodable: str | None = None
     """Why the stored payload does not decode; absent when it decodes."""
+    erased: list[str] | None = None
+    """The personal fields (`eventfold.Personal`) of ``data`` whose data subject was
+    forgotten: they hold their replacement values, for good. Absent when none are."""
 
 
 class StoredPayload(msgspec.Struct, kw_only=True):
@@ -222,6 +227,24 @@ class ReplayIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Which parked events to replay: the positions, or every one when absent."""
 
     positions: Annotated[list[str], Meta(max_length=10_000)] | None = None
+
+
+class ForgetIn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """A data subject to forget (crypto-shredding), and why."""
+
+    subject: Annotated[str, Meta(min_length=1, max_length=256)]
+    reason: Annotated[str, Meta(max_length=1000)] = ""
+
+
+class ForgetOut(msgspec.Struct, kw_only=True):
+    """What forgetting a subject did."""
+
+    subject: str
+    keys_deleted: int
+    """How many keys the subject had (0: nothing of theirs was sealed, or already
+    forgotten)."""
+    position: str
+    """The global position of the `SubjectForgotten` event recorded for it."""
 
 
 class ReplayOut(msgspec.Struct, kw_only=True):

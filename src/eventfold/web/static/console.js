@@ -97,13 +97,25 @@
       label === undefined ? e.type : label);
   }
 
+  // A forgotten data subject's personal fields hold replacement values, for good: say so
+  // beside the data, so nobody takes them for what was recorded.
+  function erasedFields(e) {
+    return el("div", { id: "erased", className: "erased" },
+      el("p", {}, "Personal data erased: the data subject was forgotten (crypto-shredding). "
+        + "These fields show their replacement values:"),
+      el("ul", { id: "erased-fields" }, e.erased.map((f) =>
+        el("li", { "data-field": f }, f, " ", el("span", { className: "erased-badge" }, "erased"),
+          " reads as ", JSON.stringify(e.data == null ? null : e.data[f])))));
+  }
+
   function eventsTable(events) {
     const rows = events.map((e) =>
       el("tr", { className: "event-row" },
         el("td", {}, e.position),
         el("td", {}, el("a", { href: hash("/browse", { stream_id: e.stream_id }) }, e.stream_id)),
         el("td", {}, String(e.version)),
-        el("td", {}, eventLink(e)),
+        el("td", {}, eventLink(e),
+          e.erased ? el("span", { className: "erased-badge", title: "personal fields erased: " + e.erased.join(", ") }, "erased") : ""),
         el("td", {}, e.recorded_at),
         el("td", {}, e.correlation_id
           ? el("a", { href: hash("/correlation", { id: e.correlation_id }) }, e.correlation_id)
@@ -206,6 +218,7 @@
     const projections = el("span", { id: "step-links" });
     links.append(" · ", projections);
     main.append(links,
+      e.erased ? erasedFields(e) : "",
       el("h2", {}, "Envelope"),
       el("table", { id: "envelope" }, envelope.map((k) =>
         el("tr", {}, el("th", {}, k), el("td", { "data-field": k }, shown[k] == null ? "" : String(shown[k]))))),
