@@ -62,13 +62,14 @@ def test_serve_refuses_a_bad_tokens_file(tmp_path: Path) -> None:
     assert "hash_token" in result.stderr
 
 
-@pytest.mark.parametrize("access_log", [False, True])
+@pytest.mark.parametrize(("access_log", "privacy"), [(False, True), (True, False)])
 def test_serve_runs_the_api_with_the_app_projections_and_tokens(
-    tmp_path: Path, access_log: bool
+    tmp_path: Path, access_log: bool, privacy: bool
 ) -> None:
     (tmp_path / "served_app.py").write_text(textwrap.dedent(APP))
     made = json.loads(CliRunner().invoke(cli, ["token", "write", "--json"]).stdout)
-    (tmp_path / "tokens").write_text(f"# the writers\n{made['line']}\n")
+    admin = json.loads(CliRunner().invoke(cli, ["token", "admin", "--json"]).stdout)
+    (tmp_path / "tokens").write_text(f"# the writers\n{made['line']}\n{admin['line']}\n")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "EVENTFOLD_URL"}
     command = [
@@ -78,6 +79,8 @@ def test_serve_runs_the_api_with_the_app_projections_and_tokens(
     ]  # fmt: skip
     if access_log:
         command.append("--access-log")
+    if privacy:
+        command.append("--privacy")
     server = subprocess.Popen(
         command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
@@ -105,11 +108,18 @@ def test_serve_runs_the_api_with_the_app_projections_and_tokens(
         assert httpx.get(f"{base}/streams/s-1/events").json()["version"] == 1
         (status,) = httpx.get(f"{base}/projections").json()
         assert (status["name"], status["lag_events"]) == ("counts", 1)
+        forgot = httpx.post(
+            f"{base}/privacy/forget",
+            json={"subject": "c-1", "reason": "asked"},
+            headers={"Authorization": f"Bearer {admin['token']}"},
+        )
+        # Only a server started with --privacy can forget subjects.
+        assert forgot.status_code == (200 if privacy else 409), forgot.text
     finally:
         server.send_signal(signal.SIGINT)
         out, err = server.communicate(timeout=30)
     assert server.returncode == 0, err
-    assert b"1 projection(s), 1 token(s)" in err
+    assert b"1 projection(s), 2 token(s)" in err
     # uvicorn's access log: a line per request only when asked for.
     logged = b'"POST /streams/s-1/events HTTP/1.1" 201' in out + err
     assert logged is access_log, (out, err)

@@ -12,7 +12,16 @@ from rich.text import Text
 from .._version import __version__
 from ..errors import ConcurrencyError, EventfoldError, InvalidInput, StoreError
 from ..store import DEFAULT_URL
-from . import decider_commands, projections, relay, schema, serve, store_commands, transform
+from . import (
+    decider_commands,
+    privacy,
+    projections,
+    relay,
+    schema,
+    serve,
+    store_commands,
+    transform,
+)
 from ._usercode import user_traceback
 from .store_commands import CliState
 
@@ -90,11 +99,12 @@ COMMANDS: tuple[click.Command, ...] = (
     *transform.COMMANDS,
     *projections.COMMANDS,
     *relay.COMMANDS,
+    *privacy.COMMANDS,
     *serve.COMMANDS,
     store_commands.demo,
 )
 """Every command, in the order ``--help`` lists them: the store, the decider, the schemas,
-stream transformation, the projections, the relay, the HTTP API, the tour."""
+stream transformation, the projections, the relay, privacy, the HTTP API, the tour."""
 
 for _command in COMMANDS:
     cli.add_command(_command)

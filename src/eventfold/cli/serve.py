@@ -6,6 +6,7 @@ from typing import Any
 
 import click
 
+from .. import privacy as _privacy
 from ..errors import ConfigurationError
 from ..store import connect
 from .projections import APP_HELP, load_projections
@@ -59,6 +60,13 @@ def _web() -> Any:
     help="Log a line per request (uvicorn's access log); off by default, as it costs "
     "time on every request.",
 )
+@click.option(
+    "--privacy",
+    is_flag=True,
+    help="Turn crypto-shredding on (eventfold[privacy]): personal fields read as their "
+    "values and admins can forget a subject (POST /privacy/forget). Without it they read "
+    "as their replacement values.",
+)
 @click.pass_obj
 def serve_command(
     state: CliState,
@@ -69,6 +77,7 @@ def serve_command(
     read_token: bool,
     cors_origins: tuple[str, ...],
     access_log: bool,
+    privacy: bool,
 ) -> None:
     """Serve the store over HTTP (the API of docs/http-api.md) with uvicorn.
 
@@ -80,12 +89,14 @@ def serve_command(
 
     projections = load_projections(reference) if reference else []
     tokens = web.Tokens.from_file(tokens_file) if tokens_file else web.Tokens()
+    store = connect(state.url)
     app = web.create_app(
-        connect(state.url),
+        store,
         projections=projections,
         tokens=tokens,
         read_token=read_token,
         cors_origins=cors_origins,
+        privacy=_privacy.enable(store) if privacy else None,
     )
     mode = f"{len(tokens)} token(s)" if len(tokens) else "read-only: no tokens"
     state.err.print(
