@@ -526,3 +526,48 @@ async def test_subjects_prepared_before_a_unit_of_work_are_sealed_in_it(sql_url:
         with pytest.raises(eventfold.InvalidInput, match="subject must be a non-empty str"):
             await privacy.prepare("c-3", "")
         assert await privacy.is_forgotten("c-3")
+
+
+class CountingKeys:
+    """A store's `SubjectKeys` that counts the round trips of `find`."""
+
+    def __init__(self, keys: Any) -> None:
+        self.keys = keys
+        self.finds: list[int] = []
+
+    def find(self, key_ids: Any) -> dict[bytes, bytes]:
+        self.finds.append(len(key_ids))
+        found: dict[bytes, bytes] = self.keys.find(key_ids)
+        return found
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.keys, name)
+
+
+async def test_a_page_of_many_subjects_looks_their_keys_up_at_once(store: EventStore) -> None:
+    enable(store)
+    people = [
+        CustomerRegistered(customer_id=f"c-{n}", name=f"Person {n}", email=f"{n}@x")
+        for n in range(40)
+    ]
+    await store.append("customers-1", people, expected_version=NO_STREAM)
+    # A reader with nothing cached (another process, or after its cache window).
+    reader = enable(store, cache_seconds=0)
+    counting = CountingKeys(reader._keys)
+    ring: Any = codec_of(store).protector
+    ring._keys = counting
+    assert await read(store, "customers-1") == people
+    assert counting.finds == [40]  # one round trip for the page, not one per subject
+
+    counting.finds.clear()
+    states: list[str] = []
+
+    def evolve(state: tuple[str, ...], event: Event) -> tuple[str, ...]:
+        return (*state, event.name) if isinstance(event, CustomerRegistered) else state
+
+    decider: eventfold.Decider[Any, tuple[str, ...], Event] = eventfold.Decider(
+        initial_state=(), evolve=evolve, decide=lambda command, state: []
+    )
+    states = list(await eventfold.CommandHandler(store, decider).load("customers-1"))
+    assert states == [p.name for p in people]
+    assert counting.finds == [40]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, NamedTuple, TypeVar
 
 import msgspec
@@ -22,6 +23,7 @@ from ._personal import (
     open_fields,
     personal_fields,
     seal_fields,
+    sealed_key_ids,
 )
 from ._position import Position
 from ._undecodable import UndecodedPayload, keeping_undecodable, undecodable
@@ -407,6 +409,13 @@ class Codec:
         entries = seal_fields(protector, found, raw, event_id, name, schema_version, old, where)
         return self._encoder.encode(raw), entries
 
+    def _page(self, metas: Iterable[bytes]) -> AbstractContextManager[None]:
+        """The keys a page's sealed rows name, looked up at once, at hand in the block."""
+        protector = self._protector
+        assert protector is not None
+        marked = [meta for meta in metas if _PERSONAL_BYTES in meta]
+        return protector.page(sealed_key_ids(marked)) if marked else nullcontext()
+
     def _open(
         self,
         eid: bytes,
@@ -586,11 +595,19 @@ class Codec:
         """
         if self._generation != self.registry.generation:
             self._reset()
+        if self._protector is not None:
+            rows = rows if isinstance(rows, list) else list(rows)
+            with self._page(row[6] for row in rows):
+                return self._decode_rows(rows, _PERSONAL_BYTES)
+        return self._decode_rows(rows, None)
+
+    def _decode_rows(self, rows: Iterable[Row], sealed: bytes | None) -> list[RecordedEvent]:
+        """`decode_rows`, with ``sealed`` the bytes that mark a sealed row's metadata
+        (None: no protector, nothing to open)."""
         tables = self._tables
         lifts = self._lifts
         generic = self._generic.decode
         convert = msgspec.convert
-        sealed = _PERSONAL_BYTES if self._protector is not None else None
         openers = self._openers
         out: list[RecordedEvent] = []
         append = out.append
@@ -694,6 +711,14 @@ class Codec:
         """
         if self._generation != self.registry.generation:
             self._reset()
+        if self._protector is not None:
+            rows = rows if isinstance(rows, list) else list(rows)
+            # A sealed row's last column holds its event id (16 bytes), then its metadata.
+            with self._page(row[-1][16:] for row in rows if len(row) > 5 and row[-1]):
+                return self._decode_loaded(stream_id, rows)
+        return self._decode_loaded(stream_id, rows)
+
+    def _decode_loaded(self, stream_id: str, rows: Iterable[Sequence[Any]]) -> list[LoadRow]:
         tables = self._tables
         out: list[LoadRow] = []
         append = out.append

@@ -13,6 +13,8 @@ import binascii
 import functools
 import types
 import typing
+from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -34,6 +36,7 @@ __all__ = [
     "redacted",
     "seal_fields",
     "sealed_bytes",
+    "sealed_key_ids",
     "sealed_text",
 ]
 
@@ -114,6 +117,11 @@ class Protector(Protocol):
 
     def exists(self, key_ids: list[bytes]) -> set[bytes]:
         """Those of ``key_ids`` that still exist."""
+        ...
+
+    def page(self, key_ids: list[bytes]) -> AbstractContextManager[None]:
+        """Within this block (on this thread), the keys ``key_ids`` name are at hand: a
+        page's keys looked up in one round trip, not one per row it opens."""
         ...
 
 
@@ -317,6 +325,30 @@ def seal_fields(
         sealed = protector.seal(key_id, _encoder.encode(plain), aad)
         entries.append({"k": kid, "f": list(group.fields), "c": sealed_text(sealed)})
     return entries
+
+
+class _Entry(msgspec.Struct):
+    k: str
+
+
+class _Sealed(msgspec.Struct):
+    entries: list[_Entry] = msgspec.field(name=PERSONAL_KEY, default_factory=list)
+
+
+_sealed_decoder = msgspec.json.Decoder(_Sealed)
+
+
+def sealed_key_ids(metas: Iterable[bytes]) -> list[bytes]:
+    """The key ids the sealed entries of these stored metadata name (metadata without
+    any, or that does not read, names none: opening the row reports it)."""
+    out: list[bytes] = []
+    for meta in metas:
+        try:
+            entries = _sealed_decoder.decode(meta).entries
+            out.extend(b64decode(entry.k) for entry in entries)
+        except (msgspec.DecodeError, ValueError):
+            continue
+    return out
 
 
 def open_fields(

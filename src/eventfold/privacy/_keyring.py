@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Iterator
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -46,6 +48,8 @@ class KeyRing:
         self._ttl = cache_seconds
         self._size = cache_size
         self._lock = threading.Lock()
+        self._local = threading.local()
+        """``keys``: the keys of the page being opened on this thread (see `page`)."""
         self._current: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
         self._aead: OrderedDict[bytes, tuple[AESGCM | None, float]] = OrderedDict()
 
@@ -97,7 +101,37 @@ class KeyRing:
             ) from None
 
     def exists(self, key_ids: list[bytes]) -> set[bytes]:
-        return {k for k in key_ids if self._lookup(k) is not None}
+        with self.page(key_ids):
+            return {k for k in key_ids if self._lookup(k) is not None}
+
+    @contextlib.contextmanager
+    def page(self, key_ids: list[bytes]) -> Iterator[None]:
+        now = time.monotonic()
+        outer: dict[bytes, AESGCM | None] | None = getattr(self._local, "keys", None)
+        keys: dict[bytes, AESGCM | None] = {}
+        wanted: set[bytes] = set()
+        with self._lock:
+            for k in key_ids:
+                if outer is not None and k in outer:
+                    keys[k] = outer[k]  # a page within a page (a load opening one row)
+                    continue
+                hit = self._aead.get(k)
+                if hit is not None and hit[1] > now:
+                    keys[k] = hit[0]
+                else:
+                    wanted.add(k)
+        if wanted:
+            found = self._keys.find(sorted(wanted))
+            for k in wanted:
+                keys[k] = AESGCM(self._unwrap(k, found[k])) if k in found else None
+            with self._lock:
+                for k in wanted:
+                    self._put(self._aead, k, keys[k], now)
+        self._local.keys = keys if outer is None else {**outer, **keys}
+        try:
+            yield
+        finally:
+            self._local.keys = outer
 
     # -- cache -------------------------------------------------------------------------
 
@@ -114,6 +148,9 @@ class KeyRing:
             cache.popitem(last=False)
 
     def _lookup(self, key_id: bytes) -> AESGCM | None:
+        page: dict[bytes, AESGCM | None] | None = getattr(self._local, "keys", None)
+        if page is not None and key_id in page:
+            return page[key_id]
         now = time.monotonic()
         with self._lock:
             hit = self._aead.get(key_id)
