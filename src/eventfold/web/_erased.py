@@ -32,13 +32,17 @@ def _sealed(metadata: Any) -> bytes | dict[str, Any] | None:
     return None
 
 
-async def mark_erased(store: EventStore, events: Sequence[Any]) -> None:
+async def mark_erased(
+    store: EventStore, events: Sequence[Any], sealed: Sequence[int] | None = None
+) -> None:
     """Set ``erased`` on those of ``events`` (`EventOut` or a page's events) that hold
-    personal fields of a forgotten subject."""
+    personal fields of a forgotten subject. ``sealed``: the indexes of the events whose
+    metadata holds sealed fields, when the page's rendering found them (else all are
+    looked at)."""
     at: list[int] = []
     metas: list[bytes | dict[str, Any]] = []
-    for i, event in enumerate(events):
-        meta = _sealed(event.metadata)
+    for i in range(len(events)) if sealed is None else sealed:
+        meta = _sealed(events[i].metadata)
         if meta is not None:
             at.append(i)
             metas.append(meta)

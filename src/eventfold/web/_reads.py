@@ -104,8 +104,9 @@ async def read_stream(api: Api, request: Request) -> Response:
             )
             for row in rows_page
         ]
-        events = rows_out(row_reads.codec, rows)
-        await mark_erased(store, events)
+        sealed: list[int] = []
+        events = rows_out(row_reads.codec, rows, sealed)
+        await mark_erased(store, events, sealed)
         more = len(rows) == size
         if rows:
             last = rows[-1][2]
@@ -118,8 +119,9 @@ async def read_stream(api: Api, request: Request) -> Response:
             )
         ]
         page, looked = _take(scanned, match, size)
-        events = events_out(page)
-        await mark_erased(store, events)
+        sealed = []
+        events = events_out(page, sealed)
+        await mark_erased(store, events, sealed)
         more = len(scanned) == budget or len(page) == size
         if looked is not None:
             last = looked.version
@@ -179,8 +181,9 @@ async def read_log(api: Api, request: Request) -> Response:
             )
             for row in rows_page
         ]
-        events = rows_out(row_reads.codec, rows)
-        await mark_erased(store, events)
+        sealed: list[int] = []
+        events = rows_out(row_reads.codec, rows, sealed)
+        await mark_erased(store, events, sealed)
         more = len(rows) == size
         if rows:
             last = Position(rows[-1][8], rows[-1][9])
@@ -193,8 +196,9 @@ async def read_log(api: Api, request: Request) -> Response:
             )
         ]
         page, looked = _take(scanned, match, size)
-        events = events_out(page)
-        await mark_erased(store, events)
+        sealed = []
+        events = events_out(page, sealed)
+        await mark_erased(store, events, sealed)
         more = len(scanned) == budget or len(page) == size
         if looked is not None:
             last = looked.position

@@ -11,6 +11,7 @@ from typing import Any
 import msgspec
 
 from .._events import RecordedEvent
+from .._personal import PERSONAL_KEY
 from .._undecodable import UndecodedPayload
 from ..projections import BuildProgress, ParkedEvent, ProjectionStatus
 from ..schema import SchemaRecord
@@ -99,6 +100,8 @@ class _PageEvent(msgspec.Struct, gc=False, omit_defaults=True):
     erased: list[str] | None = None
 
 
+_SEALED = b'"' + PERSONAL_KEY.encode() + b'"'
+"""What stored metadata holding sealed personal fields contains (`eventfold.privacy`)."""
 _pack = msgspec.msgpack.Encoder().encode
 _as_uuids = msgspec.msgpack.Decoder(list[uuid.UUID]).decode
 _NO_METADATA = msgspec.Raw(b"{}")
@@ -125,10 +128,11 @@ def _ids(meta: bytes) -> tuple[str | None, str | None]:
     )
 
 
-def events_out(events: list[RecordedEvent]) -> list[Any]:
+def events_out(events: list[RecordedEvent], sealed: list[int] | None = None) -> list[Any]:
     """`event_out` of every event of a page, encoded the same and built faster: the
     stored metadata is not decoded unless it may hold a correlation or causation id,
-    and events recorded in the same microsecond share their time's text."""
+    and events recorded in the same microsecond share their time's text. The indexes of
+    the events whose metadata holds sealed personal fields go into ``sealed``."""
     out: list[Any] = []
     append = out.append
     last_us = -1
@@ -144,6 +148,8 @@ def events_out(events: list[RecordedEvent]) -> list[Any]:
             metadata, correlation, causation = _NO_METADATA, None, None
         else:
             metadata, (correlation, causation) = msgspec.Raw(meta), _ids(meta)
+            if sealed is not None and _SEALED in meta:
+                sealed.append(len(out))
         us = e.recorded_us
         if us != last_us:
             last_us, last_at = us, _iso_us(us)
@@ -175,12 +181,13 @@ _as_json = msgspec.json.Decoder(msgspec.Raw).decode
 _NOT_JSON = (msgspec.DecodeError, RecursionError)
 
 
-def rows_out(codec: Codec, rows: list[Row]) -> list[Any]:
+def rows_out(codec: Codec, rows: list[Row], sealed: list[int] | None = None) -> list[Any]:
     """`events_out` of the events stored as ``rows``, the same JSON, built without
     decoding the payloads that need no decoding: a payload the codec reads as it is stored
     (`Codec.reads_as_stored`: a type with no class, nothing to upcast) is checked to be
     JSON and written out as stored. The codec decodes the others (and one that is not
-    JSON, which then reads as undecodable), as a read of the events does."""
+    JSON, which then reads as undecodable), as a read of the events does. ``sealed`` is
+    filled as `events_out` fills it."""
     out: list[Any] = []
     append = out.append
     decoded: list[int] = []
@@ -203,6 +210,8 @@ def rows_out(codec: Codec, rows: list[Row]) -> list[Any]:
                     metadata, correlation, causation = _NO_METADATA, None, None
                 else:
                     metadata, (correlation, causation) = msgspec.Raw(meta), _ids(meta)
+                    if sealed is not None and _SEALED in meta:
+                        sealed.append(len(out))
                 if us != last_us:
                     last_us, last_at = us, _iso_us(us)
                 append(
@@ -225,8 +234,13 @@ def rows_out(codec: Codec, rows: list[Row]) -> list[Any]:
         append(row)
     if decoded:
         events = codec.decode_rows([out[i] for i in decoded])
-        for i, event in zip(decoded, events_out(events), strict=True):
+        among: list[int] | None = None if sealed is None else []
+        for i, event in zip(decoded, events_out(events, among), strict=True):
             out[i] = event
+        if among:
+            assert sealed is not None
+            sealed.extend(decoded[j] for j in among)
+            sealed.sort()
     return out
 
 
