@@ -723,3 +723,26 @@ async def test_a_store_opened_again_writes_new_keys_again(sql_url: str) -> None:
         assert await read(other, "customer-1") == [ANN]
         assert await read(other, "customer-2") == [BOB]
         assert await read(other, "customer-3") == [CAROL]
+
+
+@pytest.mark.postgres
+async def test_a_subject_forgotten_while_a_unit_seals_for_it_fails_the_unit(
+    postgres_url: str,
+) -> None:
+    async with connect(postgres_url) as store:
+        privacy = enable(store)
+        await privacy.ready()
+
+        async def unit() -> None:
+            async with store.unit_of_work() as uow:  # type: ignore[attr-defined]
+                await uow.append("customer-1", [ANN], expected_version=NO_STREAM)
+                # Its key is new, not written yet: forgetting the subject now means the
+                # unit must not write it.
+                await privacy.forget("c-1")
+
+        with pytest.raises(ConfigurationError, match="was forgotten while an event"):
+            await unit()
+        assert await store.stream_version("customer-1") == 0
+        assert await privacy.is_forgotten("c-1")
+        await store.append("customer-1", [ANN], expected_version=NO_STREAM)
+        assert await read(store, "customer-1") == [ANN]

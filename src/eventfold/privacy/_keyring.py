@@ -154,9 +154,10 @@ class KeyRing:
 
     @property
     def has_pending(self) -> bool:
-        """Whether any key is pending (a read without the lock: a key made meanwhile is
-        named only by appends encoded after this is true)."""
-        return bool(self._pending)
+        """Whether any key is pending or retired, so that `pending_for` has something to
+        say (a read without the lock: a key made meanwhile is named only by appends
+        encoded after this is true)."""
+        return bool(self._pending) or bool(self._retired)
 
     def pending_for(
         self, named: Mapping[bytes, tuple[str, bytes]]
