@@ -15,8 +15,8 @@ after a full garbage collection, and the figures are medians; the first run of e
 warm-up.
 
 - ``privacy_append``: the appends to a fresh store, so each subject's key is made on its
-  first event (one committed write to the key table per subject: on a durable SQLite or
-  PostgreSQL store that write is most of the cost).
+  first event (a lookup that finds none, then the key's write in that append's own
+  transaction).
 - ``privacy_append_known``: the same appends again to the same store, every key known and
   cached (the steady state of a running service).
 - ``privacy_read_all``: ``read_all`` over the first appends, every event opened.
@@ -75,7 +75,7 @@ async def run_once(
     """Seconds to append ``streams``, to read them all back, and to append them again."""
     async with eventfold.connect(url) as store:
         if personal:
-            eventfold.privacy.enable(store)
+            await eventfold.privacy.enable(store).ready()
         batches = [
             (s, evs[i : i + 1000]) for s, evs in streams.items() for i in range(0, len(evs), 1000)
         ]

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Annotated, Any
 
 import msgspec
@@ -19,13 +20,29 @@ from eventfold import (
     InvalidEvent,
     NewEvent,
     Personal,
+    RecordedEvent,
     UndecodableEvent,
     connect,
 )
 from eventfold.privacy import AUDIT_STREAM, SubjectForgotten, enable, erased_fields
-from eventfold.projections import Subscription
+from eventfold.projections import (
+    DocumentProjection,
+    DocumentView,
+    Subscription,
+    attach_inline,
+    read_models_for,
+)
 from eventfold.relay import InProcessSink, Relay, RelayOptions
-from eventfold.store import SupportsCodec, capability
+from eventfold.store import (
+    HookOrder,
+    HookTransaction,
+    SubjectKeys,
+    SupportsCodec,
+    SupportsSubjectKeys,
+    SupportsTransactionHooks,
+    TransactionParticipant,
+    capability,
+)
 from eventfold.store.kit import Codec, Row
 from eventfold.testing import settle
 
@@ -57,6 +74,13 @@ class Plain(Event):
 
 
 ANN = CustomerRegistered(customer_id="c-1", name="Ann Smith", email="ann@example.com", age=41)
+BOB = CustomerRegistered(customer_id="c-2", name="Bob Jones", email="bob@example.com")
+CAROL = CustomerRegistered(customer_id="c-3", name="Carol Diaz", email="carol@example.com")
+
+
+class Names(msgspec.Struct):
+    name: str = ""
+    email: str = ""
 
 
 @pytest.fixture(params=PRIVACY_BACKENDS)
@@ -515,17 +539,213 @@ async def test_a_second_store_sees_a_forget_after_its_cache_window(sql_url: str)
         assert await read(third, "customer-1") == [ANN]
 
 
-async def test_subjects_prepared_before_a_unit_of_work_are_sealed_in_it(sql_url: str) -> None:
-    async with connect(sql_url) as store:
+def keys_of(store: EventStore) -> SubjectKeys:
+    return capability(store, SupportsSubjectKeys).subject_keys
+
+
+async def test_a_first_sealed_event_in_a_unit_of_work_needs_no_prepare(
+    privacy_url: str,
+) -> None:
+    async with connect(privacy_url) as store:
         privacy = enable(store)
-        await privacy.prepare("c-1", "c-2")
-        assert not await privacy.is_forgotten("c-2")
+        await privacy.ready()
         async with store.unit_of_work() as uow:  # type: ignore[attr-defined]
             await uow.append("customer-1", [ANN], expected_version=NO_STREAM)
+            await uow.append("customer-2", [BOB], expected_version=NO_STREAM)
         assert await read(store, "customer-1") == [ANN]
+        assert await read(store, "customer-2") == [BOB]
+        assert keys_of(store).current("c-1") is not None
+        assert not await privacy.is_forgotten("c-2")
+        # prepare is harmless (and still checks its subjects).
+        await privacy.prepare("c-3")
         with pytest.raises(eventfold.InvalidInput, match="subject must be a non-empty str"):
-            await privacy.prepare("c-3", "")
-        assert await privacy.is_forgotten("c-3")
+            await privacy.prepare("c-4", "")
+        async with store.unit_of_work() as uow:  # type: ignore[attr-defined]
+            await uow.append("customer-3", [CAROL], expected_version=NO_STREAM)
+        assert await read(store, "customer-3") == [CAROL]
+
+
+class Refuse(TransactionParticipant):
+    """Fails the appends to streams it is told to refuse, after the keys are written."""
+
+    name = "test.refuse"
+    order = HookOrder.UNIT_OF_WORK
+
+    def __init__(self) -> None:
+        self.streams: set[str] = set()
+
+    async def apply(self, tx: HookTransaction, events: Sequence[RecordedEvent]) -> None:
+        if any(e.stream_id in self.streams for e in events):
+            raise eventfold.InvalidInput("refused by the test participant")
+
+
+async def test_a_failed_append_leaves_no_key_and_the_next_one_stores_it(sql_url: str) -> None:
+    async with connect(sql_url) as store, connect(sql_url) as other:
+        privacy = enable(store)
+        await privacy.ready()
+        enable(other)
+        refuse = Refuse()
+        await capability(store, SupportsTransactionHooks).transaction_hooks.add(refuse)
+        keys = keys_of(store)
+        with pytest.raises(eventfold.WrongExpectedVersion):
+            await store.append("customer-1", [ANN], expected_version=3)
+        assert keys.current("c-1") is None
+        # A participant after the key's write fails the append: the key goes with it.
+        refuse.streams.add("customer-1")
+        for _ in range(2):
+            with pytest.raises(eventfold.InvalidInput, match="refused by the test"):
+                await store.append("customer-1", [ANN], expected_version=NO_STREAM)
+            assert keys.current("c-1") is None
+        assert await store.stream_version("customer-1") == 0
+        # An append of another subject in the same group commit (written again without
+        # the failed one) commits its key.
+        refused, bob = await asyncio.gather(
+            store.append("customer-1", [ANN], expected_version=NO_STREAM),
+            store.append("customer-2", [BOB], expected_version=NO_STREAM),
+            return_exceptions=True,
+        )
+        assert isinstance(refused, eventfold.InvalidInput)
+        assert not isinstance(bob, BaseException)
+        assert keys.current("c-2") is not None
+        refuse.streams.clear()
+        await store.append("customer-1", [ANN], expected_version=NO_STREAM)
+        found = keys.current("c-1")
+        assert found is not None
+        # The key committed with the event: another store object opens it.
+        assert await read(other, "customer-1") == [ANN]
+        assert await read(other, "customer-2") == [BOB]
+        # Later appends of the subject use the same key, and write nothing more.
+        await store.append("customer-1", [ANN], expected_version=1)
+        assert keys.current("c-1") == found
+        assert await read(other, "customer-1") == [ANN, ANN]
+
+
+async def test_a_unit_of_work_that_rolls_back_leaves_no_key(sql_url: str) -> None:
+    async with connect(sql_url) as store:
+        privacy = enable(store)
+        await privacy.ready()
+
+        async def abandoned() -> None:
+            async with store.unit_of_work() as uow:  # type: ignore[attr-defined]
+                await uow.append("customer-1", [ANN], expected_version=NO_STREAM)
+                raise RuntimeError("changed my mind")
+
+        with pytest.raises(RuntimeError, match="changed my mind"):
+            await abandoned()
+        assert await privacy.is_forgotten("c-1")
+        assert await store.stream_version("customer-1") == 0
+        async with store.unit_of_work() as uow:  # type: ignore[attr-defined]
+            await uow.append("customer-1", [ANN], expected_version=NO_STREAM)
+        assert not await privacy.is_forgotten("c-1")
+    async with connect(sql_url) as again:
+        enable(again)
+        assert await read(again, "customer-1") == [ANN]
+
+
+async def test_a_forgotten_key_never_comes_back_from_a_later_append(sql_url: str) -> None:
+    async with connect(sql_url) as store, connect(sql_url) as other:
+        await enable(store).ready()
+        elsewhere = enable(other)
+        await store.append("customer-1", [ANN], expected_version=NO_STREAM)
+        # Forgotten by another store object, within this one's cache window: its next
+        # append of the subject must not write the key it made again.
+        await elsewhere.forget("c-1")
+        await store.append("customer-1", [ANN], expected_version=1)
+        assert keys_of(store).current("c-1") is None
+        [first, second] = await read(other, "customer-1")
+        assert (first.name, second.name) == ("<erased>", "<erased>")
+
+
+async def test_an_inline_projection_reads_personal_fields_in_the_transaction(
+    sql_url: str,
+) -> None:
+    async with connect(sql_url) as store:
+        privacy = enable(store)
+        await privacy.ready()
+        proj = DocumentProjection("customer_names", document=Names)
+
+        @proj.on(CustomerRegistered)
+        def registered(doc: Names, event: eventfold.RecordedEvent) -> Names:
+            return Names(event.data.name, event.data.email)
+
+        await attach_inline(store, [proj])
+        view = DocumentView(read_models_for(store), proj)
+        await store.append("customer-1", [ANN], expected_version=NO_STREAM)
+        assert await view.get("customer-1") == Names("Ann Smith", "ann@example.com")
+        async with store.unit_of_work() as uow:  # type: ignore[attr-defined]
+            await uow.append("customer-2", [BOB], expected_version=NO_STREAM)
+        assert await view.get("customer-2") == Names("Bob Jones", "bob@example.com")
+        assert keys_of(store).current("c-2") is not None
+
+
+async def test_with_no_cache_window_pending_keys_are_looked_up_again(sql_url: str) -> None:
+    async with connect(sql_url) as store:
+        privacy = enable(store, cache_seconds=0)
+        await privacy.ready()
+        refuse = Refuse()
+        refuse.streams.add("customer-1")
+        await capability(store, SupportsTransactionHooks).transaction_hooks.add(refuse)
+        with pytest.raises(eventfold.InvalidInput, match="refused by the test"):
+            await store.append("customer-1", [ANN], expected_version=NO_STREAM)
+        refuse.streams.clear()
+        # The key written by the failed append is not stored: a new one is made.
+        await store.append("customer-1", [ANN], expected_version=NO_STREAM)
+        first = keys_of(store).current("c-1")
+        assert first is not None
+        # Seen stored now: the next append uses it and makes no other.
+        await store.append("customer-1", [ANN], expected_version=1)
+        assert keys_of(store).current("c-1") == first
+        assert await read(store, "customer-1") == [ANN, ANN]
+        await privacy.forget("c-1")
+        await store.append("customer-1", [ANN], expected_version=2)
+        events = await read(store, "customer-1")
+        assert [e.name for e in events] == ["<erased>", "<erased>", "Ann Smith"]
+
+
+async def test_a_store_opened_again_writes_new_keys_again(sql_url: str) -> None:
+    store = connect(sql_url)
+    async with store:
+        privacy = enable(store)
+        await privacy.ready()
+        await store.append("customer-1", [ANN], expected_version=NO_STREAM)
+    async with store:
+        # Closing may drop the store's participants: then the first new key is stored
+        # on its own, and the key writer joins again.
+        await store.append("customer-2", [BOB], expected_version=NO_STREAM)
+        assert keys_of(store).current("c-2") is not None
+        await privacy.ready()
+        hooks = capability(store, SupportsTransactionHooks).transaction_hooks
+        assert eventfold.privacy.KEYS_PARTICIPANT in [p.name for p in hooks.participants]
+        await store.append("customer-3", [CAROL], expected_version=NO_STREAM)
+        assert keys_of(store).current("c-3") is not None
+    async with connect(sql_url) as other:
+        enable(other)
+        assert await read(other, "customer-1") == [ANN]
+        assert await read(other, "customer-2") == [BOB]
+        assert await read(other, "customer-3") == [CAROL]
+
+
+@pytest.mark.postgres
+async def test_a_subject_forgotten_while_a_unit_seals_for_it_fails_the_unit(
+    postgres_url: str,
+) -> None:
+    async with connect(postgres_url) as store:
+        privacy = enable(store)
+        await privacy.ready()
+
+        async def unit() -> None:
+            async with store.unit_of_work() as uow:  # type: ignore[attr-defined]
+                await uow.append("customer-1", [ANN], expected_version=NO_STREAM)
+                # Its key is new, not written yet: forgetting the subject now means the
+                # unit must not write it.
+                await privacy.forget("c-1")
+
+        with pytest.raises(ConfigurationError, match="was forgotten while an event"):
+            await unit()
+        assert await store.stream_version("customer-1") == 0
+        assert await privacy.is_forgotten("c-1")
+        await store.append("customer-1", [ANN], expected_version=NO_STREAM)
+        assert await read(store, "customer-1") == [ANN]
 
 
 class CountingKeys:

@@ -103,7 +103,8 @@ class Protector(Protocol):
     """What seals and opens personal fields for a codec (see `eventfold.privacy.enable`)."""
 
     def key_for(self, subject: str) -> bytes:
-        """The id of ``subject``'s current key, made (and stored) if it has none."""
+        """The id of ``subject``'s current key, made if it has none (stored at once, or
+        by the transaction of the append that uses it)."""
         ...
 
     def seal(self, key_id: bytes, plaintext: bytes, aad: bytes) -> bytes:

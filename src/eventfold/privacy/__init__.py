@@ -8,10 +8,19 @@ from __future__ import annotations
 
 from .._personal import PERSONAL_KEY, Personal, redacted
 from ._audit import AUDIT_STREAM, SubjectForgotten
-from ._privacy import MASTER_KEY_ENV, ForgetResult, Privacy, enable, erased_fields, erased_in
+from ._privacy import (
+    KEYS_PARTICIPANT,
+    MASTER_KEY_ENV,
+    ForgetResult,
+    Privacy,
+    enable,
+    erased_fields,
+    erased_in,
+)
 
 __all__ = [
     "AUDIT_STREAM",
+    "KEYS_PARTICIPANT",
     "MASTER_KEY_ENV",
     "PERSONAL_KEY",
     "ForgetResult",

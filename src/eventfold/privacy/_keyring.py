@@ -7,7 +7,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -24,6 +24,22 @@ _WRAPPED = b"\x01"
 """Stored material prefix: nonce and the key sealed with the master key."""
 _NONCE = 12
 _KEY_ID = 16
+_WRITTEN = 16
+"""Transactions remembered per pending key (see `_Pending.written`)."""
+
+
+class _Pending:
+    """A key made here that the store may not hold yet."""
+
+    __slots__ = ("aead", "material", "subject", "written")
+
+    def __init__(self, subject: str, material: bytes, aead: AESGCM) -> None:
+        self.subject = subject
+        self.material = material
+        self.aead = aead
+        self.written: list[tuple[str, bytes]] = []
+        """An event of each transaction that wrote it (the newest `_WRITTEN`): any of
+        them stored means the key was stored with it."""
 
 
 class KeyRing:
@@ -33,6 +49,17 @@ class KeyRing:
     looked up again after ``cache_seconds``: a subject forgotten by another process stops
     opening here within that time. Forgotten keys are cached as missing too, so reads of
     erased events do not ask the database row by row.
+
+    A subject's new key is made here, pending, once `deferred` is set (the store's appends
+    run the `KeyWriter` participant): every append whose events name a pending key writes
+    it in its own transaction (`pending_for`), so the key commits with the first event
+    sealed with it, or not at all. It stays pending, written again (harmlessly) by each
+    later append that names it, until this ring sees it stored (its subject's cached key
+    is looked up again, or an open finds it in the store). A pending key that was written
+    by some append but is not in the store when looked up again is retired, never written
+    again: its subject was forgotten (or every append that wrote it failed), and writing it
+    again would bring back a forgotten key. Without `deferred` (a store without transaction
+    hooks, or before the participant is attached) a new key is added at once, as it is made.
     """
 
     def __init__(
@@ -52,6 +79,19 @@ class KeyRing:
         """``keys``: the keys of the page being opened on this thread (see `page`)."""
         self._current: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
         self._aead: OrderedDict[bytes, tuple[AESGCM | None, float]] = OrderedDict()
+        self.deferred = False
+        """Whether new keys are left pending, for appends' transactions to write (set
+        by the key writer as it attaches)."""
+        self.writer_attached: Callable[[], bool] | None = None
+        """Whether the store's appends run the key writer now (checked, while `deferred`,
+        as each key is made: a closed store forgets its participants)."""
+        self.on_new_key: Callable[[], None] | None = None
+        """Called as a key is made on its own (to attach the key writer)."""
+        self._pending: dict[bytes, _Pending] = {}
+        self._pending_of: dict[str, bytes] = {}
+        """Subject -> its pending key's id."""
+        self._retired: OrderedDict[bytes, None] = OrderedDict()
+        """Ids of keys no longer pending that no append may write (at most cache_size)."""
 
     # -- the Protector -----------------------------------------------------------------
 
@@ -61,21 +101,116 @@ class KeyRing:
             hit = self._current.get(subject)
             if hit is not None and hit[1] > now:
                 return hit[0]
+            mine = self._pending_of.get(subject)
+        if mine is not None and self._still_pending(mine):
+            with self._lock:
+                self._put(self._current, subject, mine, now)
+            return mine
         found = self._keys.current(subject)
         if found is not None:
             key_id, stored = found
             aead = AESGCM(self._unwrap(key_id, stored))
+            with self._lock:
+                self._stored(key_id)
         else:
             key_id = os.urandom(_KEY_ID)
             key = AESGCM.generate_key(bit_length=256)
-            # Committed before the event that uses it, so no reader meets an event
-            # whose key is not stored yet (an append that then fails leaves an unused key).
-            self._keys.add(key_id, subject, self._wrap(key_id, key))
+            material = self._wrap(key_id, key)
             aead = AESGCM(key)
+            attached = self.writer_attached
+            if self.deferred and attached is not None and attached():
+                # Written by the appends that use it, in their own transactions.
+                with self._lock:
+                    self._pending[key_id] = _Pending(subject, material, aead)
+                    self._pending_of[subject] = key_id
+            else:
+                if self.on_new_key is not None:
+                    self.on_new_key()
+                # Committed before the event that uses it, so no reader meets an event
+                # whose key is not stored yet (an append that then fails leaves an
+                # unused key).
+                self._keys.add(key_id, subject, material)
         with self._lock:
             self._put(self._current, subject, key_id, now)
             self._put(self._aead, key_id, aead, now)
         return key_id
+
+    def _still_pending(self, key_id: bytes) -> bool:
+        """Whether ``key_id`` (pending when asked) is to be used still: not if it is
+        stored now (the store's current key is used then) or has been retired."""
+        stored = bool(self._keys.find([key_id]))
+        with self._lock:
+            entry = self._pending.get(key_id)
+            if entry is None:
+                return False  # retired or stored meanwhile
+            if stored:
+                self._stored(key_id)
+                return False
+            if entry.written:
+                # Written by an append, yet not stored: that append failed, or it
+                # committed and the subject was forgotten since. Never write it again.
+                self._retire(key_id)
+                return False
+            return True
+
+    # -- pending keys (called holding no lock) ------------------------------------------
+
+    @property
+    def has_pending(self) -> bool:
+        """Whether any key is pending or retired, so that `pending_for` has something to
+        say (a read without the lock: a key made meanwhile is named only by appends
+        encoded after this is true)."""
+        return bool(self._pending) or bool(self._retired)
+
+    def pending_for(
+        self, named: Mapping[bytes, tuple[str, bytes]]
+    ) -> list[tuple[bytes, str, bytes, list[tuple[str, bytes]]]]:
+        """The pending keys among those ``named`` (key id -> an event of this
+        transaction sealed with it, as ``(stream_id, raw_event_id)``), for the append's
+        transaction to write: ``(key_id, subject, material, written_with)``, the last
+        the events of earlier transactions that wrote it (`SubjectKeys.add_in`). Each
+        is then recorded as written with ``named``'s event. `ConfigurationError` if one
+        was retired (its subject forgotten while the event was being appended)."""
+        found: list[tuple[bytes, str, bytes, list[tuple[str, bytes]]]] = []
+        with self._lock:
+            for key_id, event in named.items():
+                entry = self._pending.get(key_id)
+                if entry is not None:
+                    found.append((key_id, entry.subject, entry.material, list(entry.written)))
+                    entry.written.append(event)
+                    del entry.written[:-_WRITTEN]
+                elif key_id in self._retired:
+                    raise ConfigurationError(
+                        f"subject key {key_id.hex()} was forgotten while an event sealed "
+                        "with it was being appended (its subject was forgotten meanwhile); "
+                        "append again"
+                    )
+        return found
+
+    def retire_subject(self, subject: str) -> None:
+        """Never write ``subject``'s pending key again (it is being forgotten)."""
+        with self._lock:
+            key_id = self._pending_of.get(subject)
+            if key_id is not None:
+                self._retire(key_id)
+
+    def _stored(self, key_id: bytes) -> None:
+        """``key_id`` is in the store: no longer pending (called holding the lock)."""
+        entry = self._pending.pop(key_id, None)
+        if entry is not None and self._pending_of.get(entry.subject) == key_id:
+            del self._pending_of[entry.subject]
+
+    def _retire(self, key_id: bytes) -> None:
+        """(called holding the lock)"""
+        entry = self._pending.pop(key_id, None)
+        if entry is not None:
+            if self._pending_of.get(entry.subject) == key_id:
+                del self._pending_of[entry.subject]
+            self._current.pop(entry.subject, None)
+            self._aead.pop(key_id, None)
+        self._retired[key_id] = None
+        while len(self._retired) > self._size:
+            self._retired.popitem(last=False)
 
     def seal(self, key_id: bytes, plaintext: bytes, aad: bytes) -> bytes:
         aead = self._lookup(key_id)
@@ -136,7 +271,8 @@ class KeyRing:
     # -- cache -------------------------------------------------------------------------
 
     def evict(self) -> None:
-        """Forget every cached key (after a subject is forgotten here)."""
+        """Forget every cached key (after a subject is forgotten here); pending keys stay
+        pending (`retire_subject` retires the forgotten subject's)."""
         with self._lock:
             self._current.clear()
             self._aead.clear()
@@ -157,9 +293,16 @@ class KeyRing:
             if hit is not None and hit[1] > now:
                 self._aead.move_to_end(key_id)
                 return hit[0]
+            entry = self._pending.get(key_id)
+            if entry is not None:
+                # Not in the store yet, maybe: opened with the key made here.
+                self._put(self._aead, key_id, entry.aead, now)
+                return entry.aead
         stored = self._keys.find([key_id]).get(key_id)
         aead = AESGCM(self._unwrap(key_id, stored)) if stored is not None else None
         with self._lock:
+            if aead is not None:
+                self._stored(key_id)
             self._put(self._aead, key_id, aead, now)
         return aead
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -15,18 +16,23 @@ import msgspec
 from .._events import RecordedEvent
 from .._personal import PERSONAL_KEY, b64decode
 from .._position import ANY
-from ..errors import ConfigurationError, InvalidInput
+from ..errors import ConfigurationError, InvalidInput, StoreClosed
 from ..store import (
     AppendResult,
     EventStore,
+    HookOrder,
+    HookTransaction,
     SubjectKeys,
     SupportsCodec,
     SupportsSubjectKeys,
+    SupportsTransactionHooks,
+    TransactionParticipant,
     capability,
 )
 from ._audit import AUDIT_STREAM, SubjectForgotten
 
 __all__ = [
+    "KEYS_PARTICIPANT",
     "MASTER_KEY_ENV",
     "ForgetResult",
     "Privacy",
@@ -38,6 +44,11 @@ __all__ = [
 MASTER_KEY_ENV = "EVENTFOLD_MASTER_KEY"
 """The environment variable read for the master key (base64 of 32 bytes) when
 `enable` is given none."""
+
+KEYS_PARTICIPANT = "eventfold.privacy-keys"
+"""The name of the transaction participant that writes new subject keys."""
+
+_log = logging.getLogger("eventfold.privacy")
 
 _HINT = "crypto-shredding keeps per-subject keys in the store; use a backend that offers them"
 
@@ -53,6 +64,50 @@ class ForgetResult:
     """The append of the `SubjectForgotten` event to `AUDIT_STREAM`."""
 
 
+class KeyWriter(TransactionParticipant):
+    """Writes the pending keys that an append's events name, in its own transaction."""
+
+    name = KEYS_PARTICIPANT
+    order = HookOrder.SUBJECT_KEYS
+
+    def __init__(self, keys: SubjectKeys, ring: Any) -> None:
+        self._keys = keys
+        self._ring = ring
+
+    async def attach(self, tx: HookTransaction) -> None:
+        # Appends are held back here: every append encoded from now on runs this
+        # participant, so new keys may be left for the appends to write.
+        self._ring.deferred = True
+
+    async def apply(self, tx: HookTransaction, events: Sequence[RecordedEvent]) -> None:
+        if not self._ring.has_pending:
+            return
+        named: dict[bytes, tuple[str, bytes]] = {}
+        for event in events:
+            raw = event.raw_metadata
+            if _MARK not in raw:
+                continue
+            sealed = msgspec.json.decode(raw).get(PERSONAL_KEY)
+            if isinstance(sealed, list):
+                for entry in sealed:
+                    if isinstance(entry, dict) and isinstance(entry.get("k"), str):
+                        named.setdefault(
+                            b64decode(entry["k"]), (event.stream_id, event.raw_event_id)
+                        )
+        if not named:
+            return
+        pending = self._ring.pending_for(named)
+        if not pending:
+            return
+        # An earlier attempt at this very transaction (a group commit that failed runs
+        # its appends again, with the same event ids) proves nothing: its events are
+        # these, not stored yet.
+        own = {(e.stream_id, e.raw_event_id) for e in events}
+        for key_id, subject, material, written in pending:
+            earlier = [w for w in written if w not in own]
+            await self._keys.add_in(tx, key_id, subject, material, earlier)
+
+
 class Privacy:
     """Crypto-shredding on one store (made by `enable`)."""
 
@@ -60,6 +115,76 @@ class Privacy:
         self.store = store
         self._keys = keys
         self._ring = ring
+        self._writer = KeyWriter(keys, ring)
+        self._attaching: asyncio.Task[None] | None = None
+
+    async def ready(self) -> None:
+        """Return once new subject keys are written in the appends' own transactions
+        (a key commits with the first event sealed with it, inside units of work too).
+
+        `enable` starts this in the background when it is called on a running event
+        loop with the store open; until it is done (or on a store without transaction
+        hooks, like ``memory://``) a new key is added on its own as it is made. Await it
+        once after `enable` when a unit of work may be the first to seal a subject's
+        fields; calling it again is cheap.
+        """
+        if self._attached():
+            return
+        task = self._attaching
+        if task is not None and not task.done():
+            await asyncio.shield(task)
+            if self._attached():
+                return
+        store = self.store
+        if isinstance(store, SupportsTransactionHooks):
+            await store.transaction_hooks.add(self._writer)
+
+    def _attached(self) -> bool:
+        """Whether there is nothing to wait for: the store's appends run the key writer,
+        or the store has no transaction hooks (keys are added on their own)."""
+        if not isinstance(self.store, SupportsTransactionHooks):
+            return True
+        return self._writes_keys()
+
+    def _writes_keys(self) -> bool:
+        """Whether the store's appends run the key writer now."""
+        store = self.store
+        if not isinstance(store, SupportsTransactionHooks) or not self._ring.deferred:
+            return False
+        if any(p is self._writer for p in store.transaction_hooks.participants):
+            return True
+        self._ring.deferred = False  # the store was closed (and its participants with it)
+        return False
+
+    def _attach_soon(self) -> asyncio.Task[None] | None:
+        """Start attaching the key writer (None without a running loop or hooks)."""
+        store = self.store
+        if not isinstance(store, SupportsTransactionHooks):
+            return None
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return None
+        ring = self._ring
+
+        async def attach() -> None:
+            try:
+                await store.transaction_hooks.add(self._writer)
+            except StoreClosed:
+                ring.deferred = False  # not open yet: the first new key tries again
+            except BaseException:
+                ring.deferred = False
+                raise
+
+        task = self._attaching = loop.create_task(attach(), name=KEYS_PARTICIPANT)
+        task.add_done_callback(_log_failure)
+        return task
+
+    def _seal_check(self) -> None:
+        """Before new keys are made: attach the key writer if it is not (in the
+        background: the ring adds keys on their own until it is)."""
+        if not self._attached() and (self._attaching is None or self._attaching.done()):
+            self._attach_soon()
 
     async def forget(
         self, subject: str, *, reason: str = "", actor: str | None = None
@@ -76,6 +201,9 @@ class Privacy:
             raise InvalidInput(f"reason must be a str, got {type(reason).__name__}")
         if actor is not None and not isinstance(actor, str):
             raise InvalidInput(f"actor must be a str or None, got {type(actor).__name__}")
+        # Its pending key (if any) must never be written again, or it would come back.
+        self._ring.retire_subject(subject)
+        self._ring.evict()
         deleted = await asyncio.to_thread(self._keys.forget, subject)
         self._ring.evict()
         event = SubjectForgotten(subject=subject, keys_deleted=deleted, reason=reason, actor=actor)
@@ -85,12 +213,14 @@ class Privacy:
     async def prepare(self, *subjects: str) -> None:
         """Make the keys of ``subjects`` that have none now, off the event loop.
 
-        The first sealed event of a subject makes its key; on SQLite that cannot happen
-        inside a unit of work (the key's write would wait for the unit), so prepare the
-        subjects a unit will seal before it begins.
+        Not needed: a subject's first sealed event makes its key, which commits with that
+        event (inside a unit of work too, once `ready`). Preparing does that lookup
+        ahead, so the first append of each subject does not wait for it. A key prepared
+        this way is written by the first append that uses it, like any new key.
         """
         for subject in subjects:
             _check_subject(subject)
+        await self.ready()
         for subject in subjects:
             await asyncio.to_thread(self._ring.key_for, subject)
 
@@ -114,6 +244,10 @@ def enable(
     ``master_key`` (32 bytes; when None, the base64 in ``EVENTFOLD_MASTER_KEY`` if set)
     wraps the keys as they are stored; without one the database holds them as they are.
     Keys are cached for ``cache_seconds`` (at most ``cache_size`` of them).
+
+    A subject's new key is written in the transaction of the first append that uses it,
+    by a participant added to the store's ``transaction_hooks`` in the background (on a
+    running event loop; else when the first key is made): `Privacy.ready` waits for it.
     """
     try:
         from ._keyring import KeyRing
@@ -133,7 +267,20 @@ def enable(
         keys, _master_key(master_key), cache_seconds=float(cache_seconds), cache_size=cache_size
     )
     codec.protector = ring
-    return Privacy(store, keys, ring)
+    privacy = Privacy(store, keys, ring)
+    ring.writer_attached = privacy._writes_keys
+    ring.on_new_key = privacy._seal_check
+    privacy._attach_soon()
+    return privacy
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        _log.warning(
+            "new subject keys are added on their own: the key writer could not join the "
+            "store's appends (%s); await privacy.ready() to try again",
+            task.exception(),
+        )
 
 
 def erased_fields(store: EventStore, event: RecordedEvent) -> tuple[str, ...]:

@@ -450,6 +450,9 @@ class HookOrder(IntEnum):
     """Where a transaction participant runs among the others (lower runs first; the
     same order runs by name)."""
 
+    SUBJECT_KEYS = 50
+    """Crypto-shredding's new subject keys (`eventfold.privacy`): before anything that
+    reads the events."""
     INLINE_PROJECTIONS = 100
     OUTBOX = 200
     UNIT_OF_WORK = 300
@@ -571,7 +574,8 @@ class SubjectKeys(Protocol):
     make one; that is harmless, as every ciphertext names its key). Forgetting a subject
     deletes all its keys, so every ciphertext made under them stops decrypting, for good:
     the store holds no other copy. On a store opened read-only, `find` and `current` read
-    and `add` and `forget` raise `StoreReadOnly`. Before the first `add` nothing need
+    and `add` and `forget` raise `StoreReadOnly`. `add_in` writes inside an append's own
+    transaction instead (from a `TransactionParticipant`). Before the first `add` nothing need
     exist in the database: lookups then find nothing.
     """
 
@@ -588,6 +592,26 @@ class SubjectKeys(Protocol):
     def add(self, key_id: bytes, subject: str, material: bytes) -> None:
         """Store a new key for ``subject``, committed when this returns (so it exists
         before any event sealed with it can)."""
+        ...
+
+    async def add_in(
+        self,
+        tx: HookTransaction,
+        key_id: bytes,
+        subject: str,
+        material: bytes,
+        written_with: Sequence[tuple[str, bytes]] = (),
+    ) -> None:
+        """Store a new key for ``subject`` through ``tx``, a transaction participant's
+        view of an append's transaction (see `TransactionHooks`): it commits with that
+        transaction's events or not at all. Runs through ``tx`` only (its ``execute``, or
+        its connection), so a SQLite participant may await it.
+
+        ``written_with``: events, as ``(stream_id, raw_event_id)``, of earlier
+        transactions that wrote this key. When one of them is stored, the key was
+        committed with it and is not written again (it is in the table, or its subject
+        was forgotten since and it must stay gone). A key id already stored is left as
+        it is."""
         ...
 
     def forget(self, subject: str) -> int:

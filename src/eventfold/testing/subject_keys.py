@@ -12,21 +12,43 @@ The suite checks what a key table must guarantee: what is added is found, by id 
 the subject's newest key, from this store object and any other on the database; what is
 forgotten is gone, for that subject only; a read-only store reads and refuses writes;
 lookups on a store that never had a key find nothing; bad input is refused before
-anything is stored; threads may share the table. Async tests need pytest-asyncio with
+anything is stored; threads may share the table; `SubjectKeys.add_in` writes in an
+append's own transaction (commits with it or not at all, keeps the created_us order, and
+does not bring back a key written with an event already stored). The ``add_in`` tests
+need a store declaring `SupportsTransactionHooks` (disable them for one that does not, as
+tests/test_subject_keys.py does for ``memory://``). Async tests need pytest-asyncio with
 ``asyncio_mode = "auto"``.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 import eventfold
-from eventfold import EventStore, InvalidInput, StoreClosed, StoreReadOnly
-from eventfold.store import SubjectKeys, SupportsSubjectKeys, capability
+from eventfold import (
+    ANY,
+    Event,
+    EventfoldError,
+    EventStore,
+    InvalidInput,
+    RecordedEvent,
+    StoreClosed,
+    StoreReadOnly,
+)
+from eventfold.store import (
+    HookOrder,
+    HookTransaction,
+    SubjectKeys,
+    SupportsSubjectKeys,
+    SupportsTransactionHooks,
+    TransactionParticipant,
+    capability,
+)
 
 __all__ = ["OpenStore", "SubjectKeysConformance", "keys_of"]
 
@@ -61,6 +83,40 @@ ODD_SUBJECTS = (
 )
 """Subjects a backend must keep apart and match exactly: quotes, SQL, LIKE wildcards,
 a prefix of another, non-ASCII text, the longest allowed (4-byte characters too)."""
+
+
+class KeyNoted(Event):
+    """The suite's event (appended to make a transaction the keys join)."""
+
+    __event_type__ = "conformance.KeyNoted"
+    n: int
+
+
+class _Refused(EventfoldError):
+    """What `_AddIn` raises to fail its append after writing."""
+
+
+class _AddIn(TransactionParticipant):
+    """Writes the keys it is given with `SubjectKeys.add_in` in every append's
+    transaction (then raises, when told to)."""
+
+    name = "conformance.subject-keys"
+    order = HookOrder.SUBJECT_KEYS
+
+    def __init__(self, keys: SubjectKeys) -> None:
+        self.keys = keys
+        self.adds: list[tuple[bytes, str, bytes, list[tuple[str, bytes]]]] = []
+        self.fail = False
+        self.seen: list[RecordedEvent] = []
+
+    async def apply(self, tx: HookTransaction, events: Sequence[RecordedEvent]) -> None:
+        # Not cleared after use: a failed group commit runs an append's transaction
+        # again, with its participants.
+        self.seen.extend(events)
+        for key_id, subject, data, written in self.adds:
+            await self.keys.add_in(tx, key_id, subject, data, written)
+        if self.fail:
+            raise _Refused("refused after writing its keys")
 
 
 class SubjectKeysConformance:
@@ -276,3 +332,79 @@ class SubjectKeysConformance:
             else:
                 assert found == {k: material(t * 1000 + i) for i, k in enumerate(ids)}
                 assert keys.current(f"thread-{t}") == (ids[-1], material(t * 1000 + each - 1))
+
+    # -- add_in: keys written in an append's own transaction --------------------------
+
+    async def _participant(self, store: EventStore) -> _AddIn:
+        participant = _AddIn(keys_of(store))
+        await capability(store, SupportsTransactionHooks).transaction_hooks.add(participant)
+        return participant
+
+    async def test_add_in_commits_with_the_append(
+        self, store: EventStore, open_store: OpenStore
+    ) -> None:
+        writer = await self._participant(store)
+        keys = keys_of(store)
+        keys.add(key(5), "ann", material(5))
+        writer.adds = [(key(1), "ann", material(1), []), (key(2), "bob", material(2), [])]
+        await store.append("noted-1", [KeyNoted(n=1)], expected_version=ANY)
+        assert keys.find([key(1), key(2)]) == {key(1): material(1), key(2): material(2)}
+        # Made after ann's first key: her newest now, whatever the clock says.
+        assert keys.current("ann") == (key(1), material(1))
+        async with open_store(False) as other:
+            assert keys_of(other).current("bob") == (key(2), material(2))
+        # Written again (a later append naming it): harmless, and not made newer.
+        keys.add(key(3), "ann", material(3))
+        writer.adds = [(key(1), "ann", material(1), [])]
+        await store.append("noted-1", [KeyNoted(n=2)], expected_version=ANY)
+        assert keys.current("ann") == (key(3), material(3))
+        assert keys.find([key(1)]) == {key(1): material(1)}
+
+    async def test_add_in_rolls_back_with_a_failed_append(self, store: EventStore) -> None:
+        writer = await self._participant(store)
+        keys = keys_of(store)
+        writer.adds = [(key(1), "ann", material(1), [])]
+        writer.fail = True
+        with pytest.raises(_Refused):
+            await store.append("noted-1", [KeyNoted(n=1)], expected_version=ANY)
+        assert keys.find([key(1)]) == {}
+        assert keys.current("ann") is None
+        assert await store.stream_version("noted-1") == 0
+
+    async def test_add_in_does_not_bring_back_a_key_stored_with_an_event(
+        self, store: EventStore
+    ) -> None:
+        writer = await self._participant(store)
+        keys = keys_of(store)
+        writer.adds = [(key(1), "ann", material(1), [])]
+        await store.append("noted-1", [KeyNoted(n=1)], expected_version=ANY)
+        first = writer.seen[-1]
+        writer.adds = []
+        assert keys.forget("ann") == 1
+        written = [(first.stream_id, first.raw_event_id)]
+        # Written with an event that is stored: the key was committed then; it stays gone.
+        writer.adds = [(key(1), "ann", material(1), written)]
+        await store.append("noted-2", [KeyNoted(n=2)], expected_version=ANY)
+        assert keys.find([key(1)]) == {}
+        # Written with events that are not stored (their appends failed): written now.
+        missing = [("noted-1", os.urandom(16)), ("noted-9", first.raw_event_id)]
+        writer.adds = [(key(2), "bob", material(2), missing)]
+        await store.append("noted-3", [KeyNoted(n=3)], expected_version=ANY)
+        assert keys.find([key(2)]) == {key(2): material(2)}
+
+    async def test_add_in_refuses_bad_input_and_stores_nothing(self, store: EventStore) -> None:
+        writer = await self._participant(store)
+        keys = keys_of(store)
+        writer.adds = [(key(1), "", material(1), [])]
+        with pytest.raises(InvalidInput, match="subject"):
+            await store.append("noted-1", [KeyNoted(n=1)], expected_version=ANY)
+        bads: list[tuple[bytes, str, bytes, list[tuple[str, bytes]]]] = [
+            (b"", "ann", material(1), []),
+            (key(1), "ann", b"", []),
+        ]
+        for bad in bads:
+            writer.adds = [bad]
+            with pytest.raises(InvalidInput):
+                await store.append("noted-1", [KeyNoted(n=1)], expected_version=ANY)
+        assert keys.find([key(1)]) == {}
+        assert await store.stream_version("noted-1") == 0

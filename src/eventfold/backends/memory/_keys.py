@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from ...errors import InvalidInput, StoreClosed, StoreReadOnly
 from ...store._subject_keys import check_key_id, check_key_ids, check_material, check_subject
+
+if TYPE_CHECKING:
+    from ...store.ports import HookTransaction
 
 __all__ = ["MemorySubjectKeys"]
 
@@ -59,6 +63,19 @@ class MemorySubjectKeys:
                 return  # a retry
             self._material[key] = (subject, data)
             self._by_subject.setdefault(subject, []).append(key)
+
+    async def add_in(
+        self,
+        tx: HookTransaction,
+        key_id: bytes,
+        subject: str,
+        material: bytes,
+        written_with: Sequence[tuple[str, bytes]] = (),
+    ) -> None:
+        """`add`: the memory store has no transactions to join (nor transaction hooks
+        that would give one), so the key is stored at once; ``written_with`` is not
+        looked at (a memory store's keys are never written again by appends)."""
+        self.add(key_id, subject, material)
 
     def forget(self, subject: str) -> int:
         check_subject(subject)

@@ -16,6 +16,7 @@ backups made before.
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
@@ -27,6 +28,7 @@ from ...store._subject_keys import check_key_ids, check_material, check_subject,
 from ._errors import driver_errors, is_driver_error, is_missing_table, translate
 
 if TYPE_CHECKING:
+    from ...store.ports import HookTransaction
     from ._store import PostgresStore
 
 __all__ = ["STATEMENT_TIMEOUT", "PostgresSubjectKeys"]
@@ -70,6 +72,20 @@ class PostgresSubjectKeys:
             VALUES (%(key_id)s, %(subject)s, %(material)s, greatest(%(now)s, coalesce(
                 (SELECT max(created_us) + 1 FROM {table} WHERE subject = %(subject)s), 0)))
             ON CONFLICT (key_id) DO NOTHING"""
+        )
+        events = sql.Identifier(store.schema, "events")
+        self._add_in = (
+            sql.SQL(
+                """INSERT INTO {table} (key_id, subject, material, created_us)
+            SELECT %s, %s, %s, greatest(%s, coalesce(
+                (SELECT max(created_us) + 1 FROM {table} WHERE subject = %s), 0))
+            WHERE NOT EXISTS (SELECT FROM {events} e, unnest(%s::text[], %s::uuid[])
+                AS w (stream_id, event_id)
+                WHERE e.stream_id = w.stream_id AND e.event_id = w.event_id)
+            ON CONFLICT (key_id) DO NOTHING"""
+            )
+            .format(table=table, events=events)
+            .as_string(None)
         )
         self._key = render("SELECT subject, material FROM {table} WHERE key_id = %s")
         self._find = render("SELECT key_id, material FROM {table} WHERE key_id = ANY(%s)")
@@ -185,6 +201,31 @@ class PostgresSubjectKeys:
                 f"subject key id {key.hex()} is already taken by another key; "
                 "make a new random id for each key"
             )
+
+    async def add_in(
+        self,
+        tx: HookTransaction,
+        key_id: bytes,
+        subject: str,
+        material: bytes,
+        written_with: Sequence[tuple[str, bytes]] = (),
+    ) -> None:
+        """`add` through an append's transaction (its pooled connection, not this
+        object's own: no blocking call, and no round trip of its own)."""
+        (key,) = check_key_ids([key_id])
+        check_subject(subject)
+        data = check_material(material)
+        streams = [stream_id for stream_id, _ in written_with]
+        ids = [uuid.UUID(bytes=event_id) for _, event_id in written_with]
+        params = (key, subject, data, created_us(), subject, streams, ids)
+        conn = tx.connection
+        if isinstance(conn, psycopg.AsyncConnection):
+            # Sent on the append's connection without waiting for its answer: in the
+            # append's pipeline it costs no round trip of its own, and a failure fails
+            # the transaction as it ends (the table name is qualified: no search path).
+            await conn.execute(self._add_in, params)
+        else:
+            await tx.execute(self._add_in, params)
 
     def forget(self, subject: str) -> int:
         check_subject(subject)

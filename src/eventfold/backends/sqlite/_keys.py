@@ -30,6 +30,7 @@ from ._tx import transaction
 from ._unit_of_work import inside_unit_of
 
 if TYPE_CHECKING:
+    from ...store.ports import HookTransaction
     from ._store import SQLiteStore
 
 __all__ = ["SQLiteSubjectKeys"]
@@ -43,6 +44,11 @@ _FIND_CHUNK: Final = 500
 _ADD = f"""INSERT INTO {_TABLE} (key_id, subject, material, created_us)
     VALUES (:key_id, :subject, :material, max(:now,
         coalesce((SELECT max(created_us) + 1 FROM {_TABLE} WHERE subject = :subject), 0)))
+    ON CONFLICT (key_id) DO NOTHING"""
+_ADD_IN = f"""INSERT INTO {_TABLE} (key_id, subject, material, created_us)
+    SELECT ?, ?, ?, max(?,
+        coalesce((SELECT max(created_us) + 1 FROM {_TABLE} WHERE subject = ?), 0))
+    WHERE NOT EXISTS (SELECT 1 FROM events WHERE {{written}})
     ON CONFLICT (key_id) DO NOTHING"""
 _KEY = f"SELECT subject, material FROM {_TABLE} WHERE key_id = ?"
 _CURRENT = (
@@ -151,6 +157,26 @@ class SQLiteSubjectKeys:
                 f"subject key id {key.hex()} is already taken by another key; "
                 "make a new random id for each key"
             )
+
+    async def add_in(
+        self,
+        tx: HookTransaction,
+        key_id: bytes,
+        subject: str,
+        material: bytes,
+        written_with: Sequence[tuple[str, bytes]] = (),
+    ) -> None:
+        """`add` through an append's transaction (the writer connection, which holds the
+        write lock already: no wait, inside a unit of work too)."""
+        (key,) = check_key_ids([key_id])
+        check_subject(subject)
+        data = check_material(material)
+        pairs = list(written_with)[-_FIND_CHUNK // 2 :]
+        written = " OR ".join(["(stream_id = ? AND event_id = ?)"] * len(pairs)) or "false"
+        params: list[object] = [key, subject, data, created_us(), subject]
+        for stream_id, event_id in pairs:
+            params += [stream_id, event_id]
+        await tx.execute(_ADD_IN.format(written=written), params)
 
     def forget(self, subject: str) -> int:
         check_subject(subject)
