@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Annotated, Any
 
@@ -791,3 +792,34 @@ async def test_a_page_of_many_subjects_looks_their_keys_up_at_once(store: EventS
     states = list(await eventfold.CommandHandler(store, decider).load("customers-1"))
     assert states == [p.name for p in people]
     assert counting.finds == [40]
+
+
+async def test_a_new_subject_right_after_a_unit_of_work_does_not_wait_for_its_lock(
+    sqlite_url: str,
+) -> None:
+    """Until the key writer is registered, a new key is stored on a connection of its
+    own; a unit's transaction that only waits for its deferred commit must not make that
+    write wait out the busy timeout (the commit runs on the very loop the write blocks)."""
+
+    class Boom(Exception):
+        pass
+
+    async def unit(fail: bool) -> None:
+        async with store.unit_of_work() as uow:  # type: ignore[attr-defined]
+            await uow.append("note-1", [Plain(n=1)], expected_version=eventfold.ANY)
+            if fail:
+                raise Boom
+
+    async with connect(sqlite_url) as store:
+        enable(store)  # the writer registers in the background, after what follows
+        for n, fail in enumerate((True, False)):
+            if fail:
+                with pytest.raises(Boom):
+                    await unit(fail)
+            else:
+                await unit(fail)
+            person = CustomerRegistered(customer_id=f"u-{n}", name=f"P{n}", email="p@x")
+            started = time.monotonic()
+            await store.append(f"customer-u{n}", [person], expected_version=NO_STREAM)
+            assert time.monotonic() - started < 5  # not the busy timeout (10 s)
+            assert await read(store, f"customer-u{n}") == [person]

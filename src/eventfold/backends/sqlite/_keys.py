@@ -103,6 +103,7 @@ class SQLiteSubjectKeys:
                 f"{what} on the SQLite store of an open unit of work would wait for the "
                 "unit to end; do it before the unit begins (or after it ends)"
             )
+        self._store.free_writer_for(what)
 
     def find(self, key_ids: Sequence[bytes]) -> dict[bytes, bytes]:
         ids = check_key_ids(key_ids)

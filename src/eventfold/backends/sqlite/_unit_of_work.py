@@ -695,6 +695,25 @@ class UnitOfWorkSupport:
             units = self.__units = SQLiteUnits(self)  # type: ignore[arg-type]
         return units
 
+    def free_writer_for(self, what: str) -> None:
+        """Before ``what`` writes on a connection of its own from this thread: a
+        transaction of units of work that only waits for its deferred commit (which runs
+        on the event loop, so it would never come while this thread waits for its lock)
+        is committed now; one a unit still holds refuses at once, naming ``what``."""
+        units = self.__units
+        if units is None or units.cursor is None:
+            return
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return  # a worker thread: the loop commits the units meanwhile
+        if units._busy:
+            raise InvalidInput(
+                f"{what} would wait for the SQLite write lock, held by an open unit of work "
+                "of this store; do it before the unit begins (or after it ends)"
+            )
+        units._commit()
+
     def unit_of_work(
         self,
         *,
