@@ -117,6 +117,9 @@ class Privacy:
         self._ring = ring
         self._writer = KeyWriter(keys, ring)
         self._attaching: asyncio.Task[None] | None = None
+        self._joins = isinstance(store, SupportsTransactionHooks) and keys.joins_appends
+        """Whether new keys are written in the appends' own transactions (see
+        `SubjectKeys.joins_appends`); else each is added on its own as it is made."""
 
     async def ready(self) -> None:
         """Return once new subject keys are written in the appends' own transactions
@@ -136,20 +139,24 @@ class Privacy:
             if self._attached():
                 return
         store = self.store
-        if isinstance(store, SupportsTransactionHooks):
+        if self._joins and isinstance(store, SupportsTransactionHooks):
             await store.transaction_hooks.add(self._writer)
 
     def _attached(self) -> bool:
         """Whether there is nothing to wait for: the store's appends run the key writer,
         or the store has no transaction hooks (keys are added on their own)."""
-        if not isinstance(self.store, SupportsTransactionHooks):
+        if not self._joins:
             return True
         return self._writes_keys()
 
     def _writes_keys(self) -> bool:
         """Whether the store's appends run the key writer now."""
         store = self.store
-        if not isinstance(store, SupportsTransactionHooks) or not self._ring.deferred:
+        if (
+            not self._joins
+            or not isinstance(store, SupportsTransactionHooks)
+            or not self._ring.deferred
+        ):
             return False
         if any(p is self._writer for p in store.transaction_hooks.participants):
             return True
@@ -159,7 +166,7 @@ class Privacy:
     def _attach_soon(self) -> asyncio.Task[None] | None:
         """Start attaching the key writer (None without a running loop or hooks)."""
         store = self.store
-        if not isinstance(store, SupportsTransactionHooks):
+        if not self._joins or not isinstance(store, SupportsTransactionHooks):
             return None
         try:
             loop = asyncio.get_running_loop()

@@ -33,6 +33,9 @@ class MemorySubjectKeys:
         if writing and self._read_only:
             raise StoreReadOnly("memory://")
 
+    joins_appends = False
+    """See `eventfold.store.SubjectKeys.joins_appends`."""
+
     def find(self, key_ids: Sequence[bytes]) -> dict[bytes, bytes]:
         ids = check_key_ids(key_ids)
         self._check(False)

@@ -163,6 +163,9 @@ class PostgresSubjectKeys:
 
     # -- SubjectKeys ------------------------------------------------------------------
 
+    joins_appends = False
+    """See `eventfold.store.SubjectKeys.joins_appends`."""
+
     def find(self, key_ids: Sequence[bytes]) -> dict[bytes, bytes]:
         ids = check_key_ids(key_ids)
 

@@ -105,6 +105,9 @@ class SQLiteSubjectKeys:
             )
         self._store.free_writer_for(what)
 
+    joins_appends = True
+    """See `eventfold.store.SubjectKeys.joins_appends`."""
+
     def find(self, key_ids: Sequence[bytes]) -> dict[bytes, bytes]:
         ids = check_key_ids(key_ids)
         found: dict[bytes, bytes] = {}
