@@ -83,6 +83,7 @@ COMMANDS = [
     "parked",
     "replay-parked",
     "relay",
+    "privacy",
     "serve",
     "token",
     "demo",

@@ -257,6 +257,13 @@ CASES: dict[str, list[Case]] = {
     "relay replay": [
         Case(["relay", "replay", "--app", "badin_none"], "no module named 'badin_none'"),
     ],
+    "privacy forget": [
+        Case(["privacy", "forget", ""], "subject must be a non-empty str"),
+        Case(["privacy", "forget", "x" * 300], "over the limit of 256"),
+    ],
+    "privacy status": [
+        Case(["privacy", "status", " a"], "has leading or trailing spaces"),
+    ],
     "serve": [
         Case(["serve", "--app", "badin_none"], "no module named 'badin_none'"),
         Case(["serve", "--tokens", "no-such-file"], "cannot read the tokens file 'no-such-file'"),
