@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from .._events import name_problem
 from ..errors import InvalidInput
@@ -17,6 +18,7 @@ __all__ = [
     "check_key_id",
     "check_key_ids",
     "check_material",
+    "check_retry",
     "check_subject",
     "created_us",
 ]
@@ -78,3 +80,14 @@ def created_us() -> int:
     """Now, in microseconds since the epoch (a key's ``created_us``; the backends keep a
     subject's keys in strictly increasing order even when the clock steps back)."""
     return time.time_ns() // 1000
+
+
+def check_retry(key_id: bytes, subject: str, material: bytes, found: Any) -> None:
+    """After an add found ``key_id`` taken by ``found`` (its stored (subject, material);
+    None when the add stored it): the same key again is a retry and does nothing, another
+    key under the same id is refused."""
+    if found is not None and (found[0], bytes(found[1])) != (subject, material):
+        raise InvalidInput(
+            f"subject key id {key_id.hex()} is already taken by another key; "
+            "make a new random id for each key"
+        )

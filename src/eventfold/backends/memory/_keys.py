@@ -6,8 +6,14 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from ...errors import InvalidInput, StoreClosed, StoreReadOnly
-from ...store._subject_keys import check_key_id, check_key_ids, check_material, check_subject
+from ...errors import StoreClosed, StoreReadOnly
+from ...store._subject_keys import (
+    check_key_id,
+    check_key_ids,
+    check_material,
+    check_retry,
+    check_subject,
+)
 
 if TYPE_CHECKING:
     from ...store.ports import HookTransaction
@@ -58,11 +64,7 @@ class MemorySubjectKeys:
         with self._lock:
             known = self._material.get(key)
             if known is not None:
-                if known != (subject, data):
-                    raise InvalidInput(
-                        f"subject key id {key.hex()} is already taken by another key; "
-                        "make a new random id for each key"
-                    )
+                check_retry(key, subject, data, known)
                 return  # a retry
             self._material[key] = (subject, data)
             self._by_subject.setdefault(subject, []).append(key)

@@ -23,8 +23,14 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 import psycopg
 from psycopg import sql
 
-from ...errors import InvalidInput, StoreClosed, StoreReadOnly
-from ...store._subject_keys import check_key_ids, check_material, check_subject, created_us
+from ...errors import StoreClosed, StoreReadOnly
+from ...store._subject_keys import (
+    check_key_ids,
+    check_material,
+    check_retry,
+    check_subject,
+    created_us,
+)
 from ._errors import driver_errors, is_driver_error, is_missing_table, translate
 
 if TYPE_CHECKING:
@@ -199,11 +205,7 @@ class PostgresSubjectKeys:
             return conn.execute(self._key, (key,)).fetchone()
 
         row = self._run(work)
-        if row is not None and (row[0], bytes(row[1])) != (subject, data):
-            raise InvalidInput(
-                f"subject key id {key.hex()} is already taken by another key; "
-                "make a new random id for each key"
-            )
+        check_retry(key, subject, data, row)
 
     async def add_in(
         self,

@@ -22,6 +22,7 @@ from ...errors import InvalidInput, StoreClosed, StoreReadOnly
 from ...store._subject_keys import (
     check_key_ids,
     check_material,
+    check_retry,
     check_subject,
     created_us,
 )
@@ -156,11 +157,7 @@ class SQLiteSubjectKeys:
                 row = None if added else conn.execute(_KEY, (key,)).fetchone()
                 if guard is not None:
                     guard()
-        if row is not None and (row[0], bytes(row[1])) != (subject, data):
-            raise InvalidInput(
-                f"subject key id {key.hex()} is already taken by another key; "
-                "make a new random id for each key"
-            )
+        check_retry(key, subject, data, row)
 
     async def add_in(
         self,
