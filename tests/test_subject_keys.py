@@ -4,6 +4,7 @@ shipped suite, and what is particular to each backend."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -84,7 +85,8 @@ def _path(sqlite_url: str) -> str:
 
 
 def _tables(path: str) -> set[str]:
-    with sqlite3.connect(path) as conn:
+    # sqlite3's own context manager commits but does not close.
+    with contextlib.closing(sqlite3.connect(path)) as conn:
         return {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
 
 
