@@ -38,7 +38,7 @@ from eventfold.projections import (
     VersionState,
     read_models_for,
 )
-from eventfold.testing import ReadModelStoreConformance
+from eventfold.testing import ProjectionSummariesConformance, ReadModelStoreConformance
 
 
 @pytest.fixture
@@ -105,6 +105,10 @@ def test_an_unknown_event_store_has_no_read_model_store() -> None:
 
 class TestReadModelStore(ReadModelStoreConformance):
     """The shipped suite over `models`: each backend's store beside a fresh event store."""
+
+
+class TestProjectionSummaries(ProjectionSummariesConformance):
+    """The optional summaries port, which every backend's read-model store offers."""
 
 
 # -- SQL read models ---------------------------------------------------------------------

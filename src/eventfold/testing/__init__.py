@@ -35,7 +35,7 @@ if typing.TYPE_CHECKING:
     from .conformance import EventStoreConformance, SharedStoreConformance, settle
     from .hooks import TransactionHookConformance
     from .leases import LeaseConformance, LoseLease
-    from .read_models import ReadModelStoreConformance
+    from .read_models import ProjectionSummariesConformance, ReadModelStoreConformance
     from .snapshots import SnapshotStoreConformance
     from .subject_keys import SubjectKeysConformance
     from .transform import TransformConformance
@@ -47,6 +47,7 @@ __all__ = [
     "HandlerSpec",
     "LeaseConformance",
     "LoseLease",
+    "ProjectionSummariesConformance",
     "ReadModelStoreConformance",
     "SQLUnitOfWorkConformance",
     "SharedStoreConformance",
@@ -69,6 +70,7 @@ _SUITES = {
     "TransactionHookConformance": "hooks",
     "LeaseConformance": "leases",
     "LoseLease": "leases",
+    "ProjectionSummariesConformance": "read_models",
     "ReadModelStoreConformance": "read_models",
     "SnapshotStoreConformance": "snapshots",
     "SubjectKeysConformance": "subject_keys",

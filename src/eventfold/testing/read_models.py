@@ -31,7 +31,7 @@ from eventfold.projections import (
     VersionState,
 )
 
-__all__ = ["ReadModelStoreConformance"]
+__all__ = ["ProjectionSummariesConformance", "ReadModelStoreConformance"]
 
 
 def P(seq: int, tx: int = 0) -> Position:
@@ -257,51 +257,6 @@ class ReadModelStoreConformance:
         assert [p.position for p in await models.parked("docs", 1)] == [P(9), P(2, tx=5)]
         assert [p.position for p in await models.parked("docs", 2)] == [P(1)]
 
-    async def test_summaries_read_many_versions_as_their_single_reads_do(
-        self, models: ReadModelStore
-    ) -> None:
-        if not isinstance(models, SupportsProjectionSummaries):
-            pytest.skip(f"{type(models).__name__} does not offer SupportsProjectionSummaries")
-        async with models.transaction() as tx:
-            await tx.set_checkpoint("docs", 1, 1, P(7), expected=None)
-            await tx.set_checkpoint("docs", 1, 0, P(3, tx=2), expected=None)
-            await tx.set_state("docs", 1, 2, PartitionState.FAILED, "boom")
-            await tx.park(_parked(P(9)))
-            await tx.park(msgspec.structs.replace(_parked(P(4)), parked_us=5))
-            await tx.set_version("docs", 1, VersionState.BUILDING, expected=None)
-            await tx.set_version("docs", 2, VersionState.BUILDING, expected=None)
-            await tx.activate("docs", 2)
-            await tx.set_checkpoint("docs", 2, 0, P(11), expected=None)
-            await tx.park(_parked(P(1), version=2))
-            await tx.set_checkpoint("other", 1, 0, P(2), expected=None)
-        slots = [("docs", 1), ("none", 1), ("docs", 2), ("other", 1), ("docs", 1), ("docs", 3)]
-        found = await models.summaries(slots)
-        assert [(s.name, s.version) for s in found] == slots  # in the order asked for
-        for summary in found:
-            name, version = summary.name, summary.version
-            parked = await models.parked(name, version)
-            records = [r for r in await models.versions(name) if r.version == version]
-            assert summary == ProjectionSummary(
-                name=name,
-                version=version,
-                checkpoints=tuple(await models.checkpoints(name, version)),
-                parked=len(parked),
-                oldest_parked_us=min((p.parked_us for p in parked), default=None),
-                active_version=await models.active_version(name),
-                record=records[0] if records else None,
-            )
-        docs = found[0]
-        assert [c.partition for c in docs.checkpoints] == [0, 1, 2]
-        assert (docs.parked, docs.oldest_parked_us, docs.active_version) == (2, 1, 2)
-        assert docs.record is not None
-        assert docs.record.state is VersionState.BUILDING
-        assert found[1] == ProjectionSummary("none", 1, (), 0, None, None, None)
-        assert found[5].active_version == 2
-        assert found[5].record is None
-        assert await models.summaries([]) == []
-        many = [(f"v{i}", 1) for i in range(700)]  # more than one query's worth on SQLite
-        assert [(s.name, s.version) for s in await models.summaries(many)] == many
-
     # -- versions ------------------------------------------------------------------
 
     async def test_set_version_is_compare_and_set(self, models: ReadModelStore) -> None:
@@ -395,3 +350,57 @@ class ReadModelStoreConformance:
             await tx.put_document("docs", 1, "x", msgspec.json.encode(doc))
         found = await models.get_documents("docs", 1, ["x"])
         assert msgspec.json.decode(found["x"]) == doc
+
+
+class ProjectionSummariesConformance:
+    """The contract of the optional `SupportsProjectionSummaries` port: many projection
+    versions' summaries in one read, each equal to what the single reads give. Subclass it
+    in a test module over a ``models`` fixture whose store offers the port (as for
+    `ReadModelStoreConformance`)."""
+
+    async def test_summaries_read_many_versions_as_their_single_reads_do(
+        self, models: ReadModelStore
+    ) -> None:
+        assert isinstance(models, SupportsProjectionSummaries), (
+            f"{type(models).__name__} does not offer SupportsProjectionSummaries; run "
+            "this suite only over read-model stores that do"
+        )
+        async with models.transaction() as tx:
+            await tx.set_checkpoint("docs", 1, 1, P(7), expected=None)
+            await tx.set_checkpoint("docs", 1, 0, P(3, tx=2), expected=None)
+            await tx.set_state("docs", 1, 2, PartitionState.FAILED, "boom")
+            await tx.park(_parked(P(9)))
+            await tx.park(msgspec.structs.replace(_parked(P(4)), parked_us=5))
+            await tx.set_version("docs", 1, VersionState.BUILDING, expected=None)
+            await tx.set_version("docs", 2, VersionState.BUILDING, expected=None)
+            await tx.activate("docs", 2)
+            await tx.set_checkpoint("docs", 2, 0, P(11), expected=None)
+            await tx.park(_parked(P(1), version=2))
+            await tx.set_checkpoint("other", 1, 0, P(2), expected=None)
+        slots = [("docs", 1), ("none", 1), ("docs", 2), ("other", 1), ("docs", 1), ("docs", 3)]
+        found = await models.summaries(slots)
+        assert [(s.name, s.version) for s in found] == slots  # in the order asked for
+        for summary in found:
+            name, version = summary.name, summary.version
+            parked = await models.parked(name, version)
+            records = [r for r in await models.versions(name) if r.version == version]
+            assert summary == ProjectionSummary(
+                name=name,
+                version=version,
+                checkpoints=tuple(await models.checkpoints(name, version)),
+                parked=len(parked),
+                oldest_parked_us=min((p.parked_us for p in parked), default=None),
+                active_version=await models.active_version(name),
+                record=records[0] if records else None,
+            )
+        docs = found[0]
+        assert [c.partition for c in docs.checkpoints] == [0, 1, 2]
+        assert (docs.parked, docs.oldest_parked_us, docs.active_version) == (2, 1, 2)
+        assert docs.record is not None
+        assert docs.record.state is VersionState.BUILDING
+        assert found[1] == ProjectionSummary("none", 1, (), 0, None, None, None)
+        assert found[5].active_version == 2
+        assert found[5].record is None
+        assert await models.summaries([]) == []
+        many = [(f"v{i}", 1) for i in range(700)]  # more than one query's worth on SQLite
+        assert [(s.name, s.version) for s in await models.summaries(many)] == many
