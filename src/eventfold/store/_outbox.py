@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
 import msgspec
@@ -212,9 +212,8 @@ class QueuedMessages:
     _headers: Mapping[str, str]
     messages: list[Outgoing]
     published: Published
-
-    def _check(self) -> object:
-        raise NotImplementedError
+    _check: Callable[[], object]
+    """The unit's own check that it is still open (raises once it is over)."""
 
     def publish(
         self,
