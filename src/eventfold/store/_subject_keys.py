@@ -18,6 +18,7 @@ __all__ = [
     "check_key_id",
     "check_key_ids",
     "check_material",
+    "check_new_key",
     "check_retry",
     "check_subject",
     "created_us",
@@ -91,3 +92,11 @@ def check_retry(key_id: bytes, subject: str, material: bytes, found: Any) -> Non
             f"subject key id {key_id.hex()} is already taken by another key; "
             "make a new random id for each key"
         )
+
+
+def check_new_key(key_id: object, subject: object, material: object) -> tuple[bytes, bytes]:
+    """The key id and material of a key to add, checked with its subject (as `add` and
+    `add_in` take them)."""
+    key = check_key_id(key_id)
+    check_subject(subject)
+    return key, check_material(material)

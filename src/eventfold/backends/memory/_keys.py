@@ -8,9 +8,8 @@ from typing import TYPE_CHECKING
 
 from ...errors import StoreClosed, StoreReadOnly
 from ...store._subject_keys import (
-    check_key_id,
     check_key_ids,
-    check_material,
+    check_new_key,
     check_retry,
     check_subject,
 )
@@ -58,8 +57,7 @@ class MemorySubjectKeys:
             return ids[-1], self._material[ids[-1]][1]
 
     def add(self, key_id: bytes, subject: str, material: bytes) -> None:
-        key, data = check_key_id(key_id), check_material(material)
-        check_subject(subject)
+        key, data = check_new_key(key_id, subject, material)
         self._check(True)
         with self._lock:
             known = self._material.get(key)

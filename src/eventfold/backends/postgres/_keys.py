@@ -26,7 +26,7 @@ from psycopg import sql
 from ...errors import StoreClosed, StoreReadOnly
 from ...store._subject_keys import (
     check_key_ids,
-    check_material,
+    check_new_key,
     check_retry,
     check_subject,
     created_us,
@@ -193,9 +193,7 @@ class PostgresSubjectKeys:
         return self._run(work, None)
 
     def add(self, key_id: bytes, subject: str, material: bytes) -> None:
-        (key,) = check_key_ids([key_id])
-        check_subject(subject)
-        data = check_material(material)
+        key, data = check_new_key(key_id, subject, material)
         self._check_writable()
         params = {"key_id": key, "subject": subject, "material": data, "now": created_us()}
 
@@ -217,9 +215,7 @@ class PostgresSubjectKeys:
     ) -> None:
         """`add` through an append's transaction (its pooled connection, not this
         object's own: no blocking call, and no round trip of its own)."""
-        (key,) = check_key_ids([key_id])
-        check_subject(subject)
-        data = check_material(material)
+        key, data = check_new_key(key_id, subject, material)
         streams = [stream_id for stream_id, _ in written_with]
         ids = [uuid.UUID(bytes=event_id) for _, event_id in written_with]
         params = (key, subject, data, created_us(), subject, streams, ids)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Final
 from ...errors import InvalidInput, StoreClosed, StoreReadOnly
 from ...store._subject_keys import (
     check_key_ids,
-    check_material,
+    check_new_key,
     check_retry,
     check_subject,
     created_us,
@@ -144,9 +144,7 @@ class SQLiteSubjectKeys:
         return (bytes(row[0]), bytes(row[1])) if row is not None else None
 
     def add(self, key_id: bytes, subject: str, material: bytes) -> None:
-        (key,) = check_key_ids([key_id])
-        check_subject(subject)
-        data = check_material(material)
+        key, data = check_new_key(key_id, subject, material)
         params = {"key_id": key, "subject": subject, "material": data, "now": created_us()}
         with self._lock:
             self._check_writable("adding a subject key")
@@ -169,9 +167,7 @@ class SQLiteSubjectKeys:
     ) -> None:
         """`add` through an append's transaction (the writer connection, which holds the
         write lock already: no wait, inside a unit of work too)."""
-        (key,) = check_key_ids([key_id])
-        check_subject(subject)
-        data = check_material(material)
+        key, data = check_new_key(key_id, subject, material)
         pairs = list(written_with)[-_FIND_CHUNK // 2 :]
         written = " OR ".join(["(stream_id = ? AND event_id = ?)"] * len(pairs)) or "false"
         params: list[object] = [key, subject, data, created_us(), subject]
