@@ -624,44 +624,23 @@ class Codec:
                     payload = self._undecoded(undecodable(sid, version, typ, sv, at, data, exc))
                 append(RecordedEvent(sid, version, typ, sv, payload, eid, tx, seq, meta, rec_us))
                 continue
-            if sealed is not None and sealed in meta:
-                opener = openers.get((typ, sv))
-                if opener is not None:
-                    fns, final, final_version, target, upcast = opener
-                    try:
-                        raw = self._open(eid, sid, version, typ, sv, data, meta, None)
-                        for fn in fns:
-                            raw = fn(raw)
-                        payload = convert(raw, target)
-                    except Exception:
-                        pass  # redone below, where the error is named
-                    else:
-                        append(
-                            RecordedEvent(
-                                sid,
-                                version,
-                                final,
-                                final_version,
-                                payload,
-                                eid,
-                                tx,
-                                seq,
-                                meta,
-                                rec_us,
-                                upcast,
-                            )
-                        )
-                        continue
-                lift = None
+            # A sealed row is opened, one to upcast decoded; then the plan's upcasters
+            # and the conversion into its class.
+            opening = sealed is not None and sealed in meta
+            if opening:
+                plan = openers.get((typ, sv))
             else:
                 try:
-                    lift = lifts[sv].get(typ)
+                    plan = lifts[sv].get(typ)
                 except IndexError:
-                    lift = None
-            if lift is not None:
-                fns, final, final_version, target, stored = lift
+                    plan = None
+            if plan is not None:
+                fns, final, final_version, target, stored = plan
                 try:
-                    raw = generic(data)
+                    if opening:
+                        raw = self._open(eid, sid, version, typ, sv, data, meta, None)
+                    else:
+                        raw = generic(data)
                     for fn in fns:
                         raw = fn(raw)
                     payload = convert(raw, target)
