@@ -10,13 +10,15 @@ and still have a ``next``: the end is when ``next`` is null.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from .._events import RecordedEvent
 from .._position import START, Position
-from ..store import event_at
+from ..store import EventStore, event_at
+from ..store.kit import Codec, Row
 from ._api import Api
 from ._auth import Role
 from ._erased import mark_erased
@@ -104,9 +106,7 @@ async def read_stream(api: Api, request: Request) -> Response:
             )
             for row in rows_page
         ]
-        sealed: list[int] = []
-        events = rows_out(row_reads.codec, rows, sealed)
-        await mark_erased(store, events, sealed)
+        events = await _rows_shown(store, row_reads.codec, rows)
         more = len(rows) == size
         if rows:
             last = rows[-1][2]
@@ -119,9 +119,7 @@ async def read_stream(api: Api, request: Request) -> Response:
             )
         ]
         page, looked = _take(scanned, match, size)
-        sealed = []
-        events = events_out(page, sealed)
-        await mark_erased(store, events, sealed)
+        events = await _events_shown(store, page)
         more = len(scanned) == budget or len(page) == size
         if looked is not None:
             last = looked.version
@@ -181,9 +179,7 @@ async def read_log(api: Api, request: Request) -> Response:
             )
             for row in rows_page
         ]
-        sealed: list[int] = []
-        events = rows_out(row_reads.codec, rows, sealed)
-        await mark_erased(store, events, sealed)
+        events = await _rows_shown(store, row_reads.codec, rows)
         more = len(rows) == size
         if rows:
             last = Position(rows[-1][8], rows[-1][9])
@@ -196,9 +192,7 @@ async def read_log(api: Api, request: Request) -> Response:
             )
         ]
         page, looked = _take(scanned, match, size)
-        sealed = []
-        events = events_out(page, sealed)
-        await mark_erased(store, events, sealed)
+        events = await _events_shown(store, page)
         more = len(scanned) == budget or len(page) == size
         if looked is not None:
             last = looked.position
@@ -207,6 +201,22 @@ async def read_log(api: Api, request: Request) -> Response:
         nxt = encode_cursor("log", str(last))
     body = LogPage(events=events, head=str(head), next=nxt)
     return json_response(body)
+
+
+async def _rows_shown(store: EventStore, codec: Codec, rows: list[Row]) -> list[Any]:
+    """A page of stored rows as the API shows it, erased personal fields named."""
+    sealed: list[int] = []
+    events = rows_out(codec, rows, sealed)
+    await mark_erased(store, events, sealed)
+    return events
+
+
+async def _events_shown(store: EventStore, page: list[RecordedEvent]) -> list[Any]:
+    """A page of events as the API shows it, erased personal fields named."""
+    sealed: list[int] = []
+    events = events_out(page, sealed)
+    await mark_erased(store, events, sealed)
+    return events
 
 
 async def read_event(api: Api, request: Request) -> Response:
