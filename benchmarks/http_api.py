@@ -8,9 +8,13 @@
   /streams/{id}/events?limit=1000``, parsed by the client with ``msgspec.json.decode``) and
   in process (``read_stream(limit=1000)``); target: the HTTP time <= 2x the in-process time.
   ``http_json_loads_ms`` is the same read parsed with the standard library's ``json.loads``
-  instead, ``http_body_ms`` the time until the body is read, before any parse.
+  instead, ``http_body_ms`` the time until the body is read, before any parse. Beside them,
+  ``plain``: the same page served the plain way by a bare ASGI app under the same uvicorn
+  (``read_stream``, each event as a dict of the API's fields, one msgspec encode), the
+  baseline of eventfold's own simpler path (``plain_ratio``: plain/in-process;
+  ``api_plain_ratio``: http/plain).
 
-  Beside them, ``floor``: the same appends through a bare ASGI app under the same uvicorn
+  Beside the appends, ``floor``: the same appends through a bare ASGI app under the same uvicorn
   (no framework, no auth, no checks: read the body, one msgspec decode, ``store.append``,
   a JSON answer), the most one uvicorn worker gives on this machine (``floor_ratio``:
   floor/in-process; ``api_floor_ratio``: http/floor, aim >= 0.85). It runs as ``eventfold
@@ -93,7 +97,8 @@ class _FloorIn(msgspec.Struct):
 
 
 def floor_app(store: eventfold.EventStore) -> Callable[..., Awaitable[None]]:
-    """A bare ASGI app that appends a request's events: the floor of an HTTP append."""
+    """A bare ASGI app that appends a request's events (the floor of an HTTP append) and
+    serves a page of a stream the plain way (`plain_page`)."""
     decoder = msgspec.json.Decoder(_FloorIn)
     encoder = msgspec.json.Encoder()
 
@@ -107,8 +112,16 @@ def floor_app(store: eventfold.EventStore) -> Callable[..., Awaitable[None]]:
             await send({"type": "lifespan.shutdown.complete"})
             return
         if scope["method"] == "GET":
-            await send({"type": "http.response.start", "status": 200, "headers": []})
-            await send({"type": "http.response.body", "body": b"{}"})
+            answer = b"{}"
+            parts = scope["path"].split("/")
+            if len(parts) == 4 and parts[1] == "streams" and parts[3] == "events":
+                answer = await plain_page(store, parts[2], scope["query_string"], encoder)
+            headers = [
+                (b"content-type", b"application/json"),
+                (b"content-length", b"%d" % len(answer)),
+            ]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": answer})
             return
         chunks = []
         more = True
@@ -126,6 +139,29 @@ def floor_app(store: eventfold.EventStore) -> Callable[..., Awaitable[None]]:
         await send({"type": "http.response.body", "body": answer})
 
     return app
+
+
+async def plain_page(
+    store: eventfold.EventStore, stream: str, query: bytes, encoder: msgspec.json.Encoder
+) -> bytes:
+    """A page of ``stream`` as the API writes it, the plain way: `read_stream`, each event
+    as a dict of the API's fields, one msgspec encode (no version lookup, no cursor)."""
+    limit = int(query.decode().partition("limit=")[2] or 100)
+    events = [
+        {
+            "event_id": str(e.event_id),
+            "stream_id": e.stream_id,
+            "version": e.version,
+            "position": str(e.position),
+            "type": e.type,
+            "schema_version": e.schema_version,
+            "data": e.data,
+            "metadata": e.metadata,
+            "recorded_at": e.recorded_at.isoformat().replace("+00:00", "Z"),
+        }
+        async for e in store.read_stream(stream, limit=limit)
+    ]
+    return encoder.encode({"stream_id": stream, "events": events, "next": None})
 
 
 def serve_floor(url: str, port: int, access_log: bool) -> None:
@@ -353,11 +389,17 @@ async def main(args: argparse.Namespace) -> None:
         }), flush=True)  # fmt: skip
 
         server_url = fresh_url(args.url, folder)
-        async with serve(server_url, folder) as base:
+        plain_url = fresh_url(args.url, folder)
+        async with (
+            serve(server_url, folder) as base,
+            serve(plain_url, folder, floor=True) as plain_base,
+        ):
             await fill(server_url, "page-1", 1000)
+            await fill(plain_url, "page-1", 1000)
             local_url = fresh_url(args.url, folder)
             await fill(local_url, "page-1", 1000)
             connection = await Connection.open(base)
+            plain_connection = await Connection.open(plain_base)
             async with eventfold.connect(local_url) as store:
                 # Of each HTTP read, the time until its body was read (before it is parsed),
                 # and that time plus a parse with the standard library's json.loads.
@@ -379,6 +421,16 @@ async def main(args: argparse.Namespace) -> None:
                     with_json.append(got - start + time.perf_counter() - again)
                     return took
 
+                async def plain_read() -> float:
+                    start = time.perf_counter()
+                    _, answer = await plain_connection.request(
+                        "GET", "/streams/page-1/events?limit=1000"
+                    )
+                    events = msgspec.json.decode(answer)["events"]
+                    took = time.perf_counter() - start
+                    assert len(events) == 1000
+                    return took
+
                 async def local_page() -> float:
                     start = time.perf_counter()
                     events = [e async for e in store.read_stream("page-1", limit=1000)]
@@ -387,10 +439,15 @@ async def main(args: argparse.Namespace) -> None:
                     return took
 
                 await http_page()
-                await local_page()  # warm both
-                http_t, local_t = await alternate(args.rounds * 5, http_page, local_page)
+                await plain_read()
+                await local_page()  # warm all three
+                http_t, plain_t, local_t = await alternate(
+                    args.rounds * 5, http_page, plain_read, local_page
+                )
             connection.close()
+            plain_connection.close()
             h, loc = statistics.median(http_t), statistics.median(local_t)
+            pl = statistics.median(plain_t)
             print(json.dumps({
                 "workload": "http_read_page", "backend": backend, "events": 1000,
                 "http_ms": round(h * 1000, 3), "in_process_ms": round(loc * 1000, 3),
@@ -398,6 +455,8 @@ async def main(args: argparse.Namespace) -> None:
                 "http_json_loads_ms": round(statistics.median(with_json[2:]) * 1000, 3),
                 "body_bytes": sizes[-1],
                 "ratio": round(h / loc, 3), "target": "<= 2",
+                "plain_ms": round(pl * 1000, 3), "plain_ratio": round(pl / loc, 3),
+                "api_plain_ratio": round(h / pl, 3),
                 "load_1m": round(os.getloadavg()[0], 2),
             }), flush=True)  # fmt: skip
 

@@ -25,3 +25,5 @@ def test_the_http_benchmark_prints_json_lines() -> None:
     assert lines[0]["api_floor_ratio"] > 0
     assert lines[0]["access_log"] is False
     assert {"http_cpu_us", "floor_cpu_us", "api_floor_cpu_ratio"} <= lines[0].keys()
+    assert lines[1]["plain_ratio"] > 0
+    assert lines[1]["api_plain_ratio"] > 0
