@@ -12,6 +12,7 @@ from bank import Deposit, Deposited, OpenAccount, account
 import eventfold
 from eventfold import CommandHandler, ConfigurationError, UnsupportedCapability
 from eventfold.backends.memory import MemoryStore
+from eventfold.backends.postgres import _paging as pg_paging
 from eventfold.backends.sqlite import SQLiteStore
 from eventfold.store import (
     EventStore,
@@ -172,3 +173,43 @@ async def test_row_reads_hand_out_the_rows_the_reads_decode(sql_url: str) -> Non
         ]
         for query, count in log_reads:
             assert await same(rows_store.read_all_rows(**query), store.read_all(**query)) == count
+
+
+async def test_a_stream_page_is_the_stream_version_and_its_rows(
+    sql_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Pages of up to 3 rows: a longer one takes the way of several round trips.
+    monkeypatch.setattr(pg_paging, "PAGE", 3)
+    async with eventfold.connect(sql_url) as store:
+        rows_store = capability(store, SupportsRowReads)
+        await store.append("acct-1", [Deposited(amount=n) for n in range(1, 8)],
+                           expected_version=eventfold.NO_STREAM)  # fmt: skip
+
+        async def check(stream_id: str, options: dict[str, Any], count: int) -> None:
+            version, rows = await rows_store.read_stream_page(stream_id, **options)
+            assert version == await store.stream_version(stream_id)
+            pages = rows_store.read_stream_rows(stream_id, **options)
+            assert rows == [row async for page in pages for row in page]
+            assert len(rows) == count
+
+        reads: list[tuple[dict[str, Any], int]] = [
+            ({"limit": 3}, 3),
+            ({"limit": 7}, 7),
+            ({"limit": 100}, 7),
+            ({"from_version": 3, "limit": 2}, 2),
+            ({"backwards": True, "limit": 4}, 4),
+            ({"backwards": True, "from_version": 5, "limit": 9}, 5),
+            ({"limit": 0}, 0),
+        ]
+        for options, count in reads:
+            await check("acct-1", options, count)
+        assert await rows_store.read_stream_page("none", limit=5) == (0, [])
+        # A replaced stream's page and version are its replacement's.
+        await eventfold.transform(store, "acct-1", target=lambda s: s + "x", fn=lambda e: e)
+        await store.append("acct-1x", [Deposited(amount=8)], expected_version=7)
+        await check("acct-1", {"limit": 3}, 3)
+        version, rows = await rows_store.read_stream_page("acct-1", backwards=True, limit=1)
+        assert version == 8
+        assert [row[1:3] for row in rows] == [("acct-1x", 8)]
+        with pytest.raises(eventfold.InvalidInput):
+            await rows_store.read_stream_page("acct-1", limit=-1)

@@ -204,6 +204,20 @@ class SupportsRowReads(Protocol):
         """`EventStore.read_stream`'s rows, in pages."""
         ...
 
+    async def read_stream_page(
+        self,
+        stream_id: str,
+        *,
+        from_version: int | None = None,
+        backwards: bool = False,
+        limit: int,
+    ) -> tuple[int, list[Row]]:
+        """The stream's version (as `EventStore.stream_version` gives it) and the rows of
+        at most ``limit`` of its events (those `read_stream_rows` yields, in one list): a
+        page and its ETag. The version is read first, so it is never newer than the rows;
+        a backend reads both in one round trip where it can."""
+        ...
+
     def read_all_rows(
         self,
         *,

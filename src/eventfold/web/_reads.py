@@ -95,22 +95,20 @@ async def read_stream(api: Api, request: Request) -> Response:
             raise bad("cursor", "cursor is not a cursor of this listing; pass a page's `next`")
         start = int(cursor)
     store = api.store
-    version = await store.stream_version(stream_id)
     last: int | None = None  # the version of the last event looked at
     row_reads = api.row_reads
+    # The version (the ETag) is read before the events, never after: an ETag newer than
+    # the page would let a client append over events it has not seen.
     if match is None and row_reads is not None:
-        rows = [
-            row
-            async for rows_page in row_reads.read_stream_rows(
-                stream_id, from_version=start, backwards=backwards, limit=size
-            )
-            for row in rows_page
-        ]
+        version, rows = await row_reads.read_stream_page(
+            stream_id, from_version=start, backwards=backwards, limit=size
+        )
         events = await _rows_shown(store, row_reads.codec, rows)
         more = len(rows) == size
         if rows:
             last = rows[-1][2]
     else:
+        version = await store.stream_version(stream_id)
         budget = size if match is None else size * api.limits.scan_factor
         scanned = [
             e

@@ -27,11 +27,11 @@ created if missing), ``pool_min_size`` and ``pool_max_size``.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from functools import partial
 from operator import itemgetter
 from types import TracebackType
-from typing import Any, Final, Self, cast
+from typing import Any, Final, Self, TypeVar, cast
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
@@ -97,6 +97,7 @@ DEFAULT_SCHEMA: Final = "eventfold"
 """The schema the store's tables live in unless the URL says ``?schema=...``."""
 
 _MAX_VERSION: Final = MAX_STORED_INT
+_T = TypeVar("_T")
 
 _Pool = AsyncConnectionPool[psycopg.AsyncConnection[tuple[Any, ...]]]
 
@@ -316,6 +317,32 @@ class PostgresStore(UnitOfWorkSupport):
         (For this backend's own modules, the read-model store first: not part of the
         `EventStore` port.)
         """
+
+        async def run(conn: psycopg.AsyncConnection[Any]) -> Rows:
+            cur = await conn.execute(query, params, binary=True)
+            return await cur.fetchall()
+
+        return await self._on_pooled(run, raw=raw)
+
+    async def fetch_together(self, statements: Sequence[tuple[bytes, Any]]) -> list[Rows]:
+        """Run ``statements`` in order on one pooled connection, in one round trip
+        (psycopg's pipeline mode), and return the rows of each. Each statement sees what
+        was committed when it started (read committed), so one read first is never newer
+        than one read after it."""
+
+        async def run(conn: psycopg.AsyncConnection[Any]) -> list[Rows]:
+            async with conn.pipeline():
+                cursors = [await conn.execute(q, p, binary=True) for q, p in statements]
+            return [await cur.fetchall() for cur in cursors]
+
+        return await self._on_pooled(run, raw=False)
+
+    async def _on_pooled(
+        self, run: Callable[[psycopg.AsyncConnection[Any]], Awaitable[_T]], *, raw: bool
+    ) -> _T:
+        """``run`` on a pooled connection; a read is retried once on a new connection
+        when the server dropped the first, and driver errors are translated (not with
+        ``raw``)."""
         pool = self.require_pool()
         for attempt in range(2):
             conn: psycopg.AsyncConnection[Any] | None = None
@@ -325,8 +352,7 @@ class PostgresStore(UnitOfWorkSupport):
                 # cost that shows on a busy client.
                 conn = await pool.getconn()
                 try:
-                    cur = await conn.execute(query, params, binary=True)
-                    return await cur.fetchall()
+                    return await run(conn)
                 finally:
                     await pool.putconn(conn)
             except Exception as exc:
@@ -457,6 +483,45 @@ class PostgresStore(UnitOfWorkSupport):
             if rows:
                 yield cast(list[Row], rows)
 
+    async def read_stream_page(
+        self,
+        stream_id: str,
+        *,
+        from_version: int | None = None,
+        backwards: bool = False,
+        limit: int,
+    ) -> tuple[int, list[Row]]:
+        """The stream's version and at most ``limit`` of its rows (`SupportsRowReads`),
+        both in one round trip, the version read first, when one page holds them."""
+        self.require_pool()
+        check_stream_id(stream_id)
+        size = check_limit(limit)
+        if size is None or size > _paging.PAGE:
+            version = await self.stream_version(stream_id)
+            pages = self._stream_pages(stream_id, from_version, backwards, size, True)
+            return version, [cast(Row, row) async for page in pages for row in page]
+        _, first, params = self._stream_query(from_version, backwards)
+        params |= {"sid": stream_id, "n": size}
+        found, rows = await self.fetch_together(
+            [(self.statements.stream_version, {"sid": stream_id}), (first, params)]
+        )
+        return (int(found[0][0]) if found else 0), cast(list[Row], rows)
+
+    def _stream_query(
+        self, from_version: int | None, backwards: bool
+    ) -> tuple[bytes, bytes, dict[str, Any]]:
+        """A stream read's query by id, its query following an alias (for the first
+        page) and their ``at`` parameter."""
+        start = check_from_version(from_version)
+        st = self.statements
+        if backwards:
+            return (
+                st.read_backwards,
+                st.follow_backwards,
+                {"at": _MAX_VERSION if start is None else start},
+            )
+        return st.read_forwards, st.follow_forwards, {"at": max(start or 1, 1)}
+
     def _stream_pages(
         self,
         stream_id: str,
@@ -468,15 +533,9 @@ class PostgresStore(UnitOfWorkSupport):
         self.require_pool()
         check_stream_id(stream_id)
         limit = check_limit(limit)
-        start = check_from_version(from_version)
-        st = self.statements
-        if backwards:
-            query, follow, step = st.read_backwards, st.follow_backwards, -1
-            at = _MAX_VERSION if start is None else start
-        else:
-            query, follow, step = st.read_forwards, st.follow_forwards, 1
-            at = max(start or 1, 1)
-        params: dict[str, Any] = {"sid": stream_id, "at": at}
+        query, follow, params = self._stream_query(from_version, backwards)
+        step = -1 if backwards else 1
+        params["sid"] = stream_id
 
         def advance(last: tuple[Any, ...]) -> None:
             # The later pages read the stream the first one found, by id.

@@ -207,6 +207,22 @@ class SQLiteReads:
             async for page in pages:
                 yield page
 
+    async def read_stream_page(
+        self,
+        stream_id: str,
+        *,
+        from_version: int | None = None,
+        backwards: bool = False,
+        limit: int,
+    ) -> tuple[int, list[Row]]:
+        """The stream's version, then at most ``limit`` of its rows (`SupportsRowReads`):
+        the version is read inline on the writer's connection, microseconds before."""
+        version = await self.stream_version(stream_id)
+        pages = self.read_stream_rows(
+            stream_id, from_version=from_version, backwards=backwards, limit=limit
+        )
+        return version, [row async for page in pages for row in page]
+
     def _stream_pages(
         self,
         stream_id: str,
