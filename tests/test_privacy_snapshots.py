@@ -260,15 +260,15 @@ async def test_without_a_protector_a_sealed_snapshot_is_unusable_and_not_replace
 def test_a_scan_notes_subjects_and_fields_that_read_as_replacements() -> None:
     scan = SubjectScan()
     scan.payloads([Noted(n=1), ANN])
-    assert (scan.subjects, scan.replaced) == ({"c-1"}, False)
+    assert (scan.subjects, scan.replaced) == (frozenset({"c-1"}), False)
     # A row of a load: (version, payload, recorded time); an int subject reads as text.
     # The friend's fields read as replacements: nothing of theirs to seal for.
     erased_friend = Referred(referrer_id="c-2", referrer_name="Bo", friend_id=7, friend_email="?")
     scan.rows([(2, erased_friend, 0)])
-    assert (scan.subjects, scan.replaced) == ({"c-1", "c-2"}, True)
+    assert (scan.subjects, scan.replaced) == (frozenset({"c-1", "c-2"}), True)
     scan = SubjectScan()
     scan.payloads([{"customer_id": "c-1"}, "text", None])
-    assert (scan.subjects, scan.replaced) == (set(), False)
+    assert (scan.subjects, scan.replaced) == (frozenset(), False)
 
 
 async def test_a_cached_state_of_a_forgotten_subject_is_never_snapshotted(

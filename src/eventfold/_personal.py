@@ -46,6 +46,11 @@ PERSONAL_KEY = "$personal"
 
 _NO_REPLACEMENT: Any = object()
 
+_marked = False
+"""Whether any `Personal` marker was made in this process: until one is, no class has
+personal fields (a class's markers are made as its annotations are evaluated, which
+decoding or encoding one of its events does first), and `SubjectScan` skips its work."""
+
 
 class Personal:
     """Marks a top-level field of an `Event` class as personal data of a data subject::
@@ -71,6 +76,8 @@ class Personal:
             )
         self.subject = subject
         self.replacement = replacement
+        global _marked
+        _marked = True
 
     def __repr__(self) -> str:
         if self.replacement is _NO_REPLACEMENT:
@@ -296,17 +303,21 @@ class SubjectScan:
     their replacement values (a forgotten subject, or a sealed event read with no
     protector): such a subject is not noted, as the event holds nothing of theirs.
 
-    An event of a class without personal fields costs one dict lookup by its class.
+    An event of a class without personal fields costs one dict lookup by its class, and
+    nothing at all in a process where no class has any.
     """
 
     __slots__ = ("replaced", "subjects")
 
-    def __init__(self, subjects: Iterable[str] = (), replaced: bool = False) -> None:
-        self.subjects: set[str] = set(subjects)
+    def __init__(self, subjects: frozenset[str] = frozenset(), replaced: bool = False) -> None:
+        self.subjects = subjects
+        """Replaced by a new set as a subject is added (a fold seldom adds any)."""
         self.replaced = replaced
 
     def rows(self, rows: Iterable[Sequence[Any]]) -> None:
         """Note the payloads of a fold's rows (``row[1]``, as `LoadRow`)."""
+        if not _marked:
+            return
         plans = _plans
         for row in rows:
             payload = row[1]
@@ -316,6 +327,8 @@ class SubjectScan:
 
     def payloads(self, payloads: Iterable[Any]) -> None:
         """Note events' payloads."""
+        if not _marked:
+            return
         plans = _plans
         for payload in payloads:
             plan = plans.get(type(payload), _UNSEEN)
@@ -337,7 +350,8 @@ class SubjectScan:
             if not isinstance(value, str):
                 built = msgspec.to_builtins(value)
                 value = built if isinstance(built, str) else _encoder.encode(built).decode()
-            self.subjects.add(value)
+            if value not in self.subjects:
+                self.subjects = self.subjects | {value}
 
 
 def redacted(payload: Any) -> Any:

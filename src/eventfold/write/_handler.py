@@ -60,6 +60,7 @@ E = TypeVar("E", bound=Event)
 
 _COMMAND_NAMESPACE = uuid.UUID("6f1c2b0e-6a43-4a53-9b39-0b8c1e7d2f10")
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_NO_SUBJECTS: frozenset[str] = frozenset()
 
 
 class _Ids:
@@ -279,7 +280,7 @@ class CommandHandler(Generic[C, S, E]):
                     loaded.snapshot_version,
                     loaded.snapshot_taken,
                     loaded.replayed,
-                    frozenset(scan.subjects),
+                    scan.subjects,
                     scan.replaced,
                 )
                 self._remember(stream_id, after)
@@ -365,7 +366,9 @@ class CommandHandler(Generic[C, S, E]):
                 max_version=at_version,
                 max_recorded_us=max_us,
             )
-            snapshot, subjects, discarded = await self._opened(rows.snapshot)
+            snapshot, subjects, discarded = rows.snapshot, _NO_SUBJECTS, False
+            if snapshot is not None and is_sealed(snapshot.data):
+                snapshot, subjects, discarded = await self._opened(snapshot)
             if not discarded:
                 snapshot, discarded = self._usable(snapshot)
         else:
@@ -421,7 +424,7 @@ class CommandHandler(Generic[C, S, E]):
             snapshot.version if snapshot else 0,
             taken,
             fold.replayed,
-            frozenset(scan.subjects),
+            scan.subjects,
             scan.replaced,
         )
 
@@ -438,7 +441,7 @@ class CommandHandler(Generic[C, S, E]):
             scan.payloads((recorded.data,))
             version = recorded.version
             replayed += 1
-        loaded = Loaded(state, version, 0, None, replayed, frozenset(scan.subjects), scan.replaced)
+        loaded = Loaded(state, version, 0, None, replayed, scan.subjects, scan.replaced)
         if replace and self.options.check_determinism:
             await self._check_determinism(stream_id, version)
         if replace and version > 0:
@@ -465,27 +468,25 @@ class CommandHandler(Generic[C, S, E]):
         """The snapshot to start from, the subjects it was sealed for, and whether an
         unusable one was found instead."""
         if self.snapshot_store is None:
-            return None, frozenset(), False
+            return None, _NO_SUBJECTS, False
         snapshot = await self.snapshot_store.load_snapshot(
             stream_id,
             self.decider.state_type,
             max_version=at_version,
             max_recorded_us=max_us,
         )
-        snapshot, subjects, discarded = await self._opened(snapshot)
-        if discarded:
-            return None, subjects, True
+        subjects = _NO_SUBJECTS
+        if snapshot is not None and is_sealed(snapshot.data):
+            snapshot, subjects, discarded = await self._opened(snapshot)
+            if discarded:
+                return None, subjects, True
         snapshot, discarded = self._usable(snapshot)
         return snapshot, subjects, discarded
 
-    async def _opened(
-        self, snapshot: Snapshot | None
-    ) -> tuple[Snapshot | None, frozenset[str], bool]:
-        """``snapshot`` with its state opened if it is sealed (`_sealed`), the subjects
-        it was sealed for, and whether it is unusable: a subject was forgotten, it does
-        not authenticate, or no protector is attached to open it."""
-        if snapshot is None or not is_sealed(snapshot.data):
-            return snapshot, frozenset(), False
+    async def _opened(self, snapshot: Snapshot) -> tuple[Snapshot | None, frozenset[str], bool]:
+        """Sealed ``snapshot`` with its state opened (`_sealed`), the subjects it was
+        sealed for, and whether it is unusable: a subject was forgotten, it does not
+        authenticate, or no protector is attached to open it."""
         protector = self._codec.protector if self._codec is not None else None
         if protector is None:
             log.info(
@@ -494,7 +495,7 @@ class CommandHandler(Generic[C, S, E]):
                 snapshot.stream_id,
                 snapshot.version,
             )
-            return None, frozenset(), True
+            return None, _NO_SUBJECTS, True
         try:
             plain, subjects = await asyncio.to_thread(open_state, protector, snapshot)
         except SealedStateUnusable as exc:
@@ -506,7 +507,7 @@ class CommandHandler(Generic[C, S, E]):
                 snapshot.version,
                 exc,
             )
-            return None, frozenset(), True
+            return None, _NO_SUBJECTS, True
         return msgspec.structs.replace(snapshot, data=plain), subjects, False
 
     def _usable(self, snapshot: Snapshot | None) -> tuple[Snapshot | None, bool]:
