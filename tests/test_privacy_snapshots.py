@@ -282,6 +282,7 @@ async def test_a_cached_state_of_a_forgotten_subject_is_never_snapshotted(
     # dropped from the cache as its snapshot is refused.
     cached = await handler.handle("book-1", Noted(n=1))
     assert cached.state.names == {"c-1": "Ann Smith"}
+    assert await privacy.is_forgotten("c-1")  # sealing made no key for them
     snap = await raw_snapshot(store)
     assert snap.version == 1
     assert b"Ann" not in snap.data

@@ -368,7 +368,7 @@ class CommandHandler(Generic[C, S, E]):
             )
             snapshot, subjects, discarded = rows.snapshot, _NO_SUBJECTS, False
             if snapshot is not None and is_sealed(snapshot.data):
-                snapshot, subjects, discarded = await self._opened(snapshot)
+                snapshot, subjects, discarded = self._opened(snapshot)
             if not discarded:
                 snapshot, discarded = self._usable(snapshot)
         else:
@@ -477,13 +477,13 @@ class CommandHandler(Generic[C, S, E]):
         )
         subjects = _NO_SUBJECTS
         if snapshot is not None and is_sealed(snapshot.data):
-            snapshot, subjects, discarded = await self._opened(snapshot)
+            snapshot, subjects, discarded = self._opened(snapshot)
             if discarded:
                 return None, subjects, True
         snapshot, discarded = self._usable(snapshot)
         return snapshot, subjects, discarded
 
-    async def _opened(self, snapshot: Snapshot) -> tuple[Snapshot | None, frozenset[str], bool]:
+    def _opened(self, snapshot: Snapshot) -> tuple[Snapshot | None, frozenset[str], bool]:
         """Sealed ``snapshot`` with its state opened (`_sealed`), the subjects it was
         sealed for, and whether it is unusable: a subject was forgotten, it does not
         authenticate, or no protector is attached to open it."""
@@ -497,7 +497,8 @@ class CommandHandler(Generic[C, S, E]):
             )
             return None, _NO_SUBJECTS, True
         try:
-            plain, subjects = await asyncio.to_thread(open_state, protector, snapshot)
+            # On the loop, as the codec opens sealed events: the keys are cached.
+            plain, subjects = open_state(protector, snapshot)
         except SealedStateUnusable as exc:
             log.log(
                 logging.INFO if exc.forgotten else logging.WARNING,
@@ -605,7 +606,7 @@ class CommandHandler(Generic[C, S, E]):
             return None
         # Keyed by the stream the events came from: a replaced stream's replacement.
         sid = last[0].stream_id
-        data = await self._state_data(sid, loaded)
+        data = self._state_data(sid, loaded)
         if data is None:
             return None
         now_us = (dt.datetime.now(dt.UTC) - _EPOCH) // dt.timedelta(microseconds=1)
@@ -622,7 +623,7 @@ class CommandHandler(Generic[C, S, E]):
         await self.snapshot_store.save_snapshot(snapshot)
         return snapshot
 
-    async def _state_data(self, stream_id: str, loaded: Loaded[S]) -> bytes | None:
+    def _state_data(self, stream_id: str, loaded: Loaded[S]) -> bytes | None:
         """A snapshot's data for ``loaded``: its state encoded, and sealed for the data
         subjects it holds (`_sealed`). None when it must not be stored: it holds a
         subject forgotten since it was folded (a cached state), or it folded sealed
@@ -643,8 +644,7 @@ class CommandHandler(Generic[C, S, E]):
             return plain
         if not loaded.subjects:
             return plain
-        sealed = await asyncio.to_thread(
-            seal_state,
+        sealed = seal_state(
             protector,
             loaded.subjects,
             stream_id,
