@@ -20,6 +20,8 @@ warm-up.
 - ``privacy_append_known``: the same appends again to the same store, every key known and
   cached (the steady state of a running service).
 - ``privacy_read_all``: ``read_all`` over the first appends, every event opened.
+- ``privacy_snapshot_load``: ``CommandHandler.load`` of up to 500 streams from a
+  snapshot at their last event (loads/s): sealed for the stream's subject against plain.
 
 stdout carries one JSON line per figure (``rate``, ``plain_rate`` in events/s and
 ``ratio`` = personal / plain); progress goes to stderr.
@@ -37,6 +39,8 @@ import tempfile
 import time
 import uuid
 from typing import Annotated, Any
+
+import msgspec
 
 import eventfold
 from eventfold import Personal
@@ -59,6 +63,23 @@ class PlainRegistered(eventfold.Event):
     plan: str
 
 
+class Names(msgspec.Struct):
+    names: dict[str, str] = {}
+
+
+def evolve(state: Names, event: Any) -> Names:
+    return Names({**state.names, event.customer_id: event.name})
+
+
+def decide(command: Any, state: Names) -> list[Any]:
+    return [command]
+
+
+NAMES: eventfold.Decider[Any, Names, Any] = eventfold.Decider(
+    initial_state=Names(), evolve=evolve, decide=decide
+)
+
+
 def events(cls: type[Any], n: int, subjects: int) -> dict[str, list[Any]]:
     """``n`` events of ``cls``, by stream (one per subject)."""
     out: dict[str, list[Any]] = {}
@@ -71,8 +92,9 @@ def events(cls: type[Any], n: int, subjects: int) -> dict[str, list[Any]]:
 
 async def run_once(
     url: str, streams: dict[str, list[Any]], personal: bool
-) -> tuple[float, float, float]:
-    """Seconds to append ``streams``, to read them all back, and to append them again."""
+) -> tuple[float, float, float, float]:
+    """Seconds to append ``streams``, to read them all back, to append them again, and
+    to load `LOADS` of them from their snapshots."""
     async with eventfold.connect(url) as store:
         if personal:
             await eventfold.privacy.enable(store).ready()
@@ -98,7 +120,19 @@ async def run_once(
         for stream, batch in batches:
             await store.append(stream, batch, expected_version=eventfold.ANY)
         again = time.perf_counter() - start
-        return appended, read, again
+        handler = eventfold.CommandHandler(store, NAMES)
+        loaded = list(streams)[:LOADS]
+        for stream in loaded:
+            await handler.snapshot(stream)
+        gc.collect()
+        start = time.perf_counter()
+        for stream in loaded:
+            await handler.load(stream)
+        loads = (time.perf_counter() - start) * LOADS / len(loaded)
+        return appended, read, again, loads
+
+
+LOADS = 500
 
 
 async def main(args: argparse.Namespace) -> int:
@@ -117,7 +151,7 @@ async def main(args: argparse.Namespace) -> int:
 
     sealed = events(Registered, args.events, args.subjects)
     plain = events(PlainRegistered, args.events, args.subjects)
-    times: dict[bool, list[tuple[float, float, float]]] = {True: [], False: []}
+    times: dict[bool, list[tuple[float, float, float, float]]] = {True: [], False: []}
     try:
         for run in range(args.runs + 1):
             for personal in (True, False):
@@ -133,18 +167,20 @@ async def main(args: argparse.Namespace) -> int:
                 for schema in schemas:
                     conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         tmp.cleanup()
-    for index, name in ((0, "append"), (2, "append_known"), (1, "read_all")):
+    figures = ((0, "append"), (2, "append_known"), (1, "read_all"), (3, "snapshot_load"))
+    for index, name in figures:
         with_ = statistics.median(t[index] for t in times[True])
         without = statistics.median(t[index] for t in times[False])
+        count = LOADS if name == "snapshot_load" else args.events
         line = {
             "backend": args.backend,
             "workload": f"privacy_{name}",
             "events": args.events,
             "subjects": args.subjects,
             "runs": args.runs,
-            "unit": "events/s",
-            "rate": round(args.events / with_),
-            "plain_rate": round(args.events / without),
+            "unit": "loads/s" if name == "snapshot_load" else "events/s",
+            "rate": round(count / with_),
+            "plain_rate": round(count / without),
             "ratio": round(without / with_, 3),
         }
         print(json.dumps(line), flush=True)

@@ -13,7 +13,7 @@ import binascii
 import functools
 import types
 import typing
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -28,6 +28,7 @@ __all__ = [
     "PersonalFields",
     "Protector",
     "SubjectGroup",
+    "SubjectScan",
     "associated_data",
     "b64decode",
     "b64encode",
@@ -44,6 +45,11 @@ PERSONAL_KEY = "$personal"
 """The reserved metadata key that holds an event's sealed personal fields."""
 
 _NO_REPLACEMENT: Any = object()
+
+_marked = False
+"""Whether any `Personal` marker was made in this process: until one is, no class has
+personal fields (a class's markers are made as its annotations are evaluated, which
+decoding or encoding one of its events does first), and `SubjectScan` skips its work."""
 
 
 class Personal:
@@ -70,6 +76,8 @@ class Personal:
             )
         self.subject = subject
         self.replacement = replacement
+        global _marked
+        _marked = True
 
     def __repr__(self) -> str:
         if self.replacement is _NO_REPLACEMENT:
@@ -123,6 +131,21 @@ class Protector(Protocol):
     def page(self, key_ids: list[bytes]) -> AbstractContextManager[None]:
         """Within this block (on this thread), the keys ``key_ids`` name are at hand: a
         page's keys looked up in one round trip, not one per row it opens."""
+        ...
+
+    def current_keys(self, subjects: Sequence[str]) -> dict[str, bytes]:
+        """The ids of the current keys of those of ``subjects`` that have one. Never
+        makes a key: a forgotten subject must not get a new one (a snapshot's seal)."""
+        ...
+
+    def seal_with(self, key_ids: Sequence[bytes], plaintext: bytes, aad: bytes) -> bytes:
+        """``plaintext`` encrypted so that opening it needs every key of ``key_ids``
+        (a snapshot's state, which may hold the fields of several subjects)."""
+        ...
+
+    def open_with(self, key_ids: Sequence[bytes], sealed: bytes, aad: bytes) -> bytes | None:
+        """The plaintext of `seal_with`'s output, or None when any of the keys no longer
+        exists; `ValueError` when ``sealed`` does not authenticate against ``aad``."""
         ...
 
 
@@ -242,6 +265,93 @@ def _inspect(cls: type[Any]) -> PersonalFields | None:
         tuple(names),
         tuple(values),
     )
+
+
+_SubjectPlan = tuple[tuple[str, tuple[str, ...], tuple[Any, ...]], ...]
+"""Per subject field of a class (attribute name): its personal fields' attribute names
+and their replacement values."""
+
+_plans: dict[type[Any], _SubjectPlan | None] = {}
+_UNSEEN: Any = object()
+
+
+def _subject_plan(cls: type[Any]) -> _SubjectPlan | None:
+    if cls in _plans:
+        return _plans[cls]
+    plan: _SubjectPlan | None
+    try:
+        found = personal_fields(cls) if issubclass(cls, msgspec.Struct) else None
+    except InvalidEvent:
+        found = None  # such a class was never stored sealed: its encode refused it
+    if found is None:
+        plan = None
+    else:
+        attr = {f.encode_name: f.name for f in msgspec.structs.fields(cls)}
+        value = dict(zip(found.names, found.values, strict=True))
+        plan = tuple(
+            (attr[g.subject], names, tuple(value[n] for n in names))
+            for g in found.groups
+            for names in [tuple(attr[f] for f in g.fields)]
+        )
+    _plans[cls] = plan
+    return plan
+
+
+class SubjectScan:
+    """The data subjects whose personal values a fold has seen (a snapshot of the state
+    must be sealed for them), and whether some event's fields of a subject all read as
+    their replacement values (a forgotten subject, or a sealed event read with no
+    protector): such a subject is not noted, as the event holds nothing of theirs.
+
+    An event of a class without personal fields costs one dict lookup by its class, and
+    nothing at all in a process where no class has any.
+    """
+
+    __slots__ = ("replaced", "subjects")
+
+    def __init__(self, subjects: frozenset[str] = frozenset(), replaced: bool = False) -> None:
+        self.subjects = subjects
+        """Replaced by a new set as a subject is added (a fold seldom adds any)."""
+        self.replaced = replaced
+
+    def rows(self, rows: Iterable[Sequence[Any]]) -> None:
+        """Note the payloads of a fold's rows (``row[1]``, as `LoadRow`)."""
+        if not _marked:
+            return
+        plans = _plans
+        for row in rows:
+            payload = row[1]
+            plan = plans.get(type(payload), _UNSEEN)
+            if plan is not None:
+                self._note(payload, plan)
+
+    def payloads(self, payloads: Iterable[Any]) -> None:
+        """Note events' payloads."""
+        if not _marked:
+            return
+        plans = _plans
+        for payload in payloads:
+            plan = plans.get(type(payload), _UNSEEN)
+            if plan is not None:
+                self._note(payload, plan)
+
+    def _note(self, payload: Any, plan: Any) -> None:
+        if plan is _UNSEEN:
+            plan = _subject_plan(type(payload))
+            if plan is None:
+                return
+        for subject, names, replacements in plan:
+            value = getattr(payload, subject)
+            if value is None:
+                continue
+            if all(getattr(payload, n) == r for n, r in zip(names, replacements, strict=True)):
+                self.replaced = True  # nothing of theirs here (or nothing readable)
+                continue
+            if not isinstance(value, str):
+                built = msgspec.to_builtins(value)
+                value = built if isinstance(built, str) else _encoder.encode(built).decode()
+            if value not in self.subjects:
+                self.subjects = self.subjects | {value}
 
 
 def redacted(payload: Any) -> Any:

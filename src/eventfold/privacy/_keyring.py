@@ -7,7 +7,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -24,6 +24,7 @@ _WRAPPED = b"\x01"
 """Stored material prefix: nonce and the key sealed with the master key."""
 _NONCE = 12
 _KEY_ID = 16
+_TAG = 16
 _WRITTEN = 16
 """Transactions remembered per pending key (see `_Pending.written`)."""
 
@@ -233,6 +234,61 @@ class KeyRing:
         except InvalidTag:
             raise ValueError(
                 "the ciphertext does not authenticate: it was altered or belongs to another event"
+            ) from None
+
+    def current_keys(self, subjects: Sequence[str]) -> dict[str, bytes]:
+        now = time.monotonic()
+        found: dict[str, bytes] = {}
+        for subject in subjects:
+            with self._lock:
+                hit = self._current.get(subject)
+                mine = self._pending_of.get(subject)
+            if hit is not None and hit[1] > now:
+                found[subject] = hit[0]
+            elif mine is not None and self._still_pending(mine):
+                found[subject] = mine
+            else:
+                stored = self._keys.current(subject)
+                if stored is None:
+                    continue  # forgotten (or never sealed for): left out, never made
+                key_id, material = stored
+                aead = AESGCM(self._unwrap(key_id, material))
+                with self._lock:
+                    self._stored(key_id)
+                    self._put(self._current, subject, key_id, now)
+                    self._put(self._aead, key_id, aead, now)
+                found[subject] = key_id
+        return found
+
+    def seal_with(self, key_ids: Sequence[bytes], plaintext: bytes, aad: bytes) -> bytes:
+        # A fresh data key seals the plaintext; it is then sealed under each subject's
+        # key in turn, so opening it takes every one of them.
+        data_key = AESGCM.generate_key(bit_length=256)
+        nonce = os.urandom(_NONCE)
+        body = nonce + AESGCM(data_key).encrypt(nonce, plaintext, aad)
+        wrapped = data_key
+        for key_id in key_ids:
+            wrapped = self.seal(key_id, wrapped, aad)
+        return len(key_ids).to_bytes(2, "big") + wrapped + body
+
+    def open_with(self, key_ids: Sequence[bytes], sealed: bytes, aad: bytes) -> bytes | None:
+        count = int.from_bytes(sealed[:2], "big")
+        size = 32 + count * (_NONCE + _TAG)
+        if count != len(key_ids) or len(sealed) <= 2 + size + _NONCE:
+            raise ValueError("the sealed state is cut short or names other keys")
+        wrapped, body = sealed[2 : 2 + size], sealed[2 + size :]
+        with self.page(list(key_ids)):
+            for key_id in reversed(key_ids):
+                opened = self.open(key_id, wrapped, aad)
+                if opened is None:
+                    return None
+                wrapped = opened
+        try:
+            return AESGCM(wrapped).decrypt(body[:_NONCE], body[_NONCE:], aad)
+        except InvalidTag:
+            raise ValueError(
+                "the sealed state does not authenticate: it was altered or belongs to "
+                "another snapshot"
             ) from None
 
     def exists(self, key_ids: list[bytes]) -> set[bytes]:

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from .._codec import LoadRow
 from .._events import RecordedEvent
+from .._personal import SubjectScan
 from ..store.ports import LoadRows, Snapshot
 
 if TYPE_CHECKING:
@@ -47,18 +48,26 @@ def snapshot_fits(snapshot: Snapshot, rows: LoadRows) -> bool:
 class Fold(Generic[S]):
     """Folds a load's events, a page at a time, onto the state it starts from.
 
-    ``max_us`` stops the fold at the first event recorded after it.
+    ``max_us`` stops the fold at the first event recorded after it. ``scan`` notes the
+    data subjects of the personal fields folded (a snapshot of the state is sealed for
+    them).
     """
 
-    __slots__ = ("evolve", "max_us", "replayed", "state", "version")
+    __slots__ = ("evolve", "max_us", "replayed", "scan", "state", "version")
 
     def __init__(
-        self, evolve: Callable[[S, Any], S], state: S, version: int, max_us: int | None
+        self,
+        evolve: Callable[[S, Any], S],
+        state: S,
+        version: int,
+        max_us: int | None,
+        scan: SubjectScan,
     ) -> None:
         self.evolve = evolve
         self.state = state
         self.version = version
         self.max_us = max_us
+        self.scan = scan
         self.replayed = 0
 
     def feed(self, page: Sequence[LoadRow]) -> bool:
@@ -76,6 +85,7 @@ class Fold(Generic[S]):
         for row in page:
             state = evolve(state, row[1])
         self.state = state
+        self.scan.rows(page)
         self.version = page[-1][0]
         self.replayed += len(page)
         return going

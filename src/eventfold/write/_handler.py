@@ -23,7 +23,9 @@ from typing import Any, Generic, TypeVar
 
 import msgspec
 
+from .._codec import Codec
 from .._events import Event, NewEvent, RecordedEvent
+from .._personal import SubjectScan
 from .._position import NO_STREAM, ExpectedVersion, Position
 from ..errors import (
     DecodeError,
@@ -45,6 +47,7 @@ from ..store.ports import (
 from ..store.protocol import EventStore
 from ._decider import Decider
 from ._fold import Fold, ReadForLoad, rows_from_stream, snapshot_fits
+from ._sealed import SealedStateUnusable, is_sealed, open_state, seal_state
 from ._snapshots import SnapshotContext, SnapshotStrategy, decode_state, encode_state
 
 __all__ = ["CommandHandler", "CommandResult", "HandlerOptions", "Loaded", "command_event_ids"]
@@ -57,6 +60,7 @@ E = TypeVar("E", bound=Event)
 
 _COMMAND_NAMESPACE = uuid.UUID("6f1c2b0e-6a43-4a53-9b39-0b8c1e7d2f10")
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_NO_SUBJECTS: frozenset[str] = frozenset()
 
 
 class _Ids:
@@ -131,6 +135,12 @@ class Loaded(Generic[S]):
     snapshot_taken: dt.datetime | None = None
     replayed: int = 0
     """Events folded on top of the snapshot (or from scratch)."""
+    subjects: frozenset[str] = frozenset()
+    """The data subjects whose personal values (`eventfold.Personal`) the state was
+    folded from, the snapshot's included: a snapshot of it is sealed for them."""
+    replaced: bool = False
+    """Whether some event's personal fields of a subject all read as their replacement
+    values (forgotten, or sealed and read with no protector attached)."""
 
 
 @dataclass(frozen=True)
@@ -170,6 +180,7 @@ class CommandHandler(Generic[C, S, E]):
         found = snapshot_store or own
         self.snapshot_store: SnapshotStore | None = found
         self._cache: OrderedDict[str, Loaded[S]] = OrderedDict()
+        self._codec: Codec | None = store.codec if isinstance(store, SupportsCodec) else None
         # The backend's one-trip read of a snapshot and the events after it, when the
         # snapshots are its own.
         self._read_for_load: ReadForLoad | None = (
@@ -261,12 +272,16 @@ class CommandHandler(Generic[C, S, E]):
             new_state = self.decider.fold(events, self._copy(loaded.state))
             keep = self.options.cache_size or self.options.snapshots is not None
             if keep and unit_of_work is None:
+                scan = SubjectScan(loaded.subjects, loaded.replaced)
+                scan.payloads(events)
                 after = Loaded(
                     new_state,
                     appended.version,
                     loaded.snapshot_version,
                     loaded.snapshot_taken,
                     loaded.replayed,
+                    scan.subjects,
+                    scan.replaced,
                 )
                 self._remember(stream_id, after)
                 await self._maybe_snapshot(stream_id, after, events)
@@ -351,9 +366,13 @@ class CommandHandler(Generic[C, S, E]):
                 max_version=at_version,
                 max_recorded_us=max_us,
             )
-            snapshot, discarded = self._usable(rows.snapshot)
+            snapshot, subjects, discarded = rows.snapshot, _NO_SUBJECTS, False
+            if snapshot is not None and is_sealed(snapshot.data):
+                snapshot, subjects, discarded = self._opened(snapshot)
+            if not discarded:
+                snapshot, discarded = self._usable(snapshot)
         else:
-            snapshot, discarded = await self._snapshot_for(stream_id, at_version, max_us)
+            snapshot, subjects, discarded = await self._snapshot_for(stream_id, at_version, max_us)
         state, taken = self.decider.start(), None
         if snapshot is not None:
             try:
@@ -386,7 +405,8 @@ class CommandHandler(Generic[C, S, E]):
                     snapshot.version,
                 )
             return await self._load_from_scratch(stream_id, at_version, max_us, replace=True)
-        fold = Fold(self.decider.evolve, state, snapshot.version if snapshot else 0, max_us)
+        scan = SubjectScan(subjects)
+        fold = Fold(self.decider.evolve, state, snapshot.version if snapshot else 0, max_us, scan)
         going = fold.feed(rows.first)
         rest = rows.rest
         if rest is not None:
@@ -399,7 +419,13 @@ class CommandHandler(Generic[C, S, E]):
         if self.options.check_determinism:
             await self._check_determinism(stream_id, version)
         return Loaded(
-            fold.state, version, snapshot.version if snapshot else 0, taken, fold.replayed
+            fold.state,
+            version,
+            snapshot.version if snapshot else 0,
+            taken,
+            fold.replayed,
+            scan.subjects,
+            scan.replaced,
         )
 
     async def _load_from_scratch(
@@ -407,13 +433,15 @@ class CommandHandler(Generic[C, S, E]):
     ) -> Loaded[S]:
         """Fold the whole stream; with ``replace``, snapshot the result in place of a bad one."""
         state, version, replayed = self.decider.start(), 0, 0
+        scan = SubjectScan()
         async for recorded in self.store.read_stream(stream_id, limit=at_version):
             if max_us is not None and recorded.recorded_us > max_us:
                 break
             state = self.decider.evolve(state, recorded.data)
+            scan.payloads((recorded.data,))
             version = recorded.version
             replayed += 1
-        loaded = Loaded(state, version, 0, None, replayed)
+        loaded = Loaded(state, version, 0, None, replayed, scan.subjects, scan.replaced)
         if replace and self.options.check_determinism:
             await self._check_determinism(stream_id, version)
         if replace and version > 0:
@@ -436,17 +464,52 @@ class CommandHandler(Generic[C, S, E]):
 
     async def _snapshot_for(
         self, stream_id: str, at_version: int | None, max_us: int | None
-    ) -> tuple[Snapshot | None, bool]:
-        """The snapshot to start from, and whether an unusable one was found instead."""
+    ) -> tuple[Snapshot | None, frozenset[str], bool]:
+        """The snapshot to start from, the subjects it was sealed for, and whether an
+        unusable one was found instead."""
         if self.snapshot_store is None:
-            return None, False
+            return None, _NO_SUBJECTS, False
         snapshot = await self.snapshot_store.load_snapshot(
             stream_id,
             self.decider.state_type,
             max_version=at_version,
             max_recorded_us=max_us,
         )
-        return self._usable(snapshot)
+        subjects = _NO_SUBJECTS
+        if snapshot is not None and is_sealed(snapshot.data):
+            snapshot, subjects, discarded = self._opened(snapshot)
+            if discarded:
+                return None, subjects, True
+        snapshot, discarded = self._usable(snapshot)
+        return snapshot, subjects, discarded
+
+    def _opened(self, snapshot: Snapshot) -> tuple[Snapshot | None, frozenset[str], bool]:
+        """Sealed ``snapshot`` with its state opened (`_sealed`), the subjects it was
+        sealed for, and whether it is unusable: a subject was forgotten, it does not
+        authenticate, or no protector is attached to open it."""
+        protector = self._codec.protector if self._codec is not None else None
+        if protector is None:
+            log.info(
+                "snapshot of %r at version %d is sealed for its data subjects and no "
+                "protector is attached (eventfold.privacy.enable); folding from the events",
+                snapshot.stream_id,
+                snapshot.version,
+            )
+            return None, _NO_SUBJECTS, True
+        try:
+            # On the loop, as the codec opens sealed events: the keys are cached.
+            plain, subjects = open_state(protector, snapshot)
+        except SealedStateUnusable as exc:
+            log.log(
+                logging.INFO if exc.forgotten else logging.WARNING,
+                "snapshot of %r at version %d cannot be opened (%s); folding from the "
+                "events and replacing it",
+                snapshot.stream_id,
+                snapshot.version,
+                exc,
+            )
+            return None, _NO_SUBJECTS, True
+        return msgspec.structs.replace(snapshot, data=plain), subjects, False
 
     def _usable(self, snapshot: Snapshot | None) -> tuple[Snapshot | None, bool]:
         """The snapshot if it can be used, and whether an unusable one was found instead."""
@@ -518,7 +581,18 @@ class CommandHandler(Generic[C, S, E]):
             saved = await self._save_snapshot(stream_id, after)
             if saved is not None:
                 taken = _EPOCH + dt.timedelta(microseconds=saved.taken_us)
-                self._remember(stream_id, Loaded(after.state, after.version, saved.version, taken))
+                self._remember(
+                    stream_id,
+                    Loaded(
+                        after.state,
+                        after.version,
+                        saved.version,
+                        taken,
+                        0,
+                        after.subjects,
+                        after.replaced,
+                    ),
+                )
         except Exception:  # a snapshot is an optimisation: it never fails the command
             log.exception("taking a snapshot of %r failed; the command succeeded", stream_id)
 
@@ -530,14 +604,18 @@ class CommandHandler(Generic[C, S, E]):
         ]
         if not last:
             return None
-        now_us = (dt.datetime.now(dt.UTC) - _EPOCH) // dt.timedelta(microseconds=1)
         # Keyed by the stream the events came from: a replaced stream's replacement.
+        sid = last[0].stream_id
+        data = self._state_data(sid, loaded)
+        if data is None:
+            return None
+        now_us = (dt.datetime.now(dt.UTC) - _EPOCH) // dt.timedelta(microseconds=1)
         snapshot = Snapshot(
-            last[0].stream_id,
+            sid,
             self.decider.state_type,
             loaded.version,
             self.decider.state_version,
-            encode_state(loaded.state),
+            data,
             last[0].raw_event_id,
             last[0].recorded_us,
             now_us,
@@ -545,7 +623,53 @@ class CommandHandler(Generic[C, S, E]):
         await self.snapshot_store.save_snapshot(snapshot)
         return snapshot
 
+    def _state_data(self, stream_id: str, loaded: Loaded[S]) -> bytes | None:
+        """A snapshot's data for ``loaded``: its state encoded, and sealed for the data
+        subjects it holds (`_sealed`). None when it must not be stored: it holds a
+        subject forgotten since it was folded (a cached state), or it folded sealed
+        personal fields read with no protector (their replacement values: a
+        privacy-enabled process would later start from it)."""
+        plain = encode_state(loaded.state)
+        if not loaded.subjects and not loaded.replaced:
+            return plain
+        protector = self._codec.protector if self._codec is not None else None
+        if protector is None:
+            if loaded.replaced:
+                log.debug(
+                    "not snapshotting %r: its state folded personal fields that read as "
+                    "replacement values and no protector is attached to tell sealed ones",
+                    stream_id,
+                )
+                return None
+            return plain
+        if not loaded.subjects:
+            return plain
+        sealed = seal_state(
+            protector,
+            loaded.subjects,
+            stream_id,
+            self.decider.state_type,
+            loaded.version,
+            self.decider.state_version,
+            plain,
+        )
+        if sealed is None:
+            log.info(
+                "not snapshotting %r: a data subject its state holds was forgotten since "
+                "it was folded; dropping it from the cache",
+                stream_id,
+            )
+            self._cache.pop(stream_id, None)
+        return sealed
+
     # -- cache -----------------------------------------------------------------------
+
+    def evict(self, stream_id: str) -> None:
+        """Drop the stream's state from this handler's in-process cache (``cache_size``),
+        so its next command loads it again: after a data subject of the stream is
+        forgotten, the cached state still holds their plain values. Other processes'
+        caches are their own."""
+        self._cache.pop(stream_id, None)
 
     def _remember(self, stream_id: str, loaded: Loaded[S]) -> None:
         size = self.options.cache_size
