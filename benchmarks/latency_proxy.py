@@ -16,19 +16,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 
 
 async def forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delay: float) -> None:
     """Copy ``reader`` to ``writer``, each chunk ``delay`` seconds later, then close it."""
     loop = asyncio.get_running_loop()
-    try:
-        while data := await reader.read(1 << 16):
-            loop.call_later(delay, writer.write, data)
-        await asyncio.sleep(delay)  # the last chunk goes out before the close
-    except ConnectionError:
-        pass
-    finally:
-        writer.close()
+    # A peer that resets the connection ends the copy, as it would end the connection.
+    with contextlib.suppress(ConnectionError):
+        try:
+            while data := await reader.read(1 << 16):
+                loop.call_later(delay, writer.write, data)
+            await asyncio.sleep(delay)  # the last chunk goes out before the close
+        finally:
+            writer.close()
 
 
 async def serve(listen: int, to_host: str, to_port: int, delay: float) -> None:
