@@ -1,12 +1,18 @@
-"""A forget reaches what a process holds in memory: `on_forget` listeners (a
-`CommandHandler`'s cache among them) drop what they hold."""
+"""A forget reaches every process at once: `Privacy.follow` tails the audit stream, and
+`on_forget` listeners (a `CommandHandler`'s cache among them) drop what they hold.
+
+Two store instances on one SQLite file or one PostgreSQL schema play two processes.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
+import time
 import weakref
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import msgspec
@@ -19,11 +25,16 @@ from eventfold import (
     EventStore,
     HandlerOptions,
     Personal,
+    Position,
+    StoreError,
     connect,
 )
-from eventfold.privacy import enable
+from eventfold.privacy import Privacy, enable
 from eventfold.privacy._keyring import KeyRing
 from eventfold.store import SupportsCodec, capability
+
+WAIT = 10.0
+"""Seconds a forget elsewhere may take to arrive here (far below the key cache's 3600)."""
 
 
 class Registered(Event):
@@ -60,6 +71,47 @@ def decide(command: Command, state: Book) -> Sequence[Event]:
 book: Decider[Command, Book, Event] = Decider(initial_state=Book(), evolve=evolve, decide=decide)
 
 ANN = Registered(customer_id="c-1", name="Ann Smith")
+ERASED = Registered(customer_id="c-1", name="<erased>")
+
+
+@dataclass
+class Process:
+    store: EventStore
+    privacy: Privacy
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def shared_url(request: pytest.FixtureRequest) -> str:
+    """One database that two store instances share."""
+    url: str = request.getfixturevalue(f"{request.param}_url")
+    return url
+
+
+@pytest.fixture
+async def two(shared_url: str) -> AsyncIterator[tuple[Process, Process]]:
+    """Processes A and B on one database, each caching keys for an hour; Ann is
+    registered by A and read by B (so B holds her key)."""
+    async with connect(shared_url) as a, connect(shared_url) as b:
+        pa = enable(a, cache_seconds=3600)
+        pb = enable(b, cache_seconds=3600)
+        await pa.ready()
+        await pb.ready()
+        await a.append("customer-1", [ANN], expected_version=0)
+        assert await read(b) == [ANN]
+        yield Process(a, pa), Process(b, pb)
+
+
+async def read(store: EventStore, stream: str = "customer-1") -> list[Any]:
+    return [e.data async for e in store.read_stream(stream)]
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
+    """Return once ``check()`` is true; fail after `WAIT` seconds."""
+    deadline = time.monotonic() + WAIT
+    while not await check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {WAIT} s waiting until {what}")
+        await asyncio.sleep(0.01)
 
 
 def ring_of(store: EventStore) -> KeyRing:
@@ -70,6 +122,70 @@ def ring_of(store: EventStore) -> KeyRing:
 
 def handler_of(store: EventStore) -> CommandHandler[Command, Book, Event]:
     return CommandHandler(store, book, options=HandlerOptions(cache_size=10))
+
+
+def our_tasks() -> list[str]:
+    return sorted(
+        t.get_name()
+        for t in asyncio.all_tasks()
+        if t.get_name() in {"eventfold:privacy-follow", "eventfold:wakeups"} and not t.done()
+    )
+
+
+# -- across processes -------------------------------------------------------------------------
+
+
+async def test_a_forget_elsewhere_reaches_a_follower_at_once(two: tuple[Process, Process]) -> None:
+    a, b = two
+    async with b.privacy.follow():
+        await a.privacy.forget("c-1")
+
+        async def erased() -> bool:
+            return await read(b.store) == [ERASED]
+
+        await eventually(erased, "B reads the replacement values")
+
+
+async def test_without_following_a_process_opens_with_its_cached_key(
+    two: tuple[Process, Process],
+) -> None:
+    a, b = two
+    await a.privacy.forget("c-1")
+    assert await read(a.store) == [ERASED]
+    assert await read(b.store) == [ANN]  # the window follow() closes
+
+
+async def test_a_forget_made_right_after_entering_is_not_missed(
+    two: tuple[Process, Process],
+) -> None:
+    a, b = two
+    heard: list[str] = []
+    b.privacy.on_forget(heard.append)
+    await a.privacy.forget("c-0")  # before following: not heard
+    async with b.privacy.follow():
+        await a.privacy.forget("c-1")
+
+        async def arrived() -> bool:
+            return heard == ["c-1"]
+
+        await eventually(arrived, "B hears of c-1")
+
+
+async def test_a_handler_elsewhere_drops_the_subjects_cached_states(
+    two: tuple[Process, Process],
+) -> None:
+    a, b = two
+    handler = handler_of(b.store)
+    cached = await handler.handle("customer-1", Noted(n=1))
+    assert cached.state.names == {"c-1": "Ann Smith"}
+    heard = asyncio.Event()
+    b.privacy.on_forget(lambda subject: heard.set())  # after the handler's own listener
+    async with b.privacy.follow():
+        await a.privacy.forget("c-1")
+        async with asyncio.timeout(WAIT):
+            await heard.wait()
+        fresh = await handler.handle("customer-1", Noted(n=1))
+    assert fresh.state == Book({"c-1": "<erased>"}, 2)
 
 
 # -- in the forgetting process -----------------------------------------------------------------
@@ -167,3 +283,71 @@ async def test_a_handler_without_a_cache_listens_to_nothing(store: EventStore) -
     handler = CommandHandler(store, book)
     await handler.handle("customer-1", ANN)
     assert ring.listener_count == before
+
+
+# -- the follower's life -------------------------------------------------------------------------
+
+
+async def test_leaving_stops_the_follower(store: EventStore) -> None:
+    privacy = enable(store)
+    follower = privacy.follow()
+    async with follower:
+        assert follower.running
+        assert "eventfold:privacy-follow" in our_tasks()
+    assert not follower.running
+    assert our_tasks() == []
+
+
+async def test_the_store_closing_ends_the_follower_quietly(
+    store: EventStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    privacy = enable(store)
+    follower = privacy.follow()
+    with caplog.at_level(logging.DEBUG, logger="eventfold.privacy"):
+        async with follower:
+            await store.close()
+
+            async def stopped() -> bool:
+                return not follower.running
+
+            await eventually(stopped, "the follower stops")
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert "the store was closed" in caplog.text
+    assert our_tasks() == []
+
+
+async def test_a_failing_follower_retries_and_misses_nothing(
+    store: EventStore, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    privacy = enable(store)
+    heard: list[str] = []
+    privacy.on_forget(heard.append)
+    head = store.head
+    failures = 0
+
+    async def failing_head() -> Position:
+        nonlocal failures
+        if failures < 2:
+            failures += 1
+            raise StoreError("the database is away")
+        return await head()
+
+    async with privacy.follow():
+        monkeypatch.setattr(store, "head", failing_head)
+        with caplog.at_level(logging.WARNING, logger="eventfold.privacy"):
+            await privacy.forget("c-1")
+
+            async def twice() -> bool:
+                return heard == ["c-1", "c-1"]  # by the forget, then by the follower
+
+            await eventually(twice, "the follower hears of c-1 too")
+    assert failures == 2
+    assert "retrying in" in caplog.text
+
+
+async def test_a_follower_is_entered_once(store: EventStore) -> None:
+    privacy = enable(store)
+    follower = privacy.follow()
+    async with follower:
+        with pytest.raises(Exception, match="entered once"):
+            await follower.__aenter__()

@@ -30,6 +30,7 @@ from ..store import (
     capability,
 )
 from ._audit import AUDIT_STREAM, SubjectForgotten
+from ._follow import Follower
 
 __all__ = [
     "KEYS_PARTICIPANT",
@@ -202,8 +203,8 @@ class Privacy:
 
         This process's `on_forget` listeners are called right after the keys are deleted
         (a `CommandHandler` drops its cached states that hold the subject). Other
-        processes stop opening the subject's fields within their key cache window
-        (``cache_seconds`` of `enable`).
+        processes stop opening the subject's fields as soon as their `follow` sees the
+        audit event, else within their key cache window (``cache_seconds`` of `enable`).
         Calling it again is harmless (0 keys deleted).
         """
         _check_subject(subject)
@@ -222,9 +223,10 @@ class Privacy:
 
     def on_forget(self, callback: Callable[[str], object]) -> Callable[[], None]:
         """Call ``callback(subject)`` on the event loop each time this process learns that
-        a data subject was forgotten by `forget` here, right after the keys are deleted
-        (make it idempotent: it may hear of a subject more than once). Drop in-memory
-        copies of the subject's personal values in it. Returns what removes the callback; one that
+        a data subject was forgotten: by `forget` here, right after the keys are deleted,
+        or by another process, once `follow` sees its audit event (a forget made here is
+        then heard twice: make the callback idempotent). Drop in-memory copies of the
+        subject's personal values in it. Returns what removes the callback; one that
         raises is logged and the others still run.
 
         Held strongly: an object that should not be kept alive by it registers a
@@ -232,6 +234,20 @@ class Privacy:
         """
         remove: Callable[[], None] = self._ring.on_forget(callback)
         return remove
+
+    def follow(self) -> Follower:
+        """Follow the audit stream while entered (``async with privacy.follow(): ...``):
+        each subject forgotten from then on, by any process on this store's database,
+        is forgotten here at once, as if by `forget` here (the key cache dropped and the
+        `on_forget` callbacks called), instead of within ``cache_seconds``.
+
+        Entering reads the log's head and returns once following starts after it: a
+        forget made after that is never missed. PostgreSQL wakes the follower by
+        LISTEN/NOTIFY, SQLite by polling the file, every backend at once for its own
+        appends. A failure is logged and retried with backoff; the store being closed
+        ends it quietly. Leaving stops it.
+        """
+        return Follower(self.store, self._ring.forgotten)
 
     async def prepare(self, *subjects: str) -> None:
         """Make the keys of ``subjects`` that have none now, off the event loop.
