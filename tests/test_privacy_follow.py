@@ -32,6 +32,7 @@ from eventfold import (
 from eventfold.privacy import Privacy, enable
 from eventfold.privacy._keyring import KeyRing
 from eventfold.store import SupportsCodec, capability
+from eventfold.web import create_app
 
 WAIT = 10.0
 """Seconds a forget elsewhere may take to arrive here (far below the key cache's 3600)."""
@@ -351,3 +352,24 @@ async def test_a_follower_is_entered_once(store: EventStore) -> None:
     async with follower:
         with pytest.raises(Exception, match="entered once"):
             await follower.__aenter__()
+
+
+# -- the HTTP API ------------------------------------------------------------------------------
+
+
+async def test_the_app_follows_while_its_lifespan_runs(shared_url: str) -> None:
+    async with connect(shared_url) as a:
+        pa = enable(a, cache_seconds=3600)
+        await a.append("customer-1", [ANN], expected_version=0)
+        b = connect(shared_url)
+        pb = enable(b, cache_seconds=3600)
+        app = create_app(b, privacy=pb)
+        async with app.router.lifespan_context(app):
+            assert await read(b) == [ANN]
+            await pa.forget("c-1")
+
+            async def erased() -> bool:
+                return await read(b) == [ERASED]
+
+            await eventually(erased, "B reads the replacement values")
+        assert our_tasks() == []

@@ -245,7 +245,8 @@ class Privacy:
         forget made after that is never missed. PostgreSQL wakes the follower by
         LISTEN/NOTIFY, SQLite by polling the file, every backend at once for its own
         appends. A failure is logged and retried with backoff; the store being closed
-        ends it quietly. Leaving stops it.
+        ends it quietly. Leaving stops it. `eventfold.web.create_app` follows while its
+        lifespan runs.
         """
         return Follower(self.store, self._ring.forgotten)
 
