@@ -87,6 +87,10 @@ class Follower:
                 _log.debug("the store was closed: the privacy follower stops")
                 return
             except Exception as exc:
+                if await self._closed():
+                    # Closed under a read: the driver's error says so less plainly.
+                    _log.debug("the store was closed: the privacy follower stops")
+                    return
                 failures += 1
                 delay = min(0.1 * 2 ** min(failures, 20), MAX_BACKOFF)
                 _log.warning(
@@ -97,3 +101,13 @@ class Follower:
                     delay,
                 )
                 await asyncio.sleep(delay)
+
+    async def _closed(self) -> bool:
+        """Whether the store is closed (a failed read may have been cut short by it)."""
+        try:
+            await self.store.head()
+        except StoreClosed:
+            return True
+        except Exception:
+            return False
+        return False
