@@ -24,6 +24,7 @@ from eventfold import (
     Event,
     EventStore,
     HandlerOptions,
+    InvalidInput,
     Personal,
     Position,
     StoreError,
@@ -136,9 +137,11 @@ def our_tasks() -> list[str]:
 # -- across processes -------------------------------------------------------------------------
 
 
-async def test_a_forget_elsewhere_reaches_a_follower_at_once(two: tuple[Process, Process]) -> None:
+async def test_a_forget_elsewhere_reaches_a_follower_within_its_poll(
+    two: tuple[Process, Process],
+) -> None:
     a, b = two
-    async with b.privacy.follow():
+    async with b.privacy.follow(poll_seconds=0.2):
         await a.privacy.forget("c-1")
 
         async def erased() -> bool:
@@ -376,6 +379,12 @@ async def test_a_follower_is_entered_once(store: EventStore) -> None:
     async with follower:
         with pytest.raises(Exception, match="entered once"):
             await follower.__aenter__()
+
+
+@pytest.mark.parametrize("bad", [0, -1, True, "1"])
+async def test_a_follower_needs_a_poll_interval_above_zero(store: EventStore, bad: Any) -> None:
+    with pytest.raises(InvalidInput, match="poll_seconds"):
+        enable(store).follow(poll_seconds=bad)
 
 
 # -- the HTTP API ------------------------------------------------------------------------------

@@ -11,11 +11,16 @@ from typing import Self
 from .._cancel import cancel_and_wait
 from .._position import Position
 from ..errors import InvalidInput, StoreClosed
-from ..projections import StoreWakeUps, Subscription, WakeUp, notifier_for
+from ..projections import Subscription
 from ..store import EventStore
 from ._audit import AUDIT_STREAM, SubjectForgotten
 
-__all__ = ["MAX_BACKOFF", "Follower"]
+__all__ = ["DEFAULT_POLL_SECONDS", "MAX_BACKOFF", "Follower"]
+
+DEFAULT_POLL_SECONDS = 1.0
+"""How often a follower reads the log's new forgets. Forgets are rare: a steady poll
+costs one small query a second per process, where waking on every append (LISTEN/NOTIFY)
+would cost one per append per process."""
 
 MAX_BACKOFF = 30.0
 """Seconds between two attempts of a failing follower, at most."""
@@ -26,25 +31,35 @@ _log = logging.getLogger("eventfold.privacy")
 
 
 class Follower:
-    """Tails `AUDIT_STREAM` from the log's head at entry and hands each forgotten subject
-    to ``forgotten`` (made by `Privacy.follow`; an async context manager, entered once)."""
+    """Tails `AUDIT_STREAM` from the log's head at entry, reading it every
+    ``poll_seconds``, and hands each forgotten subject to ``forgotten`` (made by
+    `Privacy.follow`; an async context manager, entered once)."""
 
-    def __init__(self, store: EventStore, forgotten: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        store: EventStore,
+        forgotten: Callable[[str], None],
+        *,
+        poll_seconds: float = DEFAULT_POLL_SECONDS,
+    ) -> None:
+        if isinstance(poll_seconds, bool) or not isinstance(poll_seconds, int | float):
+            raise InvalidInput(f"poll_seconds must be a number > 0, got {poll_seconds!r}")
+        if not poll_seconds > 0:
+            raise InvalidInput(f"poll_seconds must be > 0, got {poll_seconds!r}")
         self.store = store
         self._forgotten = forgotten
+        self.poll_seconds = float(poll_seconds)
         self.position: Position | None = None
         """Every forget at or before this position has been handed over (None before
         entry)."""
-        self._wake_ups: StoreWakeUps | None = None
         self._task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Self:
         if self._task is not None or self.position is not None:
             raise InvalidInput("a follower is entered once; call privacy.follow() again")
         self.position = await self.store.head()
-        wake_ups = self._wake_ups = notifier_for(self.store)
         self._task = asyncio.get_running_loop().create_task(
-            self._run(wake_ups.subscribe()), name="eventfold:privacy-follow"
+            self._run(), name="eventfold:privacy-follow"
         )
         return self
 
@@ -56,9 +71,6 @@ class Follower:
     ) -> None:
         task, self._task = self._task, None
         stuck = [] if task is None else await cancel_and_wait([task], timeout=_STOP_TIMEOUT)
-        if self._wake_ups is not None:
-            stuck += await self._wake_ups.close(timeout=_STOP_TIMEOUT)
-            self._wake_ups = None
         if stuck:
             _log.warning("the privacy follower did not stop within %ss: %s", _STOP_TIMEOUT, stuck)
 
@@ -67,14 +79,17 @@ class Follower:
         """Whether the follower's task is running."""
         return self._task is not None and not self._task.done()
 
-    async def _run(self, wake: WakeUp) -> None:
+    async def _run(self) -> None:
         """Follow until cancelled or the store is closed, retrying failures with backoff
         from the last position handed over (so no forget is skipped)."""
         failures = 0
         while True:
             try:
                 subscription = Subscription(
-                    self.store, after=self.position, types=[SubjectForgotten], wake=wake
+                    self.store,
+                    after=self.position,
+                    types=[SubjectForgotten],
+                    poll_interval=self.poll_seconds,
                 )
                 async for batch in subscription:
                     for event in batch.events:

@@ -30,7 +30,7 @@ from ..store import (
     capability,
 )
 from ._audit import AUDIT_STREAM, SubjectForgotten
-from ._follow import Follower
+from ._follow import DEFAULT_POLL_SECONDS, Follower
 
 __all__ = [
     "KEYS_PARTICIPANT",
@@ -235,20 +235,21 @@ class Privacy:
         remove: Callable[[], None] = self._ring.on_forget(callback)
         return remove
 
-    def follow(self) -> Follower:
+    def follow(self, *, poll_seconds: float = DEFAULT_POLL_SECONDS) -> Follower:
         """Follow the audit stream while entered (``async with privacy.follow(): ...``):
         each subject forgotten from then on, by any process on this store's database,
-        is forgotten here at once, as if by `forget` here (the key cache dropped and the
-        `on_forget` callbacks called), instead of within ``cache_seconds``.
+        is forgotten here within ``poll_seconds`` (1 s), as if by `forget` here (the key
+        cache dropped and the `on_forget` callbacks called), instead of within
+        ``cache_seconds``.
 
         Entering reads the log's head and returns once following starts after it: a
-        forget made after that is never missed. PostgreSQL wakes the follower by
-        LISTEN/NOTIFY, SQLite by polling the file, every backend at once for its own
-        appends. A failure is logged and retried with backoff; the store being closed
-        ends it quietly. Leaving stops it. `eventfold.web.create_app` follows while its
-        lifespan runs.
+        forget made after that is never missed. The follower reads the log's new
+        forgets every ``poll_seconds`` (one small query; forgets are rare, so it does
+        not wake on every append). A failure is logged and retried with backoff; the
+        store being closed ends it quietly. Leaving stops it.
+        `eventfold.web.create_app` follows while its lifespan runs.
         """
-        return Follower(self.store, self._ring.forgotten)
+        return Follower(self.store, self._ring.forgotten, poll_seconds=poll_seconds)
 
     async def prepare(self, *subjects: str) -> None:
         """Make the keys of ``subjects`` that have none now, off the event loop.
