@@ -13,7 +13,7 @@ import binascii
 import functools
 import types
 import typing
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -146,6 +146,13 @@ class Protector(Protocol):
     def open_with(self, key_ids: Sequence[bytes], sealed: bytes, aad: bytes) -> bytes | None:
         """The plaintext of `seal_with`'s output, or None when any of the keys no longer
         exists; `ValueError` when ``sealed`` does not authenticate against ``aad``."""
+        ...
+
+    def on_forget(self, listener: Callable[[str], object]) -> Callable[[], None]:
+        """Call ``listener(subject)`` each time this process learns that a data subject
+        was forgotten (by a forget here, or one elsewhere a follower saw), so that what
+        holds their plain values in memory drops it; returns what removes the listener.
+        A listener may hear of one subject more than once, and runs on the event loop."""
         ...
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from .._personal import PERSONAL_KEY, Personal, redacted
 from ._audit import AUDIT_STREAM, SubjectForgotten
+from ._follow import Follower
 from ._privacy import (
     KEYS_PARTICIPANT,
     MASTER_KEY_ENV,
@@ -23,6 +24,7 @@ __all__ = [
     "KEYS_PARTICIPANT",
     "MASTER_KEY_ENV",
     "PERSONAL_KEY",
+    "Follower",
     "ForgetResult",
     "Personal",
     "Privacy",

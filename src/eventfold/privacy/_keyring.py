@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 import time
@@ -17,6 +18,8 @@ from ..errors import ConfigurationError
 from ..store import SubjectKeys
 
 __all__ = ["KeyRing"]
+
+_log = logging.getLogger("eventfold.privacy")
 
 _PLAIN = b"\x00"
 """Stored material prefix: the key as is (no master key)."""
@@ -93,6 +96,8 @@ class KeyRing:
         """Subject -> its pending key's id."""
         self._retired: OrderedDict[bytes, None] = OrderedDict()
         """Ids of keys no longer pending that no append may write (at most cache_size)."""
+        self._listeners: dict[int, Callable[[str], object]] = {}
+        self._next_listener = 0
 
     # -- the Protector -----------------------------------------------------------------
 
@@ -323,6 +328,40 @@ class KeyRing:
             yield
         finally:
             self._local.keys = outer
+
+    # -- forgetting ---------------------------------------------------------------------
+
+    def on_forget(self, listener: Callable[[str], object]) -> Callable[[], None]:
+        with self._lock:
+            token = self._next_listener
+            self._next_listener += 1
+            self._listeners[token] = listener
+
+        def remove() -> None:
+            with self._lock:
+                self._listeners.pop(token, None)
+
+        return remove
+
+    def forgotten(self, subject: str) -> None:
+        """``subject`` was forgotten (here, or elsewhere): never write their pending key
+        again, drop every cached key, and tell the listeners. A listener that raises is
+        logged; the others still hear of it."""
+        self.retire_subject(subject)
+        self.evict()
+        with self._lock:
+            listeners = list(self._listeners.values())
+        for listener in listeners:
+            try:
+                listener(subject)
+            except Exception:
+                _log.exception("a listener of forgotten subjects failed (%r)", listener)
+
+    @property
+    def listener_count(self) -> int:
+        """How many `on_forget` listeners are registered."""
+        with self._lock:
+            return len(self._listeners)
 
     # -- cache -------------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ import base64
 import binascii
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +30,7 @@ from ..store import (
     capability,
 )
 from ._audit import AUDIT_STREAM, SubjectForgotten
+from ._follow import DEFAULT_POLL_SECONDS, Follower
 
 __all__ = [
     "KEYS_PARTICIPANT",
@@ -200,8 +201,11 @@ class Privacy:
         replacement values from now on, then append a `SubjectForgotten` event (with no
         personal data) to `AUDIT_STREAM`.
 
-        Other processes stop opening the subject's fields within their key cache window
-        (``cache_seconds`` of `enable`). Calling it again is harmless (0 keys deleted).
+        This process's `on_forget` listeners are called right after the keys are deleted
+        (a `CommandHandler` drops its cached states that hold the subject). Other
+        processes stop opening the subject's fields as soon as their `follow` sees the
+        audit event, else within their key cache window (``cache_seconds`` of `enable`).
+        Calling it again is harmless (0 keys deleted).
         """
         _check_subject(subject)
         if not isinstance(reason, str):
@@ -212,10 +216,40 @@ class Privacy:
         self._ring.retire_subject(subject)
         self._ring.evict()
         deleted = await asyncio.to_thread(self._keys.forget, subject)
-        self._ring.evict()
+        self._ring.forgotten(subject)
         event = SubjectForgotten(subject=subject, keys_deleted=deleted, reason=reason, actor=actor)
         audit = await self.store.append(AUDIT_STREAM, [event], expected_version=ANY)
         return ForgetResult(subject, deleted, audit)
+
+    def on_forget(self, callback: Callable[[str], object]) -> Callable[[], None]:
+        """Call ``callback(subject)`` on the event loop each time this process learns that
+        a data subject was forgotten: by `forget` here, right after the keys are deleted,
+        or by another process, once `follow` sees its audit event (a forget made here is
+        then heard twice: make the callback idempotent). Drop in-memory copies of the
+        subject's personal values in it. Returns what removes the callback; one that
+        raises is logged and the others still run.
+
+        Held strongly: an object that should not be kept alive by it registers a
+        callback holding it weakly (as `CommandHandler` does).
+        """
+        remove: Callable[[], None] = self._ring.on_forget(callback)
+        return remove
+
+    def follow(self, *, poll_seconds: float = DEFAULT_POLL_SECONDS) -> Follower:
+        """Follow the audit stream while entered (``async with privacy.follow(): ...``):
+        each subject forgotten from then on, by any process on this store's database,
+        is forgotten here within ``poll_seconds`` (1 s), as if by `forget` here (the key
+        cache dropped and the `on_forget` callbacks called), instead of within
+        ``cache_seconds``.
+
+        Entering reads the log's head and returns once following starts after it: a
+        forget made after that is never missed. The follower reads the log's new
+        forgets every ``poll_seconds`` (one small query; forgets are rare, so it does
+        not wake on every append). A failure is logged and retried with backoff; the
+        store being closed ends it quietly. Leaving stops it.
+        `eventfold.web.create_app` follows while its lifespan runs.
+        """
+        return Follower(self.store, self._ring.forgotten, poll_seconds=poll_seconds)
 
     async def prepare(self, *subjects: str) -> None:
         """Make the keys of ``subjects`` that have none now, off the event loop.

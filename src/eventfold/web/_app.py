@@ -67,7 +67,9 @@ def create_app(
     - ``stall_seconds``: how long a projection or relay may be behind without its
       checkpoint moving before ``/health`` reports it stalled (503);
     - ``privacy``: crypto-shredding on ``store`` (`eventfold.privacy.enable`), for
-      ``POST /privacy/forget``. Events show which personal fields were erased either way.
+      ``POST /privacy/forget``. The lifespan follows the audit stream with it
+      (`Privacy.follow`), so a subject forgotten by any process stops opening here at
+      once. Events show which personal fields were erased either way.
 
     The web console (HTML pages over this API) is served at ``/console/``.
     """
@@ -104,7 +106,10 @@ def create_app(
         if open_store:
             await store.open()
         try:
-            yield
+            async with contextlib.AsyncExitStack() as following:
+                if privacy is not None:
+                    await following.enter_async_context(privacy.follow())
+                yield
         finally:
             await api.close()
             if open_store:

@@ -16,6 +16,7 @@ import logging
 import os
 import random
 import uuid
+import weakref
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ import msgspec
 
 from .._codec import Codec
 from .._events import Event, NewEvent, RecordedEvent
-from .._personal import SubjectScan
+from .._personal import Protector, SubjectScan
 from .._position import NO_STREAM, ExpectedVersion, Position
 from ..errors import (
     DecodeError,
@@ -180,6 +181,11 @@ class CommandHandler(Generic[C, S, E]):
         found = snapshot_store or own
         self.snapshot_store: SnapshotStore | None = found
         self._cache: OrderedDict[str, Loaded[S]] = OrderedDict()
+        self._forgets = 0
+        """How many forgotten subjects the protector has reported (see `_remember`)."""
+        self._hooked: Protector | None = None
+        """The protector whose forgets evict cached states (see `_hook`)."""
+        self._unhook: weakref.finalize[[], CommandHandler[C, S, E]] | None = None
         self._codec: Codec | None = store.codec if isinstance(store, SupportsCodec) else None
         # The backend's one-trip read of a snapshot and the events after it, when the
         # snapshots are its own.
@@ -218,7 +224,10 @@ class CommandHandler(Generic[C, S, E]):
         cause = str(command_id) if command_id is not None else _fresh_ids.next()
         correlation = str(correlation_id) if correlation_id is not None else cause
         attempt = 0
+        if self.options.cache_size:
+            self._hook()
         while True:
+            forgets = self._forgets
             loaded = await self._current(stream_id)
             if command_id is not None and loaded.version > 0:
                 earlier = await self._handled_before(stream_id, cause)
@@ -283,8 +292,8 @@ class CommandHandler(Generic[C, S, E]):
                     scan.subjects,
                     scan.replaced,
                 )
-                self._remember(stream_id, after)
-                await self._maybe_snapshot(stream_id, after, events)
+                self._remember(stream_id, after, forgets)
+                await self._maybe_snapshot(stream_id, after, events, forgets)
             return CommandResult(events, appended.version, new_state, appended.position, attempt)
 
     def _backoff(self, attempt: int) -> float:
@@ -561,7 +570,9 @@ class CommandHandler(Generic[C, S, E]):
         loaded = await self._load(stream_id, None, None)
         return await self._save_snapshot(stream_id, loaded)
 
-    async def _maybe_snapshot(self, stream_id: str, after: Loaded[S], events: list[E]) -> None:
+    async def _maybe_snapshot(
+        self, stream_id: str, after: Loaded[S], events: list[E], forgets: int
+    ) -> None:
         strategy = self.options.snapshots
         if strategy is None or self.snapshot_store is None:
             return
@@ -592,6 +603,7 @@ class CommandHandler(Generic[C, S, E]):
                         after.subjects,
                         after.replaced,
                     ),
+                    forgets,
                 )
         except Exception:  # a snapshot is an optimisation: it never fails the command
             log.exception("taking a snapshot of %r failed; the command succeeded", stream_id)
@@ -666,19 +678,50 @@ class CommandHandler(Generic[C, S, E]):
 
     def evict(self, stream_id: str) -> None:
         """Drop the stream's state from this handler's in-process cache (``cache_size``),
-        so its next command loads it again: after a data subject of the stream is
-        forgotten, the cached state still holds their plain values. Other processes'
-        caches are their own."""
+        so its next command loads it again. Not needed after a forget when the store's
+        codec has a protector (`eventfold.privacy.enable`): the handler then drops the
+        cached states that hold the forgotten subject itself (in other processes, once
+        their `Privacy.follow` sees the forget)."""
         self._cache.pop(stream_id, None)
 
-    def _remember(self, stream_id: str, loaded: Loaded[S]) -> None:
+    def _remember(self, stream_id: str, loaded: Loaded[S], forgets: int) -> None:
+        """Cache ``loaded``, folded from what was read when `_forgets` was ``forgets``:
+        not if it holds data subjects and a subject was forgotten since (it may be one
+        of them, forgotten before the state was cached)."""
         size = self.options.cache_size
         if size == 0:
+            return
+        if loaded.subjects and self._forgets != forgets:
+            self._cache.pop(stream_id, None)
             return
         self._cache[stream_id] = loaded
         self._cache.move_to_end(stream_id)
         while len(self._cache) > size:
             self._cache.popitem(last=False)
+
+    def _hook(self) -> None:
+        """Have the codec's protector tell this handler of forgotten subjects, holding it
+        weakly (a handler made per request is collected, and its listener removed)."""
+        protector = self._codec.protector if self._codec is not None else None
+        if protector is None or protector is self._hooked:
+            return
+        if self._unhook is not None:
+            self._unhook()
+        ref = weakref.ref(self)
+
+        def forgotten(subject: str) -> None:
+            handler = ref()
+            if handler is not None:
+                handler._forgotten(subject)
+
+        self._hooked = protector
+        self._unhook = weakref.finalize(self, protector.on_forget(forgotten))
+
+    def _forgotten(self, subject: str) -> None:
+        """Drop the cached states that hold ``subject`` (just forgotten)."""
+        self._forgets += 1
+        for stream_id in [s for s, loaded in self._cache.items() if subject in loaded.subjects]:
+            del self._cache[stream_id]
 
 
 class _CorruptSnapshot(Exception):
