@@ -24,10 +24,12 @@
   cores; ``api_floor_cpu_ratio`` is floor/http of those.
 
 Runs alternate (HTTP, floor, in process, HTTP, ...) on fresh SQLite files (or fresh PostgreSQL
-schemas with ``--url``), and the medians are compared. One JSON line per workload on
-stdout::
+schemas with ``--url``), and the medians are compared: ``--rounds`` (6) of each append arm
+and five times as many page reads of each kind (at 3 rounds, the page's ratio moved by
++/-10% from one run to the next with the in-process read itself). One JSON line per
+workload on stdout::
 
-    .venv/bin/python benchmarks/http_api.py [--url postgresql://...] [--rounds 3]
+    .venv/bin/python benchmarks/http_api.py [--url postgresql://...] [--rounds 6]
 """
 
 from __future__ import annotations
@@ -336,7 +338,7 @@ def arguments() -> argparse.Namespace:
     # 32 x 250 appends: about 0.25 s in process on SQLite, long enough to time steadily
     # (32 x 50 took 50 ms, in which a scheduling hiccup shows).
     parser.add_argument("--per-client", type=int, default=250)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument(
         "--access-log", action="store_true", help="uvicorn's access log on, for both servers"
     )
