@@ -103,6 +103,34 @@ class KeyRing:
 
     def key_for(self, subject: str) -> bytes:
         now = time.monotonic()
+        existing = self._existing(subject, now)
+        if existing is not None:
+            return existing
+        key_id = os.urandom(_KEY_ID)
+        key = AESGCM.generate_key(bit_length=256)
+        material = self._wrap(key_id, key)
+        aead = AESGCM(key)
+        attached = self.writer_attached
+        if self.deferred and attached is not None and attached():
+            # Written by the appends that use it, in their own transactions.
+            with self._lock:
+                self._pending[key_id] = _Pending(subject, material, aead)
+                self._pending_of[subject] = key_id
+        else:
+            if self.on_new_key is not None:
+                self.on_new_key()
+            # Committed before the event that uses it, so no reader meets an event
+            # whose key is not stored yet (an append that then fails leaves an
+            # unused key).
+            self._keys.add(key_id, subject, material)
+        with self._lock:
+            self._put(self._current, subject, key_id, now)
+            self._put(self._aead, key_id, aead, now)
+        return key_id
+
+    def _existing(self, subject: str, now: float) -> bytes | None:
+        """The id of ``subject``'s current key, cached, pending here or stored (then
+        cached); None when they have none (never made here: see `key_for`)."""
         with self._lock:
             hit = self._current.get(subject)
             if hit is not None and hit[1] > now:
@@ -113,30 +141,12 @@ class KeyRing:
                 self._put(self._current, subject, mine, now)
             return mine
         found = self._keys.current(subject)
-        if found is not None:
-            key_id, stored = found
-            aead = AESGCM(self._unwrap(key_id, stored))
-            with self._lock:
-                self._stored(key_id)
-        else:
-            key_id = os.urandom(_KEY_ID)
-            key = AESGCM.generate_key(bit_length=256)
-            material = self._wrap(key_id, key)
-            aead = AESGCM(key)
-            attached = self.writer_attached
-            if self.deferred and attached is not None and attached():
-                # Written by the appends that use it, in their own transactions.
-                with self._lock:
-                    self._pending[key_id] = _Pending(subject, material, aead)
-                    self._pending_of[subject] = key_id
-            else:
-                if self.on_new_key is not None:
-                    self.on_new_key()
-                # Committed before the event that uses it, so no reader meets an event
-                # whose key is not stored yet (an append that then fails leaves an
-                # unused key).
-                self._keys.add(key_id, subject, material)
+        if found is None:
+            return None
+        key_id, stored = found
+        aead = AESGCM(self._unwrap(key_id, stored))
         with self._lock:
+            self._stored(key_id)
             self._put(self._current, subject, key_id, now)
             self._put(self._aead, key_id, aead, now)
         return key_id
@@ -245,23 +255,8 @@ class KeyRing:
         now = time.monotonic()
         found: dict[str, bytes] = {}
         for subject in subjects:
-            with self._lock:
-                hit = self._current.get(subject)
-                mine = self._pending_of.get(subject)
-            if hit is not None and hit[1] > now:
-                found[subject] = hit[0]
-            elif mine is not None and self._still_pending(mine):
-                found[subject] = mine
-            else:
-                stored = self._keys.current(subject)
-                if stored is None:
-                    continue  # forgotten (or never sealed for): left out, never made
-                key_id, material = stored
-                aead = AESGCM(self._unwrap(key_id, material))
-                with self._lock:
-                    self._stored(key_id)
-                    self._put(self._current, subject, key_id, now)
-                    self._put(self._aead, key_id, aead, now)
+            key_id = self._existing(subject, now)
+            if key_id is not None:  # else forgotten (or never sealed for): left out
                 found[subject] = key_id
         return found
 
