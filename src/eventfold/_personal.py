@@ -323,14 +323,8 @@ class SubjectScan:
 
     def rows(self, rows: Iterable[Sequence[Any]]) -> None:
         """Note the payloads of a fold's rows (``row[1]``, as `LoadRow`)."""
-        if not _marked:
-            return
-        plans = _plans
-        for row in rows:
-            payload = row[1]
-            plan = plans.get(type(payload), _UNSEEN)
-            if plan is not None:
-                self._note(payload, plan)
+        if _marked:
+            self.payloads(row[1] for row in rows)
 
     def payloads(self, payloads: Iterable[Any]) -> None:
         """Note events' payloads."""

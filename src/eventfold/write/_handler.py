@@ -375,11 +375,7 @@ class CommandHandler(Generic[C, S, E]):
                 max_version=at_version,
                 max_recorded_us=max_us,
             )
-            snapshot, subjects, discarded = rows.snapshot, _NO_SUBJECTS, False
-            if snapshot is not None and is_sealed(snapshot.data):
-                snapshot, subjects, discarded = self._opened(snapshot)
-            if not discarded:
-                snapshot, discarded = self._usable(snapshot)
+            snapshot, subjects, discarded = self._start_from(rows.snapshot)
         else:
             snapshot, subjects, discarded = await self._snapshot_for(stream_id, at_version, max_us)
         state, taken = self.decider.start(), None
@@ -484,18 +480,26 @@ class CommandHandler(Generic[C, S, E]):
             max_version=at_version,
             max_recorded_us=max_us,
         )
-        subjects = _NO_SUBJECTS
-        if snapshot is not None and is_sealed(snapshot.data):
-            snapshot, subjects, discarded = self._opened(snapshot)
-            if discarded:
-                return None, subjects, True
+        return self._start_from(snapshot)
+
+    def _start_from(
+        self, snapshot: Snapshot | None
+    ) -> tuple[Snapshot | None, frozenset[str], bool]:
+        """The snapshot a load starts from (``snapshot`` opened, then upcast: `_opened`,
+        `_usable`), the subjects it was sealed for, and whether an unusable one was
+        found instead."""
+        snapshot, subjects, discarded = self._opened(snapshot)
+        if discarded:
+            return None, subjects, True
         snapshot, discarded = self._usable(snapshot)
         return snapshot, subjects, discarded
 
-    def _opened(self, snapshot: Snapshot) -> tuple[Snapshot | None, frozenset[str], bool]:
-        """Sealed ``snapshot`` with its state opened (`_sealed`), the subjects it was
-        sealed for, and whether it is unusable: a subject was forgotten, it does not
+    def _opened(self, snapshot: Snapshot | None) -> tuple[Snapshot | None, frozenset[str], bool]:
+        """``snapshot``, its state opened if it is sealed (`_sealed`), the subjects it
+        was sealed for, and whether it is unusable: a subject was forgotten, it does not
         authenticate, or no protector is attached to open it."""
+        if snapshot is None or not is_sealed(snapshot.data):
+            return snapshot, _NO_SUBJECTS, False
         protector = self._codec.protector if self._codec is not None else None
         if protector is None:
             log.info(
